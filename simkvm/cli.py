@@ -1,0 +1,72 @@
+"""`simkvm` command line: one sub-command per question a user asks.
+
+Each command lives in the module that answers its question and contributes
+an ``add_commands(subparsers)`` function; this file only wires them and turns
+simkvm's own errors into one line and an exit code:
+
+* 0 success, 1 a real migration failed (the message says where the VM is),
+* 2 the input or the machine is wrong (the message says what to do),
+* 3 reserved for ``preflight`` NO-GO.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from .errors import EnvironmentProblem, MigrationFailed, UserError
+
+# Modules that contribute sub-commands, in the order of `simkvm --help`.
+COMMAND_MODULES = [
+    "simkvm.commands.predict",
+    "simkvm.commands.bench",
+    "simkvm.testbed.cli",
+    "simkvm.executor.cli",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on bad flags already; keep its message to one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="simkvm", description="Predict and check KVM/QEMU live migrations.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("simkvm"):
+                continue  # a command family not built yet
+            raise
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, EnvironmentProblem) as exc:
+        print(f"simkvm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except MigrationFailed as exc:
+        print(f"simkvm {args.command}: migration failed: {exc} [VM is {exc.vm_location}]", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"simkvm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,468 @@
+"""The plan: one description of a migration, read by both the simulator and the executor.
+
+A plan is a tree of frozen dataclasses. Field names carry their SI unit
+(``memory_bytes``, ``max_downtime_s``, ``bandwidth_Bps``); the YAML/dict key is
+the same name without the unit suffix (``memory``, ``max_downtime``,
+``bandwidth``) and accepts human units ("16GiB", "300ms", "10Gbit/s") or bare
+SI numbers. That naming rule is the only (de)serialisation code: one generic
+converter walks the dataclass fields, so adding a knob is adding a field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import PlanError, UserError
+from .units import parse_duration, parse_fraction, parse_rate, parse_size
+
+PAGE_SIZE_BYTES = 4096
+
+
+# --------------------------------------------------------------------- the VM
+@dataclass(frozen=True)
+class Disk:
+    """A disk migrated with non-shared storage (copied by a block mirror)."""
+
+    path: str = "/var/lib/libvirt/images/vm.qcow2"
+    size_bytes: float = 0.0
+    allocated_bytes: float | None = None  # None: fully allocated
+    format: str = "qcow2"
+
+    @property
+    def allocation_bytes(self) -> float:
+        return self.size_bytes if self.allocated_bytes is None else self.allocated_bytes
+
+
+@dataclass(frozen=True)
+class VM:
+    memory_bytes: float = 4 * 2**30
+    zero_fraction: float = 0.0  # share of guest RAM that is zero pages (sent as headers only)
+    disks: tuple[Disk, ...] = ()
+    vcpus: int = 1
+    page_size_bytes: float = PAGE_SIZE_BYTES
+
+
+# --------------------------------------------------------------- the workload
+@dataclass(frozen=True)
+class DirtySet:
+    """Part of guest RAM the workload writes to: ``dirty_rate`` bytes/s of page writes over ``wss``."""
+
+    wss_bytes: float = 0.0
+    dirty_rate_Bps: float = 0.0
+    pattern: str = "uniform"  # uniform (random) | sequential
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of time during which every dirty set's rate is multiplied by ``scale``."""
+
+    duration_s: float = math.inf
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class MemoryWorkload:
+    """How the guest dirties RAM.
+
+    ``model``: ``idle``; ``uniform`` or ``sequential`` (one set: ``dirty_rate``
+    over ``wss``); ``hotcold`` (``sets``, each uniform over its own set);
+    ``curve`` (``points``: measured unique dirtied bytes against interval
+    length, e.g. from calc-dirty-rate at several periods).
+    """
+
+    model: str = "idle"
+    dirty_rate_Bps: float = 0.0
+    wss_bytes: float | None = None
+    sets: tuple[DirtySet, ...] = ()
+    points: tuple[tuple[float, float], ...] = ()  # (interval_s, unique_bytes)
+    phases: tuple[Phase, ...] = ()
+
+    def dirty_sets(self) -> tuple[DirtySet, ...]:
+        """Every model as a list of sets, which is all the simulator sees (curve excepted)."""
+        if self.model in ("uniform", "sequential"):
+            pattern = "uniform" if self.model == "uniform" else "sequential"
+            return (DirtySet(wss_bytes=self.wss_bytes or 0.0, dirty_rate_Bps=self.dirty_rate_Bps, pattern=pattern),)
+        if self.model == "hotcold":
+            return self.sets
+        return ()
+
+
+@dataclass(frozen=True)
+class DiskWorkload:
+    """Guest writes to its first disk: ``write_rate`` bytes/s in ``io_size`` writes over ``wss``."""
+
+    write_rate_Bps: float = 0.0
+    wss_bytes: float | None = None
+    io_size_bytes: float = 4096
+
+
+@dataclass(frozen=True)
+class Workload:
+    memory: MemoryWorkload = MemoryWorkload()
+    disk: DiskWorkload = DiskWorkload()
+
+
+# ----------------------------------------------------------- link, migration
+@dataclass(frozen=True)
+class Link:
+    """``bandwidth``: what the migration may use (libvirt's bandwidth parameter, QEMU's
+    max-bandwidth, also each disk mirror's speed). ``capacity``: what the wire can carry
+    when QEMU lifts the rate limit for the final stop-and-copy (default: ``bandwidth``)."""
+
+    bandwidth_Bps: float = 125e6
+    capacity_Bps: float | None = None
+    efficiency: float = 1.0  # goodput / line rate (TCP/IP overhead)
+
+
+@dataclass(frozen=True)
+class Migration:
+    max_downtime_s: float = 0.3
+    max_iterations: int = 30
+    max_time_s: float = 300.0
+    storage: str = "non_shared_disk"  # non_shared_disk | non_shared_inc | shared
+    mirror_mode: str = "background"  # background | write_blocking
+    disk_bandwidth_Bps: float | None = None  # default: link bandwidth
+    avail_switchover_bandwidth_Bps: float | None = None  # QEMU >= 8.2 override for the threshold
+    policy: str = "qemu"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """What the destination host has free (None: not checked)."""
+
+    free_memory_bytes: float | None = None
+    free_disk_bytes: float | None = None
+
+
+@dataclass(frozen=True)
+class Host:
+    """Host-specific constants: defaults are QEMU's; ``simkvm calibrate`` fits them."""
+
+    check_destination_s: float = 0.05
+    create_disk_s: float = 0.05  # per disk
+    start_destination_s: float = 0.3  # paused QEMU with -incoming + NBD server
+    setup_s: float = 0.05  # migration setup (QEMU 'setup-time')
+    page_header_bytes: float = 8
+    zero_page_bytes: float = 9  # header + 1 byte
+    page_cost_s: float = 2.5e-7  # migration thread's CPU per page (bitmap walk, zero check)
+    sync_s_per_GiB: float = 1e-3  # cost of one dirty-bitmap sync per GiB of guest RAM
+    device_state_bytes: float = 256 * 1024
+    switchover_overhead_s: float = 0.01  # libvirt pause-before-switchover round trip
+    resume_s: float = 0.01  # destination loads device state and starts the CPUs
+    mirror_granularity_bytes: float = 65536
+    mirror_zero_accounted: bool = True  # zero blocks count against the mirror speed limit
+    mirror_complete_s: float = 0.005
+    dirty_rate_factor: float = 1.0  # real page writes per nominal one (TCG guests run slower)
+
+
+@dataclass(frozen=True)
+class Network:
+    """QEMU's self-announce (RARP) after resume, and the fabric's own re-learning time."""
+
+    announce_rounds: int = 5
+    announce_initial_s: float = 0.05
+    announce_step_s: float = 0.1
+    announce_max_s: float = 0.55
+    learn_after_announces: int = 1
+    reconvergence_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str = "plan"
+    vm: VM = VM()
+    workload: Workload = Workload()
+    link: Link = Link()
+    migration: Migration = Migration()
+    destination: Destination = Destination()
+    host: Host = Host()
+    network: Network = Network()
+
+    # ---------------------------------------------------------------- input
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
+        """Build and validate a plan from the YAML structure (human units allowed)."""
+        if not isinstance(data, Mapping):
+            raise PlanError(f"a plan must be a mapping of sections, got {type(data).__name__}")
+        data = dict(data)
+        profile = data.pop("profile", None)
+        if profile is not None:
+            data["host"] = {**_load_profile(profile), **dict(data.get("host") or {})}
+        plan = _build(cls, data, "")
+        plan.validate()
+        return plan
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Plan":
+        data = _read_yaml(path)
+        if isinstance(data, Mapping) and "name" not in data:
+            data = {**data, "name": Path(path).stem}
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan with YAML keys and SI numbers; ``from_dict`` reads it back unchanged."""
+        return _unbuild(self)
+
+    def replace(self, **changes: Any) -> "Plan":
+        """A copy with dotted paths changed, e.g. ``plan.replace(**{"link.bandwidth": "1Gbit/s"})``."""
+        data = self.to_dict()
+        for dotted, value in changes.items():
+            set_path(data, dotted, value)
+        return Plan.from_dict(data)
+
+    # -------------------------------------------------------------- checks
+    def validate(self) -> None:
+        vm, mem = self.vm, self.workload.memory
+        if vm.memory_bytes <= 0:
+            raise PlanError(f"vm.memory must be > 0, got {vm.memory_bytes:g} bytes")
+        if vm.memory_bytes < vm.page_size_bytes:
+            raise PlanError("vm.memory must be at least one page (4KiB)")
+        if self.link.bandwidth_Bps <= 0:
+            raise PlanError("link.bandwidth must be > 0 (e.g. '1Gbit/s'), got 0")
+        if self.link.capacity_Bps is not None and self.link.capacity_Bps < self.link.bandwidth_Bps * 0.999999:
+            raise PlanError("link.capacity must be >= link.bandwidth (capacity is the raw link; bandwidth the limit)")
+        if not 0 < self.link.efficiency <= 1:
+            raise PlanError(f"link.efficiency must be in (0, 1], got {self.link.efficiency}")
+        if self.migration.max_downtime_s <= 0:
+            raise PlanError("migration.max_downtime must be > 0 (e.g. '300ms')")
+        if self.migration.max_downtime_s > 2000:
+            raise PlanError("migration.max_downtime must be <= 2000s (QEMU's maximum)")
+        if self.migration.max_time_s <= 0:
+            raise PlanError("migration.max_time must be > 0 (e.g. '300s')")
+        if self.migration.max_iterations < 0:
+            raise PlanError("migration.max_iterations must be >= 0 (0 = no limit)")
+        _choice(self.migration.storage, ("non_shared_disk", "non_shared_inc", "shared"), "migration.storage")
+        _choice(self.migration.mirror_mode, ("background", "write_blocking"), "migration.mirror_mode")
+        _choice(mem.model, ("idle", "uniform", "sequential", "hotcold", "curve"), "workload.memory.model")
+        usable = vm.memory_bytes
+        if mem.model in ("uniform", "sequential"):
+            if mem.wss_bytes is None:
+                raise PlanError(f"workload.memory.wss is required for model {mem.model!r} (e.g. wss: 1GiB)")
+            if mem.wss_bytes > usable:
+                raise PlanError(
+                    f"workload.memory.wss ({mem.wss_bytes / 2**30:.3g} GiB) is larger than vm.memory "
+                    f"({usable / 2**30:.3g} GiB)"
+                )
+            if mem.wss_bytes <= 0 and mem.dirty_rate_Bps > 0:
+                raise PlanError("workload.memory.wss must be > 0 when dirty_rate > 0")
+        if mem.model == "hotcold":
+            if not mem.sets:
+                raise PlanError("workload.memory.sets must list at least one {wss, dirty_rate} for model 'hotcold'")
+            total = sum(s.wss_bytes for s in mem.sets)
+            if total > usable:
+                raise PlanError(
+                    f"workload.memory.sets add up to {total / 2**30:.3g} GiB, more than vm.memory "
+                    f"({usable / 2**30:.3g} GiB)"
+                )
+            for i, s in enumerate(mem.sets):
+                _choice(s.pattern, ("uniform", "sequential"), f"workload.memory.sets[{i}].pattern")
+                if s.wss_bytes <= 0 and s.dirty_rate_Bps > 0:
+                    raise PlanError(f"workload.memory.sets[{i}].wss must be > 0")
+        if mem.model == "curve":
+            if len(mem.points) < 1:
+                raise PlanError("workload.memory.points must list [interval, unique bytes] pairs for model 'curve'")
+            last_t, last_b = 0.0, 0.0
+            for t, b in mem.points:
+                if t <= last_t or b < last_b:
+                    raise PlanError("workload.memory.points must increase in interval and not decrease in bytes")
+                if b > usable:
+                    raise PlanError("workload.memory.points: unique dirtied bytes cannot exceed vm.memory")
+                last_t, last_b = t, b
+        for i, p in enumerate(mem.phases):
+            if p.duration_s <= 0 or p.scale < 0:
+                raise PlanError(f"workload.memory.phases[{i}]: duration must be > 0 and scale >= 0")
+        dsk = self.workload.disk
+        if dsk.write_rate_Bps > 0:
+            if not vm.disks:
+                raise PlanError("workload.disk.write_rate is set but vm.disks is empty; add a disk or drop the rate")
+            if self.migration.storage != "shared":
+                if dsk.wss_bytes is None:
+                    raise PlanError("workload.disk.wss is required when workload.disk.write_rate > 0")
+                if dsk.wss_bytes > vm.disks[0].size_bytes:
+                    raise PlanError("workload.disk.wss is larger than the first disk's size")
+            if dsk.io_size_bytes <= 0:
+                raise PlanError("workload.disk.io_size must be > 0")
+        for i, d in enumerate(vm.disks):
+            if d.size_bytes <= 0:
+                raise PlanError(f"vm.disks[{i}].size must be > 0")
+            if d.allocation_bytes > d.size_bytes:
+                raise PlanError(f"vm.disks[{i}].allocated is larger than its size")
+        if self.network.announce_rounds < 0 or self.network.learn_after_announces < 0:
+            raise PlanError("network.announce_rounds and learn_after_announces must be >= 0")
+        if self.host.dirty_rate_factor < 0:
+            raise PlanError("host.dirty_rate_factor must be >= 0")
+
+    # ---------------------------------------------------------- derived
+    @property
+    def disk_bandwidth_Bps(self) -> float:
+        return self.migration.disk_bandwidth_Bps or self.link.bandwidth_Bps
+
+    @property
+    def capacity_Bps(self) -> float:
+        return (self.link.capacity_Bps or self.link.bandwidth_Bps) * self.link.efficiency
+
+    @property
+    def migrated_disks(self) -> tuple[Disk, ...]:
+        return () if self.migration.storage == "shared" else self.vm.disks
+
+
+def _choice(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise PlanError(f"{what} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+# ------------------------------------------------------------ generic (de)serialisation
+_SUFFIX_PARSERS = {
+    "_bytes": parse_size,
+    "_Bps": parse_rate,
+    "_s": parse_duration,
+}
+
+
+def key_of(field_name: str) -> str:
+    """The YAML key of a field: the field name without its unit suffix."""
+    for suffix in _SUFFIX_PARSERS:
+        if field_name.endswith(suffix):
+            return field_name[: -len(suffix)]
+    return field_name
+
+
+def _parse_leaf(field_name: str, hint: Any, value: Any, where: str) -> Any:
+    for suffix, parser in _SUFFIX_PARSERS.items():
+        if field_name.endswith(suffix):
+            if value is None and "None" in str(hint):
+                return None
+            return parser(value, where)
+    if "fraction" in field_name:
+        return parse_fraction(value, where)
+    if hint in (int, "int"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+            raise PlanError(f"{where} must be a whole number, got {value!r}")
+        return int(value)
+    if hint in (float, "float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise PlanError(f"{where} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except ValueError:
+            raise PlanError(f"{where} must be a number, got {value!r}") from None
+    if hint in (bool, "bool"):
+        if not isinstance(value, bool):
+            raise PlanError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint in (str, "str"):
+        if not isinstance(value, str):
+            raise PlanError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise PlanError(f"{where or 'plan'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {key_of(f.name): f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise PlanError(
+            f"unknown key {_join(where, str(unknown[0]))!r}; known keys here: {', '.join(sorted(fields))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        f = fields[key]
+        path = _join(where, key)
+        hint = hints[f.name]
+        kwargs[f.name] = _convert(f.name, hint, value, path)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - field mismatch is a bug
+        raise PlanError(f"{where}: {exc}") from None
+
+
+def _convert(name: str, hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value or {}, path)
+    if origin is tuple and args and args[-1] is Ellipsis:
+        item = args[0]
+        if value is None:
+            return ()
+        if not isinstance(value, (list, tuple)):
+            raise PlanError(f"{path} must be a list, got {value!r}")
+        if dataclasses.is_dataclass(item):
+            return tuple(_build(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+        if typing.get_origin(item) is tuple:  # (interval_s, bytes) pairs
+            out = []
+            for i, pair in enumerate(value):
+                if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                    raise PlanError(f"{path}[{i}] must be a pair [interval, bytes], got {pair!r}")
+                out.append((parse_duration(pair[0], f"{path}[{i}][0]"), parse_size(pair[1], f"{path}[{i}][1]")))
+            return tuple(out)
+        return tuple(value)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+        if value is None:
+            return None
+        inner = next(a for a in args if a is not type(None))
+        return _convert(name, inner, value, path)
+    return _parse_leaf(name, hint, value, path)
+
+
+def _unbuild(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {key_of(f.name): _unbuild(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [_unbuild(v) for v in obj]
+    return obj
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts (creating sections); ``vm.disks.0.size`` indexes lists."""
+    parts = dotted.split(".")
+    node: Any = data
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[int(part)]
+            continue
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def _read_yaml(path: str | Path) -> Any:
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"plan file {str(p)!r} does not exist")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise PlanError(f"{p}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+
+
+def _load_profile(profile: Any) -> dict[str, Any]:
+    """A host profile (from ``simkvm calibrate``) is a YAML file of ``host:`` keys, or a dict."""
+    if isinstance(profile, Mapping):
+        return dict(profile)
+    data = _read_yaml(profile)
+    if isinstance(data, Mapping) and "host" in data:
+        data = data["host"]
+    if not isinstance(data, Mapping):
+        raise PlanError(f"profile {profile!r} must be a mapping of host constants")
+    return dict(data)

@@ -1,0 +1,179 @@
+"""What happened (or will happen) in one migration: the schema shared by prediction and measurement.
+
+The simulator fills a :class:`Result` from its model; the executor fills the
+same class from libvirt's job statistics. Per-iteration rows use libvirt's
+job-stat names wherever one exists, so comparing prediction and reality is a
+join on ``memory_iteration``, not a translation.
+
+Row semantics (both sources): row *i* describes the period during which
+QEMU's ``dirty-sync-count`` (libvirt ``memory_iteration``) equals *i*. Its
+``time_elapsed_s``, ``memory_remaining``, ``memory_processed``, ``disk_*``
+are the values at the start of that period, i.e. right after the bitmap sync
+that began it; ``duration_s`` and ``sent_bytes`` cover the whole period.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+#: Columns of ``Result.rounds``, in order. The first ones are libvirt job-stat names.
+ROUND_COLUMNS: tuple[str, ...] = (
+    "memory_iteration",  # QEMU dirty-sync-count during this period
+    "time_elapsed_s",  # since the migration job started
+    "memory_processed",  # RAM bytes sent so far (wire bytes, with headers)
+    "memory_remaining",  # bytes set in the dirty bitmap at the start of the period
+    "memory_dirty_rate",  # pages/s, as QEMU reports it (recomputed at syncs >= 1 s apart)
+    "memory_bps",  # bytes/s, RAM throughput of the last 100 ms window
+    "disk_processed",  # disk mirror progress bytes so far
+    "disk_remaining",  # disk mirror bytes still to copy
+    "downtime_expected_s",  # libvirt 'downtime' while running: remaining / bandwidth
+    "threshold_bytes",  # bandwidth x max downtime (switchover threshold)
+    "duration_s",  # length of this period
+    "sent_bytes",  # RAM wire bytes sent during this period
+    "dirtied_bytes",  # bytes the sync that started this period found newly dirtied
+    "throttle",  # auto-converge CPU throttle in force (fraction)
+    "max_downtime_s",  # downtime limit in force
+)
+
+TIMELINE_COLUMNS: tuple[str, ...] = (
+    "time_s",
+    "phase",  # prepare | mirror | precopy | switchover | postcopy | network | done
+    "memory_iteration",
+    "memory_remaining",
+    "memory_processed",
+    "disk_remaining",
+    "disk_processed",
+)
+
+OUTCOMES = ("converged", "postcopy", "paused", "aborted", "not_converged", "refused")
+
+
+@dataclass
+class Action:
+    """One decision of a controller (policy or the user)."""
+
+    time_s: float
+    action: str  # set_downtime | start_postcopy | pause | abort | throttle | set_bandwidth
+    value: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time_s": self.time_s, "action": self.action, "value": self.value}
+
+
+@dataclass
+class Result:
+    """A migration's outcome; ``source`` is ``simulated`` or ``measured``."""
+
+    converged: bool
+    reason: str
+    outcome: str = "converged"
+    source: str = "simulated"
+    total_time_s: float = 0.0
+    downtime_s: float = 0.0
+    service_interruption_s: float = 0.0
+    setup_time_s: float = 0.0  # preparation: checks, disks, paused destination
+    disk_mirror_time_s: float = 0.0  # until every mirror is ready
+    precopy_time_s: float = 0.0  # RAM migration until the VM stops
+    postcopy_time_s: float = 0.0
+    network_convergence_s: float = 0.0
+    ram_transferred_bytes: float = 0.0
+    disk_transferred_bytes: float = 0.0
+    total_transferred_bytes: float = 0.0
+    zero_pages: float = 0.0
+    normal_pages: float = 0.0
+    iterations: int = 0
+    guest_cpu_lost_s: float = 0.0  # CPU time the guest lost to throttling
+    postcopy_pages_on_demand: float = 0.0
+    round_records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    timeline_records: list[tuple] = field(default_factory=list, repr=False)
+    actions: list[Action] = field(default_factory=list)
+    plan: dict[str, Any] | None = field(default=None, repr=False)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # DataFrames are built on demand: a sweep of a million simulations never pays for them.
+    @property
+    def rounds(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.round_records, columns=list(ROUND_COLUMNS))
+
+    @property
+    def timeline(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.timeline_records, columns=list(TIMELINE_COLUMNS))
+
+    # ------------------------------------------------------------ summary
+    SUMMARY_FIELDS = (
+        "converged", "outcome", "reason", "total_time_s", "downtime_s", "service_interruption_s",
+        "ram_transferred_bytes", "disk_transferred_bytes", "iterations",
+    )
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar outputs, as a flat dict (one row of a sweep table)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("round_records", "timeline_records", "actions", "plan", "meta")
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``simkvm predict --json`` and ``simkvm migrate --json``."""
+        out = self.summary()
+        out["rounds"] = [{k: _clean(r.get(k)) for k in ROUND_COLUMNS} for r in self.round_records]
+        out["timeline"] = [dict(zip(TIMELINE_COLUMNS, map(_clean, t))) for t in self.timeline_records]
+        out["actions"] = [a.to_dict() for a in self.actions]
+        out["meta"] = self.meta
+        if self.plan is not None:
+            out["plan"] = self.plan
+        return {k: _clean(v) for k, v in out.items()}
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Result":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names and k not in ("actions",)}
+        res = cls(**kwargs)
+        res.round_records = [dict(r) for r in data.get("rounds", [])]
+        res.timeline_records = [tuple(t.get(c) for c in TIMELINE_COLUMNS) for t in data.get("timeline", [])]
+        res.actions = [Action(**a) for a in data.get("actions", [])]
+        return res
+
+    @classmethod
+    def from_json_file(cls, path: str) -> "Result":
+        from .errors import UserError
+
+        try:
+            with open(path) as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            raise UserError(f"result file {path!r} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not a JSON result ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict) or "converged" not in data:
+            raise UserError(f"{path}: not a simkvm result (no 'converged' key); make it with --json")
+        return cls.from_dict(data)
+
+
+def _clean(v: Any) -> Any:
+    """JSON has no inf/nan and no numpy scalars."""
+    if isinstance(v, (np.floating, np.integer)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def records(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: r.get(k) for k in ROUND_COLUMNS} for r in rows]

@@ -1,0 +1,66 @@
+"""Why a migration did or did not converge, in the words an operator needs.
+
+Pre-copy rounds settle where the pages dirtied during one round equal the
+pages that round sends: the fixed point ``r = u(r / rate)`` of the guest's
+unique-pages curve ``u``. If the fixed point is above the switchover threshold
+(bandwidth x max downtime) no number of rounds helps; if it is below, the
+rounds shrink but may do so too slowly for the iteration or time limit.
+"""
+from __future__ import annotations
+
+import math
+
+from ..units import fmt_bytes, fmt_duration, fmt_rate
+from .state import Run
+
+
+def settled_remaining_pages(run: Run, pages_per_s: float) -> float:
+    """The fixed point of r -> u(r / rate), from the whole working set downwards."""
+    guest = run.guest
+    r = sum(guest.set_pages)
+    for _ in range(200):
+        nxt = guest.memory_unique_pages(r / pages_per_s)
+        if abs(nxt - r) <= 1e-9 * max(r, 1.0):
+            return nxt
+        r = nxt
+    return r
+
+
+def memory_reason(run: Run, why: str) -> str:
+    """Explain an abort during RAM pre-copy (``why``: max_iterations or max_time)."""
+    plan, guest = run.plan, run.guest
+    page = run.page_bytes
+    c = run.normal_page_wire
+    pages_per_s = min(run.bandwidth_Bps / c, 1.0 / (c / run.link_capacity_Bps() + plan.host.page_cost_s))
+    bandwidth = pages_per_s * c
+    threshold = run.threshold_bytes(bandwidth)
+    writes_Bps = guest.nominal_page_writes_per_s * page * (1 - guest.throttle)
+    wss = sum(guest.set_pages) * page
+    settled = settled_remaining_pages(run, pages_per_s) * page
+    limit = (f"{plan.migration.max_iterations} iterations" if why == "max_iterations"
+             else f"{fmt_duration(run.deadline_s)} (max time)")
+    if settled > threshold:
+        text = (
+            f"dirty rate of working set exceeds bandwidth: the guest writes {fmt_rate(writes_Bps)} of pages over "
+            f"{fmt_bytes(wss)}, the migration sends {fmt_rate(pages_per_s * page)} of pages, so each round leaves "
+            f"~{fmt_bytes(settled)} dirty, above the switchover threshold {fmt_bytes(threshold)} "
+            f"(bandwidth x max downtime {fmt_duration(run.max_downtime_s)})"
+        )
+        if wss > threshold:
+            text += f"; working set larger than threshold ({fmt_bytes(wss)} > {fmt_bytes(threshold)})"
+        return text + f"; stopped at {limit}"
+    ratio = writes_Bps / (pages_per_s * page) if pages_per_s > 0 else math.inf
+    return (
+        f"not converged within {limit}: dirty rate is {ratio:.0%} of bandwidth, so rounds shrink slowly "
+        f"(remaining {fmt_bytes(run.pending_bytes)} vs threshold {fmt_bytes(threshold)}); "
+        f"raise max_iterations/max_time, the bandwidth or the max downtime"
+    )
+
+
+def converged_reason(run: Run) -> str:
+    rounds = run.rec.rounds
+    last_loop = rounds[-2] if len(rounds) >= 2 else rounds[-1]
+    return (
+        f"converged: {fmt_bytes(last_loop['memory_remaining'])} left at the last sync "
+        f"<= threshold {fmt_bytes(last_loop['threshold_bytes'])} after {len(rounds) - 1} pre-copy iteration(s)"
+    )

@@ -1,0 +1,107 @@
+"""One simulated migration with non-shared storage, phase by phase.
+
+``migration()`` reads like the seed's description: preparation (check the
+destination, create the disks, start the paused destination VM), migration
+(disk mirror, then RAM pre-copy while the mirror follows new writes), switch
+(downtime, then the network). Each step is a SimPy process in its own module.
+"""
+from __future__ import annotations
+
+import math
+
+import simpy
+
+from ..plan import Plan
+from ..result import Result
+from ..units import fmt_bytes
+from .diagnose import converged_reason, memory_reason
+from .mirror import mirror, mirror_limit_reason
+from .ram import precopy
+from .state import Run
+from .switchover import network_convergence_s, switchover
+
+
+def simulate(plan: Plan, *, reference: bool = False, timeline: bool = True) -> Result:
+    """Predict one migration. ``reference`` walks QEMU's loop check by check (slow, for proofs)."""
+    env = simpy.Environment()
+    run = Run(env, plan, reference=reference, keep_timeline=timeline)
+    process = env.process(migration(run))
+    result = env.run(until=process)
+    return result
+
+
+def migration(run: Run):
+    env, plan = run.env, run.plan
+    # ---- 1. preparation (done by the client before libvirt's job: our executor does the same)
+    refusal = destination_refusal(plan)
+    yield env.timeout(plan.host.check_destination_s)
+    if refusal:
+        return _finish(run, converged=False, outcome="refused", reason=refusal)
+    yield env.timeout(plan.host.create_disk_s * len(plan.migrated_disks) + plan.host.start_destination_s)
+    yield env.timeout(plan.host.setup_s)
+    run.setup_done_s = env.now
+    # ---- 2. migration: disks first, then RAM
+    ready = yield from mirror(run)
+    run.mirror_ready_s = env.now
+    if not ready:
+        return _abort(run, mirror_limit_reason(run))
+    outcome = yield from precopy(run)
+    if outcome != "switchover":
+        return _abort(run, memory_reason(run, outcome))
+    # ---- 3. switch
+    yield from switchover(run)
+    return _finish(run, converged=True, outcome="converged", reason=converged_reason(run))
+
+
+def destination_refusal(plan: Plan) -> str | None:
+    """Why the destination cannot take this VM, or None."""
+    dst = plan.destination
+    if dst.free_memory_bytes is not None and dst.free_memory_bytes < plan.vm.memory_bytes:
+        return (f"refused: destination has {fmt_bytes(dst.free_memory_bytes)} free memory, the VM needs "
+                f"{fmt_bytes(plan.vm.memory_bytes)}")
+    need = sum(d.allocation_bytes for d in plan.migrated_disks)
+    if dst.free_disk_bytes is not None and dst.free_disk_bytes < need:
+        return (f"refused: destination has {fmt_bytes(dst.free_disk_bytes)} free disk, the VM's disks need "
+                f"{fmt_bytes(need)}")
+    return None
+
+
+def _abort(run: Run, reason: str) -> Result:
+    """The stack gives up: the job is cancelled and the VM keeps running on the source."""
+    run.rec.close_last_round(run.env.now, run.ram_sent)
+    run.point("aborted")
+    return _finish(run, converged=False, outcome="not_converged", reason=reason)
+
+
+def _finish(run: Run, *, converged: bool, outcome: str, reason: str) -> Result:
+    now = run.env.now
+    downtime = (run.resume_s - run.stop_s) if converged else 0.0
+    network = network_convergence_s(run) if converged else 0.0
+    ram_start = run.ram_start_s if run.ram_start_s else now
+    stop = run.stop_s if converged else now
+    result = Result(
+        converged=converged,
+        outcome=outcome,
+        reason=reason,
+        source="simulated",
+        total_time_s=now,
+        downtime_s=downtime,
+        service_interruption_s=downtime + network,
+        setup_time_s=run.setup_done_s,
+        disk_mirror_time_s=(run.mirror_ready_s - run.setup_done_s) if run.plan.migrated_disks else 0.0,
+        precopy_time_s=max(stop - ram_start, 0.0) if run.ram_start_s else 0.0,
+        network_convergence_s=network,
+        ram_transferred_bytes=run.ram_sent,
+        disk_transferred_bytes=run.disk_processed,
+        total_transferred_bytes=run.ram_sent + run.disk_wire,
+        zero_pages=run.zero_pages,
+        normal_pages=run.normal_pages,
+        iterations=run.iteration,
+        guest_cpu_lost_s=run.guest.cpu_lost_s,
+        round_records=run.rec.rounds,
+        timeline_records=run.rec.timeline,
+        actions=run.rec.actions,
+    )
+    if not math.isfinite(result.total_time_s):  # pragma: no cover - guarded by validation
+        raise RuntimeError("simulation produced an infinite time")
+    return result

@@ -1,0 +1,178 @@
+"""How the guest dirties memory and disk: the dirty log the migration reads at each sync.
+
+The guest is a SimPy process that only wakes when its behaviour changes
+(workload phases, throttle, pause). Between those events it accumulates
+*exposure*: effective seconds of writing at its nominal rate. What a bitmap
+sync collects is then a closed form of the exposure, counting *unique* pages,
+because writing the same page twice between two syncs dirties it once:
+
+* uniform random writes of ``w`` pages/s over ``W`` pages:
+  ``W (1 - exp(-w tau / W))`` unique pages after ``tau`` seconds;
+* a sequential sweep: ``min(W, w tau)``;
+* a measured curve (calc-dirty-rate at several periods): interpolated.
+
+That is what makes the simulator's cost independent of the number of pages.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import simpy
+
+from ..plan import Plan
+
+
+def _uniform(pages: float, writes_per_s: float) -> Callable[[float], float]:
+    if pages <= 0 or writes_per_s <= 0:
+        return lambda tau: 0.0
+    k = writes_per_s / pages
+    return lambda tau: pages * -math.expm1(-k * tau)
+
+
+def _sequential(pages: float, writes_per_s: float) -> Callable[[float], float]:
+    return lambda tau: min(pages, writes_per_s * tau)
+
+
+def _curve(points: tuple[tuple[float, float], ...], page: float, cap_pages: float) -> Callable[[float], float]:
+    """Piecewise-linear through (0, 0) and the measured points; past the last one it keeps the
+    last slope (a curve that has saturated has slope ~0), never above the guest's memory."""
+    t = np.array([0.0] + [p[0] for p in points])
+    b = np.array([0.0] + [p[1] / page for p in points])
+    last_slope = (b[-1] - b[-2]) / (t[-1] - t[-2])
+
+    def unique(tau: float) -> float:
+        if tau <= t[-1]:
+            return float(np.interp(tau, t, b))
+        return min(cap_pages, float(b[-1] + last_slope * (tau - t[-1])))
+
+    return unique
+
+
+class Guest:
+    """The VM's workload, as its own SimPy process (phases) plus a dirty log."""
+
+    def __init__(self, env: simpy.Environment, plan: Plan) -> None:
+        self.env = env
+        page = plan.vm.page_size_bytes
+        factor = plan.host.dirty_rate_factor
+        mem = plan.workload.memory
+        self.page_bytes = page
+        # One entry per dirty set: its size in pages, its unique-pages function and its
+        # nominal page-write rate (pages/s).
+        self.set_pages: list[float] = []
+        self.set_unique: list[Callable[[float], float]] = []
+        self.set_rate: list[float] = []
+        if mem.model == "curve":
+            cap = plan.vm.memory_bytes / page
+            w = mem.points[-1][1] / page
+            self.set_pages.append(max(w, 1.0))
+            self.set_unique.append(_curve(tuple((t * 1.0, b * factor) for t, b in mem.points), page, cap))
+            self.set_rate.append(mem.points[0][1] / page / mem.points[0][0] * factor)
+        else:
+            for s in mem.dirty_sets():
+                pages = s.wss_bytes / page
+                rate = s.dirty_rate_Bps / page * factor
+                fn = _uniform(pages, rate) if s.pattern == "uniform" else _sequential(pages, rate)
+                self.set_pages.append(pages)
+                self.set_unique.append(fn)
+                self.set_rate.append(rate)
+        self.phases = mem.phases
+        self.scale = mem.phases[0].scale if mem.phases else 1.0
+        self.throttle = 0.0  # auto-converge / dirty-limit share of CPU taken away
+        self.running = True
+        self._mem_tau = 0.0  # effective seconds since the last memory collect
+        self._disk_tau = 0.0  # effective seconds since the last disk collect
+        self._last = 0.0
+        self.cpu_lost_s = 0.0
+        # Disk: io_size writes at write_rate over wss, tracked at mirror granularity.
+        dsk = plan.workload.disk
+        gran = plan.host.mirror_granularity_bytes
+        self.granule_bytes = gran
+        if dsk.write_rate_Bps > 0 and plan.migrated_disks:
+            granules = (dsk.wss_bytes or 0.0) / gran
+            writes = dsk.write_rate_Bps / dsk.io_size_bytes * max(1.0, dsk.io_size_bytes / gran)
+            self.disk_granules = granules
+            self.disk_granule_writes_per_s = writes
+            self._disk_unique = _uniform(granules, writes)
+        else:
+            self.disk_granules = 0.0
+            self.disk_granule_writes_per_s = 0.0
+            self._disk_unique = lambda tau: 0.0
+        self.process = env.process(self.run()) if len(self.phases) > 1 else None
+
+    # --------------------------------------------------------------- process
+    def run(self):
+        """Walk through the workload's phases; the last phase lasts until the end."""
+        for phase, following in zip(self.phases, self.phases[1:]):
+            yield self.env.timeout(phase.duration_s)
+            self._settle()
+            self.scale = following.scale
+
+    def _settle(self) -> None:
+        """Turn the time since the last change into exposure at the old speed."""
+        now = self.env.now
+        dt = now - self._last
+        if dt > 0:
+            if self.running:
+                speed = 1.0 - self.throttle
+                self._mem_tau += dt * self.scale * speed
+                self._disk_tau += dt * speed
+                self.cpu_lost_s += dt * self.throttle
+            self._last = now
+
+    # --------------------------------------------------------- what QEMU sees
+    def collect_memory(self) -> list[float]:
+        """KVM_GET_DIRTY_LOG: unique pages dirtied per set since the last collect; resets the log."""
+        self._settle()
+        tau, self._mem_tau = self._mem_tau, 0.0
+        return [fn(tau) for fn in self.set_unique]
+
+    def peek_memory_pages(self) -> float:
+        """Unique pages dirtied since the last collect, without resetting (expected downtime)."""
+        self._settle()
+        return sum(fn(self._mem_tau) for fn in self.set_unique)
+
+    def collect_disk_bytes(self, behind_sweep: bool = False) -> float:
+        """The mirror's dirty bitmap: unique granule bytes written since the last collect.
+
+        ``behind_sweep``: only granules written after a cursor moving evenly over the
+        disk during that time had passed them (the bulk pass copies the rest anyway).
+        For a granule passed at fraction x of the interval, it is dirty if written in
+        the remaining (1 - x); averaged over x: W (1 - (1 - e^-a) / a), a = k tau.
+        """
+        self._settle()
+        tau, self._disk_tau = self._disk_tau, 0.0
+        if not behind_sweep or self.disk_granules <= 0:
+            return self._disk_unique(tau) * self.granule_bytes
+        a = self.disk_granule_writes_per_s / self.disk_granules * tau
+        if a <= 1e-12:
+            return 0.0
+        share = 1.0 - (-math.expm1(-a)) / a
+        return self.disk_granules * share * self.granule_bytes
+
+    def disk_unique_bytes(self, seconds: float) -> float:
+        """Unique granule bytes an unthrottled guest writes in ``seconds`` (no side effect)."""
+        return self._disk_unique(seconds) * self.granule_bytes
+
+    def memory_unique_pages(self, seconds: float) -> float:
+        """Unique pages dirtied in ``seconds`` at full speed (for diagnosis; no side effect)."""
+        return sum(fn(seconds * self.scale) for fn in self.set_unique)
+
+    @property
+    def nominal_page_writes_per_s(self) -> float:
+        return sum(self.set_rate) * self.scale
+
+    # ------------------------------------------------------ what changes it
+    def set_throttle(self, fraction: float) -> None:
+        self._settle()
+        self.throttle = fraction
+
+    def pause(self) -> None:
+        self._settle()
+        self.running = False
+
+    def resume(self) -> None:
+        self._settle()
+        self.running = True

@@ -1,0 +1,89 @@
+"""Disk mirror for non-shared storage (QEMU block/mirror.c, driven by libvirt).
+
+libvirt starts one ``blockdev-mirror`` per disk towards the destination's NBD
+server, each capped at the migration bandwidth, and waits until every job is
+READY before it migrates RAM. A job is ready once its dirty bitmap has been
+emptied after the bulk pass; guest writes keep re-dirtying granules
+(64 KiB by default), so a guest writing faster than the mirror copies never
+gets there. In write-blocking mode guest writes go to both sides
+synchronously: nothing is left to catch up, but the guest writes no faster
+than the mirror.
+"""
+from __future__ import annotations
+
+from .state import MIRROR_LAG_S, Run
+
+
+def mirror(run: Run):
+    """mirror_run() for all disks at once; returns True when every job is ready."""
+    env, plan, guest = run.env, run.plan, run.guest
+    disks = plan.migrated_disks
+    if not disks:
+        return True
+    run.phase = "mirror"
+    run.point()
+    n = len(disks)
+    speed = min(plan.disk_bandwidth_Bps, plan.capacity_Bps / n)
+    # mirror_dirty_init(): allocated data is dirty; with an NBD target that cannot promise
+    # zeroes, unallocated ranges are written as zeroes and count against the speed limit.
+    zero_accounted = plan.host.mirror_zero_accounted and plan.migration.storage == "non_shared_disk"
+    progress = [d.size_bytes if zero_accounted else d.allocation_bytes for d in disks]
+    if plan.migration.storage == "non_shared_inc":
+        progress = [d.allocation_bytes for d in disks]
+    run.disk_total = sum(progress)
+    bulk_s = max(progress) / speed
+    guest.collect_disk_bytes()
+    if env.now + bulk_s > run.deadline_s:
+        yield env.timeout(max(run.deadline_s - env.now, 0.0))
+        run.disk_processed = speed * (env.now - run.setup_done_s) * n
+        return False
+    yield env.timeout(bulk_s)
+    run.disk_processed = run.disk_total
+    run.disk_wire = sum(d.allocation_bytes for d in disks)
+    run.point()
+    if plan.migration.mirror_mode == "write_blocking":
+        return True
+    # Catch-up passes on the written disk (the first one): granules written behind the cursor.
+    dirty = guest.collect_disk_bytes(behind_sweep=True)
+    while dirty >= guest.granule_bytes:
+        run.disk_total += dirty
+        pass_s = dirty / speed
+        if env.now + pass_s > run.deadline_s:
+            yield env.timeout(max(run.deadline_s - env.now, 0.0))
+            return False
+        yield env.timeout(pass_s)
+        run.disk_processed += dirty
+        run.disk_wire += dirty
+        run.point()
+        again = guest.collect_disk_bytes()
+        if again >= dirty * 0.999:  # the writes outrun the copy: the job never becomes ready
+            yield env.timeout(max(run.deadline_s - env.now, 0.0))
+            return False
+        dirty = again
+    # While RAM migrates the job copies each new write after a short lag.
+    run.mirror_bg_Bps = min(speed, guest.disk_unique_bytes(MIRROR_LAG_S) / MIRROR_LAG_S)
+    run.follow_disk_writes()
+    return True
+
+
+def mirror_backlog_bytes(run: Run) -> float:
+    """What the mirror still has to copy when the VM stops (writes of the last lag)."""
+    if not run.plan.migrated_disks or run.plan.migration.mirror_mode == "write_blocking":
+        return 0.0
+    return run.guest.disk_unique_bytes(MIRROR_LAG_S)
+
+
+def mirror_limit_reason(run: Run) -> str:
+    plan, guest = run.plan, run.guest
+    speed = min(plan.disk_bandwidth_Bps, plan.capacity_Bps / max(1, len(plan.migrated_disks)))
+    granule_rate = guest.disk_granule_writes_per_s * guest.granule_bytes
+    from ..units import fmt_rate
+
+    return (
+        f"disk writes exceed mirror bandwidth: the guest dirties {fmt_rate(granule_rate)} of disk "
+        f"({fmt_rate(plan.workload.disk.write_rate_Bps)} in {plan.workload.disk.io_size_bytes / 1024:g} KiB writes, "
+        f"counted in {guest.granule_bytes / 1024:g} KiB mirror granules) but the mirror copies {fmt_rate(speed)}"
+        if granule_rate >= speed
+        else f"disk mirror not ready within {run.plan.migration.max_time_s:g} s"
+    )
+

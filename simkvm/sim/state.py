@@ -1,0 +1,185 @@
+"""The state one simulated migration shares between its processes.
+
+QEMU keeps this in ``MigrationState`` and ``RAMState``: the dirty bitmap, the
+counters libvirt reads as job stats, the knobs a controller can turn while
+the job runs (downtime limit, bandwidth, throttle). Keeping it in one object
+lets the RAM, mirror, switchover and controller processes read like the
+algorithms they mirror.
+"""
+from __future__ import annotations
+
+import math
+
+import simpy
+
+from ..plan import Plan
+from .guest import Guest
+from .recorder import Recorder
+
+WINDOW_S = 0.1  # BUFFER_DELAY: bandwidth is measured and the rate limit reset every 100 ms
+ITERATE_MAX_S = 0.05  # ram_save_iterate() returns after 50 ms even if the budget is not spent
+MIRROR_LAG_S = 0.1  # how long a guest write waits before the background mirror copies it
+
+
+class Run:
+    """Everything one simulated migration knows; times in s, sizes in bytes, rates in B/s."""
+
+    def __init__(self, env: simpy.Environment, plan: Plan, *, reference: bool = False,
+                 keep_timeline: bool = True) -> None:
+        self.env = env
+        self.plan = plan
+        self.reference = reference
+        self.guest = Guest(env, plan)
+        self.rec = Recorder(keep_timeline)
+        host = plan.host
+        self.page_bytes = plan.vm.page_size_bytes
+        self.normal_page_wire = self.page_bytes + host.page_header_bytes
+        self.zero_page_wire = host.zero_page_bytes
+        # Knobs a controller may turn during the job.
+        self.max_downtime_s = plan.migration.max_downtime_s
+        self.bandwidth_Bps = plan.link.bandwidth_Bps  # QEMU max-bandwidth (libvirt's bandwidth)
+        self.deadline_s = plan.migration.max_time_s
+        # Counters (libvirt job stats).
+        self.phase = "prepare"
+        self.iteration = 0  # dirty-sync-count
+        self.ram_sent = 0.0  # wire bytes
+        self.zero_pages = 0.0
+        self.normal_pages = 0.0
+        self.disk_processed = 0.0
+        self.disk_total = sum(d.size_bytes for d in plan.migrated_disks)
+        self.disk_wire = 0.0
+        self.mirror_bg_Bps = 0.0  # background mirror traffic while RAM migrates
+        self._mirror_follow_s = 0.0
+        self.ram_start_s = 0.0
+        self.setup_done_s = 0.0
+        self.mirror_ready_s = 0.0
+        self.stop_s = math.nan
+        self.resume_s = math.nan
+        # QEMU's dirty-pages-rate bookkeeping (recomputed at syncs >= 1 s apart).
+        self.dirty_rate_pps = 0.0
+        self._rate_period_start = 0.0
+        self._rate_period_pages = 0.0
+        # The dirty bitmap, by component: one entry per dirty set, then other normal pages, then zero pages.
+        self.bitmap: list[float] = []
+        self.ended: str | None = None  # why the job stopped early (abort reason key)
+        self.wakeup: simpy.Event | None = None  # set by a controller to interrupt a long send
+
+    # ------------------------------------------------------------- bitmap
+    @property
+    def pending_pages(self) -> float:
+        return sum(self.bitmap)
+
+    @property
+    def pending_bytes(self) -> float:
+        return self.pending_pages * self.page_bytes
+
+    def init_bitmap(self) -> None:
+        """ram_list_init_bitmaps(): every page starts dirty."""
+        total = self.plan.vm.memory_bytes / self.page_bytes
+        sets = list(self.guest.set_pages)
+        in_sets = min(sum(sets), total)
+        zero = min(self.plan.vm.zero_fraction * total, total - in_sets)
+        self.bitmap = sets + [max(0.0, total - in_sets - zero), zero]
+
+    # ---------------------------------------------------------- transfer
+    def wire_bytes_per_page(self) -> float:
+        """Average bytes on the wire for a page of the bitmap as it is now (zero pages: a header)."""
+        pending = self.pending_pages
+        if pending <= 0:
+            return self.normal_page_wire
+        z = self.bitmap[-1] / pending
+        return z * self.zero_page_wire + (1 - z) * self.normal_page_wire
+
+    def link_capacity_Bps(self) -> float:
+        return max(self.plan.capacity_Bps - self.mirror_bg_Bps, 1e-9)
+
+    def send_rate(self) -> tuple[float, float, float]:
+        """(pages/s, wire bytes/s, seconds between checks) for ram_save_iterate() now.
+
+        The sender is limited by max-bandwidth (budget per 100 ms window, then it
+        sleeps to the window's end: checks every 100 ms), or else by the link and
+        the migration thread's per-page CPU cost (ram_save_iterate returns every 50 ms).
+        """
+        c = self.wire_bytes_per_page()
+        limited = self.bandwidth_Bps / c
+        unlimited = 1.0 / (c / self.link_capacity_Bps() + self.plan.host.page_cost_s)
+        if limited <= unlimited:
+            return limited, limited * c, WINDOW_S
+        return unlimited, unlimited * c, ITERATE_MAX_S
+
+    def threshold_bytes(self, bandwidth_Bps: float) -> float:
+        """threshold_size = bandwidth x downtime limit (avail-switchover-bandwidth overrides)."""
+        bw = self.plan.migration.avail_switchover_bandwidth_Bps or bandwidth_Bps
+        return bw * self.max_downtime_s
+
+    def send_pages(self, pages: float) -> None:
+        """Send ``pages`` taken evenly from the bitmap (QEMU walks it in address order)."""
+        pending = self.pending_pages
+        if pending <= 0 or pages <= 0:
+            return
+        pages = min(pages, pending)
+        c = self.wire_bytes_per_page()
+        share = pages / pending
+        zero_sent = self.bitmap[-1] * share
+        self.bitmap = [b * (1 - share) for b in self.bitmap]
+        self.ram_sent += pages * c
+        self.zero_pages += zero_sent
+        self.normal_pages += pages - zero_sent
+
+    def sync_cost_s(self) -> float:
+        return self.plan.host.sync_s_per_GiB * self.plan.vm.memory_bytes / 2**30
+
+    def bitmap_sync(self) -> float:
+        """migration_bitmap_sync(): add what the guest dirtied since the last sync; returns new pages."""
+        now = self.env.now
+        dirtied = self.guest.collect_memory()
+        new_total = 0.0
+        for i, d in enumerate(dirtied):
+            r = self.bitmap[i]
+            w = self.guest.set_pages[i]
+            union = r + d - (r * d / w if w > 0 else 0.0)
+            new_total += union - r
+            self.bitmap[i] = min(union, w)
+        self.iteration += 1
+        # dirty-pages-rate: QEMU accumulates dirtied pages and recomputes once >= 1 s passed.
+        self._rate_period_pages += sum(dirtied)
+        if now - self._rate_period_start >= 1.0:
+            self.dirty_rate_pps = self._rate_period_pages / (now - self._rate_period_start)
+            self._rate_period_start = now
+            self._rate_period_pages = 0.0
+        return new_total
+
+    # ------------------------------------------------------------ record
+    def follow_disk_writes(self) -> None:
+        """The ready mirror copies new guest writes in the background while RAM migrates."""
+        now = self.env.now
+        if self.mirror_bg_Bps > 0 and now > self._mirror_follow_s:
+            copied = self.mirror_bg_Bps * (now - self._mirror_follow_s)
+            self.disk_total += copied
+            self.disk_processed += copied
+            self.disk_wire += copied
+        self._mirror_follow_s = now
+
+    def record_round(self, dirtied_pages: float, bandwidth_Bps: float) -> None:
+        self.follow_disk_writes()
+        remaining = self.pending_bytes
+        self.rec.round_started(
+            memory_iteration=self.iteration,
+            time_elapsed_s=self.env.now,
+            memory_processed=self.ram_sent,
+            memory_remaining=remaining,
+            memory_dirty_rate=self.dirty_rate_pps,
+            memory_bps=bandwidth_Bps,
+            disk_processed=self.disk_processed,
+            disk_remaining=max(self.disk_total - self.disk_processed, 0.0),
+            downtime_expected_s=remaining / bandwidth_Bps if bandwidth_Bps > 0 else math.inf,
+            threshold_bytes=self.threshold_bytes(bandwidth_Bps),
+            dirtied_bytes=dirtied_pages * self.page_bytes,
+            throttle=self.guest.throttle,
+            max_downtime_s=self.max_downtime_s,
+        )
+        self.point()
+
+    def point(self, phase: str | None = None) -> None:
+        self.rec.point(self.env.now, phase or self.phase, self.iteration, self.pending_bytes, self.ram_sent,
+                       max(self.disk_total - self.disk_processed, 0.0), self.disk_processed)

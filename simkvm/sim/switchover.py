@@ -1,0 +1,55 @@
+"""Switchover and after: the downtime, then the network learning where the VM went.
+
+Order (migration_completion() with libvirt's pause-before-switchover):
+stop the VM -> libvirt completes the disk mirrors -> final bitmap sync ->
+every remaining page and the device state, with the rate limit lifted ->
+the destination loads the state and starts the CPUs. libvirt's downtime is
+that whole span. Service interruption adds the network's re-learning: QEMU
+announces the VM's MAC (RARP/gratuitous ARP) right after the resume, then
+after growing gaps; the fabric may also need its own reconvergence time.
+"""
+from __future__ import annotations
+
+from .mirror import mirror_backlog_bytes
+from .state import Run
+
+
+def switchover(run: Run):
+    env, plan, host = run.env, run.plan, run.plan.host
+    run.phase = "switchover"
+    run.stop_s = env.now
+    run.follow_disk_writes()
+    run.mirror_bg_Bps = 0.0
+    run.guest.pause()  # vm_stop_force_state(RUN_STATE_FINISH_MIGRATE)
+    capacity = plan.capacity_Bps
+    # pause-before-switchover: libvirt completes the mirrors while the VM is stopped.
+    backlog = mirror_backlog_bytes(run)
+    yield env.timeout(host.switchover_overhead_s + backlog / capacity + (host.mirror_complete_s if backlog or
+                                                                           plan.migrated_disks else 0.0))
+    run.disk_total += backlog
+    run.disk_processed += backlog
+    run.disk_wire += backlog
+    # ram_save_complete(): final sync, then all remaining pages without the rate limit.
+    dirtied = run.bitmap_sync()
+    run.record_round(dirtied, capacity)
+    pages = run.pending_pages
+    wire_per_page = run.wire_bytes_per_page()
+    send_s = pages * (wire_per_page / capacity + host.page_cost_s)
+    yield env.timeout(run.sync_cost_s() + send_s + host.device_state_bytes / capacity)
+    run.send_pages(pages)
+    run.ram_sent += host.device_state_bytes
+    yield env.timeout(host.resume_s)  # destination: load device state, start CPUs
+    run.resume_s = env.now
+    run.rec.close_last_round(env.now, run.ram_sent)
+    run.phase = "done"
+    run.point()
+
+
+def network_convergence_s(run: Run) -> float:
+    """Time from resume until the network delivers the VM's traffic to the destination."""
+    net = run.plan.network
+    learn_at = 0.0
+    if 0 < net.learn_after_announces <= net.announce_rounds:
+        for k in range(1, net.learn_after_announces):
+            learn_at += min(net.announce_initial_s + (k - 1) * net.announce_step_s, net.announce_max_s)
+    return learn_at + net.reconvergence_s
