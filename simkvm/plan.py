@@ -149,7 +149,7 @@ class Host:
     page_header_bytes: float = 8
     zero_page_bytes: float = 9  # header + 1 byte
     page_cost_s: float = 2.5e-7  # migration thread's CPU per page (bitmap walk, zero check)
-    sync_s_per_GiB: float = 1e-3  # cost of one dirty-bitmap sync per GiB of guest RAM
+    sync_s_per_GiB: float = 1e-4  # cost of one dirty-bitmap sync per GiB of guest RAM
     device_state_bytes: float = 256 * 1024
     switchover_overhead_s: float = 0.01  # libvirt pause-before-switchover round trip
     resume_s: float = 0.01  # destination loads device state and starts the CPUs

@@ -15,11 +15,12 @@ from .state import Run
 
 
 def settled_remaining_pages(run: Run, pages_per_s: float) -> float:
-    """The fixed point of r -> u(r / rate), from the whole working set downwards."""
+    """The fixed point of r -> u(r / rate + sync time), from the whole working set downwards."""
     guest = run.guest
     r = sum(guest.set_pages)
+    sync_s = run.sync_cost_s()
     for _ in range(200):
-        nxt = guest.memory_unique_pages(r / pages_per_s)
+        nxt = guest.memory_unique_pages(r / pages_per_s + sync_s)
         if abs(nxt - r) <= 1e-9 * max(r, 1.0):
             return nxt
         r = nxt
@@ -49,6 +50,20 @@ def memory_reason(run: Run, why: str) -> str:
         if wss > threshold:
             text += f"; working set larger than threshold ({fmt_bytes(wss)} > {fmt_bytes(threshold)})"
         return text + f"; stopped at {limit}"
+    # QEMU syncs only once pending < threshold, so a sync starts at most one check period's
+    # sending below the threshold; if a minimal round (check period + sync) dirties more, never.
+    check_s = 0.1 if run.bandwidth_Bps / c <= pages_per_s * 1.0000001 else 0.05
+    min_round_s = check_s + run.sync_cost_s()
+    slack = pages_per_s * check_s * page
+    dirtied_min = guest.memory_unique_pages(min_round_s) * page
+    if dirtied_min > slack and run.pending_bytes > threshold:
+        return (
+            f"dirty rate too high for QEMU's switchover rule: a sync comes at most one check period "
+            f"({fmt_duration(check_s)}, {fmt_bytes(slack)} of sending) below the threshold "
+            f"{fmt_bytes(threshold)}, and each round (>= {fmt_duration(min_round_s)} including a "
+            f"{fmt_duration(run.sync_cost_s())} bitmap sync) dirties ~{fmt_bytes(dirtied_min)} more; "
+            f"stopped at {limit}; raise the max downtime or the bandwidth"
+        )
     ratio = writes_Bps / (pages_per_s * page) if pages_per_s > 0 else math.inf
     return (
         f"not converged within {limit}: dirty rate is {ratio:.0%} of bandwidth, so rounds shrink slowly "

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# One command: install what the tests need (system packages for the real testbed, Python extras),
+# then run every test, the real migrations on the two-host testbed included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-system.sh
+bash scripts/setup-python.sh
+python3 -m pytest -q "$@"

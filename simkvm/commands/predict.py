@@ -1,0 +1,127 @@
+"""`simkvm predict`: will this migration converge, and how long will it take?"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..errors import UserError
+from ..plan import Plan, set_path
+from ..report import format_result
+from ..sim import simulate
+
+# flag -> plan key; values are passed through the plan's own unit parsing.
+PLAN_FLAGS: dict[str, str] = {
+    "memory": "vm.memory",
+    "zero_fraction": "vm.zero_fraction",
+    "dirty_rate": "workload.memory.dirty_rate",
+    "wss": "workload.memory.wss",
+    "pattern": "workload.memory.model",
+    "disk": "vm.disks.0.size",
+    "disk_allocated": "vm.disks.0.allocated",
+    "disk_write_rate": "workload.disk.write_rate",
+    "disk_wss": "workload.disk.wss",
+    "bandwidth": "link.bandwidth",
+    "capacity": "link.capacity",
+    "max_downtime": "migration.max_downtime",
+    "max_iterations": "migration.max_iterations",
+    "max_time": "migration.max_time",
+    "storage": "migration.storage",
+    "mirror_mode": "migration.mirror_mode",
+    "profile": "profile",
+}
+
+
+def add_plan_flags(parser: argparse.ArgumentParser) -> None:
+    """The plan as flags (for one-off questions without a file); they override the file."""
+    parser.add_argument("plan", nargs="?", help="plan file (YAML); flags below override its keys")
+    g = parser.add_argument_group("plan as flags")
+    g.add_argument("--memory", help="guest RAM, e.g. 4GiB")
+    g.add_argument("--zero-fraction", help="share of RAM that is zero pages, e.g. 0.3")
+    g.add_argument("--dirty-rate", help="page writes per second in bytes, e.g. 100MiB/s")
+    g.add_argument("--wss", help="writable working set, e.g. 1GiB")
+    g.add_argument("--pattern", choices=["uniform", "sequential"], help="memory write pattern (default uniform)")
+    g.add_argument("--disk", help="size of the (first) disk, e.g. 20GiB")
+    g.add_argument("--disk-allocated", help="allocated part of that disk (default: all)")
+    g.add_argument("--disk-write-rate", help="guest disk writes, e.g. 5MiB/s")
+    g.add_argument("--disk-wss", help="disk area the guest writes to (default: 1GiB or the disk)")
+    g.add_argument("--bandwidth", help="migration bandwidth, e.g. 1Gbit/s or 125MiB/s")
+    g.add_argument("--capacity", help="raw link speed for the final copy (default: = bandwidth)")
+    g.add_argument("--max-downtime", help="downtime limit, e.g. 300ms")
+    g.add_argument("--max-iterations", type=int, help="give up after this many iterations (default 30)")
+    g.add_argument("--max-time", help="give up after this long (default 300s)")
+    g.add_argument("--storage", choices=["non_shared_disk", "non_shared_inc", "shared"])
+    g.add_argument("--mirror-mode", choices=["background", "write_blocking"])
+    g.add_argument("--profile", help="host profile file from `simkvm calibrate`")
+
+
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    """The plan file (or the built-in defaults) with the flags applied on top."""
+    data: dict[str, Any] = {}
+    if args.plan:
+        from ..plan import _read_yaml
+
+        loaded = _read_yaml(args.plan)
+        if not isinstance(loaded, dict):
+            raise UserError(f"{args.plan}: a plan file must be a mapping of sections (vm:, workload:, link:, ...)")
+        data = loaded
+        data.setdefault("name", args.plan.rsplit("/", 1)[-1].rsplit(".", 1)[0])
+    flags = {k: getattr(args, k, None) for k in PLAN_FLAGS}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not args.plan and "memory" not in given:
+        raise UserError("give a plan file or at least --memory (e.g. simkvm predict --memory 4GiB "
+                        "--dirty-rate 100MiB/s --wss 1GiB --bandwidth 1Gbit/s)")
+    if given.get("pattern") is None and ("dirty_rate" in given or "wss" in given):
+        mem = (data.get("workload") or {}).get("memory") or {}
+        if mem.get("model") in (None, "idle"):
+            given["pattern"] = "uniform"
+    if "disk" in given:
+        disks = (data.get("vm") or {}).get("disks") or []
+        if not disks:
+            set_path(data, "vm.disks", [{"path": "/var/lib/libvirt/images/vm.qcow2", "size": given["disk"]}])
+    if "disk_write_rate" in given and "disk_wss" not in given:
+        if "wss" not in ((data.get("workload") or {}).get("disk") or {}):
+            from ..units import parse_size
+
+            disk_size = given.get("disk") or (((data.get("vm") or {}).get("disks") or [{}])[0].get("size"))
+            size = parse_size(disk_size, "--disk") if disk_size is not None else 2**30
+            given["disk_wss"] = min(size, 2**30)  # default: 1 GiB of the disk, or all of a smaller one
+    if given.get("zero_fraction") is not None:
+        try:
+            given["zero_fraction"] = float(given["zero_fraction"])
+        except ValueError:
+            pass
+    for key, value in given.items():
+        set_path(data, PLAN_FLAGS[key], value)
+    return Plan.from_dict(data)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    plan = plan_from_args(args)
+    result = simulate(plan, reference=args.reference)
+    result.plan = plan.to_dict()
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, indent=None if args.compact else 2)
+        sys.stdout.write("\n")
+    else:
+        print(format_result(result, title=f"simkvm predict: {plan.name}"))
+    if args.plot:
+        from .. import plot
+
+        plot.save(plot.timeline(result), args.plot)
+        print(f"timeline written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="simulate one migration: verdict, times, bytes, iterations",
+                       description="Simulate one live migration with non-shared storage and print the verdict, "
+                                   "times, bytes and the per-iteration table.")
+    add_plan_flags(p)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--compact", action="store_true", help="with --json: on one line")
+    p.add_argument("--plot", metavar="PNG", help="also draw the timeline to this file")
+    p.add_argument("--reference", action="store_true",
+                   help="walk QEMU's loop check by check instead of jumping between events (slow; for checks)")
+    p.set_defaults(func=cmd_predict)
