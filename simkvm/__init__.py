@@ -9,6 +9,7 @@ from .errors import EnvironmentProblem, MigrationFailed, PlanError, SimkvmError,
 from .plan import Plan
 from .result import Result
 from .sim import simulate
+from . import planner
 
 __version__ = "0.1.0"
 __all__ = ["Plan", "Result", "simulate", "SimkvmError", "UserError", "PlanError", "EnvironmentProblem",

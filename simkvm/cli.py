@@ -20,6 +20,7 @@ from .errors import EnvironmentProblem, MigrationFailed, UserError
 # Modules that contribute sub-commands, in the order of `simkvm --help`.
 COMMAND_MODULES = [
     "simkvm.commands.predict",
+    "simkvm.commands.plan",
     "simkvm.commands.bench",
     "simkvm.testbed.cli",
     "simkvm.executor.cli",

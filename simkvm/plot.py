@@ -89,3 +89,29 @@ def predicted_vs_measured(predicted: Sequence[float], measured: Sequence[float],
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
+
+
+def verdict_grid(cells: list[dict], *, title: str = "Predicted total migration time"):
+    """Heatmap bandwidth x max downtime coloured by total time; non-converging cells hatched."""
+    import numpy as np
+
+    bws = sorted({c["bandwidth_Bps"] for c in cells})
+    dts = sorted({c["max_downtime_s"] for c in cells})
+    z = np.full((len(bws), len(dts)), np.nan)
+    for c in cells:
+        if c["converged"]:
+            z[bws.index(c["bandwidth_Bps"]), dts.index(c["max_downtime_s"])] = c["total_time_s"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.set_facecolor("#dddddd")
+    mesh = ax.imshow(z, origin="lower", aspect="auto", cmap="viridis")
+    for i in range(len(bws)):
+        for j in range(len(dts)):
+            ax.text(j, i, "no" if np.isnan(z[i, j]) else f"{z[i, j]:.3g}s", ha="center", va="center", fontsize=7,
+                    color="black" if np.isnan(z[i, j]) else "white")
+    ax.set_xticks(range(len(dts)), [f"{d * 1000:g} ms" for d in dts])
+    ax.set_yticks(range(len(bws)), [f"{b * 8 / 1e9:.3g} Gbit/s" for b in bws])
+    ax.set_xlabel("max downtime")
+    ax.set_ylabel("bandwidth")
+    ax.set_title(title + " (grey: does not converge)")
+    fig.colorbar(mesh, ax=ax, label="total time [s]")
+    return fig

@@ -70,9 +70,13 @@ def test_converged_downtime_within_limit_plus_fixed_costs(p: Plan):
 @SETTINGS
 @given(plans())
 def test_doubling_bandwidth_never_sends_more_ram(p: Plan):
+    """More bandwidth never sends more, up to one check period of dirtying: QEMU only looks
+    at its threshold every 50-100 ms, so a faster link that empties the bitmap just before a
+    check re-sends pages the slower one still had queued (found by hypothesis, real QEMU behaviour)."""
     r1 = simulate(p)
     if not r1.converged:
         return
     r2 = simulate(p.replace(**{"link.bandwidth": 2 * p.link.bandwidth_Bps}))
     assert r2.converged
-    assert r2.ram_transferred_bytes <= r1.ram_transferred_bytes * (1 + 1e-9)
+    one_check = p.workload.memory.dirty_rate_Bps * 0.1 * (4096 + 8) / 4096
+    assert r2.ram_transferred_bytes <= r1.ram_transferred_bytes * (1 + 1e-9) + one_check

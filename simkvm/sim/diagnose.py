@@ -1,10 +1,11 @@
 """Why a migration did or did not converge, in the words an operator needs.
 
-Pre-copy rounds settle where the pages dirtied during one round equal the
-pages that round sends: the fixed point ``r = u(r / rate)`` of the guest's
-unique-pages curve ``u``. If the fixed point is above the switchover threshold
-(bandwidth x max downtime) no number of rounds helps; if it is below, the
-rounds shrink but may do so too slowly for the iteration or time limit.
+Pre-copy rounds settle where the pages dirtied during one round (its sending
+plus its bitmap sync) equal the pages that round sends: the fixed point
+``r = u(r / rate + sync)`` of the guest's unique-pages curve ``u``. If the
+fixed point is above the switchover threshold (bandwidth x max downtime) no
+number of rounds helps; if it is below, the rounds shrink but may do so too
+slowly for the iteration or time limit.
 """
 from __future__ import annotations
 
@@ -40,6 +41,15 @@ def memory_reason(run: Run, why: str) -> str:
     settled = settled_remaining_pages(run, pages_per_s) * page
     limit = (f"{plan.migration.max_iterations} iterations" if why == "max_iterations"
              else f"{fmt_duration(run.deadline_s)} (max time)")
+    sync_s = run.sync_cost_s()
+    if settled > threshold and writes_Bps < pages_per_s * page:
+        during_sync = guest.memory_unique_pages(sync_s) * page
+        return (
+            f"bitmap syncs too slow for the threshold: each sync of {fmt_bytes(plan.vm.memory_bytes)} of RAM "
+            f"takes {fmt_duration(sync_s)}, during which the guest dirties ~{fmt_bytes(during_sync)}; rounds "
+            f"settle at ~{fmt_bytes(settled)}, above the switchover threshold {fmt_bytes(threshold)}; "
+            f"stopped at {limit}; raise the max downtime or the bandwidth"
+        )
     if settled > threshold:
         text = (
             f"dirty rate of working set exceeds bandwidth: the guest writes {fmt_rate(writes_Bps)} of pages over "
@@ -50,20 +60,6 @@ def memory_reason(run: Run, why: str) -> str:
         if wss > threshold:
             text += f"; working set larger than threshold ({fmt_bytes(wss)} > {fmt_bytes(threshold)})"
         return text + f"; stopped at {limit}"
-    # QEMU syncs only once pending < threshold, so a sync starts at most one check period's
-    # sending below the threshold; if a minimal round (check period + sync) dirties more, never.
-    check_s = 0.1 if run.bandwidth_Bps / c <= pages_per_s * 1.0000001 else 0.05
-    min_round_s = check_s + run.sync_cost_s()
-    slack = pages_per_s * check_s * page
-    dirtied_min = guest.memory_unique_pages(min_round_s) * page
-    if dirtied_min > slack and run.pending_bytes > threshold:
-        return (
-            f"dirty rate too high for QEMU's switchover rule: a sync comes at most one check period "
-            f"({fmt_duration(check_s)}, {fmt_bytes(slack)} of sending) below the threshold "
-            f"{fmt_bytes(threshold)}, and each round (>= {fmt_duration(min_round_s)} including a "
-            f"{fmt_duration(run.sync_cost_s())} bitmap sync) dirties ~{fmt_bytes(dirtied_min)} more; "
-            f"stopped at {limit}; raise the max downtime or the bandwidth"
-        )
     ratio = writes_Bps / (pages_per_s * page) if pages_per_s > 0 else math.inf
     return (
         f"not converged within {limit}: dirty rate is {ratio:.0%} of bandwidth, so rounds shrink slowly "

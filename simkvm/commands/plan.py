@@ -1,0 +1,86 @@
+"""`simkvm plan`: which bandwidth and downtime make this migration work, and how sure are we?"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .. import planner
+from ..units import fmt_bytes, fmt_duration, fmt_rate, parse_duration, parse_fraction, parse_rate
+from .predict import add_plan_flags, plan_from_args
+
+DEFAULT_BANDWIDTHS = "100Mbit/s,1Gbit/s,2.5Gbit/s,10Gbit/s,25Gbit/s,40Gbit/s,100Gbit/s"
+DEFAULT_DOWNTIMES = "30ms,100ms,300ms,1s,2s"
+
+
+def _list(text: str, parse, what: str) -> list[float]:
+    return [parse(x.strip(), what, allow_zero=False) for x in text.split(",") if x.strip()]
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = plan_from_args(args)
+    bws = _list(args.bandwidths, parse_rate, "--bandwidths")
+    dts = _list(args.downtimes, parse_duration, "--downtimes")
+    cells = planner.grid(plan, bws, dts)
+    out: dict[str, Any] = {
+        "min_bandwidth_Bps": planner.min_bandwidth_Bps(plan),
+        "min_downtime_s": planner.min_downtime_s(plan),
+        "grid": cells,
+        "recommendations": planner.recommendations(
+            plan, max_total_time_s=parse_duration(args.max_total_time, "--max-total-time") if args.max_total_time
+            else None),
+    }
+    if args.uncertainty:
+        spread = parse_fraction(args.uncertainty, "--uncertainty")
+        out["monte_carlo"] = planner.monte_carlo(plan, spread, samples=args.samples, seed=args.seed).to_dict()
+    if args.plot:
+        from .. import plot
+
+        plot.save(plot.verdict_grid(cells, title=f"{plan.name}: predicted total time"), args.plot)
+    if args.json:
+        json.dump(out, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"simkvm plan: {plan.name}")
+    print()
+    header = "bandwidth \\ max downtime" + "".join(f"{fmt_duration(d):>12}" for d in dts)
+    print(header)
+    for bw in bws:
+        row = [c for c in cells if c["bandwidth_Bps"] == bw]
+        print(f"{fmt_rate(bw):>24}" + "".join(
+            f"{fmt_duration(c['total_time_s']) if c['converged'] else 'no':>12}" for c in row))
+    print()
+    mb, md = out["min_bandwidth_Bps"], out["min_downtime_s"]
+    print(f"minimum bandwidth for {fmt_duration(plan.migration.max_downtime_s)} downtime: "
+          + (f"{fmt_rate(mb)} ({mb * 8 / 1e9:.3g} Gbit/s)" if mb else "none up to 100 GB/s"))
+    print(f"minimum downtime at {fmt_rate(plan.link.bandwidth_Bps)}: " + (fmt_duration(md) if md else "none up to 2000 s"))
+    print()
+    print("recommended settings (best first):")
+    if not out["recommendations"]:
+        print("  none meets the constraints with plain pre-copy")
+    for i, rec in enumerate(out["recommendations"], 1):
+        print(f"  {i}. {rec['setting']}: total {fmt_duration(rec['total_time_s'])}, downtime "
+              f"{fmt_duration(rec['downtime_s'])}, {fmt_bytes(rec['bytes'])} sent, risk: {rec['risk']}")
+    if "monte_carlo" in out:
+        mc = out["monte_carlo"]
+        print()
+        print(f"uncertainty {args.uncertainty} ({mc['samples']} samples): P(converge) = "
+              f"{mc['converged_probability']:.0%}; total time p50/p90/p99 = "
+              + "/".join(fmt_duration(v) if v is not None else "-" for v in mc["total_time_percentiles_s"].values()))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="verdict grid, minimum bandwidth/downtime, recommended settings",
+                       description="Search the simulator for the settings that make a migration work.")
+    add_plan_flags(p)
+    p.add_argument("--bandwidths", default=DEFAULT_BANDWIDTHS, help="grid rows, comma-separated")
+    p.add_argument("--downtimes", default=DEFAULT_DOWNTIMES, help="grid columns, comma-separated")
+    p.add_argument("--max-total-time", help="constraint for recommendations, e.g. 10min")
+    p.add_argument("--uncertainty", help="relative spread of dirty rate and working set, e.g. 20%%")
+    p.add_argument("--samples", type=int, default=300, help="Monte Carlo samples (default 300)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--plot", metavar="PNG", help="draw the grid as a heatmap with the convergence boundary")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
