@@ -10,7 +10,9 @@ from .plan import Plan
 from .result import Result
 from .sim import simulate
 from . import planner
+from . import policies
+from . import sweep  # noqa: F401  simkvm.sweep(spec) -> DataFrame; simkvm.sweep.run_sweep(...)
 
 __version__ = "0.1.0"
-__all__ = ["Plan", "Result", "simulate", "SimkvmError", "UserError", "PlanError", "EnvironmentProblem",
+__all__ = ["Plan", "Result", "simulate", "sweep", "planner", "policies", "SimkvmError", "UserError", "PlanError", "EnvironmentProblem",
            "MigrationFailed", "__version__"]

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "simkvm.commands.predict",
     "simkvm.commands.plan",
     "simkvm.commands.bench",
+    "simkvm.commands.sweep",
     "simkvm.testbed.cli",
     "simkvm.executor.cli",
 ]

@@ -121,13 +121,100 @@ class Link:
 @dataclass(frozen=True)
 class Migration:
     max_downtime_s: float = 0.3
-    max_iterations: int = 30
-    max_time_s: float = 300.0
+    max_iterations: int | None = None  # None: 30 under plain QEMU (like guestperf), no limit under a policy
+    max_time_s: float | None = None  # None: 300 s under plain QEMU, 24 h under a policy (it decides)
     storage: str = "non_shared_disk"  # non_shared_disk | non_shared_inc | shared
     mirror_mode: str = "background"  # background | write_blocking
     disk_bandwidth_Bps: float | None = None  # default: link bandwidth
     avail_switchover_bandwidth_Bps: float | None = None  # QEMU >= 8.2 override for the threshold
-    policy: str = "qemu"
+
+
+# ------------------------------------------------------- convergence aids
+@dataclass(frozen=True)
+class AutoConverge:
+    """QEMU auto-converge: throttle the vCPUs when dirtying outpaces sending."""
+
+    enabled: bool = False
+    initial_frac: float = 0.20  # cpu-throttle-initial
+    increment_frac: float = 0.10  # cpu-throttle-increment
+    max_frac: float = 0.99  # max-cpu-throttle
+    trigger_threshold_frac: float = 0.50  # throttle-trigger-threshold
+
+
+@dataclass(frozen=True)
+class Postcopy:
+    """Post-copy: after N iterations (0: only when a policy starts it) the VM runs on the
+    destination and the rest of RAM follows, faulted in on demand."""
+
+    enabled: bool = False
+    after_iterations: int = 0
+    fault_latency_s: float = 0.0005  # one page fault's round trip over the link
+
+
+@dataclass(frozen=True)
+class Xbzrle:
+    """XBZRLE: re-dirtied pages still in the cache are sent as a delta (after the first pass)."""
+
+    enabled: bool = False
+    cache_size_bytes: float = 64 * 2**20
+    delta_frac: float = 0.10  # delta size / page size for a cache hit
+    encode_cost_s: float = 1e-6  # CPU per page encoded
+
+
+@dataclass(frozen=True)
+class Multifd:
+    """Multiple migration channels (libvirt PARALLEL): page CPU spread over channels."""
+
+    enabled: bool = False
+    channels: int = 2
+    channel_throughput_Bps: float | None = None  # per-channel ceiling (None: none)
+
+
+@dataclass(frozen=True)
+class Compression:
+    """Compression in multifd: wire bytes x ratio, input limited by compressor throughput."""
+
+    method: str = "none"  # none | zlib | zstd
+    ratio: float = 0.5  # compressed / original for normal pages
+    throughput_Bps: float = 300 * 2**20  # per channel, input bytes/s
+
+
+@dataclass(frozen=True)
+class DirtyLimit:
+    """dirty-limit: cap each vCPU's dirty rate once the auto-converge trigger fires."""
+
+    enabled: bool = False
+    vcpu_rate_Bps: float = 2**20  # vcpu-dirty-limit (1 MB/s in QEMU)
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Suspend the guest after N iterations (0: only on a policy's command): forced completion."""
+
+    after_iterations: int = 0
+
+
+@dataclass(frozen=True)
+class Aids:
+    auto_converge: AutoConverge = AutoConverge()
+    postcopy: Postcopy = Postcopy()
+    xbzrle: Xbzrle = Xbzrle()
+    multifd: Multifd = Multifd()
+    compression: Compression = Compression()
+    dirty_limit: DirtyLimit = DirtyLimit()
+    pause: Pause = Pause()
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """Which orchestration policy drives the migration (``policy: nova`` or a mapping with
+    ``name`` and that policy's parameters, see simkvm.policies)."""
+
+    name: str = "qemu"
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.params)
 
 
 @dataclass(frozen=True)
@@ -181,6 +268,8 @@ class Plan:
     destination: Destination = Destination()
     host: Host = Host()
     network: Network = Network()
+    aids: Aids = Aids()
+    policy: PolicySpec = PolicySpec()
 
     # ---------------------------------------------------------------- input
     @classmethod
@@ -189,6 +278,14 @@ class Plan:
         if not isinstance(data, Mapping):
             raise PlanError(f"a plan must be a mapping of sections, got {type(data).__name__}")
         data = dict(data)
+        policy = data.get("policy")
+        if isinstance(policy, str):
+            data["policy"] = {"name": policy}
+        elif isinstance(policy, Mapping):
+            policy = dict(policy)
+            name = policy.pop("name", "qemu")
+            params = policy.pop("params", None) or {}
+            data["policy"] = {"name": name, "params": {**dict(params), **policy}}
         profile = data.pop("profile", None)
         if profile is not None:
             data["host"] = {**_load_profile(profile), **dict(data.get("host") or {})}
@@ -231,9 +328,9 @@ class Plan:
             raise PlanError("migration.max_downtime must be > 0 (e.g. '300ms')")
         if self.migration.max_downtime_s > 2000:
             raise PlanError("migration.max_downtime must be <= 2000s (QEMU's maximum)")
-        if self.migration.max_time_s <= 0:
+        if self.migration.max_time_s is not None and self.migration.max_time_s <= 0:
             raise PlanError("migration.max_time must be > 0 (e.g. '300s')")
-        if self.migration.max_iterations < 0:
+        if self.migration.max_iterations is not None and self.migration.max_iterations < 0:
             raise PlanError("migration.max_iterations must be >= 0 (0 = no limit)")
         _choice(self.migration.storage, ("non_shared_disk", "non_shared_inc", "shared"), "migration.storage")
         _choice(self.migration.mirror_mode, ("background", "write_blocking"), "migration.mirror_mode")
@@ -295,8 +392,40 @@ class Plan:
             raise PlanError("network.announce_rounds and learn_after_announces must be >= 0")
         if self.host.dirty_rate_factor < 0:
             raise PlanError("host.dirty_rate_factor must be >= 0")
+        aids = self.aids
+        ac = aids.auto_converge
+        if ac.max_frac >= 1.0 or ac.initial_frac > ac.max_frac:
+            raise PlanError("aids.auto_converge: need initial <= max < 100%")
+        if aids.multifd.channels < 1:
+            raise PlanError("aids.multifd.channels must be >= 1")
+        _choice(aids.compression.method, ("none", "zlib", "zstd"), "aids.compression.method")
+        if aids.compression.method != "none":
+            if not 0 < aids.compression.ratio <= 1:
+                raise PlanError("aids.compression.ratio must be in (0, 1]")
+            if not aids.multifd.enabled:
+                raise PlanError("aids.compression needs aids.multifd.enabled: true (QEMU compresses in multifd)")
+        if aids.postcopy.after_iterations < 0 or aids.pause.after_iterations < 0:
+            raise PlanError("after_iterations must be >= 0")
+        if aids.xbzrle.enabled and aids.xbzrle.cache_size_bytes <= 0:
+            raise PlanError("aids.xbzrle.cache_size must be > 0")
+        from .policies import validate_policy
+
+        validate_policy(self.policy)
 
     # ---------------------------------------------------------- derived
+    @property
+    def max_time_s(self) -> float:
+        if self.migration.max_time_s is not None:
+            return self.migration.max_time_s
+        return 300.0 if self.policy.name == "qemu" else 86400.0
+
+    @property
+    def max_iterations(self) -> int:
+        """0 means no limit."""
+        if self.migration.max_iterations is not None:
+            return self.migration.max_iterations
+        return 30 if self.policy.name == "qemu" else 0
+
     @property
     def disk_bandwidth_Bps(self) -> float:
         return self.migration.disk_bandwidth_Bps or self.link.bandwidth_Bps
@@ -320,6 +449,7 @@ _SUFFIX_PARSERS = {
     "_bytes": parse_size,
     "_Bps": parse_rate,
     "_s": parse_duration,
+    "_frac": parse_fraction,
 }
 
 
@@ -392,6 +522,8 @@ def _convert(name: str, hint: Any, value: Any, path: str) -> Any:
         item = args[0]
         if value is None:
             return ()
+        if isinstance(value, Mapping):  # free-form options (policy params), validated by their owner
+            return tuple(sorted(value.items()))
         if not isinstance(value, (list, tuple)):
             raise PlanError(f"{path} must be a list, got {value!r}")
         if dataclasses.is_dataclass(item):
@@ -413,6 +545,8 @@ def _convert(name: str, hint: Any, value: Any, path: str) -> Any:
 
 
 def _unbuild(obj: Any) -> Any:
+    if isinstance(obj, PolicySpec):
+        return {"name": obj.name, **dict(obj.params)}
     if dataclasses.is_dataclass(obj):
         return {key_of(f.name): _unbuild(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, tuple):

@@ -38,6 +38,7 @@ ROUND_COLUMNS: tuple[str, ...] = (
     "dirtied_bytes",  # bytes the sync that started this period found newly dirtied
     "throttle",  # auto-converge CPU throttle in force (fraction)
     "max_downtime_s",  # downtime limit in force
+    "xbzrle_pages",  # pages sent as XBZRLE deltas during this period
 )
 
 TIMELINE_COLUMNS: tuple[str, ...] = (
@@ -88,7 +89,8 @@ class Result:
     normal_pages: float = 0.0
     iterations: int = 0
     guest_cpu_lost_s: float = 0.0  # CPU time the guest lost to throttling
-    postcopy_pages_on_demand: float = 0.0
+    postcopy_pages_on_demand: float = 0.0  # pages the destination faulted in over the network
+    postcopy_degradation_s: float = 0.0  # guest time spent waiting on those faults
     round_records: list[dict[str, Any]] = field(default_factory=list, repr=False)
     timeline_records: list[tuple] = field(default_factory=list, repr=False)
     actions: list[Action] = field(default_factory=list)

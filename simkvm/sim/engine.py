@@ -14,8 +14,12 @@ import simpy
 from ..plan import Plan
 from ..result import Result
 from ..units import fmt_bytes
+from ..policies import make_policy
+from ..units import fmt_duration
+from .controller import controller
 from .diagnose import converged_reason, memory_reason
 from .mirror import mirror, mirror_limit_reason
+from .postcopy import postcopy
 from .ram import precopy
 from .state import Run
 from .switchover import network_convergence_s, switchover
@@ -23,10 +27,17 @@ from .switchover import network_convergence_s, switchover
 
 def simulate(plan: Plan, *, reference: bool = False, timeline: bool = True) -> Result:
     """Predict one migration. ``reference`` walks QEMU's loop check by check (slow, for proofs)."""
+    policy = make_policy(plan) if plan.policy.name != "qemu" else None
+    if policy is not None:
+        plan = policy.configure(plan)  # the orchestrator's own settings (aids, ...)
     env = simpy.Environment()
     run = Run(env, plan, reference=reference, keep_timeline=timeline)
     process = env.process(migration(run))
+    if policy is not None:
+        run.has_controller = True
+        env.process(controller(run, policy))
     result = env.run(until=process)
+    result.meta["policy"] = plan.policy.name
     return result
 
 
@@ -43,14 +54,31 @@ def migration(run: Run):
     # ---- 2. migration: disks first, then RAM
     ready = yield from mirror(run)
     run.mirror_ready_s = env.now
+    if run.abort_requested:
+        return _abort(run, _policy_abort_reason(run), outcome="aborted")
     if not ready:
         return _abort(run, mirror_limit_reason(run))
     outcome = yield from precopy(run)
-    if outcome != "switchover":
+    if outcome == "aborted":
+        return _abort(run, _policy_abort_reason(run), outcome="aborted")
+    if outcome in ("max_iterations", "max_time"):
         return _abort(run, memory_reason(run, outcome))
     # ---- 3. switch
+    if outcome == "postcopy":
+        yield from postcopy(run)
+        return _finish(run, converged=True, outcome="postcopy", reason=(
+            f"converged via post-copy: switched at iteration {run.iteration}, the rest of RAM followed in "
+            f"{fmt_duration(run.env.now - run.resume_s)} ({run.postcopy_pages:,.0f} pages faulted on demand)"))
     yield from switchover(run)
+    if not math.isnan(run.paused_s):
+        return _finish(run, converged=True, outcome="paused", reason=(
+            f"forced by pausing the guest at {fmt_duration(run.paused_s)}: completed with "
+            f"{fmt_duration(run.resume_s - run.stop_s)} downtime"))
     return _finish(run, converged=True, outcome="converged", reason=converged_reason(run))
+
+
+def _policy_abort_reason(run: Run) -> str:
+    return f"aborted by policy {run.plan.policy.name!r} at {fmt_duration(run.env.now)}; the VM keeps running on the source"
 
 
 def destination_refusal(plan: Plan) -> str | None:
@@ -66,19 +94,26 @@ def destination_refusal(plan: Plan) -> str | None:
     return None
 
 
-def _abort(run: Run, reason: str) -> Result:
+def _abort(run: Run, reason: str, outcome: str = "not_converged") -> Result:
     """The stack gives up: the job is cancelled and the VM keeps running on the source."""
     run.rec.close_last_round(run.env.now, run.ram_sent)
     run.point("aborted")
-    return _finish(run, converged=False, outcome="not_converged", reason=reason)
+    run.phase = "aborted"
+    if run.guest.cpu_lost_s or run.guest.throttle:
+        run.guest.set_throttle(0.0)  # settle the CPU-lost account
+    return _finish(run, converged=False, outcome=outcome, reason=reason)
 
 
 def _finish(run: Run, *, converged: bool, outcome: str, reason: str) -> Result:
     now = run.env.now
     downtime = (run.resume_s - run.stop_s) if converged else 0.0
+    if converged:
+        run.guest.set_throttle(run.guest.throttle)  # settle the CPU-lost account up to now
     network = network_convergence_s(run) if converged else 0.0
     ram_start = run.ram_start_s if run.ram_start_s else now
     stop = run.stop_s if converged else now
+    if outcome == "postcopy":
+        now = run.env.now
     result = Result(
         converged=converged,
         outcome=outcome,
@@ -91,6 +126,9 @@ def _finish(run: Run, *, converged: bool, outcome: str, reason: str) -> Result:
         disk_mirror_time_s=(run.mirror_ready_s - run.setup_done_s) if run.plan.migrated_disks else 0.0,
         precopy_time_s=max(stop - ram_start, 0.0) if run.ram_start_s else 0.0,
         network_convergence_s=network,
+        postcopy_time_s=(now - run.resume_s) if outcome == "postcopy" else 0.0,
+        postcopy_pages_on_demand=getattr(run, "postcopy_pages", 0.0),
+        postcopy_degradation_s=getattr(run, "postcopy_degradation_s", 0.0),
         ram_transferred_bytes=run.ram_sent,
         disk_transferred_bytes=run.disk_processed,
         total_transferred_bytes=run.ram_sent + run.disk_wire,

@@ -11,6 +11,8 @@ than the mirror.
 """
 from __future__ import annotations
 
+import math
+
 from .state import MIRROR_LAG_S, Run
 
 
@@ -33,11 +35,9 @@ def mirror(run: Run):
     run.disk_total = sum(progress)
     bulk_s = max(progress) / speed
     guest.collect_disk_bytes()
-    if env.now + bulk_s > run.deadline_s:
-        yield env.timeout(max(run.deadline_s - env.now, 0.0))
-        run.disk_processed = speed * (env.now - run.setup_done_s) * n
+    done = yield from _copy(run, bulk_s, speed * n)
+    if not done:
         return False
-    yield env.timeout(bulk_s)
     run.disk_processed = run.disk_total
     run.disk_wire = sum(d.allocation_bytes for d in disks)
     run.point()
@@ -47,22 +47,36 @@ def mirror(run: Run):
     dirty = guest.collect_disk_bytes(behind_sweep=True)
     while dirty >= guest.granule_bytes:
         run.disk_total += dirty
-        pass_s = dirty / speed
-        if env.now + pass_s > run.deadline_s:
-            yield env.timeout(max(run.deadline_s - env.now, 0.0))
+        done = yield from _copy(run, dirty / speed, speed)
+        if not done:
             return False
-        yield env.timeout(pass_s)
-        run.disk_processed += dirty
         run.disk_wire += dirty
         run.point()
         again = guest.collect_disk_bytes()
         if again >= dirty * 0.999:  # the writes outrun the copy: the job never becomes ready
-            yield env.timeout(max(run.deadline_s - env.now, 0.0))
+            yield from _copy(run, math.inf, 0.0)
             return False
         dirty = again
     # While RAM migrates the job copies each new write after a short lag.
     run.mirror_bg_Bps = min(speed, guest.disk_unique_bytes(MIRROR_LAG_S) / MIRROR_LAG_S)
     run.follow_disk_writes()
+    return True
+
+
+def _copy(run: Run, seconds: float, rate_Bps: float):
+    """Copy for ``seconds`` at ``rate_Bps``; False if the deadline or an abort came first."""
+    env = run.env
+    end = env.now + seconds
+    while env.now < end:
+        if run.abort_requested:
+            return False
+        if end > run.deadline_s and env.now >= run.deadline_s:
+            return False
+        run.disk_copying(rate_Bps)
+        slept = yield from run.wait(min(end, run.deadline_s) - env.now)
+        if rate_Bps and math.isfinite(seconds):
+            run.disk_processed += rate_Bps * slept
+        run.disk_copying(0.0)
     return True
 
 
@@ -84,6 +98,6 @@ def mirror_limit_reason(run: Run) -> str:
         f"({fmt_rate(plan.workload.disk.write_rate_Bps)} in {plan.workload.disk.io_size_bytes / 1024:g} KiB writes, "
         f"counted in {guest.granule_bytes / 1024:g} KiB mirror granules) but the mirror copies {fmt_rate(speed)}"
         if granule_rate >= speed
-        else f"disk mirror not ready within {run.plan.migration.max_time_s:g} s"
+        else f"disk mirror not ready within {run.plan.max_time_s:g} s"
     )
 

@@ -5,7 +5,8 @@ mode jumps straight to the next point where QEMU would look at its pending
 estimate and find it below the threshold (pending only falls while pages are
 sent, because pages dirtied since the last sync are not counted until the
 next one); the reference mode walks the same loop check by check, as QEMU
-does, and is kept to prove the jump exact.
+does, and is kept to prove the jump exact. A controller (policy) can wake the
+loop at any time: it then accounts what was sent so far and looks again.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from .state import Run
 
 
 def precopy(run: Run):
-    """migration_thread(): returns 'switchover', 'max_iterations' or 'max_time'."""
-    env, plan = run.env, run.plan
+    """migration_thread(): returns 'switchover', 'postcopy', 'aborted', 'max_iterations' or 'max_time'."""
+    env, aids = run.env, run.aids
     run.phase = "precopy"
     run.ram_start_s = env.now
     run.init_bitmap()  # ram_init_bitmaps(): every page dirty ...
@@ -24,8 +25,11 @@ def precopy(run: Run):
     run.bitmap_sync()  # ... and the first sync: dirty-sync-count = 1 during the first pass
     _, bandwidth, _ = run.send_rate()
     run.record_round(0.0, bandwidth)
-    max_iterations = plan.migration.max_iterations
     while True:
+        if run.abort_requested:
+            return "aborted"  # migrate_cancel
+        if run.postcopy_requested:
+            return "postcopy"  # must-precopy data (none for RAM) <= threshold: postcopy_start()
         pages_per_s, bandwidth, check_every = run.send_rate()
         threshold_pages = run.threshold_bytes(bandwidth) / run.page_bytes
         # migration_iteration_run(): estimate below threshold -> sync for the exact figure.
@@ -33,22 +37,43 @@ def precopy(run: Run):
             cost = run.sync_cost_s()
             if cost:
                 yield env.timeout(cost)
+            first_pass_done = run.iteration == 1
             dirtied = run.bitmap_sync()  # migration_bitmap_sync_precopy()
             run.record_round(dirtied, bandwidth)
+            if first_pass_done and aids.xbzrle.enabled:
+                run.xbzrle_active = True  # XBZRLE starts once the first full pass is complete
             if run.pending_bytes <= run.threshold_bytes(bandwidth):
                 return "switchover"  # migration_completion()
-            if max_iterations and run.iteration > max_iterations:
+            if run.max_iterations and run.iteration > run.max_iterations:
                 return "max_iterations"
+            _after_iterations_rules(run)
             continue
         # ram_save_iterate() until the next check that sees pending below the threshold.
         wait = _until_below_threshold(run, pages_per_s, threshold_pages, check_every)
-        if env.now + wait > run.deadline_s:
+        timed_out = env.now + wait > run.deadline_s
+        if timed_out:
             wait = max(run.deadline_s - env.now, 0.0)
+        start = env.now
+        run.sending(pages_per_s)
+        if run.has_controller:
+            run.wakeup = env.event()
+            yield env.timeout(wait) | run.wakeup
+        else:
             yield env.timeout(wait)
-            run.send_pages(pages_per_s * wait)
+        run.send_pages(pages_per_s * (env.now - start))
+        run.sending(0.0)
+        if timed_out and env.now >= run.deadline_s:
             return "max_time"
-        yield env.timeout(wait)
-        run.send_pages(pages_per_s * wait)
+
+
+def _after_iterations_rules(run: Run) -> None:
+    """The plan's own escalation: post-copy or pause once N iterations are done."""
+    pc, pause = run.aids.postcopy, run.aids.pause
+    if pc.enabled and pc.after_iterations and run.iteration > pc.after_iterations and not run.postcopy_requested:
+        run.postcopy_requested = True
+        run.rec.action(run.env.now, "start_postcopy")
+    if pause.after_iterations and run.iteration > pause.after_iterations and run.guest.running:
+        run.pause_guest()
 
 
 def _until_below_threshold(run: Run, pages_per_s: float, threshold_pages: float, check_every: float) -> float:

@@ -38,7 +38,15 @@ class Run:
         # Knobs a controller may turn during the job.
         self.max_downtime_s = plan.migration.max_downtime_s
         self.bandwidth_Bps = plan.link.bandwidth_Bps  # QEMU max-bandwidth (libvirt's bandwidth)
-        self.deadline_s = plan.migration.max_time_s
+        self.deadline_s = plan.max_time_s
+        self.max_iterations = plan.max_iterations
+        self.aids = plan.aids
+        # Requests a controller (policy) or an after-N-iterations rule makes.
+        self.postcopy_requested = False
+        self.abort_requested = False
+        self.paused_s = math.nan  # when the guest was suspended (pause aid), if it was
+        self.in_postcopy = False
+        self.has_controller = False
         # Counters (libvirt job stats).
         self.phase = "prepare"
         self.iteration = 0  # dirty-sync-count
@@ -59,6 +67,19 @@ class Run:
         self.dirty_rate_pps = 0.0
         self._rate_period_start = 0.0
         self._rate_period_pages = 0.0
+        self._bytes_xfer_prev = 0.0
+        self._throttle_high_count = 0
+        # XBZRLE: enabled once the first pass is complete; caches pages it sends from then on.
+        self.xbzrle_active = False
+        self.xbzrle_cached_pages = 0.0
+        self._xbzrle_cached_at_sync = 0.0  # a page hits only if cached in an earlier iteration
+        self.xbzrle_pages = 0.0
+        self._xbzrle_round_pages = 0.0
+        # The send in flight (for snapshots between events).
+        self._sending_since = 0.0
+        self._sending_pages_per_s = 0.0
+        self._disk_since = 0.0
+        self._disk_rate = 0.0
         # The dirty bitmap, by component: one entry per dirty set, then other normal pages, then zero pages.
         self.bitmap: list[float] = []
         self.ended: str | None = None  # why the job stopped early (abort reason key)
@@ -82,13 +103,42 @@ class Run:
         self.bitmap = sets + [max(0.0, total - in_sets - zero), zero]
 
     # ---------------------------------------------------------- transfer
+    def xbzrle_hit_share(self) -> float:
+        """Share of normal pages sent as XBZRLE deltas: re-dirtied pages still in the cache.
+
+        The cache only holds pages sent after the first pass; a re-dirtied page hits if the
+        cache can hold the working set it belongs to (QEMU's cache is indexed by page address).
+        """
+        if not self.xbzrle_active or self._xbzrle_cached_at_sync <= 0:
+            return 0.0
+        wss = sum(self.guest.set_pages) or 1.0
+        cache = self.aids.xbzrle.cache_size_bytes / self.page_bytes
+        return min(1.0, cache / wss, self._xbzrle_cached_at_sync / wss)
+
+    def normal_page_cost(self) -> float:
+        """Wire bytes of a normal (non-zero) page: compressed in multifd, delta under XBZRLE."""
+        comp = self.aids.compression
+        full = (self.page_bytes * comp.ratio + self.plan.host.page_header_bytes if comp.method != "none"
+                else self.normal_page_wire)
+        hit = self.xbzrle_hit_share()
+        if hit:
+            delta = self.plan.host.page_header_bytes + self.aids.xbzrle.delta_frac * self.page_bytes
+            return hit * delta + (1 - hit) * full
+        return full
+
     def wire_bytes_per_page(self) -> float:
         """Average bytes on the wire for a page of the bitmap as it is now (zero pages: a header)."""
         pending = self.pending_pages
         if pending <= 0:
-            return self.normal_page_wire
+            return self.normal_page_cost()
         z = self.bitmap[-1] / pending
-        return z * self.zero_page_wire + (1 - z) * self.normal_page_wire
+        return z * self.zero_page_wire + (1 - z) * self.normal_page_cost()
+
+    def page_cpu_s(self) -> float:
+        """Migration CPU per page: the walk and zero check, XBZRLE encoding, spread over multifd channels."""
+        cost = self.plan.host.page_cost_s + (self.aids.xbzrle.encode_cost_s if self.xbzrle_active else 0.0)
+        mf = self.aids.multifd
+        return cost / mf.channels if mf.enabled else cost
 
     def link_capacity_Bps(self) -> float:
         return max(self.plan.capacity_Bps - self.mirror_bg_Bps, 1e-9)
@@ -102,10 +152,20 @@ class Run:
         """
         c = self.wire_bytes_per_page()
         limited = self.bandwidth_Bps / c
-        unlimited = 1.0 / (c / self.link_capacity_Bps() + self.plan.host.page_cost_s)
+        unlimited = self.unlimited_pages_per_s(c, self.link_capacity_Bps())
         if limited <= unlimited:
             return limited, limited * c, WINDOW_S
         return unlimited, unlimited * c, ITERATE_MAX_S
+
+    def unlimited_pages_per_s(self, c: float, capacity_Bps: float) -> float:
+        """Pages/s without max-bandwidth: the link, the migration CPU, multifd and compressor ceilings."""
+        rate = 1.0 / (c / capacity_Bps + self.page_cpu_s())
+        mf, comp = self.aids.multifd, self.aids.compression
+        if mf.enabled and mf.channel_throughput_Bps:
+            rate = min(rate, mf.channels * mf.channel_throughput_Bps / c)
+        if comp.method != "none":
+            rate = min(rate, mf.channels * comp.throughput_Bps / self.page_bytes)
+        return rate
 
     def threshold_bytes(self, bandwidth_Bps: float) -> float:
         """threshold_size = bandwidth x downtime limit (avail-switchover-bandwidth overrides)."""
@@ -125,6 +185,46 @@ class Run:
         self.ram_sent += pages * c
         self.zero_pages += zero_sent
         self.normal_pages += pages - zero_sent
+        if self.xbzrle_active:
+            hits = (pages - zero_sent) * self.xbzrle_hit_share()
+            self.xbzrle_pages += hits
+            self._xbzrle_round_pages += hits
+            self.xbzrle_cached_pages += pages - zero_sent
+
+    def pause_guest(self) -> None:
+        """Suspend the guest (libvirt suspend): no more dirtying; the downtime starts now."""
+        if self.guest.running:
+            self.guest.pause()
+            self.paused_s = self.env.now
+            self.rec.action(self.env.now, "pause")
+
+    # ------------------------------------------------------- in flight
+    def sending(self, pages_per_s: float) -> None:
+        self._sending_since = self.env.now
+        self._sending_pages_per_s = pages_per_s
+
+    def wait(self, seconds: float):
+        """Sleep ``seconds``, or less if a controller wakes us; returns the time slept."""
+        start = self.env.now
+        if self.has_controller:
+            self.wakeup = self.env.event()
+            yield self.env.timeout(seconds) | self.wakeup
+        else:
+            yield self.env.timeout(seconds)
+        return self.env.now - start
+
+    def disk_copying(self, rate_Bps: float) -> None:
+        self._disk_since = self.env.now
+        self._disk_rate = rate_Bps
+
+    def disk_remaining_now(self) -> float:
+        flying = self._disk_rate * (self.env.now - self._disk_since)
+        return max(self.disk_total - self.disk_processed - flying, 0.0)
+
+    def pending_now_bytes(self) -> float:
+        """Pending bytes at this instant, counting the send in flight (for controllers)."""
+        flying = self._sending_pages_per_s * (self.env.now - self._sending_since)
+        return max(self.pending_pages - flying, 0.0) * self.page_bytes
 
     def sync_cost_s(self) -> float:
         return self.plan.host.sync_s_per_GiB * self.plan.vm.memory_bytes / 2**30
@@ -141,13 +241,39 @@ class Run:
             new_total += union - r
             self.bitmap[i] = min(union, w)
         self.iteration += 1
+        self._xbzrle_cached_at_sync = self.xbzrle_cached_pages
         # dirty-pages-rate: QEMU accumulates dirtied pages and recomputes once >= 1 s passed.
         self._rate_period_pages += sum(dirtied)
         if now - self._rate_period_start >= 1.0:
+            self.trigger_throttle()
             self.dirty_rate_pps = self._rate_period_pages / (now - self._rate_period_start)
             self._rate_period_start = now
             self._rate_period_pages = 0.0
+            self._bytes_xfer_prev = self.ram_sent
         return new_total
+
+    def trigger_throttle(self) -> None:
+        """migration_trigger_throttle(): every 2nd period whose dirtying exceeds the trigger share
+        of what was sent, throttle the vCPUs one step more (or cap their dirty rate)."""
+        ac, dl = self.aids.auto_converge, self.aids.dirty_limit
+        if not (ac.enabled or dl.enabled) or self.in_postcopy:
+            return
+        sent = self.ram_sent - self._bytes_xfer_prev
+        dirtied = self._rate_period_pages * self.page_bytes
+        if dirtied > sent * ac.trigger_threshold_frac:
+            self._throttle_high_count += 1
+            if self._throttle_high_count >= 2:
+                self._throttle_high_count = 0
+                if dl.enabled:  # dirty-limit replaces CPU throttling when both are on
+                    nominal = self.guest.nominal_page_writes_per_s * self.page_bytes
+                    cap = self.plan.vm.vcpus * dl.vcpu_rate_Bps
+                    new = max(0.0, 1.0 - cap / nominal) if nominal > 0 else 0.0
+                else:
+                    now_t = self.guest.throttle
+                    new = ac.initial_frac if now_t == 0 else round(min(now_t + ac.increment_frac, ac.max_frac), 9)
+                if new != self.guest.throttle:
+                    self.guest.set_throttle(new)
+                    self.rec.action(self.env.now, "throttle", new)
 
     # ------------------------------------------------------------ record
     def follow_disk_writes(self) -> None:
@@ -177,7 +303,11 @@ class Run:
             dirtied_bytes=dirtied_pages * self.page_bytes,
             throttle=self.guest.throttle,
             max_downtime_s=self.max_downtime_s,
+            xbzrle_pages=0.0,
         )
+        if len(self.rec.rounds) >= 2:
+            self.rec.rounds[-2]["xbzrle_pages"] = self._xbzrle_round_pages
+        self._xbzrle_round_pages = 0.0
         self.point()
 
     def point(self, phase: str | None = None) -> None:

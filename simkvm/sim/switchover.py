@@ -10,31 +10,38 @@ after growing gaps; the fabric may also need its own reconvergence time.
 """
 from __future__ import annotations
 
+import math
+
 from .mirror import mirror_backlog_bytes
 from .state import Run
+
+
+def stop_and_complete_mirrors(run: Run):
+    """vm_stop_force_state(FINISH_MIGRATE), then libvirt completes every mirror while paused."""
+    env, plan, host = run.env, run.plan, run.plan.host
+    run.stop_s = run.paused_s if not math.isnan(run.paused_s) else env.now
+    run.follow_disk_writes()
+    run.mirror_bg_Bps = 0.0
+    run.guest.pause()
+    backlog = mirror_backlog_bytes(run)
+    complete = host.mirror_complete_s if plan.migrated_disks else 0.0
+    yield env.timeout(host.switchover_overhead_s + backlog / plan.capacity_Bps + complete)
+    run.disk_total += backlog
+    run.disk_processed += backlog
+    run.disk_wire += backlog
 
 
 def switchover(run: Run):
     env, plan, host = run.env, run.plan, run.plan.host
     run.phase = "switchover"
-    run.stop_s = env.now
-    run.follow_disk_writes()
-    run.mirror_bg_Bps = 0.0
-    run.guest.pause()  # vm_stop_force_state(RUN_STATE_FINISH_MIGRATE)
+    yield from stop_and_complete_mirrors(run)
     capacity = plan.capacity_Bps
-    # pause-before-switchover: libvirt completes the mirrors while the VM is stopped.
-    backlog = mirror_backlog_bytes(run)
-    yield env.timeout(host.switchover_overhead_s + backlog / capacity + (host.mirror_complete_s if backlog or
-                                                                           plan.migrated_disks else 0.0))
-    run.disk_total += backlog
-    run.disk_processed += backlog
-    run.disk_wire += backlog
     # ram_save_complete(): final sync, then all remaining pages without the rate limit.
     dirtied = run.bitmap_sync()
     run.record_round(dirtied, capacity)
     pages = run.pending_pages
     wire_per_page = run.wire_bytes_per_page()
-    send_s = pages * (wire_per_page / capacity + host.page_cost_s)
+    send_s = pages / run.unlimited_pages_per_s(wire_per_page, capacity)
     yield env.timeout(run.sync_cost_s() + send_s + host.device_state_bytes / capacity)
     run.send_pages(pages)
     run.ram_sent += host.device_state_bytes

@@ -1,0 +1,15 @@
+"""The executor: run a plan's migration for real through libvirt and measure it.
+
+``execute(plan, domain, src_uri, dst_uri)`` returns a :class:`~simkvm.result.Result`
+with ``source='measured'`` in exactly the simulator's schema, so
+``simkvm.compare.compare(simulate(plan), execute(plan, ...))`` is a join.
+
+Modules by question: "can the destination take it, and where do its disks
+go?" -> :mod:`.prepare`; "what did libvirt show while it ran, as rows?" ->
+:mod:`.monitor`; "how is it run, aborted, cleaned up?" -> :mod:`.run`;
+"which plan predicts this very guest?" -> :mod:`.guestplan`.
+"""
+from .guestplan import plan_for_domain, plan_for_guest
+from .run import DEFAULT_MIGRATE_URI, execute
+
+__all__ = ["execute", "plan_for_domain", "plan_for_guest", "DEFAULT_MIGRATE_URI"]

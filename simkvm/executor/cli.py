@@ -1,0 +1,139 @@
+"""`simkvm migrate` (run a plan for real, optionally next to its prediction) and `simkvm compare`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from ..errors import MigrationFailed, UserError
+from ..plan import Plan
+from ..result import Result
+from ..units import parse_duration
+
+
+def _host_uri(value: str) -> str:
+    """A libvirt URI, or a testbed host name ('a', 'b') as a shorthand for its URI."""
+    if "://" in value or value.startswith(("qemu:", "test:")):
+        return value
+    from ..testbed.hosts import HOST_NAMES, Testbed
+
+    if value in HOST_NAMES:
+        return Testbed().uri(value)
+    raise UserError(f"--src/--dst must be a libvirt URI like qemu+tcp://127.0.0.1:16591/system "
+                    f"or a testbed host ({', '.join(HOST_NAMES)}), got {value!r}")
+
+
+def _format(result: Result, title: str) -> str:
+    from ..report import format_result
+
+    return format_result(result, title=title)
+
+
+def _dump(obj: Any, compact: bool) -> None:
+    json.dump(obj, sys.stdout, indent=None if compact else 2)
+    sys.stdout.write("\n")
+
+
+def _setup_logging(quiet: bool) -> None:
+    logger = logging.getLogger("simkvm.executor")
+    if quiet or logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("simkvm migrate: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from ..sim import simulate
+    from .guestplan import plan_for_domain
+    from .run import execute
+
+    plan = Plan.from_file(args.plan)
+    src, dst = _host_uri(args.src), _host_uri(args.dst)
+    timeout_s = parse_duration(args.timeout, "--timeout", allow_zero=False) if args.timeout else None
+    _setup_logging(args.quiet)
+    predicted = None
+    if args.predict:
+        plan = plan_for_domain(plan, args.domain, src)
+        predicted = simulate(plan)
+        predicted.plan = plan.to_dict()
+        if not args.json:
+            print(_format(predicted, f"simkvm predict: {plan.name} (guest {args.domain})"))
+            print()
+    try:
+        measured = execute(plan, args.domain, src, dst, migrate_uri=args.migrate_uri, timeout_s=timeout_s)
+    except MigrationFailed as exc:
+        partial = getattr(exc, "result", None)
+        if args.json and partial is not None:
+            _dump(partial.to_dict() if predicted is None else
+                  {"predicted": predicted.to_dict(), "measured": partial.to_dict()}, args.compact)
+        raise
+    if args.json:
+        _dump(measured.to_dict() if predicted is None else
+              {"predicted": predicted.to_dict(), "measured": measured.to_dict()}, args.compact)
+    else:
+        print(_format(measured, f"simkvm migrate: {plan.name} (guest {args.domain}, {src} -> {dst})"))
+        if predicted is not None:
+            from ..compare import compare, format_comparison
+
+            print()
+            print(format_comparison(compare(predicted, measured)))
+    if not measured.converged:
+        raise MigrationFailed(measured.reason, measured.meta.get("vm_location", "unknown"))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..compare import compare, format_comparison, load_pair, plot, to_jsonable
+
+    predicted, measured = load_pair(args.predicted, args.measured)
+    if predicted.source == "measured" and measured.source == "simulated":
+        raise UserError("the first file is a measurement and the second a prediction; "
+                        "give PREDICTED.json first, then MEASURED.json")
+    comparison = compare(predicted, measured)
+    if args.json:
+        _dump(to_jsonable(comparison), False)
+    else:
+        print(format_comparison(comparison))
+    if args.plot:
+        plot(predicted, measured, args.plot)
+        print(f"figure written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "migrate", help="run a plan's migration for real through libvirt and measure it",
+        description="Live-migrate a running domain as the plan says (bandwidth, max downtime, storage, limits), "
+                    "creating its empty disks on the destination first, and measure it in the same schema as "
+                    "simkvm predict. Exit 0 when it converged, 1 when it did not or was refused/aborted (the "
+                    "message says where the VM is), 2 on bad input or an unready machine.")
+    p.add_argument("plan", help="plan file (YAML): link, migration and limits are used")
+    p.add_argument("--domain", required=True, help="name of the running domain on the source")
+    p.add_argument("--src", required=True, help="source libvirt URI (or testbed host 'a'/'b')")
+    p.add_argument("--dst", required=True, help="destination libvirt URI (or testbed host 'a'/'b')")
+    p.add_argument("--json", action="store_true", help="print the measured result as JSON (simkvm predict --json "
+                                                         "format); with --predict {\"predicted\", \"measured\"}")
+    p.add_argument("--compact", action="store_true", help="with --json: on one line")
+    p.add_argument("--predict", action="store_true",
+                   help="first simulate the same plan with the VM and workload read from the guest's definition")
+    p.add_argument("--timeout", help="abort after this long (overrides migration.max_time), e.g. 60s")
+    p.add_argument("--migrate-uri", default="tcp://127.0.0.1",
+                   help="address the migration data goes to (VIR_MIGRATE_PARAM_URI; default tcp://127.0.0.1)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=cmd_migrate)
+
+    c = sub.add_parser(
+        "compare", help="predicted vs measured: totals and per-iteration errors, optionally a plot",
+        description="Compare two results (simkvm predict --json and simkvm migrate --json), or the single file of "
+                    "simkvm migrate --predict --json. Errors are predicted - measured; relative ones divide by "
+                    "the measured value.")
+    c.add_argument("predicted", help="predicted result JSON, or a combined {predicted, measured} file")
+    c.add_argument("measured", nargs="?", help="measured result JSON")
+    c.add_argument("--plot", metavar="PNG", help="draw remaining RAM and disk over time for both")
+    c.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    c.set_defaults(func=cmd_compare)

@@ -1,0 +1,63 @@
+"""The plan a prediction needs for a real guest: the VM and workload as the domain says.
+
+A plan file describes the link and the migration knobs well, but for
+``simkvm migrate --predict`` the VM (memory, disks) and what it does must be
+the ones of the guest about to move, or predicted and measured describe two
+different migrations. The testbed guest stores its workload in the domain's
+``<metadata>`` (:func:`simkvm.testbed.guest.read_guest_workload`); its
+memory and disks come from libvirt. Both are mapped onto the plan's ``vm``
+and ``workload`` sections; every other section is kept.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..plan import Plan
+from .prepare import domain_disks
+
+
+def workload_sections(w: dict[str, Any]) -> dict[str, Any]:
+    """The plan's ``workload`` section for a testbed guest workload dict."""
+    rate = float(w.get("dirty_rate_Bps", 0.0))
+    memory: dict[str, Any] = {"model": "idle"}
+    if rate > 0:
+        memory = {"model": "sequential" if w.get("pattern") == "seq" else "uniform",
+                  "dirty_rate": rate, "wss": float(w["wss_bytes"])}
+    disk_rate = float(w.get("disk_write_rate_Bps", 0.0))
+    disk: dict[str, Any] = {"write_rate": 0.0}
+    if disk_rate > 0:
+        disk = {"write_rate": disk_rate, "wss": float(w["disk_wss_bytes"]), "io_size": float(w["io_size_bytes"])}
+    return {"memory": memory, "disk": disk}
+
+
+def plan_for_guest(plan: Plan, workload: dict[str, Any], memory_bytes: float,
+                   disks: list[dict[str, Any]]) -> Plan:
+    """``plan`` with ``vm`` and ``workload`` replaced by what the guest is and does."""
+    return plan.replace(**{
+        "vm.memory": float(memory_bytes),
+        "vm.zero_fraction": float(workload.get("zero_fraction", plan.vm.zero_fraction)),
+        "vm.disks": disks,
+        "workload": workload_sections(workload),
+    })
+
+
+def plan_for_domain(plan: Plan, domain: str, src_uri: str) -> Plan:
+    """Read the running ``domain`` on ``src_uri`` and return the plan to predict it with."""
+    from ..errors import UserError
+    from ..testbed.guest import read_guest_workload
+    from .run import _libvirt, _open
+
+    libvirt = _libvirt()
+    conn = _open(src_uri, "source")
+    try:
+        try:
+            dom = conn.lookupByName(domain)
+        except libvirt.libvirtError:
+            raise UserError(f"domain {domain!r} is not defined on {src_uri}") from None
+        workload = read_guest_workload(dom)
+        disks = [{"path": d.path, "size": float(d.capacity_bytes), "allocated": float(min(d.allocation_bytes,
+                  d.capacity_bytes)), "format": d.format} for d in domain_disks(dom, conn)]
+        memory = float(dom.maxMemory()) * 1024
+    finally:
+        conn.close()
+    return plan_for_guest(plan, workload, memory, disks)

@@ -1,0 +1,731 @@
+"""Run a plan's migration for real through libvirt, and measure it in the simulator's schema.
+
+``execute()`` reads like the migration it performs:
+
+1. **Preparation** (t=0 here, as in the simulator): check the destination's
+   memory and storage, create the empty disk images there
+   (:mod:`.prepare`). A refusal changes nothing.
+2. **Migration**: set the downtime limit, then ``virDomainMigrate3`` (live,
+   non-shared storage, the plan's bandwidth) in a worker thread, because it
+   blocks until the end; meanwhile the calling thread polls the job stats every
+   ``poll_s`` and the libvirt event loop records each iteration event
+   (:mod:`.monitor`). The plan's max time and max iterations are enforced here,
+   like guestperf does.
+3. **Completion**: verify the destination VM runs, read the completed job's
+   statistics and fill a :class:`~simkvm.result.Result` (``source='measured'``).
+
+Whatever goes wrong (a limit, a libvirt error, Ctrl-C or SIGTERM), the job is
+aborted, we wait for libvirt to finish the abort, check that the VM runs on
+the source (resuming it if libvirt left it paused), and delete only the
+destination images we created. The executor never deletes anything else and
+never declares success before the destination VM is running.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from ..errors import EnvironmentProblem, MigrationFailed, UserError
+from ..plan import Plan
+from ..result import Result
+from ..units import fmt_bytes, fmt_duration, fmt_rate
+from .monitor import JobMonitor, Sample, build_rounds, build_timeline
+from .prepare import DestinationDisks, DomainDisk, Refusal, check_destination, create_disks, domain_disks
+
+log = logging.getLogger("simkvm.executor")
+
+DEFAULT_MIGRATE_URI = "tcp://127.0.0.1"
+POLL_S = 0.05  # <= 50 ms: iterations under TCG can be a few hundred ms long
+ABORT_WAIT_S = 300.0  # how long we wait for libvirt to finish cancelling before we say so
+POLL_ERROR_GRACE_S = 10.0  # job-stat errors tolerated while migrate3 is still running
+NOTHING_CHANGED = "running on the source (nothing was changed)"
+
+
+# ----------------------------------------------------------------- libvirt plumbing
+def _libvirt():
+    try:
+        import libvirt
+    except ImportError:
+        raise EnvironmentProblem(
+            "libvirt-python is not installed; install it with pip install 'simkvm[libvirt]' "
+            "(needs libvirt-dev and pkg-config: scripts/setup-system.sh installs them)"
+        ) from None
+    return libvirt
+
+
+_loop_lock = threading.Lock()
+_loop_started = False
+
+
+def ensure_event_loop() -> None:
+    """Register libvirt's default event loop and run it in a daemon thread (once per process).
+
+    Iteration events and connection keepalives only work on connections opened
+    after this, so the executor calls it before opening its own.
+    """
+    global _loop_started
+    libvirt = _libvirt()
+    with _loop_lock:
+        if _loop_started:
+            return
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors come back as exceptions
+        libvirt.virEventRegisterDefaultImpl()
+
+        def loop() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=loop, name="libvirt-event-loop", daemon=True).start()
+        _loop_started = True
+
+
+def _version(n: int) -> str:
+    return f"{n // 1_000_000}.{n // 1000 % 1000}.{n % 1000}"
+
+
+def _open(uri: str, role: str) -> Any:
+    libvirt = _libvirt()
+    ensure_event_loop()
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise EnvironmentProblem(
+            f"cannot connect to the {role} host {uri}: {exc.get_error_message()}; is it running? "
+            f"(for the testbed: simkvm testbed up)"
+        ) from None
+    # No setKeepAlive: with the default event loop, its pings made every jobStats call
+    # around them wait 2-5 s on the testbed (measured), which blinds the monitor.
+    return conn
+
+
+def _host_info(conn: Any, uri: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"uri": uri}
+    for key, call in (("hostname", conn.getHostname), ("libvirt_version", lambda: _version(conn.getLibVersion())),
+                      ("hypervisor_version", lambda: _version(conn.getVersion()))):
+        try:
+            info[key] = call()
+        except Exception:  # noqa: BLE001 - best effort for the report
+            info[key] = None
+    return info
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C while a migration runs, so both abort it cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def term(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    old = signal.signal(signal.SIGTERM, term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """While we abort and clean up, a second Ctrl-C must not leave the VM half-migrated."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def busy(signum: int, _frame: Any) -> None:
+        log.warning("still aborting the migration (%s ignored): waiting until the VM is safe",
+                    signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, busy) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class _Stop:
+    """Why we stop watching before migrate3 returned."""
+
+    outcome: str  # not_converged (a plan limit) | aborted (user) | error
+    reason: str
+
+
+# ----------------------------------------------------------------- the run
+@dataclass
+class Execution:
+    """One real migration; holds the connections, the monitor and what we created."""
+
+    plan: Plan
+    domain: str
+    src_uri: str
+    dst_uri: str
+    migrate_uri: str = DEFAULT_MIGRATE_URI
+    timeout_s: float | None = None  # default: plan.migration.max_time_s
+    poll_s: float = POLL_S
+    persist: bool = True  # a persistent source definition moves to the destination too
+
+    t0: float = 0.0
+    conn: Any = None
+    dconn: Any = None
+    dom: Any = None
+    disks: list[DomainDisk] = field(default_factory=list)
+    created: DestinationDisks = field(default_factory=DestinationDisks)
+    monitor: JobMonitor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    _worker: threading.Thread | None = None
+    _done: threading.Event = field(default_factory=threading.Event)
+    _ddom: Any = None
+    _error: BaseException | None = None
+    _t_call: float | None = None
+    _t_returned: float | None = None
+    _event_id: int | None = None
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    # ------------------------------------------------------------ the story
+    def run(self) -> Result:
+        self.t0 = time.monotonic()
+        _check_plan(self.plan)
+        ensure_event_loop()
+        with _signals_as_interrupt():
+            try:
+                self.connect()
+                stop: _Stop | None = None
+                try:
+                    # ---- 1. preparation
+                    try:
+                        self.prepare()
+                    except Refusal as refusal:
+                        return self.refused(str(refusal))
+                    # ---- 2. migration
+                    self.start_job()
+                    stop = self.watch()
+                except KeyboardInterrupt as exc:
+                    why = exc.args[0] if exc.args else "SIGINT"
+                    stop = _Stop("aborted", f"aborted: interrupted by {why} after {fmt_duration(self.now())}")
+                except Exception as exc:  # noqa: BLE001 - every failure ends in the same safe abort
+                    libvirt = _libvirt()
+                    text = exc.get_error_message() if isinstance(exc, libvirt.libvirtError) else repr(exc)
+                    stop = _Stop("error", f"{type(exc).__name__} while migrating: {text}")
+                    self.meta["error"] = text
+                # ---- 3. completion (or the abort)
+                if stop is None:
+                    return self.complete()
+                return self.abort(stop)
+            finally:
+                self.close()
+
+    # ------------------------------------------------------------ 1. preparation
+    def connect(self) -> None:
+        libvirt = _libvirt()
+        self.conn = _open(self.src_uri, "source")
+        self.dconn = _open(self.dst_uri, "destination")
+        try:
+            self.dom = self.conn.lookupByName(self.domain)
+        except libvirt.libvirtError:
+            names = ", ".join(d.name() for d in self.conn.listAllDomains(0)) or "none"
+            raise UserError(f"domain {self.domain!r} is not defined on {self.src_uri} (domains there: {names})") \
+                from None
+        state = self.dom.state()[0]
+        if state != libvirt.VIR_DOMAIN_RUNNING:
+            raise UserError(f"domain {self.domain!r} on {self.src_uri} is not running (state {_state_name(state)}); "
+                            f"start it first (virsh -c {self.src_uri} start {self.domain})")
+        self.meta.update(
+            domain=self.domain,
+            source=_host_info(self.conn, self.src_uri),
+            destination=_host_info(self.dconn, self.dst_uri),
+            client={"hostname": socket.gethostname(), "libvirt_version": _version(libvirt.getVersion())},
+            migrate_uri=self.migrate_uri,
+            poll_interval_s=self.poll_s,
+        )
+
+    def prepare(self) -> None:
+        """Check the destination, then create the empty disks (remembered for the abort)."""
+        libvirt = _libvirt()
+        dst_name = self.meta["destination"].get("hostname") or self.dst_uri
+        try:
+            other = self.dconn.lookupByName(self.domain)
+            if other.isActive():
+                raise Refusal(f"refused: a domain named {self.domain!r} is already running on {dst_name}")
+        except libvirt.libvirtError:
+            pass
+        self.disks = domain_disks(self.dom, self.conn) if self.plan.migration.storage != "shared" else []
+        placements = check_destination(self.plan, self.dom, self.dconn, self.disks, dst_name)
+        self.meta["checked_destination_s"] = self.now()
+        create_disks(placements, dst_name, incremental=self.plan.migration.storage == "non_shared_inc",
+                     into=self.created)
+        self.meta["created_disks"] = self.created.paths
+        self.meta["disks"] = [d.__dict__ for d in self.disks]
+        log.info("prepared %s: %d disk image(s) created on the destination", self.domain, len(self.created.paths))
+
+    def refused(self, reason: str) -> Result:
+        t = self.now()
+        self.meta["vm_location"] = NOTHING_CHANGED
+        return Result(converged=False, outcome="refused", reason=reason, source="measured", total_time_s=t,
+                      setup_time_s=t, timeline_records=[(0.0, "prepare", 0, None, None, None, None)],
+                      plan=self.plan.to_dict(), meta=self.meta)
+
+    # ------------------------------------------------------------ 2. migration
+    def flags_and_params(self) -> tuple[int, dict[str, Any]]:
+        libvirt = _libvirt()
+        mig = self.plan.migration
+        flags = libvirt.VIR_MIGRATE_LIVE
+        if mig.storage == "non_shared_disk":
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+        elif mig.storage == "non_shared_inc":
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
+        if mig.mirror_mode == "write_blocking" and mig.storage != "shared":
+            sync = getattr(libvirt, "VIR_MIGRATE_NON_SHARED_SYNCHRONOUS_WRITES", None)
+            if sync is None:
+                raise EnvironmentProblem("migration.mirror_mode write_blocking needs libvirt >= 8.0 "
+                                         "(VIR_MIGRATE_NON_SHARED_SYNCHRONOUS_WRITES); use background")
+            flags |= sync
+        aid_flags, aid_params, aid_notes = _aid_flags_and_params(self.plan)
+        flags |= aid_flags
+        if self.persist and self.dom.isPersistent():
+            flags |= libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        bandwidth_MiBps = max(1, int(round(self.plan.link.bandwidth_Bps / 2**20)))
+        params: dict[str, Any] = {
+            libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: bandwidth_MiBps,
+            libvirt.VIR_MIGRATE_PARAM_URI: self.migrate_uri,
+        }
+        if self.disks and mig.storage != "shared":
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [d.target for d in self.disks]
+        params.update(aid_params)
+        notes = list(aid_notes)
+        if abs(bandwidth_MiBps * 2**20 - self.plan.link.bandwidth_Bps) > 0.01 * self.plan.link.bandwidth_Bps:
+            notes.append(f"link.bandwidth {fmt_rate(self.plan.link.bandwidth_Bps)} rounded to {bandwidth_MiBps} MiB/s")
+        if mig.disk_bandwidth_Bps and mig.disk_bandwidth_Bps != self.plan.link.bandwidth_Bps:
+            notes.append("migration.disk_bandwidth ignored: libvirt's bandwidth caps RAM and each mirror alike")
+        if mig.avail_switchover_bandwidth_Bps:
+            key = getattr(libvirt, "VIR_MIGRATE_PARAM_BANDWIDTH_AVAIL_SWITCHOVER", None)
+            if key is None:
+                notes.append("migration.avail_switchover_bandwidth ignored: this libvirt-python lacks it")
+            else:
+                params[key] = int(mig.avail_switchover_bandwidth_Bps)
+        self.meta.update(flags=flags, bandwidth_MiBps=bandwidth_MiBps, notes=notes,
+                         migrate_disks=[d.target for d in self.disks])
+        return flags, params
+
+    def start_job(self) -> None:
+        """Downtime limit first (there is no migrate3 parameter for it), then migrate3 in a thread."""
+        libvirt = _libvirt()
+        flags, params = self.flags_and_params()
+        downtime_ms = max(1, int(round(self.plan.migration.max_downtime_s * 1000)))
+        self.dom.migrateSetMaxDowntime(downtime_ms, 0)
+        self.meta["max_downtime_ms_set"] = downtime_ms
+        self.monitor = JobMonitor(max_downtime_s=downtime_ms / 1000.0)
+        monitor = self.monitor
+
+        def on_iteration(_conn: Any, _dom: Any, iteration: int, _opaque: Any) -> None:
+            monitor.add_event(self.now(), iteration)
+
+        try:
+            self._event_id = self.conn.domainEventRegisterAny(
+                self.dom, libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, on_iteration, None)
+        except libvirt.libvirtError as exc:  # polling alone still works
+            self.meta.setdefault("notes", []).append(f"no iteration events: {exc.get_error_message()}")
+
+        def migrate() -> None:
+            try:
+                self._ddom = self.dom.migrate3(self.dconn, params, flags)
+            except BaseException as exc:  # noqa: BLE001 - handed to the watching thread
+                self._error = exc
+            finally:
+                self._t_returned = self.now()
+                self._done.set()
+
+        self._t_call = self.now()
+        self.meta["migrate3_called_s"] = self._t_call
+        self._worker = threading.Thread(target=migrate, name=f"migrate3-{self.domain}", daemon=True)
+        self._worker.start()
+        log.info("migrating %s to %s at %d MiB/s, max downtime %d ms", self.domain, self.dst_uri,
+                 self.meta["bandwidth_MiBps"], downtime_ms)
+
+    def watch(self) -> _Stop | None:
+        """Poll job stats until migrate3 returns; a _Stop when a plan limit says give up."""
+        libvirt = _libvirt()
+        mig = self.plan.migration
+        deadline = self.timeout_s if self.timeout_s is not None else mig.max_time_s
+        monitor = self.monitor
+        assert monitor is not None
+        reapplied = False
+        errors_since: float | None = None
+        last_iteration = 0
+        last_log = 0.0
+        while not self._done.is_set():
+            t_a = self.now()
+            try:
+                stats = self.dom.jobStats(0)
+                rpc_s = self.now() - t_a
+                state, reason = self.dom.state()
+                errors_since = None
+            except libvirt.libvirtError as exc:
+                if self._done.wait(0.2):
+                    break
+                errors_since = errors_since if errors_since is not None else t_a
+                if t_a - errors_since > POLL_ERROR_GRACE_S:
+                    raise
+                log.debug("job stats failed (%s); retrying", exc.get_error_message())
+                continue
+            sample = Sample(t_s=t_a, stats=stats, paused=state == libvirt.VIR_DOMAIN_PAUSED, rpc_s=rpc_s)
+            monitor.add_sample(sample)
+            if sample.active and not reapplied:
+                reapplied = True
+                self._reapply_downtime()
+            iteration = monitor.iteration
+            if iteration != last_iteration or t_a - last_log >= 2.0:
+                _log_progress(sample, t_a)
+                last_iteration, last_log = iteration, t_a
+            # guestperf's rules: give up after max_iterations syncs, or at max time.
+            if mig.max_iterations and iteration > mig.max_iterations and not sample.paused:
+                return _Stop("not_converged", f"not converged: memory_iteration {iteration} exceeded "
+                                              f"migration.max_iterations {mig.max_iterations}")
+            if self.now() > deadline and not sample.paused:
+                what = "--timeout" if self.timeout_s is not None else "migration.max_time"
+                return _Stop("not_converged", f"not converged within {fmt_duration(deadline)} ({what}); "
+                             f"last seen: iteration {iteration}, {_remaining_text(sample)}")
+            self._done.wait(max(0.0, self.poll_s - (self.now() - t_a)))
+        return None
+
+    def _reapply_downtime(self) -> None:
+        """Set the limit again inside the job and read it back: the value in force is what we report."""
+        libvirt = _libvirt()
+        ms = self.meta["max_downtime_ms_set"]
+        try:
+            self.dom.migrateSetMaxDowntime(ms, 0)
+            self.meta["max_downtime_ms_in_force"] = int(self.dom.migrateGetMaxDowntime(0))
+        except (libvirt.libvirtError, AttributeError) as exc:
+            self.meta.setdefault("notes", []).append(f"could not re-apply the downtime limit: {exc}")
+
+    # ------------------------------------------------------------ 3. completion
+    def complete(self, note: str | None = None) -> Result:
+        """migrate3 returned a destination domain: verify it runs, then read the completed stats."""
+        libvirt = _libvirt()
+        if self._error is not None:
+            return self.abort(_Stop("error", f"libvirt: {_error_text(self._error)}"))
+        ddom = self._ddom
+        state, reason = ddom.state()
+        if state != libvirt.VIR_DOMAIN_RUNNING:
+            where = f"on the destination ({self.dst_uri}) but {_state_name(state)}, not running"
+            raise MigrationFailed(f"migration finished but the destination VM is {_state_name(state)}; "
+                                  f"check it with virsh -c {self.dst_uri} domstate {self.domain} --reason", where)
+        self.meta["vm_location"] = f"running on the destination ({self.meta['destination'].get('hostname')})"
+        completed = _completed_stats(ddom)
+        self.meta["completed_stats"] = dict(completed)
+        completed = self._with_disk_progress(completed)
+        try:
+            self.meta["completed_stats_source"] = _completed_stats(self.conn.lookupByName(self.domain))
+        except libvirt.libvirtError:
+            pass
+        self.meta["source_after"] = self._source_state()
+        monitor = self.monitor
+        assert monitor is not None and self._t_returned is not None
+        offset = monitor.libvirt_offset_s(fallback=self._t_call or 0.0)
+        total = self._t_returned
+        if "time_elapsed" in completed:
+            candidate = offset + completed["time_elapsed"] / 1000.0
+            last = monitor.samples[-1].t_s if monitor.samples else 0.0
+            if last - 0.5 <= candidate <= self._t_returned + 0.5:
+                total = candidate
+        downtime = completed.get("downtime", 0) / 1000.0
+        stop = total - downtime
+        rounds = build_rounds(monitor, offset, end_s=total, completed=completed, stop_s=stop)
+        timeline = build_timeline(monitor, offset, has_disks=bool(self.disks), end_s=total, end_phase="done",
+                                  completed=completed)
+        final_n = int(completed.get("memory_iteration") or (rounds[-1]["memory_iteration"] if rounds else 0))
+        last_proc = rounds[-1]["memory_processed"] if rounds else None
+        timeline.append((stop, "switchover", final_n, rounds[-1].get("memory_remaining") if rounds else None,
+                         last_proc, 0, completed.get("disk_processed")))
+        timeline.sort(key=lambda r: r[0])
+        self.meta.update(libvirt_time_offset_s=offset, migrate3_returned_s=self._t_returned, samples=len(
+            monitor.samples), iteration_events=len(monitor.events), final_row_estimated=True,
+            service_interruption="equals libvirt's measured downtime: no network measurement yet")
+        ram = float(completed.get("memory_processed", 0))
+        disk = float(completed.get("disk_processed", 0))
+        reason = _converged_reason(rounds, final_n)
+        if note:
+            reason = f"{reason} ({note})"
+        return Result(
+            converged=True, outcome="converged", reason=reason, source="measured", **self._times(offset, stop, total),
+            downtime_s=downtime, service_interruption_s=downtime,
+            ram_transferred_bytes=ram, disk_transferred_bytes=disk, total_transferred_bytes=ram + disk,
+            zero_pages=float(completed.get("memory_constant", 0)),
+            normal_pages=float(completed.get("memory_normal", 0)),
+            iterations=final_n, round_records=rounds, timeline_records=timeline,
+            plan=self.plan.to_dict(), meta=self.meta,
+        )
+
+    def _with_disk_progress(self, completed: dict[str, Any]) -> dict[str, Any]:
+        """The destination's completed stats know nothing of the disk mirrors (disk_* = 0 there):
+        take the source's last figures, which include the mirrors' final catch-up up to the stop."""
+        monitor = self.monitor
+        tail = monitor.last_active if monitor else None
+        if not tail or not self.disks:
+            return completed
+        merged = dict(completed)
+        for key in ("disk_total", "disk_processed"):
+            if tail.stats.get(key, 0) > merged.get(key, 0):
+                merged[key] = tail.stats[key]
+                self.meta["disk_stats_from_last_sample"] = True
+        merged["disk_remaining"] = 0
+        return merged
+
+    def _times(self, offset: float, stop: float, total: float) -> dict[str, float]:
+        """setup (ours + libvirt's until the mirror or RAM starts), mirror, pre-copy; as the simulator splits them."""
+        monitor = self.monitor
+        assert monitor is not None
+        ram_start = monitor.ram_start_s(offset)
+        mirror_start = monitor.mirror_start_s(offset) if self.disks else None
+        setup = mirror_start if mirror_start is not None else (ram_start if ram_start is not None else stop)
+        ram_start_or_stop = ram_start if ram_start is not None else stop
+        return {
+            "total_time_s": total,
+            "setup_time_s": setup,
+            "disk_mirror_time_s": max(ram_start_or_stop - setup, 0.0) if self.disks else 0.0,
+            "precopy_time_s": max(stop - ram_start, 0.0) if ram_start is not None else 0.0,
+        }
+
+    # ------------------------------------------------------------ the abort
+    def abort(self, stop: _Stop) -> Result:
+        """Cancel the job, make sure the VM runs on the source, delete only our images."""
+        libvirt = _libvirt()
+        t_abort = self.now()
+        log.warning("%s; aborting the migration job", stop.reason)
+        with _shielded():
+            if self._worker is not None and not self._done.is_set():
+                try:
+                    self.dom.abortJob()
+                except libvirt.libvirtError as exc:
+                    self.meta.setdefault("notes", []).append(f"abortJob: {exc.get_error_message()}")
+                if not self._done.wait(ABORT_WAIT_S):
+                    where = self._locate()
+                    raise MigrationFailed(
+                        f"{stop.reason}; libvirt did not finish cancelling within {ABORT_WAIT_S:.0f} s; "
+                        f"check virsh -c {self.src_uri} domjobinfo {self.domain}", where)
+            if self._ddom is not None and self._error is None:
+                log.warning("the migration completed before the abort took effect")
+                return self.complete(note=f"{stop.reason}, but the migration completed before the abort")
+            where = self._locate()
+            on_source = where.startswith("running on the source")
+            problems: list[str] = []
+            if on_source and not self._destination_domain_exists():
+                problems = self.created.remove()
+            elif self.created.paths:
+                problems = [f"kept the destination images {self.created.paths}: the VM is not safely on the source"]
+        self.meta.update(vm_location=where, abort_requested_s=t_abort, abort_finished_s=self.now(),
+                         removed_disks=[] if problems else self.meta.get("created_disks", []),
+                         cleanup_problems=problems)
+        if self._error is not None:
+            self.meta["migrate3_error"] = _error_text(self._error)
+        result = self.partial_result(stop, t_abort)
+        if stop.outcome == "error" or not on_source:
+            exc = MigrationFailed(stop.reason + (f"; {'; '.join(problems)}" if problems else ""), where)
+            exc.result = result  # type: ignore[attr-defined]
+            raise exc
+        return result
+
+    def partial_result(self, stop: _Stop, t_abort: float) -> Result:
+        """What was measured up to the abort, in the same schema."""
+        monitor = self.monitor
+        if monitor is None:  # interrupted during preparation
+            return Result(converged=False, outcome=stop.outcome, reason=stop.reason, source="measured",
+                          total_time_s=t_abort, setup_time_s=t_abort, plan=self.plan.to_dict(), meta=self.meta)
+        offset = monitor.libvirt_offset_s(fallback=self._t_call or 0.0)
+        tail = monitor.last_active
+        st = tail.stats if tail else {}
+        rounds = build_rounds(monitor, offset, end_s=t_abort)
+        timeline = build_timeline(monitor, offset, has_disks=bool(self.disks), end_s=t_abort, end_phase="aborted")
+        self.meta.update(libvirt_time_offset_s=offset, samples=len(monitor.samples),
+                         iteration_events=len(monitor.events))
+        ram = float(st.get("memory_processed", 0))
+        disk = float(st.get("disk_processed", 0))
+        return Result(
+            converged=False, outcome=stop.outcome if stop.outcome != "error" else "aborted", reason=stop.reason,
+            source="measured", **self._times(offset, t_abort, t_abort),
+            ram_transferred_bytes=ram, disk_transferred_bytes=disk, total_transferred_bytes=ram + disk,
+            zero_pages=float(st.get("memory_constant", 0)), normal_pages=float(st.get("memory_normal", 0)),
+            iterations=monitor.iteration, round_records=rounds, timeline_records=timeline,
+            plan=self.plan.to_dict(), meta=self.meta,
+        )
+
+    def _destination_domain_exists(self) -> bool:
+        libvirt = _libvirt()
+        try:
+            return bool(self.dconn.lookupByName(self.domain).isActive())
+        except libvirt.libvirtError:
+            return False
+
+    def _source_state(self) -> str:
+        libvirt = _libvirt()
+        try:
+            state, reason = self.conn.lookupByName(self.domain).state()
+            return _state_name(state)
+        except libvirt.libvirtError:
+            return "absent"
+
+    def _locate(self) -> str:
+        """Where the VM is now; resumes a source VM libvirt left paused by the migration."""
+        libvirt = _libvirt()
+        src_host = self.meta.get("source", {}).get("hostname") or self.src_uri
+        dst_host = self.meta.get("destination", {}).get("hostname") or self.dst_uri
+        dst_running = False
+        try:
+            dst_running = self.dconn.lookupByName(self.domain).state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        except libvirt.libvirtError:
+            pass
+        try:
+            dom = self.conn.lookupByName(self.domain)
+            state, reason = dom.state()
+        except libvirt.libvirtError:
+            state, reason, dom = None, None, None
+        if state == libvirt.VIR_DOMAIN_PAUSED and not dst_running and dom is not None:
+            try:
+                dom.resume()
+                state = dom.state()[0]
+                self.meta.setdefault("notes", []).append("simkvm resumed the source VM that libvirt left paused")
+            except libvirt.libvirtError as exc:
+                self.meta.setdefault("notes", []).append(f"could not resume the source VM: {exc}")
+        if state == libvirt.VIR_DOMAIN_RUNNING and not dst_running:
+            return f"running on the source ({src_host})"
+        if dst_running and state != libvirt.VIR_DOMAIN_RUNNING:
+            return f"running on the destination ({dst_host})"
+        src_text = "absent" if state is None else _state_name(state)
+        return (f"unclear: source {src_host} says {src_text}, destination {dst_host} "
+                f"{'runs it' if dst_running else 'does not run it'}; check both with virsh list --all")
+
+    def close(self) -> None:
+        libvirt = _libvirt()
+        if self._event_id is not None:
+            try:
+                self.conn.domainEventDeregisterAny(self._event_id)
+            except libvirt.libvirtError:
+                pass
+        for c in (self.conn, self.dconn):
+            if c is not None:
+                try:
+                    c.close()
+                except libvirt.libvirtError:
+                    pass
+
+
+def execute(plan: Plan, domain: str, src_uri: str, dst_uri: str, *, migrate_uri: str = DEFAULT_MIGRATE_URI,
+            timeout_s: float | None = None, poll_s: float = POLL_S, persist: bool = True) -> Result:
+    """Migrate ``domain`` from ``src_uri`` to ``dst_uri`` as ``plan`` says, and measure it.
+
+    Returns a measured :class:`Result` (outcome ``converged``, ``not_converged``
+    when a plan limit or ``timeout_s`` stopped it, ``aborted`` on Ctrl-C/SIGTERM,
+    ``refused`` when the destination cannot take the VM; ``meta['vm_location']``
+    says where the VM is). Raises :class:`MigrationFailed` (with ``.result``)
+    when libvirt failed or the VM is not safely running on the source.
+    """
+    if poll_s <= 0 or poll_s > 0.05:
+        raise UserError(f"poll interval must be in (0, 50 ms], got {poll_s * 1000:g} ms")
+    return Execution(plan=plan, domain=domain, src_uri=src_uri, dst_uri=dst_uri, migrate_uri=migrate_uri,
+                     timeout_s=timeout_s, poll_s=poll_s, persist=persist).run()
+
+
+# ----------------------------------------------------------------- helpers
+def _check_plan(plan: Plan) -> None:
+    """The executor runs QEMU's own algorithm with auto-converge/multifd optional; say so for the rest."""
+    policy = getattr(plan, "policy", None)
+    name = getattr(policy, "name", policy) or "qemu"
+    if name != "qemu":
+        raise UserError(f"the executor runs policy 'qemu' only for now, got {name!r}; "
+                        f"drop 'policy:' from the plan or use simkvm predict for the other policies")
+    aids = getattr(plan, "aids", None)
+    if aids is None:
+        return
+    unsupported = []
+    if getattr(aids.postcopy, "enabled", False):
+        unsupported.append("aids.postcopy")
+    if getattr(aids.xbzrle, "enabled", False):
+        unsupported.append("aids.xbzrle")
+    if getattr(aids.compression, "method", "none") != "none":
+        unsupported.append("aids.compression")
+    if getattr(getattr(aids, "dirty_limit", None), "enabled", False):
+        unsupported.append("aids.dirty_limit")
+    if getattr(getattr(aids, "pause", None), "after_iterations", 0):
+        unsupported.append("aids.pause")
+    if unsupported:
+        raise UserError(f"the executor does not run {', '.join(unsupported)} yet (auto_converge and multifd it "
+                        f"does); disable them in the plan for a real migration")
+
+
+def _aid_flags_and_params(plan: Plan) -> tuple[int, dict[str, Any], list[str]]:
+    """libvirt flags/params for the aids the executor supports (auto-converge, multifd)."""
+    libvirt = _libvirt()
+    aids = getattr(plan, "aids", None)
+    flags, params, notes = 0, {}, []
+    if aids is None:
+        return flags, params, notes
+    ac = aids.auto_converge
+    if ac.enabled:
+        flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+        params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] = int(round(ac.initial_frac * 100))
+        params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] = int(round(ac.increment_frac * 100))
+        if ac.max_frac != 0.99 or ac.trigger_threshold_frac != 0.5:
+            notes.append("aids.auto_converge max/trigger: libvirt has no parameter for them; QEMU defaults used")
+    if aids.multifd.enabled:
+        flags |= libvirt.VIR_MIGRATE_PARALLEL
+        params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = int(aids.multifd.channels)
+    return flags, params, notes
+
+
+def _completed_stats(dom: Any) -> dict[str, Any]:
+    libvirt = _libvirt()
+    try:
+        return dict(dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
+    except libvirt.libvirtError:
+        return {}
+
+
+def _state_name(state: int | None) -> str:
+    names = {0: "no state", 1: "running", 2: "blocked", 3: "paused", 4: "shutting down", 5: "shut off",
+             6: "crashed", 7: "suspended (PM)"}
+    return names.get(state, f"state {state}") if state is not None else "absent"
+
+
+def _error_text(exc: BaseException) -> str:
+    msg = getattr(exc, "get_error_message", None)
+    return msg() if callable(msg) else repr(exc)
+
+
+def _remaining_text(sample: Sample) -> str:
+    st = sample.stats
+    if sample.iteration >= 1:
+        return f"{fmt_bytes(st.get('memory_remaining', 0))} of RAM remaining"
+    return f"{fmt_bytes(st.get('disk_remaining', 0))} of disk remaining (mirror not ready)"
+
+
+def _log_progress(sample: Sample, t: float) -> None:
+    st = sample.stats
+    if not sample.active:
+        return
+    if sample.iteration >= 1:
+        log.info("t=%.1fs iteration %d: %s remaining, %s, dirty %.0f pages/s", t, sample.iteration,
+                 fmt_bytes(st.get("memory_remaining", 0)), fmt_rate(st.get("memory_bps", 0)),
+                 st.get("memory_dirty_rate", 0))
+    elif sample.mirror_started:
+        log.info("t=%.1fs disk mirror: %s of %s copied", t, fmt_bytes(st.get("disk_processed", 0)),
+                 fmt_bytes(st.get("disk_total", 0)))
+
+
+def _converged_reason(rounds: list[dict[str, Any]], final_n: int) -> str:
+    if len(rounds) >= 2:
+        last_loop = rounds[-2]
+        rem, thr = last_loop.get("memory_remaining"), last_loop.get("threshold_bytes")
+        if rem is not None and thr is not None:
+            return (f"converged after {final_n - 1} pre-copy iteration(s); the last one started with "
+                    f"{fmt_bytes(rem)} dirty, switchover threshold {fmt_bytes(thr)} (libvirt-measured)")
+    return f"converged after {max(final_n - 1, 0)} pre-copy iteration(s) (libvirt-measured)"
