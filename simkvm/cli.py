@@ -21,6 +21,7 @@ from .errors import EnvironmentProblem, MigrationFailed, UserError
 COMMAND_MODULES = [
     "simkvm.commands.predict",
     "simkvm.commands.plan",
+    "simkvm.commands.policies",
     "simkvm.commands.bench",
     "simkvm.commands.sweep",
     "simkvm.testbed.cli",

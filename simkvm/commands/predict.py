@@ -30,6 +30,7 @@ PLAN_FLAGS: dict[str, str] = {
     "storage": "migration.storage",
     "mirror_mode": "migration.mirror_mode",
     "profile": "profile",
+    "policy": "policy",
 }
 
 
@@ -54,6 +55,8 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--storage", choices=["non_shared_disk", "non_shared_inc", "shared"])
     g.add_argument("--mirror-mode", choices=["background", "write_blocking"])
     g.add_argument("--profile", help="host profile file from `simkvm calibrate`")
+    g.add_argument("--policy", help="orchestration policy: qemu, nova, ovirt-minimal-downtime, ovirt-post-copy, "
+                                    "ovirt-suspend-workload, ovirt-very-large-vm, kubevirt, proxmox")
 
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
@@ -92,6 +95,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
             given["zero_fraction"] = float(given["zero_fraction"])
         except ValueError:
             pass
+    if "policy" in given and isinstance(data.get("policy"), dict):
+        given["policy"] = {**data["policy"], "name": given["policy"]}
     for key, value in given.items():
         set_path(data, PLAN_FLAGS[key], value)
     return Plan.from_dict(data)

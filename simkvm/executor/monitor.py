@@ -67,7 +67,24 @@ class JobMonitor:
     max_downtime_s: float
     samples: list[Sample] = field(default_factory=list)
     events: list[tuple[float, int]] = field(default_factory=list)  # (our time, iteration)
+    pauses: list[tuple[float, bool]] = field(default_factory=list)  # (our time, paused?) from lifecycle events
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def set_paused(self, t_s: float, paused: bool) -> None:
+        with self._lock:
+            self.pauses.append((t_s, paused))
+
+    @property
+    def paused(self) -> bool:
+        """The source VM is paused now (the switchover), as the lifecycle events say."""
+        with self._lock:
+            return bool(self.pauses) and self.pauses[-1][1]
+
+    @property
+    def stopped_s(self) -> float | None:
+        """When the source VM was last paused (start of the downtime), if it still is."""
+        with self._lock:
+            return self.pauses[-1][0] if self.pauses and self.pauses[-1][1] else None
 
     def add_sample(self, sample: Sample) -> None:
         self.samples.append(sample)

@@ -187,7 +187,7 @@ class Execution:
     _error: BaseException | None = None
     _t_call: float | None = None
     _t_returned: float | None = None
-    _event_id: int | None = None
+    _event_ids: list[int] = field(default_factory=list)
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -330,11 +330,20 @@ class Execution:
         def on_iteration(_conn: Any, _dom: Any, iteration: int, _opaque: Any) -> None:
             monitor.add_event(self.now(), iteration)
 
-        try:
-            self._event_id = self.conn.domainEventRegisterAny(
-                self.dom, libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, on_iteration, None)
-        except libvirt.libvirtError as exc:  # polling alone still works
-            self.meta.setdefault("notes", []).append(f"no iteration events: {exc.get_error_message()}")
+        def on_lifecycle(_conn: Any, _dom: Any, event: int, detail: int, _opaque: Any) -> None:
+            # The source pausing is the switchover (polling the state instead made
+            # each poll wait up to 5 s for the domain lock on the testbed).
+            if event == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
+                monitor.set_paused(self.now(), True)
+            elif event == libvirt.VIR_DOMAIN_EVENT_RESUMED:
+                monitor.set_paused(self.now(), False)
+
+        for event_id, callback in ((libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, on_iteration),
+                                   (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_lifecycle)):
+            try:
+                self._event_ids.append(self.conn.domainEventRegisterAny(self.dom, event_id, callback, None))
+            except libvirt.libvirtError as exc:  # polling alone still works
+                self.meta.setdefault("notes", []).append(f"no events {event_id}: {exc.get_error_message()}")
 
         def migrate() -> None:
             try:
@@ -368,7 +377,6 @@ class Execution:
             try:
                 stats = self.dom.jobStats(0)
                 rpc_s = self.now() - t_a
-                state, reason = self.dom.state()
                 errors_since = None
             except libvirt.libvirtError as exc:
                 if self._done.wait(0.2):
@@ -378,7 +386,7 @@ class Execution:
                     raise
                 log.debug("job stats failed (%s); retrying", exc.get_error_message())
                 continue
-            sample = Sample(t_s=t_a, stats=stats, paused=state == libvirt.VIR_DOMAIN_PAUSED, rpc_s=rpc_s)
+            sample = Sample(t_s=t_a, stats=stats, paused=monitor.paused, rpc_s=rpc_s)
             monitor.add_sample(sample)
             if sample.active and not reapplied:
                 reapplied = True
@@ -606,9 +614,9 @@ class Execution:
 
     def close(self) -> None:
         libvirt = _libvirt()
-        if self._event_id is not None:
+        for event_id in self._event_ids:
             try:
-                self.conn.domainEventDeregisterAny(self._event_id)
+                self.conn.domainEventDeregisterAny(event_id)
             except libvirt.libvirtError:
                 pass
         for c in (self.conn, self.dconn):

@@ -368,8 +368,13 @@ def read_guest_workload(dom: Any) -> dict[str, Any]:
     libvirt = _import_libvirt()
     try:
         text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_URI, 0)
-    except libvirt.libvirtError:
-        raise UserError(f"domain {dom.name()!r} has no simkvm workload metadata; it was not made by simkvm testbed guest") from None
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            raise EnvironmentProblem(f"cannot read the metadata of domain {dom.name()!r}: {exc}") from None
+        raise UserError(
+            f"domain {dom.name()!r} has no simkvm workload metadata ({METADATA_URI}); "
+            "only guests made by 'simkvm testbed guest' carry it"
+        ) from None
     return dataclasses.asdict(GuestWorkload.from_metadata_xml(text))
 
 

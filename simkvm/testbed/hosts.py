@@ -19,7 +19,9 @@ write its serial console to the same file before and after a migration.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -214,15 +216,24 @@ class Testbed:
     created (the guest build cache excepted: rebuilding it is pure waste).
     """
 
-    def __init__(self, state_dir: str | os.PathLike[str] | None = None, *, base_port: int | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        base_port: int | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.state_dir = Path(state_dir or os.environ.get("SIMKVM_TESTBED_DIR") or DEFAULT_STATE_DIR).absolute()
-        resolved = str(self.state_dir.resolve())
-        for prefix in _HIDDEN_PREFIXES:
-            if resolved == prefix or resolved.startswith(prefix + "/"):
-                raise UserError(
-                    f"testbed state dir {resolved} is under {prefix}, which each host hides behind its own "
-                    "mount; choose a directory elsewhere (e.g. /var/lib/simkvm-testbed)"
-                )
+        cache = cache_dir or os.environ.get("SIMKVM_TESTBED_CACHE")
+        self._cache_dir = Path(cache).absolute() if cache else self.state_dir / "cache"
+        for path in (self.state_dir, self._cache_dir):
+            resolved = str(path.resolve())
+            for prefix in _HIDDEN_PREFIXES:
+                if resolved == prefix or resolved.startswith(prefix + "/"):
+                    raise UserError(
+                        f"testbed directory {resolved} is under {prefix}, which each host hides behind its own "
+                        "mount; choose a directory elsewhere (e.g. /var/lib/simkvm-testbed)"
+                    )
         port = base_port if base_port is not None else int(os.environ.get("SIMKVM_TESTBED_PORT", DEFAULT_BASE_PORT))
         if not 1024 <= port <= 65000 - 2200:
             raise UserError(f"testbed base port must be between 1024 and 62800, got {port}")
@@ -242,8 +253,22 @@ class Testbed:
 
     @property
     def cache_dir(self) -> Path:
-        """Guest kernel + initramfs builds, keyed by content hash; kept by down()."""
-        return self.state_dir / "cache"
+        """Guest kernel + initramfs builds (keyed by content hash) and libvirt's
+        QEMU probe; kept by down(). Env SIMKVM_TESTBED_CACHE shares it
+        between testbeds."""
+        return self._cache_dir
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise up/down of this state dir between processes: two
+        concurrent `up`s would otherwise start four daemons on two ports."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def host_dir(self, name: str) -> Path:
         return self.state_dir / "hosts" / name
@@ -305,6 +330,11 @@ class Testbed:
         """
         check_environment()
         capacities = self._capacities(disk_capacity_bytes)
+        with self._locked():
+            self._up_locked(capacities)
+        return self.status()
+
+    def _up_locked(self, capacities: Mapping[str, int]) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.console_dir.mkdir(parents=True, exist_ok=True)
         recorded = self._read_state()
@@ -326,7 +356,6 @@ class Testbed:
         # cached): do both hosts at once.
         with ThreadPoolExecutor(len(HOST_NAMES)) as pool:
             list(pool.map(self._ensure_pool, HOST_NAMES))
-        return self.status()
 
     def _capacities(self, disk_capacity_bytes: int | Mapping[str, int]) -> dict[str, int]:
         if isinstance(disk_capacity_bytes, Mapping):
@@ -502,6 +531,13 @@ class Testbed:
         namespaces) are touched. The tmpfs mounts live only in those
         namespaces, so they disappear with the last process.
         """
+        if not self.state_dir.exists():
+            return
+        with self._locked():
+            self._down_locked()
+        (self.state_dir / ".lock").unlink(missing_ok=True)
+
+    def _down_locked(self) -> None:
         for state in self._read_state().values():
             self._stop_host(state)
         # Also catch a host whose start was interrupted before it was recorded.
