@@ -134,34 +134,64 @@ def monte_carlo(plan: Plan, spread: float, samples: int = 300, seed: int = 1) ->
 
 
 def recommendations(plan: Plan, *, max_total_time_s: float | None = None, max_downtime_s: float | None = None,
-                    max_bandwidth_Bps: float | None = None) -> list[dict[str, Any]]:
-    """Settings that meet the constraints, best (shortest total time) first.
+                    max_bandwidth_Bps: float | None = None, allow_auto_converge: bool = True,
+                    allow_postcopy: bool = True, allow_policies: bool = True) -> list[dict[str, Any]]:
+    """Settings that meet the constraints, best first (lowest risk, then shortest total time).
 
-    Candidates: the plan as it is; the smallest downtime limit that converges; the
-    smallest bandwidth that converges (if the link allows it). Convergence aids and
-    orchestration policies join this list when the model has them.
+    Candidates: the plan as it is; the smallest downtime limit that converges; the smallest
+    bandwidth that converges (if the link allows it); auto-converge (risk: the guest's CPU
+    is throttled); post-copy after two iterations (risk: a network failure during the
+    post-copy window loses the VM); XBZRLE; and each orchestration policy.
     """
+    from .policies import POLICIES
+    from .units import fmt_duration
+
     limit_dt = max_downtime_s if max_downtime_s is not None else plan.migration.max_downtime_s
     limit_bw = max_bandwidth_Bps if max_bandwidth_Bps is not None else plan.link.bandwidth_Bps
-    candidates: list[tuple[str, Plan, str]] = [("plain pre-copy as planned", plan, "none")]
+    candidates: list[tuple[str, Plan]] = [("plain pre-copy as planned", plan)]
     dt = min_downtime_s(plan)
     if dt is not None and dt <= limit_dt and dt > plan.migration.max_downtime_s:
-        candidates.append((f"raise max downtime to {dt * 1000:.0f} ms",
-                           _with(plan, **{"migration.max_downtime": dt * 1.05}), "longer pause"))
+        candidates.append((f"raise max downtime to {dt * 1050:.0f} ms",
+                           _with(plan, **{"migration.max_downtime": dt * 1.05})))
     bw = min_bandwidth_Bps(plan)
     if bw is not None and bw <= limit_bw and bw > plan.link.bandwidth_Bps:
-        candidates.append((f"raise bandwidth to {bw * 8 / 1e9:.3g} Gbit/s",
-                           _with(plan, **{"link.bandwidth": bw * 1.05}), "more link share"))
+        candidates.append((f"raise bandwidth to {bw * 1.05 * 8 / 1e9:.3g} Gbit/s",
+                           _with(plan, **{"link.bandwidth": bw * 1.05})))
+    if allow_auto_converge:
+        candidates.append(("auto-converge", _with(plan, **{"aids.auto_converge.enabled": True})))
+    if allow_postcopy:
+        candidates.append(("post-copy after 2 iterations", _with(plan, **{
+            "aids.postcopy.enabled": True, "aids.postcopy.after_iterations": 2})))
+    candidates.append(("XBZRLE (cache 10 % of RAM)", _with(plan, **{
+        "aids.xbzrle.enabled": True, "aids.xbzrle.cache_size": plan.vm.memory_bytes / 10})))
+    if allow_policies:
+        for name in sorted(POLICIES):
+            if name != "qemu" and (allow_postcopy or "post-copy" not in name):
+                data = plan.to_dict()
+                data["policy"] = {"name": name}
+                candidates.append((f"policy {name}", Plan.from_dict(data)))
     out = []
-    for name, candidate, risk in candidates:
+    for name, candidate in candidates:
         r = simulate(candidate, timeline=False)
-        if not r.converged:
+        if not r.converged or r.downtime_s > limit_dt * 1.5 + 0.1:
             continue
         if max_total_time_s is not None and r.total_time_s > max_total_time_s:
             continue
-        out.append({"setting": name, "total_time_s": r.total_time_s, "downtime_s": r.downtime_s,
-                    "bytes": r.ram_transferred_bytes + r.disk_transferred_bytes, "risk": risk,
+        risks, score = [], 0.0
+        if r.outcome == "postcopy":
+            risks.append(f"post-copy window {fmt_duration(r.postcopy_time_s)}: a network failure loses the VM; "
+                         f"{r.postcopy_pages_on_demand:,.0f} pages faulted on demand")
+            score += 2 + r.postcopy_time_s / max(r.total_time_s, 1e-9)
+        if r.guest_cpu_lost_s > 0:
+            risks.append(f"guest throttled: {fmt_duration(r.guest_cpu_lost_s)} of CPU lost")
+            score += 1 + r.guest_cpu_lost_s / max(r.total_time_s, 1e-9)
+        if r.outcome == "paused":
+            risks.append(f"guest paused for {fmt_duration(r.downtime_s)}")
+            score += 3
+        out.append({"setting": name, "outcome": r.outcome, "total_time_s": r.total_time_s,
+                    "downtime_s": r.downtime_s, "bytes": r.ram_transferred_bytes + r.disk_transferred_bytes,
+                    "risk": "; ".join(risks) or "none", "risk_score": score,
                     "max_downtime_s": candidate.migration.max_downtime_s,
                     "bandwidth_Bps": candidate.link.bandwidth_Bps})
-    out.sort(key=lambda rec: rec["total_time_s"])
+    out.sort(key=lambda rec: (rec["risk_score"], rec["total_time_s"]))
     return out

@@ -28,8 +28,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         "min_downtime_s": planner.min_downtime_s(plan),
         "grid": cells,
         "recommendations": planner.recommendations(
-            plan, max_total_time_s=parse_duration(args.max_total_time, "--max-total-time") if args.max_total_time
-            else None),
+            plan,
+            max_total_time_s=parse_duration(args.max_total_time, "--max-total-time") if args.max_total_time else None,
+            max_bandwidth_Bps=parse_rate(args.max_bandwidth, "--max-bandwidth") if args.max_bandwidth else None,
+            max_downtime_s=parse_duration(args.max_allowed_downtime, "--max-allowed-downtime")
+            if args.max_allowed_downtime else None,
+            allow_auto_converge=not args.no_auto_converge, allow_postcopy=not args.no_postcopy),
     }
     if args.uncertainty:
         spread = parse_fraction(args.uncertainty, "--uncertainty")
@@ -78,6 +82,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bandwidths", default=DEFAULT_BANDWIDTHS, help="grid rows, comma-separated")
     p.add_argument("--downtimes", default=DEFAULT_DOWNTIMES, help="grid columns, comma-separated")
     p.add_argument("--max-total-time", help="constraint for recommendations, e.g. 10min")
+    p.add_argument("--max-bandwidth", help="the most bandwidth the link can give (recommendations may raise to it)")
+    p.add_argument("--max-allowed-downtime", help="the longest pause the service tolerates (default: the plan's)")
+    p.add_argument("--no-auto-converge", action="store_true", help="do not recommend throttling the guest")
+    p.add_argument("--no-postcopy", action="store_true", help="do not recommend post-copy")
     p.add_argument("--uncertainty", help="relative spread of dirty rate and working set, e.g. 20%%")
     p.add_argument("--samples", type=int, default=300, help="Monte Carlo samples (default 300)")
     p.add_argument("--seed", type=int, default=1)
