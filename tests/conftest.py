@@ -1,7 +1,13 @@
 """Shared fixtures. ``testbed``: the real two-host libvirt testbed.
 
-It is brought up once per session (``Testbed().up()``, so its URIs are the
-ones every other part of simkvm computes) and always taken down at the end.
+One testbed per pytest session, brought up once and always taken down at the
+end. It is private to the session: unless SIMKVM_TESTBED_DIR is set, the
+session gets its own state dir and ports (exported through the environment,
+so ``Testbed()`` anywhere in the session, and any ``simkvm`` subprocess,
+finds it) and never touches a developer's ``simkvm testbed up`` or another
+session running at the same time. The guest build and libvirt's QEMU probe
+are cached in a shared directory so a fresh testbed still starts in < 1 s.
+
 Without the system packages the testbed tests are skipped on a developer's
 machine, but fail in CI (``CI=true``): there a missing package is a broken
 pipeline, not a reason to pass.
@@ -9,19 +15,46 @@ pipeline, not a reason to pass.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+import shutil
+import socket
+from typing import Any, Iterator
 
 import pytest
 
 from simkvm.errors import EnvironmentProblem
+
+SHARED_CACHE = "/var/cache/simkvm-testbed"
 
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
+def _ports_free(base: int) -> bool:
+    """Both hosts' libvirtd ports free (migration ranges follow the base)."""
+    for port in (base, base + 1):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return False
+    return True
+
+
+def _private_testbed_env() -> dict[str, str]:
+    if os.environ.get("SIMKVM_TESTBED_DIR"):
+        return {}  # the user chose a testbed: use it as is
+    env = {"SIMKVM_TESTBED_DIR": f"/var/lib/simkvm-testbed-pytest-{os.getpid()}",
+           "SIMKVM_TESTBED_CACHE": os.environ.get("SIMKVM_TESTBED_CACHE", SHARED_CACHE)}
+    start = os.getpid() % 150
+    for k in range(150):
+        base = 30000 + 100 * ((start + k) % 150)
+        if _ports_free(base):
+            env["SIMKVM_TESTBED_PORT"] = str(base)
+            return env
+    pytest.fail("no free port pair for a private testbed between 30000 and 45000")
+
+
 @pytest.fixture(scope="session")
-def _testbed_session() -> Iterator["object"]:
+def _testbed_session() -> Iterator[Any]:
     from simkvm.testbed import Testbed, check_environment
 
     try:
@@ -30,12 +63,24 @@ def _testbed_session() -> Iterator["object"]:
         if _in_ci():
             pytest.fail(f"CI=true and the testbed cannot run: {exc}", pytrace=False)
         pytest.skip(f"testbed prerequisites missing (not in CI, so skipping): {exc}")
+    env = _private_testbed_env()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     tb = Testbed()
     try:
         tb.up()
         yield tb
     finally:
-        tb.down()
+        try:
+            tb.down()
+        finally:
+            if env:
+                shutil.rmtree(tb.state_dir, ignore_errors=True)
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 @pytest.fixture

@@ -158,3 +158,221 @@ def test_migrate_cli_rejects_bad_input_with_exit_2(tmp_path, capsys):
     plan.write_text("link: {bandwidth: 32MiB/s}\n")
     assert main(["migrate", str(plan), "--domain", "x", "--src", "nowhere", "--dst", "b"]) == 2
     assert "libvirt URI" in capsys.readouterr().err
+
+
+def test_memory_bps_comes_from_the_first_sample_that_has_it():
+    m = JobMonitor(max_downtime_s=0.1)
+    first = sample(1000, 1, processed=0, remaining=100 * MiB)
+    del first.stats["memory_bps"]  # libvirt leaves it out before QEMU's first 100 ms window
+    m.add_sample(first)
+    m.add_sample(sample(1100, 1, processed=3 * MiB, remaining=97 * MiB, bps=30 * MiB))
+    rows = build_rounds(m, m.libvirt_offset_s(0), end_s=5.0)
+    assert rows[0]["memory_bps"] == 30 * MiB and rows[0]["threshold_bytes"] == pytest.approx(3 * MiB)
+    assert rows[0]["memory_remaining"] == 100 * MiB
+
+
+# ------------------------------------------------------------------ real migrations
+# Small TCG guests so the three real migrations take about two minutes together.
+GUEST_MEMORY = 256 * MiB
+
+
+def _domain_state(testbed, host: str, name: str):
+    """(active?, state) of ``name`` on ``host``, or (False, None) when it is not defined there."""
+    import libvirt
+
+    conn = testbed.connect(host)
+    try:
+        dom = conn.lookupByName(name)
+        return bool(dom.isActive()), dom.state()[0]
+    except libvirt.libvirtError:
+        return False, None
+    finally:
+        conn.close()
+
+
+def _volumes(testbed, host: str) -> list[str]:
+    conn = testbed.connect(host)
+    try:
+        pool = conn.storagePoolLookupByName("default")
+        pool.refresh(0)
+        return sorted(pool.listVolumes())
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def guest(testbed):
+    """Factory: a running, READY testbed guest on host a; removed from every host afterwards."""
+    from simkvm.testbed.guest import define_guest, remove_guest, wait_ready
+
+    names = []
+
+    def make(name: str, **kw):
+        names.append(name)
+        define_guest(name, kw.pop("memory_bytes", GUEST_MEMORY), kw.pop("disk_bytes", 64 * MiB), host="a",
+                     replace=True, testbed=testbed, **kw)
+        wait_ready(name, 120, testbed=testbed)
+        return name
+
+    yield make
+    for name in names:
+        remove_guest(name, testbed=testbed)
+
+
+@pytest.mark.testbed
+@pytest.mark.slow
+def test_converging_migration_measured_like_the_prediction(testbed, guest, tmp_path, capsys):
+    """A dirtying guest with a disk it writes moves a -> b in a few iterations; every measured
+    number is consistent with the others and sits in the simulator's schema."""
+    from simkvm.cli import main
+    from simkvm.compare import compare
+    from simkvm.testbed.guest import console_lines, wait_for_console
+
+    name = guest("exec-conv", dirty_rate_Bps=1 * MiB, wss_bytes=64 * MiB, disk_write_rate_Bps=256 * 1024,
+                 disk_wss_bytes=16 * MiB)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: exec-conv\nlink: {bandwidth: 32MiB/s}\n"
+                    "migration: {max_downtime: 50ms, max_iterations: 30, max_time: 120s}\n")
+    started = time.monotonic()
+    code = main(["migrate", str(plan), "--domain", name, "--src", testbed.uri("a"), "--dst", testbed.uri("b"),
+                 "--predict", "--json", "--quiet"])
+    wall_s = time.monotonic() - started
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    predicted, measured = Result.from_dict(out["predicted"]), Result.from_dict(out["measured"])
+
+    # where the VM is
+    assert measured.converged and measured.outcome == "converged" and measured.source == "measured"
+    assert _domain_state(testbed, "b", name) == (True, 1)  # running on b
+    assert _domain_state(testbed, "a", name)[0] is False  # not running on a
+    assert measured.meta["vm_location"].startswith("running on the destination")
+
+    # iterations: one row per libvirt iteration, numbered 1..N, N = the completed job's count
+    rounds = measured.rounds
+    n = measured.meta["completed_stats"]["memory_iteration"]
+    assert measured.iterations == n >= 3
+    assert list(rounds["memory_iteration"]) == list(range(1, n + 1))
+    times = list(rounds["time_elapsed_s"])
+    assert times == sorted(times) and times[0] > 0
+
+    # times: positive, nested, within what the wall clock saw
+    assert 0 < measured.setup_time_s < measured.total_time_s <= wall_s
+    assert measured.disk_mirror_time_s > 0 and measured.precopy_time_s > 0
+    assert measured.setup_time_s + measured.disk_mirror_time_s + measured.precopy_time_s <= measured.total_time_s + 1e-6
+    assert 0 < measured.downtime_s < 2.0 and measured.service_interruption_s == measured.downtime_s
+    assert rounds["duration_s"].sum() == pytest.approx(measured.total_time_s - times[0], abs=1e-6)
+
+    # bytes: the per-period sends add up to what libvirt says was sent after the first sample
+    first_processed = rounds["memory_processed"].iloc[0]
+    assert rounds["sent_bytes"].sum() == pytest.approx(measured.ram_transferred_bytes - first_processed, rel=1e-6)
+    assert first_processed < 0.1 * measured.ram_transferred_bytes
+    assert measured.ram_transferred_bytes > 0.3 * GUEST_MEMORY  # half of RAM is non-zero data
+    assert measured.disk_transferred_bytes >= 64 * MiB  # the mirror walks the whole disk
+    assert measured.zero_pages > 0 and measured.normal_pages > 0
+
+    # the same schema as the prediction, so comparing is a join
+    assert out["predicted"].keys() == out["measured"].keys()
+    assert set(out["predicted"]["rounds"][0]) == set(out["measured"]["rounds"][0])
+    assert predicted.source == "simulated" and predicted.plan["vm"]["memory"] == GUEST_MEMORY
+    c = compare(predicted, measured)
+    assert c["verdict"]["agree"] and len(c["iterations"]) >= n
+
+    # the guest survived: new memory and disk checks on b after the migration
+    last = max(ln.line_no for ln in console_lines(name, testbed=testbed))
+    wait_for_console(name, lambda ln: ln.kind == "CHECK", 20, after_line=last, testbed=testbed)
+    checks = [ln for ln in console_lines(name, kind="CHECK", testbed=testbed) if ln.line_no > last]
+    assert all(c.values.get("mem") == "ok" and c.values.get("disk") == "ok" for c in checks)
+    (tmp_path / "combined.json").write_text(json.dumps(out))
+
+
+@pytest.mark.testbed
+@pytest.mark.slow
+def test_non_converging_migration_is_aborted_at_max_time_and_the_vm_stays(testbed, guest):
+    """Dirtying far faster than the link: the plan's max time aborts the job; the VM keeps
+    running on a, intact, and the disk we made on b is gone."""
+    from simkvm.executor import execute
+    from simkvm.testbed.guest import console_lines, wait_for_console
+
+    name = guest("exec-nc", dirty_rate_Bps=64 * MiB, wss_bytes=128 * MiB, disk_bytes=32 * MiB,
+                 disk_write_rate_Bps=256 * 1024, disk_wss_bytes=8 * MiB)
+    plan = Plan.from_dict({"name": "exec-nc", "link": {"bandwidth": "16MiB/s"},
+                           "migration": {"max_downtime": "10ms", "max_iterations": 100, "max_time": "20s"}})
+    before_b = _volumes(testbed, "b")
+    started = time.monotonic()
+    result = execute(plan, name, testbed.uri("a"), testbed.uri("b"))
+    elapsed = time.monotonic() - started
+    assert not result.converged and result.outcome == "not_converged"
+    assert "migration.max_time" in result.reason
+    assert 20 <= result.total_time_s < 22 and elapsed < 45
+    assert result.meta["vm_location"].startswith("running on the source")
+    assert _domain_state(testbed, "a", name) == (True, 1)
+    assert _domain_state(testbed, "b", name)[0] is False
+    assert f"{name}.qcow2" not in _volumes(testbed, "b") and _volumes(testbed, "b") == before_b
+    assert result.meta["removed_disks"] == [f"/var/lib/libvirt/images/{name}.qcow2"]
+    # measured up to the abort, in the same schema
+    assert result.iterations >= 1 and len(result.round_records) == result.iterations
+    assert result.timeline_records[-1][1] == "aborted"
+    # the guest goes on with intact memory and disk
+    last = max(ln.line_no for ln in console_lines(name, testbed=testbed))
+    wait_for_console(name, lambda ln: ln.kind == "CHECK", 20, after_line=last, testbed=testbed)
+    wait_for_console(name, lambda ln: ln.kind == "CHECK", 20, after_line=last + 1, testbed=testbed)
+    checks = [ln for ln in console_lines(name, kind="CHECK", testbed=testbed) if ln.line_no > last]
+    assert checks and all(c.values.get("mem") == "ok" and c.values.get("disk") == "ok" for c in checks)
+
+    # Ctrl-C (twice) in the middle of a second attempt: same outcome, one line, exit 1
+    import signal
+    import subprocess
+    import sys
+
+    plan_file = testbed.state_dir / "exec-nc-plan.json"
+    plan_file.write_text(json.dumps(plan.to_dict()))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simkvm", "migrate", str(plan_file), "--domain", name, "--src", testbed.uri("a"),
+         "--dst", testbed.uri("b"), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a shell's '&' would ignore SIGINT
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)  # impatient user: must not cut the abort short
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "interrupted by SIGINT" in err and "[VM is running on the source (simkvm-a)]" in err
+    assert _domain_state(testbed, "a", name) == (True, 1)
+    assert _volumes(testbed, "b") == before_b
+    last = max(ln.line_no for ln in console_lines(name, testbed=testbed))
+    check = wait_for_console(name, lambda ln: ln.kind == "CHECK", 20, after_line=last, testbed=testbed)
+    assert check.values.get("mem") == "ok"
+
+
+@pytest.mark.testbed
+def test_destination_too_small_is_refused_and_nothing_changes(testbed, guest, tmp_path, capsys):
+    """Host b's storage is smaller than the guest's disk: one clear line, exit 1, VM untouched."""
+    import libvirt
+
+    from simkvm.cli import main
+
+    testbed.up({"a": 4 * 2**30, "b": 16 * MiB})
+    try:
+        name = guest("exec-ref", disk_bytes=64 * MiB, disk_write_rate_Bps=4 * MiB, disk_wss_bytes=24 * MiB)
+        conn = testbed.connect("a")
+        try:  # wait until the guest has written more than b can hold
+            vol = conn.storageVolLookupByPath(f"/var/lib/libvirt/images/{name}.qcow2")
+            deadline = time.monotonic() + 60
+            while vol.info()[2] < 20 * MiB and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert vol.info()[2] >= 20 * MiB
+        finally:
+            conn.close()
+        plan = tmp_path / "plan.yaml"
+        plan.write_text("link: {bandwidth: 32MiB/s}\n")
+        code = main(["migrate", str(plan), "--domain", name, "--src", testbed.uri("a"), "--dst", testbed.uri("b"),
+                     "--quiet"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 1
+        assert len(err) == 1 and "refused" in err[0] and "storage pool 'default'" in err[0]
+        assert err[0].endswith("[VM is running on the source (nothing was changed)]")
+        assert _domain_state(testbed, "a", name) == (True, libvirt.VIR_DOMAIN_RUNNING)
+        assert _domain_state(testbed, "b", name) == (False, None)
+        assert _volumes(testbed, "b") == []
+    finally:
+        testbed.up()  # b back to its normal size for the other tests

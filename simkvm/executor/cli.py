@@ -37,14 +37,14 @@ def _dump(obj: Any, compact: bool) -> None:
 
 
 def _setup_logging(quiet: bool) -> None:
+    """Progress lines on stderr, prefixed like every simkvm message; --quiet keeps only errors."""
     logger = logging.getLogger("simkvm.executor")
-    if quiet or logger.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("simkvm migrate: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("simkvm migrate: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.ERROR if quiet else logging.INFO)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

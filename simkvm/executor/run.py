@@ -313,6 +313,9 @@ class Execution:
                 notes.append("migration.avail_switchover_bandwidth ignored: this libvirt-python lacks it")
             else:
                 params[key] = int(mig.avail_switchover_bandwidth_Bps)
+        if self.disks:
+            notes.append("disk_processed is libvirt's: it stops counting mirror progress once RAM migration "
+                         "starts, so guest writes mirrored after that are not in disk_transferred_bytes")
         self.meta.update(flags=flags, bandwidth_MiBps=bandwidth_MiBps, notes=notes,
                          migrate_disks=[d.target for d in self.disks])
         return flags, params
@@ -461,7 +464,7 @@ class Execution:
             service_interruption="equals libvirt's measured downtime: no network measurement yet")
         ram = float(completed.get("memory_processed", 0))
         disk = float(completed.get("disk_processed", 0))
-        reason = _converged_reason(rounds, final_n)
+        reason = _converged_reason(rounds, final_n, total, downtime)
         if note:
             reason = f"{reason} ({note})"
         return Result(
@@ -729,11 +732,6 @@ def _log_progress(sample: Sample, t: float) -> None:
                  fmt_bytes(st.get("disk_total", 0)))
 
 
-def _converged_reason(rounds: list[dict[str, Any]], final_n: int) -> str:
-    if len(rounds) >= 2:
-        last_loop = rounds[-2]
-        rem, thr = last_loop.get("memory_remaining"), last_loop.get("threshold_bytes")
-        if rem is not None and thr is not None:
-            return (f"converged after {final_n - 1} pre-copy iteration(s); the last one started with "
-                    f"{fmt_bytes(rem)} dirty, switchover threshold {fmt_bytes(thr)} (libvirt-measured)")
-    return f"converged after {max(final_n - 1, 0)} pre-copy iteration(s) (libvirt-measured)"
+def _converged_reason(rounds: list[dict[str, Any]], final_n: int, total_s: float, downtime_s: float) -> str:
+    return (f"converged after {max(final_n - 1, 0)} pre-copy iteration(s) in {fmt_duration(total_s)}, "
+            f"downtime {fmt_duration(downtime_s)} (libvirt-measured)")
