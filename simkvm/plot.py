@@ -176,7 +176,7 @@ def _action_lane(lane, actions: Sequence[Any]) -> None:
                               ha="center", va="bottom", color=c)
     lane.set_yticks(range(len(kinds)), [k.replace("start_", "").replace("_", " ") for k in kinds], fontsize=8)
     lane.set_ylim(-0.6, len(kinds) - 0.1)
-    lane.set_ylabel("policy\nactions", fontsize=8)
+    lane.set_ylabel("policy action\n[kind]", fontsize=8)
     lane.grid(alpha=0.3, axis="x")
     lane.tick_params(axis="x", labelbottom=False)
 
@@ -272,7 +272,7 @@ def with_ratio(df):
 
 def _spans_decades(values: np.ndarray) -> bool:
     v = values[np.isfinite(values)]
-    return bool(len(v)) and v.min() > 0 and v.max() / v.min() > 20
+    return bool(len(v)) and v.min() > 0 and v.max() / v.min() >= 10
 
 
 def convergence_map(df, x: str = DIRTY_RATE, y: str = BANDWIDTH, *, color: str = "total_time_s",
@@ -490,31 +490,26 @@ def ratio_curve(df, *, memory_bytes: float, max_downtime_s: float | None = None,
 
 def effect_lines(df, x: str, *, series: str, y: str = "total_time_s", ax=None, title: str | None = None):
     """One line per value of ``series``: median ``y`` of the converging scenarios against ``x``
-    (a sweep column), and the share of scenarios that converge as a thin line on a right axis."""
+    (a sweep column). A line ends where its scenarios stop converging; that end is the effect."""
     df = df[df["outcome"] != "invalid"] if "outcome" in df.columns else df
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(8, 4.8))
-    right = ax.twinx()
-    _, xu, xs_ = quantity(x)
+    _, _, xs_ = quantity(x)
     slabel, su, ss = quantity(series)
     ylabel, yu, ys_ = quantity(y)
     for i, (value, part) in enumerate(sorted(df.groupby(series), key=lambda kv: kv[0])):
-        g = part.groupby(x)
-        med = part[part["converged"]].groupby(x)[y].median().reindex(g.size().index)
-        share = g["converged"].mean()
+        med = part[part["converged"]].groupby(x)[y].median().reindex(np.sort(part[x].unique()))
         xs = med.index.to_numpy(float) / xs_
-        ax.plot(xs, med.to_numpy(float) / ys_, marker="o", markersize=3, color=f"C{i}",
-                label=f"{slabel} {value / ss:.3g} {su}")
-        right.plot(xs, share.to_numpy(float) * 100, color=f"C{i}", linestyle=":", linewidth=1)
+        v = value / ss
+        ax.plot(xs, med.to_numpy(float) / ys_, marker="o", markersize=3, color=f"C{i % 10}",
+                label=f"{slabel} {v:,.0f} {su}" if v >= 100 else f"{slabel} {v:.3g} {su}")
     if _spans_decades(df[x].to_numpy(float)):
         ax.set_xscale("log")
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel(f"median {ylabel} of converging scenarios [{yu}]")
-    right.set_ylabel("scenarios that converge (dotted) [%]")
-    right.set_ylim(0, 105)
     ax.set_title(title or f"Effect of {quantity(x)[0]} on {ylabel}, by {slabel}")
-    ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
+    ax.legend(fontsize=8, loc="upper left", framealpha=0.9, title="line ends: stops converging", title_fontsize=8)
     ax.grid(alpha=0.3)
     return fig or ax.figure
 

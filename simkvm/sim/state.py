@@ -232,6 +232,7 @@ class Run:
     def bitmap_sync(self) -> float:
         """migration_bitmap_sync(): add what the guest dirtied since the last sync; returns new pages."""
         now = self.env.now
+        self.point()  # the bitmap just before the sync: the timeline shows the saw-tooth
         dirtied = self.guest.collect_memory()
         new_total = 0.0
         for i, d in enumerate(dirtied):

@@ -1,0 +1,26 @@
+"""Effect of working set size and downtime limit (1 GiB/s of page writes, 10 Gbit/s): lines or a convergence map."""
+from __future__ import annotations
+
+import common
+
+import simkvm
+from simkvm import plot
+
+
+def main() -> None:
+    p = common.parser(__doc__, "downtime_wss.png")
+    p.add_argument("--map", action="store_true", help="working set x downtime convergence map instead of lines")
+    args = p.parse_args()
+    df = simkvm.sweep(common.WSS_SPEC)
+    fast = df[df["workload.memory.dirty_rate"] == df["workload.memory.dirty_rate"].max()]
+    if args.map:
+        fig = plot.convergence_map(fast, x="workload.memory.wss", y="migration.max_downtime",
+                                   title="1 GiB/s of page writes over 10 Gbit/s: working set x downtime limit")
+    else:
+        fig = plot.effect_lines(fast, "workload.memory.wss", series="migration.max_downtime",
+                                title="1 GiB/s of page writes, 10 Gbit/s: total time vs working set, by downtime limit")
+    common.save(fig, args.output)
+
+
+if __name__ == "__main__":
+    main()
