@@ -10,10 +10,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 import simkvm
-from simkvm.units import parse_duration, parse_rate
+import simkvm.fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANS = ROOT / "plans"
@@ -57,18 +55,7 @@ RATIO_SPEC: dict[str, Any] = {
 
 def fleet_plans(bandwidth: str, max_downtime: str, window: str, csv: Path = FLEET_CSV) -> dict[str, simkvm.Plan]:
     """notebooks/capacity_planning.ipynb's plans: one per fleet row, allowed to run for the window."""
-    fleet = pd.read_csv(csv)
-    bw, dt, win = parse_rate(bandwidth, "--bandwidth"), parse_duration(max_downtime, "--max-downtime"), \
-        parse_duration(window, "--window")
-    return {row["name"]: simkvm.Plan.from_dict({
-        "name": row["name"],
-        "vm": {"memory": row["memory"], "zero_fraction": float(row["zero_fraction"]),
-               "disks": [{"size": row["disk"], "allocated": row["disk_allocated"]}]},
-        "workload": {"memory": {"model": "uniform", "dirty_rate": row["dirty_rate"], "wss": row["wss"]},
-                     "disk": {"write_rate": row["disk_write_rate"], "wss": "1GiB", "io_size": "64KiB"}},
-        "link": {"bandwidth": bw},
-        "migration": {"max_downtime": dt, "max_time": win},
-    }) for _, row in fleet.iterrows()}
+    return simkvm.fleet.fleet_plans(csv, bandwidth=bandwidth, max_downtime=max_downtime, max_time=window)
 
 
 def parser(doc: str, default_output: str) -> argparse.ArgumentParser:
