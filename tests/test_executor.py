@@ -237,8 +237,9 @@ def test_converging_migration_measured_like_the_prediction(testbed, guest, tmp_p
     code = main(["migrate", str(plan), "--domain", name, "--src", testbed.uri("a"), "--dst", testbed.uri("b"),
                  "--predict", "--json", "--quiet"])
     wall_s = time.monotonic() - started
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0
+    captured = capsys.readouterr()
+    assert code == 0, f"simkvm migrate failed: {captured.err.strip()[-2000:]}"
+    out = json.loads(captured.out)
     predicted, measured = Result.from_dict(out["predicted"]), Result.from_dict(out["measured"])
 
     # where the VM is
@@ -279,7 +280,10 @@ def test_converging_migration_measured_like_the_prediction(testbed, guest, tmp_p
 
     # the guest survived: new memory and disk checks on b after the migration
     last = max(ln.line_no for ln in console_lines(name, testbed=testbed))
-    wait_for_console(name, lambda ln: ln.kind == "CHECK", 20, after_line=last, testbed=testbed)
+    try:
+        wait_for_console(name, lambda ln: ln.kind == "CHECK", 20, after_line=last, testbed=testbed)
+    except Exception as exc:  # say what libvirt thinks of the guest too
+        pytest.fail(f"guest silent on b after the migration (state on b: {_domain_state(testbed, 'b', name)}): {exc}")
     checks = [ln for ln in console_lines(name, kind="CHECK", testbed=testbed) if ln.line_no > last]
     assert all(c.values.get("mem") == "ok" and c.values.get("disk") == "ok" for c in checks)
     (tmp_path / "combined.json").write_text(json.dumps(out))
