@@ -41,7 +41,10 @@ class Disk:
 class VM:
     memory_bytes: float = 4 * 2**30
     zero_fraction: float = 0.0  # share of guest RAM that is zero pages (sent as headers only)
+    zero_layout: str = "spread"  # spread: zero pages mixed in; end: all at the top of RAM (a fresh guest)
     disks: tuple[Disk, ...] = ()
+    background_dirty_rate_Bps: float = 0.0  # the guest OS's own page writes (kernel, timers, buffers)
+    background_wss_bytes: float = 16 * 2**20
     vcpus: int = 1
     page_size_bytes: float = PAGE_SIZE_BYTES
 
@@ -335,6 +338,9 @@ class Plan:
         _choice(self.migration.storage, ("non_shared_disk", "non_shared_inc", "shared"), "migration.storage")
         _choice(self.migration.mirror_mode, ("background", "write_blocking"), "migration.mirror_mode")
         _choice(mem.model, ("idle", "uniform", "sequential", "hotcold", "curve"), "workload.memory.model")
+        _choice(vm.zero_layout, ("spread", "end"), "vm.zero_layout")
+        if vm.background_dirty_rate_Bps > 0 and not 0 < vm.background_wss_bytes <= vm.memory_bytes:
+            raise PlanError("vm.background_wss must be > 0 and at most vm.memory")
         usable = vm.memory_bytes
         if mem.model in ("uniform", "sequential"):
             if mem.wss_bytes is None:

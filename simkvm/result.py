@@ -83,7 +83,8 @@ class Result:
     postcopy_time_s: float = 0.0
     network_convergence_s: float = 0.0
     ram_transferred_bytes: float = 0.0
-    disk_transferred_bytes: float = 0.0
+    disk_transferred_bytes: float = 0.0  # mirror progress until RAM migration starts (libvirt disk_processed)
+    disk_background_bytes: float = 0.0  # mirror copies of guest writes after that (not in libvirt's figure)
     total_transferred_bytes: float = 0.0
     zero_pages: float = 0.0
     normal_pages: float = 0.0

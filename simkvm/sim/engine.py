@@ -131,6 +131,7 @@ def _finish(run: Run, *, converged: bool, outcome: str, reason: str) -> Result:
         postcopy_degradation_s=getattr(run, "postcopy_degradation_s", 0.0),
         ram_transferred_bytes=run.ram_sent,
         disk_transferred_bytes=run.disk_processed,
+        disk_background_bytes=run.disk_background,
         total_transferred_bytes=run.ram_sent + run.disk_wire,
         zero_pages=run.zero_pages,
         normal_pages=run.normal_pages,

@@ -78,6 +78,12 @@ class Guest:
                 self.set_pages.append(pages)
                 self.set_unique.append(fn)
                 self.set_rate.append(rate)
+        if plan.vm.background_dirty_rate_Bps > 0:  # the OS's own dirtying, not scaled by phases
+            pages = plan.vm.background_wss_bytes / page
+            rate = plan.vm.background_dirty_rate_Bps / page * factor
+            self.set_pages.append(pages)
+            self.set_unique.append(_uniform(pages, rate))
+            self.set_rate.append(rate)
         self.phases = mem.phases
         self.scale = mem.phases[0].scale if mem.phases else 1.0
         self.throttle = 0.0  # auto-converge / dirty-limit share of CPU taken away

@@ -79,7 +79,7 @@ def _after_iterations_rules(run: Run) -> None:
 def _until_below_threshold(run: Run, pages_per_s: float, threshold_pages: float, check_every: float) -> float:
     """Seconds of sending until QEMU next checks and finds pending < threshold (or the bitmap empty)."""
     pending = run.pending_pages
-    empty_after = pending / pages_per_s
+    empty_after = run.segment_pages() / pages_per_s  # the bitmap (or this cost segment) is done
     # Checks fall on a fixed grid from the start of RAM migration (window boundaries).
     since = run.env.now - run.ram_start_s
     crossing = 0.0 if run.reference else (pending - threshold_pages) / pages_per_s  # reference: every check

@@ -47,6 +47,7 @@ class Run:
         self.paused_s = math.nan  # when the guest was suspended (pause aid), if it was
         self.in_postcopy = False
         self.has_controller = False
+        self.zero_last = plan.vm.zero_layout == "end"
         # Counters (libvirt job stats).
         self.phase = "prepare"
         self.iteration = 0  # dirty-sync-count
@@ -56,6 +57,7 @@ class Run:
         self.disk_processed = 0.0
         self.disk_total = sum(d.size_bytes for d in plan.migrated_disks)
         self.disk_wire = 0.0
+        self.disk_background = 0.0  # mirror traffic for guest writes after the mirror became ready
         self.mirror_bg_Bps = 0.0  # background mirror traffic while RAM migrates
         self._mirror_follow_s = 0.0
         self.ram_start_s = 0.0
@@ -126,11 +128,25 @@ class Run:
             return hit * delta + (1 - hit) * full
         return full
 
+    def _zero_pages_last(self) -> bool:
+        """First pass over a fresh guest: the untouched (zero) top of RAM comes after the rest."""
+        return self.zero_last and self.iteration == 1
+
+    def segment_pages(self) -> float:
+        """Pages that will go at the current per-page cost (all of them, or the normal ones first)."""
+        if self._zero_pages_last():
+            normal = sum(self.bitmap[:-1])
+            if normal > 1e-9:
+                return normal
+        return self.pending_pages
+
     def wire_bytes_per_page(self) -> float:
         """Average bytes on the wire for a page of the bitmap as it is now (zero pages: a header)."""
         pending = self.pending_pages
         if pending <= 0:
             return self.normal_page_cost()
+        if self._zero_pages_last():
+            return self.normal_page_cost() if sum(self.bitmap[:-1]) > 1e-9 else self.zero_page_wire
         z = self.bitmap[-1] / pending
         return z * self.zero_page_wire + (1 - z) * self.normal_page_cost()
 
@@ -179,9 +195,16 @@ class Run:
             return
         pages = min(pages, pending)
         c = self.wire_bytes_per_page()
-        share = pages / pending
-        zero_sent = self.bitmap[-1] * share
-        self.bitmap = [b * (1 - share) for b in self.bitmap]
+        segment = self.segment_pages()
+        if segment < pending:  # normal pages first, zero pages untouched
+            share = min(pages / segment, 1.0)
+            pages = segment * share
+            zero_sent = 0.0
+            self.bitmap = [b * (1 - share) for b in self.bitmap[:-1]] + [self.bitmap[-1]]
+        else:
+            share = pages / pending
+            zero_sent = self.bitmap[-1] * share
+            self.bitmap = [b * (1 - share) for b in self.bitmap]
         self.ram_sent += pages * c
         self.zero_pages += zero_sent
         self.normal_pages += pages - zero_sent
@@ -282,8 +305,7 @@ class Run:
         now = self.env.now
         if self.mirror_bg_Bps > 0 and now > self._mirror_follow_s:
             copied = self.mirror_bg_Bps * (now - self._mirror_follow_s)
-            self.disk_total += copied
-            self.disk_processed += copied
+            self.disk_background += copied  # libvirt's disk_processed stops counting once RAM starts
             self.disk_wire += copied
         self._mirror_follow_s = now
 

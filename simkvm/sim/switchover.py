@@ -26,8 +26,7 @@ def stop_and_complete_mirrors(run: Run):
     backlog = mirror_backlog_bytes(run)
     complete = host.mirror_complete_s if plan.migrated_disks else 0.0
     yield env.timeout(host.switchover_overhead_s + backlog / plan.capacity_Bps + complete)
-    run.disk_total += backlog
-    run.disk_processed += backlog
+    run.disk_background += backlog
     run.disk_wire += backlog
 
 
