@@ -239,3 +239,33 @@ def test_rounds_use_libvirt_job_stat_names():
 def test_plan_round_trips_through_its_dict():
     p = Plan.from_file("plans/example.yaml")
     assert Plan.from_dict(p.to_dict()) == p
+
+
+def test_zero_layout_end_sends_the_untouched_top_of_ram_last():
+    import simpy
+
+    from simkvm.sim.state import Run
+
+    p = plan(vm={"memory": "1GiB", "zero_fraction": 0.75, "zero_layout": "end"},
+             workload={"memory": {"model": "uniform", "dirty_rate": "1MiB/s", "wss": "128MiB"}})
+    run = Run(simpy.Environment(), p)
+    run.init_bitmap()
+    run.iteration = 1
+    normal = sum(run.bitmap[:-1])
+    assert normal == pytest.approx(0.25 * 2**30 / 4096)
+    assert run.wire_bytes_per_page() == 4096 + HDR
+    run.send_pages(normal / 2)
+    assert run.zero_pages == 0 and run.bitmap[-1] == pytest.approx(0.75 * 2**30 / 4096)
+    run.send_pages(normal / 2)
+    assert run.wire_bytes_per_page() == p.host.zero_page_bytes  # only zero pages left
+    # totals do not depend on the layout when max-bandwidth is the limit
+    spread = simulate(p.replace(**{"vm.zero_layout": "spread"}))
+    end = simulate(p)
+    assert end.ram_transferred_bytes == pytest.approx(spread.ram_transferred_bytes, rel=1e-6)
+
+
+def test_background_dirtying_of_an_idle_guest():
+    idle = simulate(plan())
+    busy_os = simulate(plan(vm={"background_dirty_rate": "400KiB/s", "background_wss": "16MiB"}))
+    assert busy_os.rounds["dirtied_bytes"].sum() > 0 == idle.rounds["dirtied_bytes"].sum()
+    assert busy_os.ram_transferred_bytes > idle.ram_transferred_bytes
