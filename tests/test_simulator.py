@@ -258,10 +258,11 @@ def test_zero_layout_end_sends_the_untouched_top_of_ram_last():
     assert run.zero_pages == 0 and run.bitmap[-1] == pytest.approx(0.75 * 2**30 / 4096)
     run.send_pages(normal / 2)
     assert run.wire_bytes_per_page() == p.host.zero_page_bytes  # only zero pages left
-    # totals do not depend on the layout when max-bandwidth is the limit
+    # when max-bandwidth is the limit the layout barely changes the totals (only what is
+    # left at the first sync differs: zero pages vs a mix)
     spread = simulate(p.replace(**{"vm.zero_layout": "spread"}))
     end = simulate(p)
-    assert end.ram_transferred_bytes == pytest.approx(spread.ram_transferred_bytes, rel=1e-6)
+    assert end.ram_transferred_bytes == pytest.approx(spread.ram_transferred_bytes, rel=0.01)
 
 
 def test_background_dirtying_of_an_idle_guest():
