@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "simkvm.commands.sweep",
     "simkvm.testbed.cli",
     "simkvm.executor.cli",
+    "simkvm.commands.campaign",
 ]
 
 

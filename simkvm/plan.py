@@ -290,9 +290,15 @@ class Plan:
             params = policy.pop("params", None) or {}
             data["policy"] = {"name": name, "params": {**dict(params), **policy}}
         profile = data.pop("profile", None)
-        if profile is not None:
-            data["host"] = {**_load_profile(profile), **dict(data.get("host") or {})}
+        prof: dict[str, Any] = _load_profile(profile) if profile is not None else {}
+        if prof:
+            data["host"] = {**prof.get("host", {}), **dict(data.get("host") or {})}
         plan = _build(cls, data, "")
+        capacity = (prof.get("link") or {}).get("capacity")
+        if capacity is not None and plan.link.capacity_Bps is None:
+            # the profile's raw link speed, never below the bandwidth this plan asks for
+            cap = max(parse_rate(capacity, "profile link.capacity"), plan.link.bandwidth_Bps)
+            plan = dataclasses.replace(plan, link=dataclasses.replace(plan.link, capacity_Bps=cap))
         plan.validate()
         return plan
 
@@ -597,12 +603,15 @@ def _read_yaml(path: str | Path) -> Any:
 
 
 def _load_profile(profile: Any) -> dict[str, Any]:
-    """A host profile (from ``simkvm calibrate``) is a YAML file of ``host:`` keys, or a dict."""
-    if isinstance(profile, Mapping):
-        return dict(profile)
-    data = _read_yaml(profile)
-    if isinstance(data, Mapping) and "host" in data:
-        data = data["host"]
+    """A host profile (from ``simkvm calibrate``): ``host:`` constants and ``link: {capacity}``
+    (``fit:`` is the calibration's record and is ignored). A bare mapping is host constants."""
+    data = dict(profile) if isinstance(profile, Mapping) else _read_yaml(profile)
     if not isinstance(data, Mapping):
-        raise PlanError(f"profile {profile!r} must be a mapping of host constants")
-    return dict(data)
+        raise PlanError(f"profile {profile!r} must be a mapping with a host: section")
+    if "host" not in data and "link" not in data:
+        data = {"host": data}
+    link = dict(data.get("link") or {})
+    unknown = set(link) - {"capacity"}
+    if unknown:
+        raise PlanError(f"profile link section may only set capacity, got {', '.join(sorted(unknown))}")
+    return {"host": dict(data.get("host") or {}), "link": link}

@@ -1,0 +1,374 @@
+"""Host profiles: the few host constants the simulator needs, fitted on real calibration runs.
+
+The question this module answers is "which host constants make the model
+describe this testbed?". ``simkvm calibrate DIR`` reads the runs of a
+campaign directory whose role is ``calibration`` (and only those: the report
+judges the model on the others) and fits:
+
+* what can be read straight off the measurements:
+  - fixed costs: ``start_destination_s`` from the measured preparation time
+    (until the mirror starts), minus the other preparation constants;
+  - bytes per page: ``page_header_bytes`` (and ``zero_page_bytes`` = header +
+    1, as QEMU sends it) and ``device_state_bytes`` by least squares on
+    ``RAM bytes - 4096 x normal pages = header x (normal + zero) + zero + device state``;
+  - ``mirror_zero_accounted``: whichever value predicts the mirror time better;
+  - a first ``dirty_rate_factor``: the rate the guest achieved during the
+    migration over its nominal rate;
+* the rest by re-simulating every calibration run (a coordinate search in
+  log space over the relative errors of total time, downtime, iteration
+  count and QEMU's reported dirty rate): ``dirty_rate_factor``,
+  ``link.capacity`` (the wire when QEMU lifts the limit for stop-and-copy),
+  ``resume_s`` (downtime floor), ``sync_s_per_GiB`` and ``page_cost_s``
+  (per-iteration overheads). The fixed costs stay as measured: letting the
+  search move them would let them soak up errors of other parts of the model.
+
+The profile is YAML: ``host:`` (what ``profile:`` in a plan loads), ``link:``
+(``capacity``: not a host field in the plan schema, so only
+:func:`apply_profile` applies it) and ``fit:`` (run ids used, residuals, how;
+ignored by plans).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import UserError
+from .plan import Host, Plan
+from .result import Result
+
+PAGE = 4096.0
+
+#: Searched constants: (name, lower bound, upper bound, eps of the log(x + eps) transform).
+SEARCHED: tuple[tuple[str, float, float, float], ...] = (
+    ("dirty_rate_factor", 0.05, 3.0, 0.0),
+    ("capacity_Bps", 32 * 2**20, 20 * 2**30, 0.0),
+    ("resume_s", 0.0, 1.0, 0.005),
+    ("sync_s_per_GiB", 0.0, 2.0, 0.002),
+    ("page_cost_s", 0.0, 2e-5, 1e-8),
+)
+HOST_FIELDS = {f.name for f in dataclasses.fields(Host)}
+
+
+# ------------------------------------------------------------------ profiles
+def load_profile(path: str | Path) -> dict[str, Any]:
+    """A profile file as ``{"host": {...}, "link": {...}, "fit": {...}}`` (host values SI or human units)."""
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"profile {str(p)!r} does not exist; make one with simkvm calibrate DIR -o {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{p}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, Mapping):
+        raise UserError(f"profile {p}: must be a mapping with a 'host:' section")
+    if "host" not in data:  # a bare mapping of host keys, as plans accept
+        data = {"host": dict(data)}
+    unknown = [k for k in data if k not in ("host", "link", "fit")]
+    if unknown:
+        raise UserError(f"profile {p}: unknown section {unknown[0]!r}; known: host, link, fit")
+    prof = {"host": dict(data.get("host") or {}), "link": dict(data.get("link") or {}), "fit": data.get("fit") or {}}
+    Plan.from_dict({"host": prof["host"]})  # validates the keys and units now, one line if wrong
+    unknown_link = [k for k in prof["link"] if k not in ("capacity", "efficiency")]
+    if unknown_link:
+        raise UserError(f"profile {p}: unknown link key {unknown_link[0]!r}; known: capacity, efficiency")
+    return prof
+
+
+def apply_profile(plan: Plan, profile: Mapping[str, Any]) -> Plan:
+    """``plan`` with the profile's host constants and link capacity (never below the plan's bandwidth)."""
+    host = dict(profile.get("host") or {})
+    link = dict(profile.get("link") or {})
+    changes: dict[str, Any] = {f"host.{k}": v for k, v in host.items()}
+    if link.get("efficiency") is not None:
+        changes["link.efficiency"] = link["efficiency"]
+    plan = plan.replace(**changes) if changes else plan
+    if link.get("capacity") is not None:
+        cap = Plan.from_dict({"link": {"capacity": link["capacity"], "bandwidth": 1}}).link.capacity_Bps
+        plan = plan.replace(**{"link.capacity": max(float(cap), plan.link.bandwidth_Bps)})
+    return plan
+
+
+def plan_of_run(store: Any, rid: str) -> Plan:
+    """The plan a run was predicted with, with the host constants back at their defaults and no capacity."""
+    import json
+
+    data = json.loads(store.path(rid, "predicted").read_text())
+    plan_dict = data.get("plan")
+    if not plan_dict:
+        raise UserError(f"{store.path(rid, 'predicted')}: no plan stored with the prediction")
+    plan_dict = dict(plan_dict)
+    plan_dict["host"] = {}
+    plan_dict["link"] = {**plan_dict.get("link", {}), "capacity": None}
+    return Plan.from_dict(plan_dict)
+
+
+def with_constants(plan: Plan, c: Mapping[str, float]) -> Plan:
+    """Fast path (no unit parsing): host fields and capacity_Bps set from SI values."""
+    host = {k: v for k, v in c.items() if k in HOST_FIELDS}
+    link = plan.link
+    if "capacity_Bps" in c:
+        link = dataclasses.replace(link, capacity_Bps=max(float(c["capacity_Bps"]), link.bandwidth_Bps))
+    return dataclasses.replace(plan, host=dataclasses.replace(plan.host, **host), link=link)
+
+
+# ------------------------------------------------------------------ the data
+@dataclass
+class CalibrationRun:
+    run_id: str
+    plan: Plan  # as predicted, host constants at their defaults
+    measured: Result
+    guest_mem_Bps: float | None = None  # what the guest achieved during the migration (console)
+
+
+def calibration_runs(directory: str | Path, selector: str = "role=calibration") -> list[CalibrationRun]:
+    from .campaign import RunStore
+
+    key, sep, value = selector.partition("=")
+    if not sep or key not in ("role", "scenario", "run_id"):
+        raise UserError(f"--runs must be role=NAME, scenario=ID[,ID] or run_id=ID[,ID], got {selector!r}")
+    store = RunStore(directory)
+    rows = store.rows()
+    wanted = set(value.split(","))
+    sel = rows[rows[key].astype(str).isin(wanted)]
+    if not len(sel):
+        raise UserError(f"{directory}: no finished run with {selector}")
+    runs = []
+    for _, r in sel.iterrows():
+        g = r.get("guest_mem_Bps")
+        runs.append(CalibrationRun(str(r["run_id"]), plan_of_run(store, str(r["run_id"])),
+                                   store.load_result(str(r["run_id"]), "measured"),
+                                   float(g) if g is not None and np.isfinite(float(g)) else None))
+    return runs
+
+
+# ------------------------------------------------------------------ direct estimates
+def fit_page_bytes(runs: Sequence[CalibrationRun]) -> tuple[float, float] | None:
+    """(page header bytes, device state bytes) by least squares, from converged runs' page counts."""
+    xs, ys = [], []
+    for r in runs:
+        m = r.measured
+        if not m.converged or m.normal_pages <= 0:
+            continue
+        xs.append([m.normal_pages + m.zero_pages, 1.0])
+        ys.append(m.ram_transferred_bytes - PAGE * m.normal_pages - m.zero_pages)
+    if len(xs) < 2:
+        return None
+    (h, ds), *_ = np.linalg.lstsq(np.asarray(xs), np.asarray(ys), rcond=None)
+    return float(np.clip(h, 0.0, 256.0)), float(np.clip(ds, 16 * 1024, 64 * 2**20))
+
+
+def fit_fixed_costs(runs: Sequence[CalibrationRun], base: Host) -> dict[str, float]:
+    """start_destination_s (and setup_s when libvirt reported QEMU's setup time) from the preparation time."""
+    out: dict[str, float] = {}
+    setup_ms = [float(r.measured.meta.get("completed_stats", {}).get("setup_time"))
+                for r in runs if r.measured.meta.get("completed_stats", {}).get("setup_time") is not None]
+    setup_s = float(np.median(setup_ms)) / 1000.0 if setup_ms else base.setup_s
+    if setup_ms:
+        out["setup_s"] = setup_s
+    prep = [r.measured.setup_time_s - base.check_destination_s - base.create_disk_s * len(r.plan.migrated_disks)
+            - setup_s for r in runs if r.measured.setup_time_s > 0 and r.measured.outcome != "refused"]
+    if prep:
+        out["start_destination_s"] = float(max(0.0, np.median(prep)))
+    return out
+
+
+def fit_dirty_factor_from_guest(runs: Sequence[CalibrationRun]) -> float | None:
+    ratios = [r.guest_mem_Bps / r.plan.workload.memory.dirty_rate_Bps for r in runs
+              if r.guest_mem_Bps and r.plan.workload.memory.dirty_rate_Bps > 0]
+    return float(np.median(ratios)) if ratios else None
+
+
+# ------------------------------------------------------------------ re-simulation
+def _median_dirty_rate(res: Result) -> float | None:
+    rates = [float(x["memory_dirty_rate"]) for x in res.round_records
+             if x.get("memory_dirty_rate") not in (None, 0) and float(x["memory_dirty_rate"]) > 0]
+    return float(np.median(rates)) if rates else None
+
+
+def run_terms(pred: Result, meas: Result) -> dict[str, float]:
+    """Squared normalised errors of one run (the fit's objective adds them up)."""
+    terms: dict[str, float] = {}
+    if meas.converged:
+        if pred.converged:
+            terms["total_time"] = ((pred.total_time_s - meas.total_time_s) / meas.total_time_s) ** 2
+            terms["downtime"] = ((pred.downtime_s - meas.downtime_s) / max(meas.downtime_s, 0.03)) ** 2
+            terms["iterations"] = 0.3 * ((pred.iterations - meas.iterations) / max(meas.iterations, 3)) ** 2
+        else:
+            terms["verdict"] = 1.0
+    elif pred.converged:
+        terms["verdict"] = 1.0
+    pr, mr = _median_dirty_rate(pred), _median_dirty_rate(meas)
+    if pr and mr:
+        terms["dirty_rate"] = 0.5 * math.log(pr / mr) ** 2
+    return terms
+
+
+def objective(runs: Sequence[CalibrationRun], c: Mapping[str, float]) -> tuple[float, dict[str, float]]:
+    from .sim import simulate
+
+    totals: dict[str, float] = {}
+    for r in runs:
+        pred = simulate(with_constants(r.plan, c), timeline=False)
+        for k, v in run_terms(pred, r.measured).items():
+            totals[k] = totals.get(k, 0.0) + v
+    return sum(totals.values()) / max(len(runs), 1), {k: v / len(runs) for k, v in totals.items()}
+
+
+def coordinate_search(f: Callable[[dict[str, float]], float], start: Mapping[str, float],
+                      space: Sequence[tuple[str, float, float, float]], *, step: float = math.log(2.0),
+                      min_step: float = 0.002, max_evals: int = 3000) -> tuple[dict[str, float], float, int]:
+    """Minimise ``f`` one coordinate at a time in u = log(x + eps); halve the step when a sweep gains nothing."""
+    x = dict(start)
+    best = f(x)
+    evals = 1
+    while step >= min_step and evals < max_evals:
+        improved = False
+        for name, lo, hi, eps in space:
+            while True:  # walk this coordinate downhill at this step size
+                u = math.log(max(x[name], lo) + eps)
+                moved = False
+                for direction in (+1, -1):
+                    cand = min(max(math.exp(u + direction * step) - eps, lo), hi)
+                    if cand == x[name]:
+                        continue
+                    trial = {**x, name: cand}
+                    val = f(trial)
+                    evals += 1
+                    if val < best - 1e-12:
+                        x, best, improved, moved = trial, val, True, True
+                        break
+                if not moved or evals >= max_evals:
+                    break
+        if not improved:
+            step /= 2
+    return x, best, evals
+
+
+def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int = 3000) -> dict[str, Any]:
+    """Fit the host constants on ``runs``; returns ``{"constants": SI dict, "fit": info}``."""
+    from .sim import simulate
+
+    if not runs:
+        raise UserError("no calibration runs to fit on")
+    base = Host()
+    c: dict[str, float] = {f.name: getattr(base, f.name) for f in dataclasses.fields(Host)}
+    c["capacity_Bps"] = max(r.plan.link.bandwidth_Bps for r in runs) * 4
+    how: dict[str, str] = {}
+    # ---- directly from the measurements
+    pb = fit_page_bytes(runs)
+    if pb is not None:
+        c["page_header_bytes"], c["device_state_bytes"] = pb
+        c["zero_page_bytes"] = pb[0] + 1.0
+        how["page_header_bytes"] = how["device_state_bytes"] = "least squares on RAM bytes vs page counts"
+    fixed = fit_fixed_costs(runs, base)
+    c.update(fixed)
+    for k in fixed:
+        how[k] = "median preparation time of the runs"
+    factor = fit_dirty_factor_from_guest(runs)
+    if factor is not None:
+        c["dirty_rate_factor"] = float(np.clip(factor, 0.05, 3.0))
+        how["dirty_rate_factor"] = "guest's achieved / nominal rate (start of the search)"
+    with_disk = [r for r in runs if r.plan.migrated_disks and r.measured.disk_mirror_time_s > 0]
+    if with_disk:
+        errs = {}
+        for flag in (True, False):
+            cc = {**c, "mirror_zero_accounted": flag}
+            errs[flag] = sum(((simulate(with_constants(r.plan, cc), timeline=False).disk_mirror_time_s
+                               - r.measured.disk_mirror_time_s) / r.measured.disk_mirror_time_s) ** 2
+                             for r in with_disk)
+        c["mirror_zero_accounted"] = min(errs, key=errs.get)
+        how["mirror_zero_accounted"] = "the value that predicts the mirror time better"
+    writers = [r for r in runs if r.plan.migrated_disks and r.plan.workload.disk.write_rate_Bps > 0
+               and r.measured.converged and r.measured.disk_transferred_bytes > 0]
+    if writers:
+        errs = {}
+        for gran in (4096.0, 16384.0, 65536.0, 262144.0, 1048576.0):
+            cc = {**c, "mirror_granularity_bytes": gran}
+            errs[gran] = sum(math.log(max(simulate(with_constants(r.plan, cc), timeline=False).disk_transferred_bytes,
+                                          1.0) / r.measured.disk_transferred_bytes) ** 2 for r in writers)
+        c["mirror_granularity_bytes"] = min(errs, key=errs.get)
+        how["mirror_granularity_bytes"] = "the power of 4 that predicts the disk bytes of disk-writing runs best"
+    # ---- by re-simulating the runs
+    start_obj, _ = objective(runs, c)
+    evals = 0
+    if search:
+        c, _, evals = coordinate_search(lambda x: objective(runs, x)[0], c, SEARCHED, max_evals=max_evals)
+        for name, *_ in SEARCHED:
+            how.setdefault(name, "coordinate search re-simulating the runs")
+            if how[name].startswith("guest"):
+                how[name] += ", then coordinate search"
+    at_bound = [name for name, lo, hi, _ in SEARCHED if search and (c[name] <= lo or c[name] >= hi)]
+    final, terms = objective(runs, c)
+    residuals = {}
+    for r in runs:
+        pred = simulate(with_constants(r.plan, c), timeline=False)
+        residuals[r.run_id] = {
+            "total_time_rel": _round((pred.total_time_s - r.measured.total_time_s) / r.measured.total_time_s)
+            if r.measured.converged and pred.converged else None,
+            "downtime_s": _round(pred.downtime_s - r.measured.downtime_s) if r.measured.converged and pred.converged
+            else None,
+            "iterations": int(pred.iterations - r.measured.iterations)
+            if r.measured.converged and pred.converged else None,
+            "verdict_agrees": bool(pred.converged == r.measured.converged),
+        }
+    return {"constants": c, "fit": {
+        "runs": [r.run_id for r in runs], "method": how, "objective_start": _round(start_obj),
+        "objective": _round(final), "objective_terms": {k: _round(v) for k, v in terms.items()},
+        "evaluations": evals, "at_bound": at_bound, "residuals": residuals}}
+
+
+def _round(x: float | None, digits: int = 6) -> float | None:
+    return None if x is None else float(f"{x:.{digits}g}")
+
+
+# ------------------------------------------------------------------ the file
+PROFILE_HOST_KEYS = ("start_destination_s", "setup_s", "page_header_bytes", "zero_page_bytes", "page_cost_s",
+                     "sync_s_per_GiB", "device_state_bytes", "resume_s", "mirror_zero_accounted",
+                     "dirty_rate_factor", "check_destination_s", "create_disk_s", "switchover_overhead_s",
+                     "mirror_granularity_bytes", "mirror_complete_s")
+
+
+def profile_dict(fitted: Mapping[str, Any], *, source: str = "") -> dict[str, Any]:
+    from .plan import key_of
+
+    c = fitted["constants"]
+    host = {key_of(k): (bool(c[k]) if isinstance(c[k], bool) else _round(float(c[k]))) for k in PROFILE_HOST_KEYS}
+    return {
+        "host": host,
+        "link": {"capacity": _round(float(c["capacity_Bps"]))},
+        "fit": {"source": source, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                **fitted["fit"]},
+    }
+
+
+def write_profile(path: str | Path, prof: Mapping[str, Any]) -> None:
+    import yaml
+
+    from .campaign import atomic_write
+
+    header = (
+        "# simkvm host profile, written by `simkvm calibrate` (SI units: s, bytes, bytes/s).\n"
+        "# host and link: what `profile: THIS_FILE` in a plan loads (the plan's own values win).\n"
+        "# link.capacity: the wire when QEMU lifts the rate limit for stop-and-copy (never below the\n"
+        "#   plan's bandwidth); apply_profile(plan, profile) forces every constant instead.\n"
+        "# fit: the calibration runs used and their residuals (never reported as validation errors).\n")
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(p, header + yaml.safe_dump(dict(prof), sort_keys=False, default_flow_style=False))
+
+
+def calibrate(directory: str | Path, output: str | Path, *, selector: str = "role=calibration",
+              search: bool = True) -> dict[str, Any]:
+    runs = calibration_runs(directory, selector)
+    fitted = fit(runs, search=search)
+    prof = profile_dict(fitted, source=f"{directory} ({selector})")
+    write_profile(output, prof)
+    return prof

@@ -1,0 +1,81 @@
+"""`simkvm campaign run|report` and `simkvm calibrate`: how right are the predictions on real migrations?"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import UserError
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..campaign import load_campaign, run_campaign
+
+    campaign = load_campaign(args.campaign)
+    only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
+    out = run_campaign(campaign, args.output, profile_path=args.profile, only=only, progress=not args.quiet,
+                       keep_testbed=args.keep_testbed)
+    print(f"campaign {campaign.name}: {len(out['done'])} run(s) done, {out['skipped']} already finished, "
+          f"{len(out['failed'])} failed -> {args.output}", file=sys.stderr)
+    for rid, text in out["failed"]:
+        print(f"  failed: {rid}: {text.splitlines()[0]}", file=sys.stderr)
+    return 1 if out["failed"] else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..calibrate import load_profile
+    from ..campaign import RunStore, format_report, report, report_plots
+
+    rep = report(args.directory, args.profile)
+    if args.json:
+        print(json.dumps({**rep["metrics"], "profile": rep["profile"], "excluded_fit_runs": rep["excluded"]},
+                         indent=1))
+    else:
+        print(format_report(rep))
+    if args.plots:
+        profile = load_profile(args.profile) if args.profile else None
+        written = report_plots(RunStore(args.directory), rep, args.plots, profile=profile)
+        print(f"{len(written)} plot(s) -> {args.plots}", file=sys.stderr)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from ..calibrate import calibrate
+
+    prof = calibrate(args.directory, args.output, selector=args.runs, search=not args.no_search)
+    fit = prof["fit"]
+    print(f"fitted on {len(fit['runs'])} run(s) ({args.runs}); profile -> {args.output}", file=sys.stderr)
+    for k, v in {**prof["host"], "link.capacity": prof["link"]["capacity"]}.items():
+        print(f"  {k:24s} {v}", file=sys.stderr)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("campaign", help="real migrations on the testbed next to their predictions; the error report")
+    csub = p.add_subparsers(dest="campaign_command", metavar="ACTION")
+    r = csub.add_parser("run", help="run (or resume) a campaign: one guest, prediction and real migration per run")
+    r.add_argument("campaign", help="campaign YAML (experiments/validation/*.yaml)")
+    r.add_argument("-o", "--output", required=True, help="output directory, e.g. data/validation/NAME/")
+    r.add_argument("--profile", help="host profile (simkvm calibrate) to predict with")
+    r.add_argument("--only", help="comma-separated scenario ids to run")
+    r.add_argument("--keep-testbed", action="store_true", help="leave a testbed this command started running")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_run)
+    rep = csub.add_parser("report", help="errors of the predictions on the held-out (validation) runs")
+    rep.add_argument("directory", help="campaign output directory")
+    rep.add_argument("--profile", help="re-predict every held-out run with this profile (default: stored predictions)")
+    rep.add_argument("--json", action="store_true", help="print the figures as one JSON object (fractions)")
+    rep.add_argument("--plots", help="write scatter plots and per-scenario timelines (PNG) into this directory")
+    rep.set_defaults(func=cmd_report)
+
+    def no_action(args: argparse.Namespace) -> int:
+        raise UserError("say what to do: simkvm campaign run CAMPAIGN.yaml -o DIR, or simkvm campaign report DIR")
+
+    p.set_defaults(func=no_action)
+    c = sub.add_parser("calibrate", help="fit host constants on a campaign's calibration runs -> a host profile")
+    c.add_argument("directory", help="campaign output directory")
+    c.add_argument("--runs", default="role=calibration",
+                   help="which runs to fit on: role=calibration (default), scenario=ID[,ID] or run_id=ID[,ID]")
+    c.add_argument("-o", "--output", required=True, help="profile YAML to write, e.g. profiles/testbed.yaml")
+    c.add_argument("--no-search", action="store_true", help="only the direct estimates, no re-simulation search")
+    c.set_defaults(func=cmd_calibrate)

@@ -1,0 +1,311 @@
+"""Validation campaigns: the YAML, resuming, the report's figures, calibration, and the real thing.
+
+The pure tests use oracles computed here, independently of simkvm.campaign: medians and
+percentiles written out by hand, a calibration that must recover constants we chose
+ourselves (the "measurements" are simulations under those constants). The ``testbed``
+test runs the smoke campaign for real, calibrates on its calibration runs and reports
+on the others.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from simkvm.campaign import (RunStore, load_campaign, metrics, parse_campaign, result_columns, run_campaign,
+                             run_id)
+from simkvm.calibrate import (CalibrationRun, apply_profile, fit, load_profile, profile_dict, with_constants,
+                              write_profile)
+from simkvm.errors import UserError
+from simkvm.plan import Plan
+from simkvm.sim import simulate
+
+MiB = 2**20
+ROOT = Path(__file__).resolve().parents[1]
+CAMPAIGNS = ROOT / "experiments" / "validation"
+
+
+# ------------------------------------------------------------------ the YAML
+def _one(**kw):
+    return {"name": "t", "scenarios": [{"id": "a", **kw}]}
+
+
+def test_scenario_units_and_defaults():
+    c = parse_campaign({"name": "t", "defaults": {"memory": "384MiB", "max_downtime": "50ms"},
+                        "scenarios": [{"id": "a", "dirty_rate": "8MiB/s", "wss": "64MiB", "bandwidth": "48MiB/s",
+                                       "repeats": 3, "role": "calibration", "pattern": "seq"},
+                                      {"id": "b", "memory": "256MiB", "max_downtime": "1s"}]})
+    a, b = c.scenarios
+    assert a.memory_bytes == 384 * MiB and a.dirty_rate_Bps == 8 * MiB and a.bandwidth_Bps == 48 * MiB
+    assert a.max_downtime_s == 0.05 and a.repeats == 3 and a.role == "calibration" and a.pattern == "seq"
+    assert b.memory_bytes == 256 * MiB and b.max_downtime_s == 1.0 and b.role == "validation"
+    assert [run_id(s.id, k) for s, k in c.runs()] == ["a-r1", "a-r2", "a-r3", "b-r1"]
+    assert [s.id for s, _ in c.runs(["b"])] == ["b"]
+    with pytest.raises(UserError, match="no scenario 'zz'"):
+        c.runs(["zz"])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (_one(bandwidth="1GiB/s"), "bandwidth must be 16MiB/s to 256MiB/s"),
+    (_one(max_downtime="5ms"), "max_downtime must be 30ms to 2s"),
+    (_one(role="training"), "role must be calibration or validation"),
+    (_one(wss="300MiB"), "working set"),
+    (_one(colour="red"), "unknown key 'colour'"),
+    (_one(repeats=0), "repeats must be"),
+    (_one(pattern="zigzag"), "pattern must be random or seq"),
+    (_one(dirty_rate="fast"), "dirty_rate"),
+    ({"name": "t", "scenarios": [{"id": "a"}, {"id": "a"}]}, "appears twice"),
+    ({"name": "t", "scenarios": [{"id": "Bad Name"}]}, "id must be"),
+    ({"name": "t", "scenarios": []}, "non-empty list"),
+])
+def test_bad_scenario_is_one_line_user_error(bad, match):
+    with pytest.raises(UserError, match=match) as info:
+        parse_campaign(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_campaign_file_via_cli_exits_2(tmp_path, capsys):
+    from simkvm.cli import main
+
+    f = tmp_path / "c.yaml"
+    f.write_text("name: c\nscenarios:\n  - {id: x, bandwidth: 1MiB/s}\n")
+    assert main(["campaign", "run", str(f), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "scenario 'x': bandwidth must be" in err[0]
+
+
+def test_shipped_campaigns_cover_the_space():
+    full = load_campaign(CAMPAIGNS / "campaign.yaml")
+    s = full.scenarios
+    assert len(s) >= 30
+    assert sum(x.repeats >= 3 for x in s) * 3 >= len(s)
+    cal = [x for x in s if x.role == "calibration"]
+    assert 0.2 <= len(cal) / len(s) <= 0.33
+    assert any(x.dirty_rate_Bps == 0 for x in s) and any(x.dirty_rate_Bps > x.bandwidth_Bps for x in s)
+    for attr in ("wss_bytes", "pattern", "zero_fraction", "bandwidth_Bps", "max_downtime_s", "disk_bytes",
+                 "disk_write_rate_Bps"):
+        assert len({getattr(x, attr) for x in s}) >= 2, attr
+    smoke = load_campaign(CAMPAIGNS / "smoke.yaml")
+    assert 3 <= len(smoke.scenarios) <= 4
+    assert {x.role for x in smoke.scenarios} == {"calibration", "validation"}
+
+
+# ------------------------------------------------------------------ resuming
+def _fake_results(scenario, repeat):
+    plan = Plan.from_dict({"name": run_id(scenario.id, repeat), "vm": {"memory": scenario.memory_bytes},
+                           "link": {"bandwidth": scenario.bandwidth_Bps}})
+    pred = simulate(plan)
+    pred.plan = plan.to_dict()
+    meas = simulate(plan)
+    meas.source = "measured"
+    row = {"run_id": run_id(scenario.id, repeat), "scenario": scenario.id, "repeat": repeat, "role": scenario.role,
+           **scenario.knobs(), **result_columns("measured", meas), **result_columns("predicted", pred),
+           "check_ok": True}
+    return row, pred, meas
+
+
+class FakeTestbed:
+    def status(self):
+        return {"running": True}
+
+    def up(self):
+        pass
+
+    def down(self):  # pragma: no cover - never called for a running testbed
+        raise AssertionError("must not take down a testbed it did not start")
+
+
+def test_finished_runs_are_skipped_and_a_crash_loses_nothing(tmp_path, monkeypatch):
+    import simkvm.campaign as campaign
+
+    c = parse_campaign({"name": "t", "scenarios": [{"id": "a", "repeats": 2}, {"id": "b"}]})
+    store = RunStore(tmp_path)
+    # a finished a-r1 (its three files), and a half-written a-r2 (no row file: not finished)
+    row, pred, meas = _fake_results(c.scenarios[0], 1)
+    store.save("a-r1", row, pred, meas)
+    _, pred2, meas2 = _fake_results(c.scenarios[0], 2)
+    (tmp_path / "runs" / "a-r2.predicted.json").write_text(pred2.to_json())
+    assert store.finished("a-r1") and not store.finished("a-r2")
+
+    calls = []
+
+    def fake_run_one(scenario, repeat, **kw):
+        calls.append(run_id(scenario.id, repeat))
+        if scenario.id == "b":
+            raise KeyboardInterrupt("Ctrl-C during b")
+        return _fake_results(scenario, repeat)
+
+    monkeypatch.setattr(campaign, "run_one", fake_run_one)
+    with pytest.raises(KeyboardInterrupt):
+        run_campaign(c, tmp_path, progress=False, testbed=FakeTestbed())
+    assert calls == ["a-r2", "b-r1"]  # a-r1 skipped
+    assert store.finished_ids() == ["a-r1", "a-r2"]
+    with open(tmp_path / "runs.csv") as fh:
+        assert sorted(r["run_id"] for r in csv.DictReader(fh)) == ["a-r1", "a-r2"]
+    # a crash between the row file and the CSV append: the tables are rebuilt from the run files
+    (tmp_path / "runs.csv").write_text("run_id\n")
+    calls.clear()
+    monkeypatch.setattr(campaign, "run_one", lambda s, k, **kw: (calls.append(run_id(s.id, k)), _fake_results(s, k))[1])
+    out = run_campaign(c, tmp_path, progress=False, testbed=FakeTestbed())
+    assert calls == ["b-r1"] and out["skipped"] == 2 and out["done"] == ["b-r1"]
+    with open(tmp_path / "runs.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["run_id"] for r in rows) == ["a-r1", "a-r2", "b-r1"]
+    with open(tmp_path / "rounds.csv") as fh:
+        assert {r["run_id"] for r in csv.DictReader(fh)} == {"a-r1", "a-r2", "b-r1"}
+    assert json.loads((tmp_path / "meta.json").read_text())["cores"] >= 1
+
+
+# ------------------------------------------------------------------ the report's figures
+def _percentile(values, q):
+    """Linear interpolation between closest ranks, written out (numpy's default definition)."""
+    v = sorted(values)
+    pos = (len(v) - 1) * q / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def _row(rid, scenario, m_t, p_t, m_d, p_d, m_b, p_b, m_it, p_it, m_conv=True, p_conv=True, bw=32 * MiB,
+         min_bw=8 * MiB):
+    return {"run_id": rid, "scenario": scenario, "role": "validation", "bandwidth_Bps": bw, "min_bandwidth_Bps": min_bw,
+            "measured_converged": m_conv, "predicted_converged": p_conv,
+            "measured_total_time_s": m_t, "predicted_total_time_s": p_t,
+            "measured_downtime_s": m_d, "predicted_downtime_s": p_d,
+            "measured_ram_bytes": m_b * 0.75, "measured_disk_bytes": m_b * 0.25,
+            "predicted_ram_bytes": p_b * 0.5, "predicted_disk_bytes": p_b * 0.5,
+            "measured_iterations": m_it, "predicted_iterations": p_it, "check_ok": True}
+
+
+def test_report_metrics_from_known_rows():
+    import pandas as pd
+
+    rows = pd.DataFrame([
+        _row("a-r1", "a", 10.0, 11.0, 0.100, 0.120, 100e6, 104e6, 5, 5),  # time +10 %, downtime ok, bytes 4 %
+        _row("a-r2", "a", 12.0, 11.0, 0.100, 0.200, 100e6, 90e6, 5, 6),  # time 1/12, downtime off, bytes 10 %
+        _row("b-r1", "b", 20.0, 20.5, 0.020, 0.045, 200e6, 202e6, 4, 4),  # 2.5 %, |25 ms| <= 30 ms, 1 %
+        _row("c-r1", "c", 5.0, 4.0, 0.500, 0.390, 50e6, 55e6, 3, 3),  # 20 %, |110 ms| < 125 ms, 10 %
+        _row("d-r1", "d", 30.0, 30.0, 0.0, 0.0, 1e6, 1e6, 9, 9, m_conv=False, p_conv=False),  # verdict right
+        _row("e-r1", "e", 30.0, 8.0, 0.0, 0.1, 1e6, 1e6, 9, 4, m_conv=False, p_conv=True),  # verdict wrong
+        _row("f-r1", "f", 30.0, 8.0, 0.0, 0.1, 1e6, 1e6, 9, 4, m_conv=False, p_conv=True, bw=8.4 * MiB),  # near
+    ])
+    m = metrics(rows)
+    t_errs = [0.1, 1 / 12, 0.025, 0.2]
+    assert m["held_out_runs"] == 7 and m["compared_runs"] == 4
+    assert m["total_time_median_rel_err"] == pytest.approx((1 / 12 + 0.1) / 2)
+    assert m["total_time_p90_rel_err"] == pytest.approx(_percentile(t_errs, 90))
+    assert m["total_time_p90_rel_err"] == pytest.approx(0.1 + 0.7 * (0.2 - 0.1))
+    assert m["downtime_within_tolerance_share"] == pytest.approx(3 / 4)
+    assert m["bytes_median_rel_err"] == pytest.approx((0.04 + 0.10) / 2)
+    assert m["iterations_exact_share"] == pytest.approx(3 / 4)
+    assert m["near_boundary_runs"] == 1 and m["verdict_runs"] == 6
+    assert m["verdict_accuracy"] == pytest.approx(5 / 6) and m["verdict_wrong"] == ["e-r1"]
+    times_a = [10.0, 12.0]
+    mean = sum(times_a) / 2
+    cv = math.sqrt(sum((t - mean) ** 2 for t in times_a) / 1) / mean
+    assert m["repeat_scenarios"] == 1 and m["repeat_total_time_cv_median"] == pytest.approx(cv)
+
+
+# ------------------------------------------------------------------ calibration
+def _plan(mem, rate, wss, bw, dt, pattern="uniform", zero=0.5, max_time=60):
+    w = {"model": pattern, "dirty_rate": rate, "wss": wss} if rate else {"model": "idle"}
+    return Plan.from_dict({"name": "p", "vm": {"memory": mem, "zero_fraction": zero,
+                                               "disks": [{"size": 32 * MiB, "allocated": 4 * MiB}]},
+                           "workload": {"memory": w}, "link": {"bandwidth": bw},
+                           "migration": {"max_downtime": dt, "max_time": max_time, "max_iterations": 30}})
+
+
+TRUTH = {"start_destination_s": 0.6, "page_header_bytes": 12.0, "zero_page_bytes": 13.0,
+         "device_state_bytes": 300 * 1024, "resume_s": 0.04, "dirty_rate_factor": 0.8, "capacity_Bps": 400 * MiB,
+         "sync_s_per_GiB": 0.05}
+
+
+@pytest.mark.slow
+def test_calibration_recovers_known_constants(tmp_path):
+    """'Measurements' simulated under TRUTH; the fit starts from the defaults and must find TRUTH."""
+    plans = [_plan(256 * MiB, 0, 0, 32 * MiB, 0.3), _plan(256 * MiB, 8 * MiB, 32 * MiB, 32 * MiB, 0.1),
+             _plan(256 * MiB, 24 * MiB, 64 * MiB, 64 * MiB, 1.0), _plan(512 * MiB, 32 * MiB, 256 * MiB, 128 * MiB, 2.0),
+             _plan(256 * MiB, 16 * MiB, 96 * MiB, 96 * MiB, 0.05, "sequential"),
+             _plan(256 * MiB, 8 * MiB, 32 * MiB, 64 * MiB, 0.2, zero=0.2),
+             _plan(256 * MiB, 64 * MiB, 128 * MiB, 32 * MiB, 0.03, max_time=25),
+             _plan(256 * MiB, 16 * MiB, 64 * MiB, 48 * MiB, 0.5)]
+    runs = [CalibrationRun(f"r{i}", p, simulate(with_constants(p, TRUTH))) for i, p in enumerate(plans)]
+    assert {r.measured.outcome for r in runs} == {"converged", "not_converged"}
+    out = fit(runs)
+    c = out["constants"]
+    # read straight off the measurements: exact
+    for k in ("start_destination_s", "page_header_bytes", "zero_page_bytes", "device_state_bytes"):
+        assert c[k] == pytest.approx(TRUTH[k], rel=1e-6), k
+    # found by re-simulating
+    assert c["dirty_rate_factor"] == pytest.approx(0.8, rel=0.05)
+    assert c["capacity_Bps"] == pytest.approx(400 * MiB, rel=0.15)
+    assert c["resume_s"] == pytest.approx(0.04, rel=0.25)
+    assert 0.025 <= c["sync_s_per_GiB"] <= 0.1
+    assert out["fit"]["runs"] == [f"r{i}" for i in range(8)]
+    # the profile file: plans load its host and link sections (their own values win)
+    path = tmp_path / "testbed.yaml"
+    write_profile(path, profile_dict(out))
+    prof = load_profile(path)
+    assert prof["fit"]["runs"] == out["fit"]["runs"]
+    via_plan = Plan.from_dict({"profile": str(path)})
+    assert via_plan.host.start_destination_s == pytest.approx(0.6, rel=1e-5)
+    assert via_plan.link.capacity_Bps == pytest.approx(c["capacity_Bps"], rel=1e-5)
+    applied = apply_profile(_plan(256 * MiB, 0, 0, 32 * MiB, 0.3), prof)
+    assert applied.host.dirty_rate_factor == pytest.approx(c["dirty_rate_factor"], rel=1e-5)
+    assert applied.link.capacity_Bps == pytest.approx(c["capacity_Bps"], rel=1e-5)
+
+
+# ------------------------------------------------------------------ the real thing
+@pytest.mark.testbed
+@pytest.mark.slow
+def test_smoke_campaign_calibrate_and_report_on_the_testbed(testbed, tmp_path, capsys):
+    import pandas as pd
+
+    from simkvm.cli import main
+
+    out = tmp_path / "smoke"
+    assert main(["campaign", "run", str(CAMPAIGNS / "smoke.yaml"), "-o", str(out), "-q"]) == 0
+    smoke = load_campaign(CAMPAIGNS / "smoke.yaml")
+    rows = pd.read_csv(out / "runs.csv")
+    assert sorted(rows["run_id"]) == sorted(run_id(s.id, k) for s, k in smoke.runs())
+    assert rows["check_ok"].all()  # the guest's canaries survived every run
+    assert (out / "meta.json").exists() and (out / "rounds.csv").exists()
+    # resuming a finished campaign runs nothing
+    assert main(["campaign", "run", str(CAMPAIGNS / "smoke.yaml"), "-o", str(out), "-q"]) == 0
+    assert len(pd.read_csv(out / "runs.csv")) == len(rows)
+    capsys.readouterr()
+
+    profile = tmp_path / "testbed.yaml"
+    assert main(["calibrate", str(out), "-o", str(profile)]) == 0
+    fit_runs = load_profile(profile)["fit"]["runs"]
+    assert sorted(fit_runs) == sorted(rows.loc[rows["role"] == "calibration", "run_id"])
+    capsys.readouterr()
+    assert main(["campaign", "report", str(out), "--profile", str(profile), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    held = rows[rows["role"] == "validation"]
+    assert rep["held_out_runs"] == len(held)
+    assert not set(rep["excluded_fit_runs"]) & set(held["run_id"])
+    # recompute the verdict accuracy from the runs and the profile, independently of the report
+    prof = load_profile(profile)
+    right = 0
+    for rid in held["run_id"]:
+        measured = json.loads((out / "runs" / f"{rid}.measured.json").read_text())
+        plan_dict = json.loads((out / "runs" / f"{rid}.predicted.json").read_text())["plan"]
+        plan_dict["host"] = {}
+        plan_dict["link"]["capacity"] = None
+        predicted = simulate(apply_profile(Plan.from_dict(plan_dict), prof))
+        right += predicted.converged == measured["converged"]
+    assert rep["near_boundary_runs"] == 0  # the smoke scenarios are far from the boundary
+    assert rep["verdict_accuracy"] == pytest.approx(right / len(held))
+    # and the stored-prediction report: the total-time median from runs.csv directly
+    assert main(["campaign", "report", str(out), "--json"]) == 0
+    rep0 = json.loads(capsys.readouterr().out)
+    both = held[held["measured_converged"] & held["predicted_converged"]]
+    errs = ((both["predicted_total_time_s"] - both["measured_total_time_s"]).abs()
+            / both["measured_total_time_s"]).tolist()
+    assert rep0["total_time_median_rel_err"] == pytest.approx(_percentile(errs, 50))
+    assert main(["campaign", "report", str(out), "--plots", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "scatter_total_time_s.png").exists()
