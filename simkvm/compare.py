@@ -10,12 +10,11 @@ simulator over-estimated.
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 from .errors import UserError
-from .result import Result
+from .result import Result, read_json
 from .units import fmt_bytes, fmt_duration
 
 #: The totals compared, in print order: (Result field, label, kind).
@@ -107,13 +106,7 @@ def load_pair(first: str, second: str | None = None) -> tuple[Result, Result]:
     """(predicted, measured) from two result files, or from one ``{"predicted", "measured"}`` file."""
     if second is not None:
         return Result.from_json_file(first), Result.from_json_file(second)
-    try:
-        with open(first) as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise UserError(f"result file {first!r} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{first}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    data = read_json(first)
     if not (isinstance(data, dict) and isinstance(data.get("predicted"), dict)
             and isinstance(data.get("measured"), dict)):
         raise UserError(f"{first}: with one file, it must be the output of 'simkvm migrate --predict --json' "

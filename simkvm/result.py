@@ -153,16 +153,23 @@ class Result:
     def from_json_file(cls, path: str) -> "Result":
         from .errors import UserError
 
-        try:
-            with open(path) as fh:
-                data = json.load(fh)
-        except FileNotFoundError:
-            raise UserError(f"result file {path!r} does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: not a JSON result ({exc.msg} at line {exc.lineno})") from None
+        data = read_json(path)
         if not isinstance(data, dict) or "converged" not in data:
             raise UserError(f"{path}: not a simkvm result (no 'converged' key); make it with --json")
         return cls.from_dict(data)
+
+
+def read_json(path: str) -> Any:
+    """A result file's JSON, or one line saying why it cannot be read."""
+    from .errors import UserError
+
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"result file {path!r} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
 
 
 def _clean(v: Any) -> Any:

@@ -44,6 +44,22 @@
 
 #define PAGE 4096UL
 #define SLICE_NS 10000000L          /* pacing slice: 10 ms */
+
+/* Pace a loop in SLICE_NS steps on an absolute clock; a late slice restarts from now
+ * instead of bursting to catch up (the rate is an average over whole seconds). */
+static void sleep_until_next_slice(struct timespec *next)
+{
+    next->tv_nsec += SLICE_NS;
+    while (next->tv_nsec >= 1000000000L) {
+        next->tv_nsec -= 1000000000L;
+        next->tv_sec++;
+    }
+    struct timespec cur;
+    clock_gettime(CLOCK_MONOTONIC, &cur);
+    if (cur.tv_sec > next->tv_sec || (cur.tv_sec == next->tv_sec && cur.tv_nsec > next->tv_nsec))
+        *next = cur;
+    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, next, NULL);
+}
 #define MAX_BACKLOG_SLICES 10       /* never catch up more than 100 ms of work */
 #define MEM_CANARY_BYTES (1UL << 20)
 #define DISK_CANARY_BYTES (1UL << 20)
@@ -475,16 +491,7 @@ static void *disk_writer(void *unused)
             written += W.io_size;
             disk_bytes_done += W.io_size;
         }
-        next.tv_nsec += SLICE_NS;
-        while (next.tv_nsec >= 1000000000L) {
-            next.tv_nsec -= 1000000000L;
-            next.tv_sec++;
-        }
-        struct timespec cur;
-        clock_gettime(CLOCK_MONOTONIC, &cur);
-        if (cur.tv_sec > next.tv_sec || (cur.tv_sec == next.tv_sec && cur.tv_nsec > next.tv_nsec))
-            next = cur;
-        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+        sleep_until_next_slice(&next);
     }
     return NULL;
 }
@@ -546,16 +553,7 @@ static void *mem_dirtier(void *unused)
         touched += todo;
         mem_pages_done += todo;
         flush_tlb();
-        next.tv_nsec += SLICE_NS;
-        while (next.tv_nsec >= 1000000000L) {
-            next.tv_nsec -= 1000000000L;
-            next.tv_sec++;
-        }
-        struct timespec cur;
-        clock_gettime(CLOCK_MONOTONIC, &cur);
-        if (cur.tv_sec > next.tv_sec || (cur.tv_sec == next.tv_sec && cur.tv_nsec > next.tv_nsec))
-            next = cur;
-        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+        sleep_until_next_slice(&next);
     }
     return NULL;
 }

@@ -18,7 +18,7 @@ from .state import MIRROR_LAG_S, Run
 
 def mirror(run: Run):
     """mirror_run() for all disks at once; returns True when every job is ready."""
-    env, plan, guest = run.env, run.plan, run.guest
+    plan, guest = run.plan, run.guest
     disks = plan.migrated_disks
     if not disks:
         return True
