@@ -38,9 +38,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import UserError
+from .errors import PlanError, UserError
 from .plan import Host, Plan
+from .profile import apply_profile
+from .profile import load_profile as _load
 from .result import Result
+
+__all__ = ["apply_profile", "calibrate", "fit", "load_profile", "write_profile"]
 
 PAGE = 4096.0
 
@@ -57,43 +61,13 @@ HOST_FIELDS = {f.name for f in dataclasses.fields(Host)}
 
 # ------------------------------------------------------------------ profiles
 def load_profile(path: str | Path) -> dict[str, Any]:
-    """A profile file as ``{"host": {...}, "link": {...}, "fit": {...}}`` (host values SI or human units)."""
-    import yaml
-
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"profile {str(p)!r} does not exist; make one with simkvm calibrate DIR -o {p}")
+    """A profile file as ``{"host", "link", "guest", "fit"}``, its host keys checked against the plan schema."""
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, Mapping):
-        raise UserError(f"profile {p}: must be a mapping with a 'host:' section")
-    if "host" not in data:  # a bare mapping of host keys, as plans accept
-        data = {"host": dict(data)}
-    unknown = [k for k in data if k not in ("host", "link", "fit")]
-    if unknown:
-        raise UserError(f"profile {p}: unknown section {unknown[0]!r}; known: host, link, fit")
-    prof = {"host": dict(data.get("host") or {}), "link": dict(data.get("link") or {}), "fit": data.get("fit") or {}}
-    Plan.from_dict({"host": prof["host"]})  # validates the keys and units now, one line if wrong
-    unknown_link = [k for k in prof["link"] if k not in ("capacity", "efficiency")]
-    if unknown_link:
-        raise UserError(f"profile {p}: unknown link key {unknown_link[0]!r}; known: capacity, efficiency")
+        prof = _load(path)
+        Plan.from_dict({"host": prof["host"]})  # validates the keys and units now, one line if wrong
+    except PlanError as exc:
+        raise UserError(f"profile {path}: {exc}") from None
     return prof
-
-
-def apply_profile(plan: Plan, profile: Mapping[str, Any]) -> Plan:
-    """``plan`` with the profile's host constants and link capacity (never below the plan's bandwidth)."""
-    host = dict(profile.get("host") or {})
-    link = dict(profile.get("link") or {})
-    changes: dict[str, Any] = {f"host.{k}": v for k, v in host.items()}
-    if link.get("efficiency") is not None:
-        changes["link.efficiency"] = link["efficiency"]
-    plan = plan.replace(**changes) if changes else plan
-    if link.get("capacity") is not None:
-        cap = Plan.from_dict({"link": {"capacity": link["capacity"], "bandwidth": 1}}).link.capacity_Bps
-        plan = plan.replace(**{"link.capacity": max(float(cap), plan.link.bandwidth_Bps)})
-    return plan
 
 
 def plan_of_run(store: Any, rid: str) -> Plan:
@@ -107,6 +81,10 @@ def plan_of_run(store: Any, rid: str) -> Plan:
     plan_dict = dict(plan_dict)
     plan_dict["host"] = {}
     plan_dict["link"] = {**plan_dict.get("link", {}), "capacity": None}
+    nominal = (data.get("meta") or {}).get("guest_nominal") or {}
+    plan_dict["vm"] = {**plan_dict.get("vm", {}), "background_dirty_rate": 0.0}
+    if "zero_fraction" in nominal:  # predicted with a guest profile: back to what the guest was asked
+        plan_dict["vm"]["zero_fraction"] = nominal["zero_fraction"]
     return Plan.from_dict(plan_dict)
 
 
@@ -116,7 +94,13 @@ def with_constants(plan: Plan, c: Mapping[str, float]) -> Plan:
     link = plan.link
     if "capacity_Bps" in c:
         link = dataclasses.replace(link, capacity_Bps=max(float(c["capacity_Bps"]), link.bandwidth_Bps))
-    return dataclasses.replace(plan, host=dataclasses.replace(plan.host, **host), link=link)
+    vm = plan.vm
+    if c.get("os_nonzero_bytes"):
+        vm = dataclasses.replace(vm, zero_fraction=max(0.0, vm.zero_fraction - c["os_nonzero_bytes"] / vm.memory_bytes))
+    if c.get("background_dirty_rate_Bps"):
+        vm = dataclasses.replace(vm, background_dirty_rate_Bps=c["background_dirty_rate_Bps"],
+                                 background_wss_bytes=min(c.get("background_wss_bytes", 16 * 2**20), vm.memory_bytes))
+    return dataclasses.replace(plan, host=dataclasses.replace(plan.host, **host), link=link, vm=vm)
 
 
 # ------------------------------------------------------------------ the data
@@ -177,6 +161,27 @@ def fit_fixed_costs(runs: Sequence[CalibrationRun], base: Host) -> dict[str, flo
             - setup_s for r in runs if r.measured.setup_time_s > 0 and r.measured.outcome != "refused"]
     if prep:
         out["start_destination_s"] = float(max(0.0, np.median(prep)))
+    return out
+
+
+def fit_guest_os(runs: Sequence[CalibrationRun]) -> dict[str, float]:
+    """What the guest image does besides its workload, read off the measurements.
+
+    ``os_nonzero_bytes``: its kernel and initramfs keep RAM non-zero that the workload's zero
+    fraction does not know about: asked-for zero pages minus the zero pages QEMU counted, in
+    runs whose workload dirties nothing (so no zero page became normal during the migration).
+    ``background_dirty_rate_Bps``: what QEMU reports as dirty rate for those idle guests.
+    """
+    out: dict[str, float] = {}
+    idle = [r for r in runs if r.measured.converged and r.plan.workload.memory.dirty_rate_Bps == 0]
+    nonzero = [(r.plan.vm.zero_fraction * r.plan.vm.memory_bytes / PAGE - r.measured.zero_pages) * PAGE
+               for r in idle if r.measured.zero_pages > 0]
+    if nonzero:
+        out["os_nonzero_bytes"] = float(max(0.0, np.median(nonzero)))
+    rates = [x for x in (_median_dirty_rate(r.measured) for r in idle) if x]
+    if rates:
+        out["background_dirty_rate_Bps"] = float(np.median(rates)) * PAGE
+        out["background_wss_bytes"] = 16 * 2**20
     return out
 
 
@@ -272,6 +277,10 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
     c.update(fixed)
     for k in fixed:
         how[k] = "median preparation time of the runs"
+    guest = fit_guest_os(runs)
+    c.update(guest)
+    for k in guest:
+        how[k] = "idle calibration runs: zero pages and dirty rate QEMU counted"
     factor = fit_dirty_factor_from_guest(runs)
     if factor is not None:
         c["dirty_rate_factor"] = float(np.clip(factor, 0.05, 3.0))
@@ -341,9 +350,16 @@ def profile_dict(fitted: Mapping[str, Any], *, source: str = "") -> dict[str, An
 
     c = fitted["constants"]
     host = {key_of(k): (bool(c[k]) if isinstance(c[k], bool) else _round(float(c[k]))) for k in PROFILE_HOST_KEYS}
+    guest = {}
+    if c.get("os_nonzero_bytes") is not None:
+        guest["os_nonzero"] = _round(float(c["os_nonzero_bytes"]))
+    if c.get("background_dirty_rate_Bps"):
+        guest["background_dirty_rate"] = _round(float(c["background_dirty_rate_Bps"]))
+        guest["background_wss"] = _round(float(c.get("background_wss_bytes", 16 * 2**20)))
     return {
         "host": host,
         "link": {"capacity": _round(float(c["capacity_Bps"]))},
+        **({"guest": guest} if guest else {}),
         "fit": {"source": source, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 **fitted["fit"]},
     }

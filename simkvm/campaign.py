@@ -478,13 +478,14 @@ def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[s
         ready = wait_ready(name, boot_timeout_s, testbed=testbed)
         time.sleep(settle_s)
         src, dst = testbed.uri("a"), testbed.uri("b")
-        plan = Plan.from_dict(scenario.plan_dict(rid))
-        if profile:
+        plan = plan_for_domain(Plan.from_dict(scenario.plan_dict(rid)), name, src)
+        nominal = {"zero_fraction": plan.vm.zero_fraction}
+        if profile:  # after the guest is mapped: the profile's guest section corrects it
             plan = apply_profile(plan, profile)
-        plan = plan_for_domain(plan, name, src)
         predicted = simulate(plan)
         predicted.plan = plan.to_dict()
         predicted.meta["profile"] = profile_name
+        predicted.meta["guest_nominal"] = nominal
         try:
             min_bw = planner.min_bandwidth_Bps(plan, lo=1e6, hi=1e10)
         except Exception:  # noqa: BLE001 - the boundary is informative only

@@ -603,15 +603,6 @@ def _read_yaml(path: str | Path) -> Any:
 
 
 def _load_profile(profile: Any) -> dict[str, Any]:
-    """A host profile (from ``simkvm calibrate``): ``host:`` constants and ``link: {capacity}``
-    (``fit:`` is the calibration's record and is ignored). A bare mapping is host constants."""
-    data = dict(profile) if isinstance(profile, Mapping) else _read_yaml(profile)
-    if not isinstance(data, Mapping):
-        raise PlanError(f"profile {profile!r} must be a mapping with a host: section")
-    if "host" not in data and "link" not in data:
-        data = {"host": data}
-    link = dict(data.get("link") or {})
-    unknown = set(link) - {"capacity"}
-    if unknown:
-        raise PlanError(f"profile link section may only set capacity, got {', '.join(sorted(unknown))}")
-    return {"host": dict(data.get("host") or {}), "link": link}
+    from .profile import load_profile
+
+    return load_profile(profile)

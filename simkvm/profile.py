@@ -1,0 +1,81 @@
+"""Host profiles: what `simkvm calibrate` learned about one machine, as one YAML file.
+
+Sections (SI numbers or human units):
+
+* ``host:`` the plan's host constants (fixed costs, per-page and per-sync costs, ...);
+* ``link: {capacity}`` the wire speed when QEMU lifts the rate limit for stop-and-copy;
+* ``guest:`` what the testbed guest image does besides its workload:
+  ``os_nonzero`` bytes of RAM its kernel and initramfs keep non-zero (taken off the
+  workload's zero fraction) and ``background_dirty_rate`` / ``background_wss`` (its
+  OS's own dirtying);
+* ``fit:`` the calibration's record (runs used, residuals); never applied.
+
+A plan's ``profile: FILE`` key loads ``host`` and ``link`` (the plan's own values win);
+:func:`apply_profile` forces all three sections onto a plan, guest included, which is
+what the validation campaign does after mapping a real guest onto the plan.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import PlanError
+
+SECTIONS = ("host", "link", "guest", "fit")
+LINK_KEYS = ("capacity", "efficiency")
+GUEST_KEYS = ("os_nonzero", "background_dirty_rate", "background_wss")
+
+
+def load_profile(profile: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """``{"host", "link", "guest", "fit"}`` from a file or mapping; a bare mapping is host constants."""
+    if isinstance(profile, Mapping):
+        data: Any = dict(profile)
+        where = "profile"
+    else:
+        import yaml
+
+        p = Path(profile)
+        where = f"profile {p}"
+        if not p.exists():
+            raise PlanError(f"profile {str(p)!r} does not exist; make one with simkvm calibrate DIR -o {p}")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise PlanError(f"{p}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, Mapping):
+        raise PlanError(f"{where}: must be a mapping with a 'host:' section")
+    if not any(k in data for k in SECTIONS):
+        data = {"host": dict(data)}
+    unknown = [k for k in data if k not in SECTIONS]
+    if unknown:
+        raise PlanError(f"{where}: unknown section {unknown[0]!r}; known: {', '.join(SECTIONS)}")
+    prof = {k: dict(data.get(k) or {}) for k in SECTIONS}
+    for section, known in (("link", LINK_KEYS), ("guest", GUEST_KEYS)):
+        bad = [k for k in prof[section] if k not in known]
+        if bad:
+            raise PlanError(f"{where}: unknown {section} key {bad[0]!r}; known: {', '.join(known)}")
+    return prof
+
+
+def apply_profile(plan: Any, profile: Mapping[str, Any]) -> Any:
+    """``plan`` with every constant of the profile forced (capacity never below the plan's bandwidth)."""
+    from .units import parse_rate, parse_size
+
+    prof = load_profile(profile) if not {"host", "link", "guest"} & set(profile) else profile
+    changes: dict[str, Any] = {f"host.{k}": v for k, v in (prof.get("host") or {}).items()}
+    link = prof.get("link") or {}
+    if link.get("efficiency") is not None:
+        changes["link.efficiency"] = link["efficiency"]
+    guest = prof.get("guest") or {}
+    if guest.get("os_nonzero") is not None:
+        nonzero = parse_size(guest["os_nonzero"], "profile guest.os_nonzero")
+        changes["vm.zero_fraction"] = max(0.0, plan.vm.zero_fraction - nonzero / plan.vm.memory_bytes)
+    if guest.get("background_dirty_rate") is not None:
+        changes["vm.background_dirty_rate"] = guest["background_dirty_rate"]
+        changes["vm.background_wss"] = min(parse_size(guest.get("background_wss", 16 * 2**20)),
+                                           plan.vm.memory_bytes)
+    plan = plan.replace(**changes) if changes else plan
+    if link.get("capacity") is not None:
+        cap = parse_rate(link["capacity"], "profile link.capacity")
+        plan = plan.replace(**{"link.capacity": max(cap, plan.link.bandwidth_Bps)})
+    return plan
