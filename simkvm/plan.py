@@ -83,6 +83,10 @@ class MemoryWorkload:
     sets: tuple[DirtySet, ...] = ()
     points: tuple[tuple[float, float], ...] = ()  # (interval_s, unique_bytes)
     phases: tuple[Phase, ...] = ()
+    # Share of a vCPU the dirtier needs at its nominal rate. 1 (default): CPU-bound, a CPU
+    # throttle of t cuts its rate to (1 - t), as QEMU's docs assume; a rate-paced program
+    # needing u < 1 keeps its rate until 1 - t < u, then runs at (1 - t) / u of it.
+    cpu_demand_frac: float = 1.0
 
     def dirty_sets(self) -> tuple[DirtySet, ...]:
         """Every model as a list of sets, which is all the simulator sees (curve excepted)."""
@@ -381,6 +385,8 @@ class Plan:
                 if b > usable:
                     raise PlanError("workload.memory.points: unique dirtied bytes cannot exceed vm.memory")
                 last_t, last_b = t, b
+        if mem.cpu_demand_frac <= 0:
+            raise PlanError("workload.memory.cpu_demand must be > 0 (a share of one vCPU, e.g. 0.1)")
         for i, p in enumerate(mem.phases):
             if p.duration_s <= 0 or p.scale < 0:
                 raise PlanError(f"workload.memory.phases[{i}]: duration must be > 0 and scale >= 0")

@@ -215,3 +215,23 @@ def test_every_policy_on_the_busy_plan_ends_with_a_known_outcome():
         r = simulate(Plan.from_dict({**BUSY, "migration": {"max_downtime": "300ms"}, "policy": name}))
         assert r.outcome in ("converged", "postcopy", "paused", "aborted", "not_converged")
         assert all(a.action in ("set_downtime", "start_postcopy", "pause", "abort", "throttle") for a in r.actions)
+
+
+def test_a_rate_paced_guest_keeps_its_rate_until_the_throttle_eats_its_idle_time():
+    import simpy
+
+    from simkvm.sim.guest import Guest
+
+    def dirtied(demand: float, throttle: float) -> float:
+        plan = busy(**{"workload.memory.cpu_demand": demand, "workload.memory.wss": "4GiB",
+                       "workload.memory.model": "sequential"})
+        env = simpy.Environment()
+        g = Guest(env, plan)
+        g.set_throttle(throttle)
+        env.run(until=1.0)
+        return sum(g.collect_memory()) * 4096
+
+    nominal = 200 * MiB
+    assert dirtied(1.0, 0.5) == pytest.approx(0.5 * nominal)  # CPU-bound: (1 - throttle)
+    assert dirtied(0.1, 0.5) == pytest.approx(nominal)  # needs 10 % of a vCPU, 50 % left
+    assert dirtied(0.1, 0.95) == pytest.approx(0.5 * nominal)  # 5 % left of the 10 % it needs

@@ -36,7 +36,7 @@ def memory_reason(run: Run, why: str) -> str:
     pages_per_s = min(run.bandwidth_Bps / c, 1.0 / (c / run.link_capacity_Bps() + plan.host.page_cost_s))
     bandwidth = pages_per_s * c
     threshold = run.threshold_bytes(bandwidth)
-    writes_Bps = guest.nominal_page_writes_per_s * page * (1 - guest.throttle)
+    writes_Bps = guest.nominal_page_writes_per_s * page * guest.memory_speed
     wss = sum(guest.set_pages) * page
     settled = settled_remaining_pages(run, pages_per_s) * page
     limit = (f"{plan.max_iterations} iterations" if why == "max_iterations"

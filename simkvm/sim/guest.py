@@ -86,7 +86,9 @@ class Guest:
             self.set_rate.append(rate)
         self.phases = mem.phases
         self.scale = mem.phases[0].scale if mem.phases else 1.0
-        self.throttle = 0.0  # auto-converge / dirty-limit share of CPU taken away
+        self.throttle = 0.0  # auto-converge: share of the vCPUs' time taken away
+        self.dirty_share = 1.0  # dirty-limit: share of the nominal dirty rate allowed
+        self.cpu_demand = mem.cpu_demand_frac
         self.running = True
         self._mem_tau = 0.0  # effective seconds since the last memory collect
         self._disk_tau = 0.0  # effective seconds since the last disk collect
@@ -122,10 +124,10 @@ class Guest:
         dt = now - self._last
         if dt > 0:
             if self.running:
-                speed = 1.0 - self.throttle
-                self._mem_tau += dt * self.scale * speed
+                speed = min(1.0, (1.0 - self.throttle) / self.cpu_demand)
+                self._mem_tau += dt * self.scale * speed * self.dirty_share
                 self._disk_tau += dt * speed
-                self.cpu_lost_s += dt * self.throttle
+                self.cpu_lost_s += dt * (self.throttle + (1.0 - self.dirty_share) * (1.0 - self.throttle))
             self._last = now
 
     # --------------------------------------------------------- what QEMU sees
@@ -162,9 +164,14 @@ class Guest:
         """Unique granule bytes an unthrottled guest writes in ``seconds`` (no side effect)."""
         return self._disk_unique(seconds) * self.granule_bytes
 
+    @property
+    def memory_speed(self) -> float:
+        """How fast the guest dirties now, as a share of its nominal rate (throttle, dirty-limit)."""
+        return min(1.0, (1.0 - self.throttle) / self.cpu_demand) * self.dirty_share
+
     def memory_unique_pages(self, seconds: float) -> float:
-        """Unique pages dirtied in ``seconds`` at full speed (for diagnosis; no side effect)."""
-        return sum(fn(seconds * self.scale) for fn in self.set_unique)
+        """Unique pages dirtied in ``seconds`` as the guest runs now (for diagnosis; no side effect)."""
+        return sum(fn(seconds * self.scale * self.memory_speed) for fn in self.set_unique)
 
     @property
     def nominal_page_writes_per_s(self) -> float:
@@ -174,6 +181,11 @@ class Guest:
     def set_throttle(self, fraction: float) -> None:
         self._settle()
         self.throttle = fraction
+
+    def set_dirty_share(self, share: float) -> None:
+        """dirty-limit: the vCPUs are held to ``share`` of the guest's nominal dirty rate."""
+        self._settle()
+        self.dirty_share = share
 
     def pause(self) -> None:
         self._settle()

@@ -291,10 +291,13 @@ class Run:
                 if dl.enabled:  # dirty-limit replaces CPU throttling when both are on
                     nominal = self.guest.nominal_page_writes_per_s * self.page_bytes
                     cap = self.plan.vm.vcpus * dl.vcpu_rate_Bps
-                    new = max(0.0, 1.0 - cap / nominal) if nominal > 0 else 0.0
-                else:
-                    now_t = self.guest.throttle
-                    new = ac.initial_frac if now_t == 0 else round(min(now_t + ac.increment_frac, ac.max_frac), 9)
+                    share = min(1.0, cap / nominal) if nominal > 0 else 1.0
+                    if share != self.guest.dirty_share:
+                        self.guest.set_dirty_share(share)
+                        self.rec.action(self.env.now, "throttle", 1.0 - share)
+                    return
+                now_t = self.guest.throttle
+                new = ac.initial_frac if now_t == 0 else round(min(now_t + ac.increment_frac, ac.max_frac), 9)
                 if new != self.guest.throttle:
                     self.guest.set_throttle(new)
                     self.rec.action(self.env.now, "throttle", new)
