@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "simkvm.testbed.cli",
     "simkvm.executor.cli",
     "simkvm.commands.campaign",
+    "simkvm.commands.preflight",
 ]
 
 

@@ -87,7 +87,28 @@ def compare(predicted: Result, measured: Result) -> dict[str, Any]:
         joined[f"{f}_error"] = a - b
         columns += [f"{f}_predicted", f"{f}_measured", f"{f}_error"]
     joined["memory_iteration"] = joined["memory_iteration"].astype(int)
-    return {"totals": totals, "verdict": verdict, "iterations": joined[columns]}
+    return {"totals": totals, "verdict": verdict, "iterations": joined[columns],
+            "actions": compare_actions(predicted.actions, measured.actions)}
+
+
+def compare_actions(predicted: list, measured: list) -> list[dict[str, Any]]:
+    """Predicted and measured actions side by side: the k-th action of each kind on one row
+    (time and value of each, None where one side has fewer), in time order."""
+    kinds: list[str] = []
+    for a in [*predicted, *measured]:
+        if a.action not in kinds:
+            kinds.append(a.action)
+    rows = []
+    for kind in kinds:
+        p = [a for a in predicted if a.action == kind]
+        m = [a for a in measured if a.action == kind]
+        for k in range(max(len(p), len(m))):
+            pa, ma = (p[k] if k < len(p) else None), (m[k] if k < len(m) else None)
+            rows.append({"action": kind,
+                         "predicted_time_s": pa.time_s if pa else None, "predicted_value": pa.value if pa else None,
+                         "measured_time_s": ma.time_s if ma else None, "measured_value": ma.value if ma else None})
+    rows.sort(key=lambda r: min(t for t in (r["predicted_time_s"], r["measured_time_s"]) if t is not None))
+    return rows
 
 
 def to_jsonable(comparison: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +119,8 @@ def to_jsonable(comparison: dict[str, Any]) -> dict[str, Any]:
         rows.append({k: (None if isinstance(v, float) and not math.isfinite(v) else
                          (int(v) if k == "memory_iteration" else float(v) if v is not None else None))
                      for k, v in rec.items()})
-    return {"totals": comparison["totals"], "verdict": comparison["verdict"], "iterations": rows}
+    return {"totals": comparison["totals"], "verdict": comparison["verdict"], "iterations": rows,
+            "actions": comparison.get("actions", [])}
 
 
 # ----------------------------------------------------------------- reading
@@ -162,6 +184,20 @@ def format_comparison(comparison: dict[str, Any]) -> str:
             lines.append(f"{int(rec['memory_iteration']):>4}  {pair('time_elapsed_s', 's', 17)}  "
                          f"{pair('memory_remaining', 'B', 21)}  {pair('memory_processed', 'B', 21)}  "
                          f"{pair('memory_dirty_rate', 'r', 19)}")
+    actions = comparison.get("actions") or []
+    if actions:
+        lines += ["", "actions (predicted / measured):"]
+        head = f"{'action':<15} {'time':>19}  {'value':>21}"
+        lines += [head, "-" * len(head)]
+        for r in actions:
+            def value(v: Any, kind: str = r["action"]) -> str:
+                if v is None:
+                    return "-"
+                return fmt_duration(v) if kind == "set_downtime" else (
+                    fmt_bytes(v) + "/s" if kind == "set_bandwidth" else f"{v:g}")
+            times = f"{_fmt('s', r['predicted_time_s'])} / {_fmt('s', r['measured_time_s'])}"
+            values = f"{value(r['predicted_value'])} / {value(r['measured_value'])}"
+            lines.append(f"{r['action']:<15} {times:>19}  {values:>21}")
     return "\n".join(lines)
 
 

@@ -45,6 +45,7 @@ class Sample:
     stats: dict[str, Any]
     paused: bool = False  # the source VM was paused (switchover under way)
     rpc_s: float = 0.0  # how long the jobStats call took (a busy QEMU monitor makes it seconds)
+    max_downtime_s: float | None = None  # the downtime limit in force when it was taken (a policy changes it)
 
     @property
     def iteration(self) -> int:
@@ -152,6 +153,8 @@ def _time(sample: Sample, offset: float) -> float:
 
 def _row_from_sample(sample: Sample, t: float, max_downtime_s: float) -> dict[str, Any]:
     st = sample.stats
+    if sample.max_downtime_s is not None:
+        max_downtime_s = sample.max_downtime_s
     bps = st.get("memory_bps")
     row: dict[str, Any] = {
         "memory_iteration": sample.iteration,
@@ -213,7 +216,7 @@ def build_rounds(
         elif firsts[i]["memory_bps"] is None and s.stats.get("memory_bps"):
             # QEMU measures bandwidth only after its first 100 ms window: take the first figure.
             firsts[i]["memory_bps"] = bps = s.stats["memory_bps"]
-            firsts[i]["threshold_bytes"] = bps * monitor.max_downtime_s
+            firsts[i]["threshold_bytes"] = bps * firsts[i]["max_downtime_s"]
     final_n = int(completed.get("memory_iteration") or 0) if completed else 0
     seen_max = max(list(firsts) + list(events) + [final_n], default=0)
     rows: list[dict[str, Any]] = []

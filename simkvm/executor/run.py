@@ -5,14 +5,19 @@
 1. **Preparation** (t=0 here, as in the simulator): check the destination's
    memory and storage, create the empty disk images there
    (:mod:`.prepare`). A refusal changes nothing.
-2. **Migration**: set the downtime limit, then ``virDomainMigrate3`` (live,
-   non-shared storage, the plan's bandwidth) in a worker thread, because it
-   blocks until the end; meanwhile the calling thread polls the job stats every
-   ``poll_s`` and the libvirt event loop records each iteration event
-   (:mod:`.monitor`). The plan's max time and max iterations are enforced here,
+2. **Migration**: set the downtime limit (or the policy's initial one), then
+   ``virDomainMigrate3`` (live, non-shared storage, the plan's bandwidth and
+   aids as flags/params) in a worker thread, because it blocks until the end;
+   meanwhile the calling thread polls the job stats every ``poll_s`` and the
+   libvirt event loop records each iteration event (:mod:`.monitor`). Each poll
+   also drives the plan's policy and after-N-iterations rules
+   (:mod:`.control`: the simulator's own policy objects, their actions done
+   through libvirt). The plan's max time and max iterations are enforced here,
    like guestperf does.
-3. **Completion**: verify the destination VM runs, read the completed job's
-   statistics and fill a :class:`~simkvm.result.Result` (``source='measured'``).
+3. **Completion**: verify the destination VM runs (resuming it when we paused
+   the guest to force completion), read the completed job's statistics and
+   fill a :class:`~simkvm.result.Result` (``source='measured'``, outcome
+   ``converged``, ``postcopy`` or ``paused``, with every action taken).
 
 Whatever goes wrong (a limit, a libvirt error, Ctrl-C or SIGTERM), the job is
 aborted, we wait for libvirt to finish the abort, check that the VM runs on
@@ -33,8 +38,10 @@ from typing import Any, Iterator
 
 from ..errors import EnvironmentProblem, MigrationFailed, UserError
 from ..plan import Plan
+from ..policies import Policy, make_policy
 from ..result import Result
 from ..units import fmt_bytes, fmt_duration, fmt_rate
+from .control import Controller
 from .monitor import JobMonitor, Sample, build_rounds, build_timeline
 from .prepare import DestinationDisks, DomainDisk, Refusal, check_destination, create_disks, domain_disks
 
@@ -169,7 +176,7 @@ class Execution:
     src_uri: str
     dst_uri: str
     migrate_uri: str = DEFAULT_MIGRATE_URI
-    timeout_s: float | None = None  # default: plan.migration.max_time_s
+    timeout_s: float | None = None  # default: plan.max_time_s
     poll_s: float = POLL_S
     persist: bool = True  # a persistent source definition moves to the destination too
 
@@ -180,6 +187,8 @@ class Execution:
     disks: list[DomainDisk] = field(default_factory=list)
     created: DestinationDisks = field(default_factory=DestinationDisks)
     monitor: JobMonitor | None = None
+    policy: Policy | None = None
+    controller: Controller | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     _worker: threading.Thread | None = None
     _done: threading.Event = field(default_factory=threading.Event)
@@ -188,6 +197,9 @@ class Execution:
     _t_call: float | None = None
     _t_returned: float | None = None
     _event_ids: list[int] = field(default_factory=list)
+    _dst_event_ids: list[int] = field(default_factory=list)
+    _postcopy_stop_s: float | None = None  # source suspended for the post-copy switch (event)
+    _dst_resumed_s: float | None = None  # the destination VM first ran (event)
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -196,10 +208,17 @@ class Execution:
     def run(self) -> Result:
         self.t0 = time.monotonic()
         _check_plan(self.plan)
+        if self.plan.policy.name != "qemu":  # as simulate(): the orchestrator's own settings first
+            self.policy = make_policy(self.plan)
+            self.plan = self.policy.configure(self.plan)
         ensure_event_loop()
         with _signals_as_interrupt():
             try:
                 self.connect()
+                problem = aid_support_problem(self.plan, self.meta["source"].get("libvirt_version"),
+                                              self.meta["source"].get("hypervisor_version"))
+                if problem:
+                    raise EnvironmentProblem(problem)
                 stop: _Stop | None = None
                 try:
                     # ---- 1. preparation
@@ -247,6 +266,7 @@ class Execution:
             client={"hostname": socket.gethostname(), "libvirt_version": _version(libvirt.getVersion())},
             migrate_uri=self.migrate_uri,
             poll_interval_s=self.poll_s,
+            policy=self.plan.policy.name,
         )
 
     def prepare(self) -> None:
@@ -273,7 +293,7 @@ class Execution:
         self.meta["vm_location"] = NOTHING_CHANGED
         return Result(converged=False, outcome="refused", reason=reason, source="measured", total_time_s=t,
                       setup_time_s=t, timeline_records=[(0.0, "prepare", 0, None, None, None, None)],
-                      plan=self.plan.to_dict(), meta=self.meta)
+                      actions=self._actions(), plan=self.plan.to_dict(), meta=self.meta)
 
     # ------------------------------------------------------------ 2. migration
     def flags_and_params(self) -> tuple[int, dict[str, Any]]:
@@ -330,6 +350,16 @@ class Execution:
         self.monitor = JobMonitor(max_downtime_s=downtime_ms / 1000.0)
         monitor = self.monitor
 
+        def downtime_changed(limit_s: float) -> None:
+            monitor.max_downtime_s = limit_s
+            self.meta["max_downtime_ms_set"] = max(1, int(round(limit_s * 1000)))
+
+        self.controller = Controller(self.plan, self.dom, self.policy, max_downtime_s=downtime_ms / 1000.0,
+                                     on_downtime=downtime_changed)
+        self.controller.start(self.now())  # the policy's initial downtime, before the job (simulator: t=0)
+        downtime_ms = self.meta["max_downtime_ms_set"]
+        controller = self.controller
+
         def on_iteration(_conn: Any, _dom: Any, iteration: int, _opaque: Any) -> None:
             monitor.add_event(self.now(), iteration)
 
@@ -338,8 +368,19 @@ class Execution:
             # each poll wait up to 5 s for the domain lock on the testbed).
             if event == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
                 monitor.set_paused(self.now(), True)
+                if detail == libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY:
+                    self._postcopy_stop_s = self.now()
+                    controller.in_postcopy = True
             elif event == libvirt.VIR_DOMAIN_EVENT_RESUMED:
                 monitor.set_paused(self.now(), False)
+
+        def on_destination(_conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+            # When the VM first runs on the destination: the end of the downtime (post-copy: its start).
+            if event == libvirt.VIR_DOMAIN_EVENT_RESUMED and dom.name() == self.domain \
+                    and self._dst_resumed_s is None:
+                self._dst_resumed_s = self.now()
+                if detail == libvirt.VIR_DOMAIN_EVENT_RESUMED_POSTCOPY:
+                    controller.in_postcopy = True
 
         for event_id, callback in ((libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, on_iteration),
                                    (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_lifecycle)):
@@ -347,6 +388,11 @@ class Execution:
                 self._event_ids.append(self.conn.domainEventRegisterAny(self.dom, event_id, callback, None))
             except libvirt.libvirtError as exc:  # polling alone still works
                 self.meta.setdefault("notes", []).append(f"no events {event_id}: {exc.get_error_message()}")
+        try:
+            self._dst_event_ids.append(self.dconn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_destination, None))
+        except libvirt.libvirtError as exc:
+            self.meta.setdefault("notes", []).append(f"no destination events: {exc.get_error_message()}")
 
         def migrate() -> None:
             try:
@@ -367,10 +413,11 @@ class Execution:
     def watch(self) -> _Stop | None:
         """Poll job stats until migrate3 returns; a _Stop when a plan limit says give up."""
         libvirt = _libvirt()
-        mig = self.plan.migration
-        deadline = self.timeout_s if self.timeout_s is not None else mig.max_time_s
-        monitor = self.monitor
-        assert monitor is not None
+        plan = self.plan
+        deadline = self.timeout_s if self.timeout_s is not None else plan.max_time_s
+        max_iterations = plan.max_iterations  # 0: none (the default under a policy)
+        monitor, controller = self.monitor, self.controller
+        assert monitor is not None and controller is not None
         reapplied = False
         errors_since: float | None = None
         last_iteration = 0
@@ -389,7 +436,8 @@ class Execution:
                     raise
                 log.debug("job stats failed (%s); retrying", exc.get_error_message())
                 continue
-            sample = Sample(t_s=t_a, stats=stats, paused=monitor.paused, rpc_s=rpc_s)
+            sample = Sample(t_s=t_a, stats=stats, paused=monitor.paused, rpc_s=rpc_s,
+                            max_downtime_s=controller.max_downtime_s)
             monitor.add_sample(sample)
             if sample.active and not reapplied:
                 reapplied = True
@@ -398,10 +446,15 @@ class Execution:
             if iteration != last_iteration or t_a - last_log >= 2.0:
                 _log_progress(sample, t_a)
                 last_iteration, last_log = iteration, t_a
+            # the policy and the plan's after-N-iterations rules
+            if sample.active:
+                controller.tick(stats, self.now(), iteration=iteration, paused=sample.paused)
+            if controller.abort_reason:
+                return _Stop("aborted", controller.abort_reason)
             # guestperf's rules: give up after max_iterations syncs, or at max time.
-            if mig.max_iterations and iteration > mig.max_iterations and not sample.paused:
+            if max_iterations and iteration > max_iterations and not sample.paused:
                 return _Stop("not_converged", f"not converged: memory_iteration {iteration} exceeded "
-                                              f"migration.max_iterations {mig.max_iterations}")
+                                              f"migration.max_iterations {max_iterations}")
             if self.now() > deadline and not sample.paused:
                 what = "--timeout" if self.timeout_s is not None else "migration.max_time"
                 return _Stop("not_converged", f"not converged within {fmt_duration(deadline)} ({what}); "
@@ -421,12 +474,26 @@ class Execution:
 
     # ------------------------------------------------------------ 3. completion
     def complete(self, note: str | None = None) -> Result:
-        """migrate3 returned a destination domain: verify it runs, then read the completed stats."""
+        """migrate3 returned a destination domain: verify it runs, then read the completed stats.
+
+        Outcome ``postcopy`` when the switch to post-copy happened (its downtime and
+        phase from the lifecycle events when libvirt keeps no completed stats for it),
+        ``paused`` when we suspended the guest to force completion (we resume it on the
+        destination: the downtime runs from our suspend until then), else ``converged``.
+        """
         libvirt = _libvirt()
         if self._error is not None:
             return self.abort(_Stop("error", f"libvirt: {_error_text(self._error)}"))
         ddom = self._ddom
+        controller = self.controller
+        assert controller is not None
         state, reason = ddom.state()
+        resumed_by_us_s = None
+        if state == libvirt.VIR_DOMAIN_PAUSED and controller.suspended_s is not None:
+            ddom.resume()  # the guest was paused on purpose (forced completion): it runs on the destination now
+            resumed_by_us_s = self.now()
+            state, reason = ddom.state()
+            self.meta.setdefault("notes", []).append("simkvm resumed the destination VM it had paused on the source")
         if state != libvirt.VIR_DOMAIN_RUNNING:
             where = f"on the destination ({self.dst_uri}) but {_state_name(state)}, not running"
             raise MigrationFailed(f"migration finished but the destination VM is {_state_name(state)}; "
@@ -451,31 +518,73 @@ class Execution:
                 total = candidate
         downtime = completed.get("downtime", 0) / 1000.0
         stop = total - downtime
-        rounds = build_rounds(monitor, offset, end_s=total, completed=completed, stop_s=stop)
+        outcome, postcopy_s = "converged", 0.0
+        if controller.in_postcopy:
+            outcome = "postcopy"
+            stop = next(t for t in (self._postcopy_stop_s, controller.postcopy_started_s, stop) if t is not None)
+            resume = self._dst_resumed_s if self._dst_resumed_s is not None else stop + downtime
+            if "downtime" not in completed:
+                downtime = max(resume - stop, 0.0)
+                self.meta.setdefault("notes", []).append(
+                    "post-copy: libvirt kept no completed job stats; downtime and the post-copy phase are "
+                    "from the lifecycle events (source suspended for post-copy -> destination resumed)")
+            postcopy_s = max(total - resume, 0.0)
+        elif controller.suspended_s is not None:
+            outcome = "paused"
+            stop = controller.suspended_s
+            resumed = resumed_by_us_s if resumed_by_us_s is not None else (
+                self._dst_resumed_s if self._dst_resumed_s is not None else total)
+            downtime = max(resumed - stop, 0.0)
+            total = max(total, resumed)
+        rounds = build_rounds(monitor, offset, end_s=total, completed=completed or None, stop_s=stop)
         timeline = build_timeline(monitor, offset, has_disks=bool(self.disks), end_s=total, end_phase="done",
-                                  completed=completed)
-        final_n = int(completed.get("memory_iteration") or (rounds[-1]["memory_iteration"] if rounds else 0))
+                                  completed=completed or None)
+        final_n = max(int(completed.get("memory_iteration") or 0), monitor.iteration,
+                      rounds[-1]["memory_iteration"] if rounds else 0)
         last_proc = rounds[-1]["memory_processed"] if rounds else None
         timeline.append((stop, "switchover", final_n, rounds[-1].get("memory_remaining") if rounds else None,
                          last_proc, 0, completed.get("disk_processed")))
+        if outcome == "postcopy":
+            timeline.append((stop + downtime, "postcopy", final_n, None, last_proc, 0, completed.get("disk_processed")))
         timeline.sort(key=lambda r: r[0])
         self.meta.update(libvirt_time_offset_s=offset, migrate3_returned_s=self._t_returned, samples=len(
             monitor.samples), iteration_events=len(monitor.events), final_row_estimated=True,
-            service_interruption="equals libvirt's measured downtime: no network measurement yet")
-        ram = float(completed.get("memory_processed", 0))
+            service_interruption="equals the measured downtime: no network measurement yet")
+        tail = monitor.last_active
+        ram = float(completed.get("memory_processed") or (tail.stats.get("memory_processed", 0) if tail else 0))
+        if "memory_processed" not in completed:
+            self.meta.setdefault("notes", []).append("RAM transferred: the last sample's figure (a lower bound: "
+                                                     "no completed stats)")
         disk = float(completed.get("disk_processed", 0))
-        reason = _converged_reason(rounds, final_n, total, downtime)
+        if outcome == "postcopy":
+            reason = (f"converged via post-copy: switched at iteration {final_n} after {fmt_duration(stop)}, "
+                      f"downtime {fmt_duration(downtime)}, the rest of RAM followed in {fmt_duration(postcopy_s)}")
+        elif outcome == "paused":
+            reason = (f"forced by pausing the guest at {fmt_duration(stop)}: completed with "
+                      f"{fmt_duration(downtime)} downtime (suspend -> running on the destination)")
+        else:
+            reason = _converged_reason(rounds, final_n, total, downtime)
         if note:
             reason = f"{reason} ({note})"
         return Result(
-            converged=True, outcome="converged", reason=reason, source="measured", **self._times(offset, stop, total),
-            downtime_s=downtime, service_interruption_s=downtime,
+            converged=True, outcome=outcome, reason=reason, source="measured", **self._times(offset, stop, total),
+            downtime_s=downtime, service_interruption_s=downtime, postcopy_time_s=postcopy_s,
             ram_transferred_bytes=ram, disk_transferred_bytes=disk, total_transferred_bytes=ram + disk,
             zero_pages=float(completed.get("memory_constant", 0)),
             normal_pages=float(completed.get("memory_normal", 0)),
-            iterations=final_n, round_records=rounds, timeline_records=timeline,
+            iterations=final_n, round_records=rounds, timeline_records=timeline, actions=self._actions(),
             plan=self.plan.to_dict(), meta=self.meta,
         )
+
+    def _actions(self) -> list:
+        """Every action taken (policy, aids' rules, QEMU's throttle steps), in time order."""
+        controller = self.controller
+        if controller is None:
+            return []
+        if controller.notes:
+            self.meta.setdefault("notes", []).extend(controller.notes)
+            controller.notes = []
+        return sorted(controller.actions, key=lambda a: a.time_s)
 
     def _with_disk_progress(self, completed: dict[str, Any]) -> dict[str, Any]:
         """The destination's completed stats know nothing of the disk mirrors (disk_* = 0 there):
@@ -551,7 +660,8 @@ class Execution:
         monitor = self.monitor
         if monitor is None:  # interrupted during preparation
             return Result(converged=False, outcome=stop.outcome, reason=stop.reason, source="measured",
-                          total_time_s=t_abort, setup_time_s=t_abort, plan=self.plan.to_dict(), meta=self.meta)
+                          total_time_s=t_abort, setup_time_s=t_abort, actions=self._actions(),
+                          plan=self.plan.to_dict(), meta=self.meta)
         offset = monitor.libvirt_offset_s(fallback=self._t_call or 0.0)
         tail = monitor.last_active
         st = tail.stats if tail else {}
@@ -567,7 +677,7 @@ class Execution:
             ram_transferred_bytes=ram, disk_transferred_bytes=disk, total_transferred_bytes=ram + disk,
             zero_pages=float(st.get("memory_constant", 0)), normal_pages=float(st.get("memory_normal", 0)),
             iterations=monitor.iteration, round_records=rounds, timeline_records=timeline,
-            plan=self.plan.to_dict(), meta=self.meta,
+            actions=self._actions(), plan=self.plan.to_dict(), meta=self.meta,
         )
 
     def _destination_domain_exists(self) -> bool:
@@ -622,6 +732,11 @@ class Execution:
                 self.conn.domainEventDeregisterAny(event_id)
             except libvirt.libvirtError:
                 pass
+        for event_id in self._dst_event_ids:
+            try:
+                self.dconn.domainEventDeregisterAny(event_id)
+            except libvirt.libvirtError:
+                pass
         for c in (self.conn, self.dconn):
             if c is not None:
                 try:
@@ -648,38 +763,51 @@ def execute(plan: Plan, domain: str, src_uri: str, dst_uri: str, *, migrate_uri:
 
 # ----------------------------------------------------------------- helpers
 def _check_plan(plan: Plan) -> None:
-    """The executor runs QEMU's own algorithm with auto-converge/multifd optional; say so for the rest."""
-    policy = getattr(plan, "policy", None)
-    name = getattr(policy, "name", policy) or "qemu"
-    if name != "qemu":
-        raise UserError(f"the executor runs policy 'qemu' only for now, got {name!r}; "
-                        f"drop 'policy:' from the plan or use simkvm predict for the other policies")
-    aids = getattr(plan, "aids", None)
-    if aids is None:
-        return
-    unsupported = []
-    if getattr(aids.postcopy, "enabled", False):
-        unsupported.append("aids.postcopy")
-    if getattr(aids.xbzrle, "enabled", False):
-        unsupported.append("aids.xbzrle")
-    if getattr(aids.compression, "method", "none") != "none":
-        unsupported.append("aids.compression")
-    if getattr(getattr(aids, "dirty_limit", None), "enabled", False):
-        unsupported.append("aids.dirty_limit")
-    if getattr(getattr(aids, "pause", None), "after_iterations", 0):
-        unsupported.append("aids.pause")
-    if unsupported:
-        raise UserError(f"the executor does not run {', '.join(unsupported)} yet (auto_converge and multifd it "
-                        f"does); disable them in the plan for a real migration")
+    """Every policy and aid runs for real except dirty-limit, which libvirt cannot switch on."""
+    if plan.aids.dirty_limit.enabled:
+        raise UserError("the executor cannot run aids.dirty_limit: libvirt has no migration flag or parameter "
+                        "for QEMU's dirty-limit capability; disable it in the plan (auto_converge is the "
+                        "throttling aid libvirt offers)")
+
+
+#: libvirt release that added multifd compression methods zlib/zstd (VIR_MIGRATE_PARAM_COMPRESSION).
+MULTIFD_COMPRESSION_LIBVIRT = (9, 4, 0)
+MULTIFD_COMPRESSION_QEMU = (5, 0, 0)
+
+
+def _version_tuple(text: str | None) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(x) for x in str(text).split(".")[:3])
+    except (TypeError, ValueError):
+        return None
+
+
+def aid_support_problem(plan: Plan, libvirt_version: str | None, qemu_version: str | None) -> str | None:
+    """Why the source cannot run the plan's aids (one sentence naming the fix), or None.
+
+    Only multifd compression needs a check: libvirt learnt the zlib/zstd methods in
+    9.4.0 (older releases know xbzrle and QEMU's removed multithreaded 'mt' only)."""
+    method = plan.aids.compression.method
+    if method == "none":
+        return None
+    have = _version_tuple(libvirt_version)
+    if have is None or have < MULTIFD_COMPRESSION_LIBVIRT:
+        need = ".".join(map(str, MULTIFD_COMPRESSION_LIBVIRT))
+        return (f"aids.compression {method} needs libvirt >= {need} on the source (multifd compression "
+                f"methods zlib/zstd), it runs libvirt {libvirt_version or 'unknown'}; drop aids.compression "
+                f"from the plan or upgrade libvirt")
+    qemu = _version_tuple(qemu_version)
+    if qemu is not None and qemu < MULTIFD_COMPRESSION_QEMU:
+        return (f"aids.compression {method} needs QEMU >= 5.0 (multifd-compression), the source runs "
+                f"{qemu_version}; drop aids.compression from the plan")
+    return None
 
 
 def _aid_flags_and_params(plan: Plan) -> tuple[int, dict[str, Any], list[str]]:
-    """libvirt flags/params for the aids the executor supports (auto-converge, multifd)."""
+    """libvirt flags/params for the plan's aids (pause and the after-N rules are run by .control)."""
     libvirt = _libvirt()
-    aids = getattr(plan, "aids", None)
+    aids = plan.aids
     flags, params, notes = 0, {}, []
-    if aids is None:
-        return flags, params, notes
     ac = aids.auto_converge
     if ac.enabled:
         flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
@@ -687,9 +815,25 @@ def _aid_flags_and_params(plan: Plan) -> tuple[int, dict[str, Any], list[str]]:
         params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] = int(round(ac.increment_frac * 100))
         if ac.max_frac != 0.99 or ac.trigger_threshold_frac != 0.5:
             notes.append("aids.auto_converge max/trigger: libvirt has no parameter for them; QEMU defaults used")
+    if aids.postcopy.enabled:
+        flags |= libvirt.VIR_MIGRATE_POSTCOPY  # switched by migrateStartPostCopy (.control)
     if aids.multifd.enabled:
         flags |= libvirt.VIR_MIGRATE_PARALLEL
         params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = int(aids.multifd.channels)
+    methods = []
+    if aids.xbzrle.enabled:
+        methods.append("xbzrle")
+        cache = int(aids.xbzrle.cache_size_bytes)
+        power = 1 << max(cache.bit_length() - 1, 12)  # QEMU wants a power of two, at least a page
+        if power != cache:
+            notes.append(f"aids.xbzrle.cache_size {fmt_bytes(cache)} rounded down to {fmt_bytes(power)} "
+                         f"(a power of two)")
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_XBZRLE_CACHE] = power
+    if aids.compression.method != "none":
+        methods.append(aids.compression.method)  # multifd compression (checked by aid_support_problem)
+    if methods:
+        flags |= libvirt.VIR_MIGRATE_COMPRESSED
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = methods if len(methods) > 1 else methods[0]
     return flags, params, notes
 
 

@@ -130,6 +130,36 @@ def _pid_alive(pid: int | None) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _subreaper() -> Iterator[None]:
+    """While a host is killed, orphans of our descendants (virtlogd, once libvirtd is gone)
+    become our children, so :func:`_reap` can collect them too. Only for that window: kept
+    on, every QEMU libvirtd daemonizes would come to us."""
+    import ctypes
+
+    PR_SET_CHILD_SUBREAPER = 36
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        libc, ok = None, False
+    try:
+        yield
+    finally:
+        if ok and libc is not None:
+            libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def _reap(pids: Sequence[int]) -> None:
+    """Collect the exit status of those of ``pids`` that are our children (libvirtd when this
+    process ran ``up``), so no zombie is left; the others are their parents' business."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
 def _mnt_ns(pid: int | str) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/ns/mnt")
@@ -471,13 +501,14 @@ class Testbed:
         host_uuid = str(uuid.uuid4())
         etc = self._write_configs(spec, host_dir, host_uuid)
         script = self._start_script(spec, host_dir, etc, capacity_bytes)
-        # setsid -f: the daemons are not our children (PID 1 reaps them), so
-        # they outlive this process, as a CLI `up` requires.
+        # A new session, so the daemons outlive this process, as a CLI `up` requires; but
+        # our own child (not `setsid -f`'s orphan), so that a `down` in the same process
+        # (a pytest session) reaps libvirtd instead of leaving a `[libvirtd] <defunct>`
+        # behind wherever PID 1 does not reap orphans (containers, sandboxes).
         with open(host_dir / "start.log", "wb") as log:
-            subprocess.run(
-                [_which("setsid"), "-f", _which("unshare"), "--mount", "--uts", "--propagation", "private",
-                 "--", "/bin/sh", str(script)],
-                check=True, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            subprocess.Popen(
+                [_which("unshare"), "--mount", "--uts", "--propagation", "private", "--", "/bin/sh", str(script)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + 30
         pid = None
@@ -583,6 +614,11 @@ class Testbed:
             ours = bool(libvirtd_pid) and _mnt_ns(libvirtd_pid) == ns and _comm(libvirtd_pid) == "libvirtd"
             pids = [p for p in _pids_in_ns(ns) if ours or _comm(p) in _OWN_COMMS]
             pids += [p for p in extra if p and p not in pids and _pid_alive(p) and _comm(p) == "virtlogd"]
+        with _subreaper():
+            self._signal_until_gone(pids)
+
+    @staticmethod
+    def _signal_until_gone(pids: list[int]) -> None:
         for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             for pid in pids:
                 try:
@@ -592,6 +628,7 @@ class Testbed:
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
                 time.sleep(0.05)
+            _reap(pids)
             pids = [p for p in pids if _pid_alive(p)]
             if not pids:
                 return

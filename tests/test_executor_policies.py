@@ -1,0 +1,200 @@
+"""Policies and aids, executed: the simulator's policy objects driving real libvirt jobs.
+
+Unit tests: the Snapshot a policy sees, built from hand-made job stats, and
+the libvirt flags/params the aids turn into. Testbed tests: a guest that plain
+pre-copy cannot move converges with auto-converge and with post-copy, and a
+Nova policy on a shrunk time scale steps its downtime as the simulator says.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simkvm.executor.control import snapshot_from_stats
+from simkvm.executor.run import _aid_flags_and_params, aid_support_problem
+from simkvm.plan import Plan
+from simkvm.result import Result
+
+MiB = 2**20
+
+
+# ------------------------------------------------------------------ Snapshot from job stats
+def test_snapshot_during_ram_migration_uses_libvirts_counters():
+    stats = {"type": 2, "time_elapsed": 9000, "memory_iteration": 3, "memory_total": 256 * MiB,
+             "memory_remaining": 40 * MiB, "data_remaining": 41 * MiB, "disk_remaining": 1 * MiB}
+    s = snapshot_from_stats(stats, 9.4, memory_total_bytes=512 * MiB, max_downtime_s=0.05)
+    assert (s.elapsed_s, s.iteration) == (9.4, 3)
+    assert s.memory_remaining == 40 * MiB and s.data_remaining == 41 * MiB
+    assert s.memory_total == 256 * MiB  # libvirt's figure wins over the plan's
+    assert s.max_downtime_s == 0.05 and not s.in_postcopy and not s.paused
+
+
+def test_snapshot_before_ram_migration_counts_all_of_ram_as_remaining():
+    """During the disk mirror libvirt has no RAM figures yet: like the simulator, all of RAM remains."""
+    stats = {"type": 2, "time_elapsed": 800, "disk_total": 64 * MiB, "disk_remaining": 48 * MiB,
+             "data_remaining": 48 * MiB}
+    s = snapshot_from_stats(stats, 1.2, memory_total_bytes=256 * MiB, paused=False)
+    assert s.iteration == 0
+    assert s.memory_remaining == 256 * MiB and s.memory_total == 256 * MiB
+    assert s.data_remaining == 256 * MiB + 48 * MiB
+
+
+def test_snapshot_without_data_remaining_adds_ram_and_disk_and_carries_flags():
+    stats = {"type": 2, "memory_iteration": 1, "memory_remaining": 10 * MiB, "disk_remaining": 2 * MiB}
+    s = snapshot_from_stats(stats, 3.0, memory_total_bytes=128 * MiB, in_postcopy=True, paused=True,
+                            max_downtime_s=0.3)
+    assert s.data_remaining == 12 * MiB and s.memory_total == 128 * MiB
+    assert s.in_postcopy and s.paused and s.max_downtime_s == 0.3
+
+
+# ------------------------------------------------------------------ aids -> libvirt
+def test_aids_become_flags_and_params():
+    libvirt = pytest.importorskip("libvirt")
+    plan = Plan.from_dict({"aids": {"auto_converge": {"enabled": True, "initial": "30%", "increment": "15%"},
+                                    "postcopy": {"enabled": True, "after_iterations": 2},
+                                    "xbzrle": {"enabled": True, "cache_size": "48MiB"},
+                                    "multifd": {"enabled": True, "channels": 3}}})
+    flags, params, notes = _aid_flags_and_params(plan)
+    for flag in ("VIR_MIGRATE_AUTO_CONVERGE", "VIR_MIGRATE_POSTCOPY", "VIR_MIGRATE_PARALLEL",
+                 "VIR_MIGRATE_COMPRESSED"):
+        assert flags & getattr(libvirt, flag)
+    assert params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] == 30
+    assert params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] == 15
+    assert params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] == 3
+    assert params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] == "xbzrle"
+    assert params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_XBZRLE_CACHE] == 32 * MiB  # a power of two
+    assert any("rounded down" in n for n in notes)
+
+
+def test_multifd_compression_needs_libvirt_9_4():
+    plan = Plan.from_dict({"aids": {"multifd": {"enabled": True}, "compression": {"method": "zstd"}}})
+    problem = aid_support_problem(plan, "9.0.0", "7.2.0")
+    assert problem and "libvirt >= 9.4.0" in problem and "9.0.0" in problem
+    assert aid_support_problem(plan, "10.0.0", "8.2.0") is None
+    assert aid_support_problem(Plan(), "9.0.0", "7.2.0") is None
+
+
+def test_executor_accepts_policies_but_refuses_dirty_limit():
+    from simkvm.errors import UserError
+    from simkvm.executor.run import _check_plan
+
+    _check_plan(Plan.from_dict({"policy": "nova", "aids": {"pause": {"after_iterations": 3}}}))
+    with pytest.raises(UserError, match="dirty_limit"):
+        _check_plan(Plan.from_dict({"aids": {"dirty_limit": {"enabled": True}}}))
+
+
+# ------------------------------------------------------------------ real migrations
+# A guest plain pre-copy cannot move: 32 MiB/s of page writes over 96 MiB, 24 MiB/s, 30 ms.
+BUSY = {"memory_bytes": 256 * MiB, "disk_bytes": 32 * MiB, "dirty_rate_Bps": 32 * MiB, "wss_bytes": 96 * MiB}
+BASE = {"link": {"bandwidth": "24MiB/s"}, "migration": {"max_downtime": "30ms", "max_time": "60s"}}
+
+
+@pytest.fixture
+def guest(testbed):
+    from simkvm.testbed.guest import define_guest, remove_guest, wait_ready
+
+    names = []
+
+    def make(name: str, **kw):
+        names.append(name)
+        kw = {**BUSY, **kw}
+        define_guest(name, kw.pop("memory_bytes"), kw.pop("disk_bytes"), host="a", replace=True, testbed=testbed,
+                     **kw)
+        wait_ready(name, 120, testbed=testbed)
+        return name
+
+    yield make
+    for name in names:
+        remove_guest(name, testbed=testbed)
+
+
+def _run(testbed, name: str, plan: dict) -> tuple[Result, Result]:
+    """Predict (guest read from libvirt) and migrate a -> b; both results."""
+    from simkvm.executor import execute, plan_for_domain
+    from simkvm.sim import simulate
+
+    p = plan_for_domain(Plan.from_dict({"name": name, **plan}), name, testbed.uri("a"))
+    predicted = simulate(p)
+    measured = execute(p, name, testbed.uri("a"), testbed.uri("b"))
+    return predicted, measured
+
+
+def _guest_ok_after(testbed, name: str) -> list:
+    from simkvm.testbed.guest import console_lines, wait_for_console
+
+    last = max(ln.line_no for ln in console_lines(name, testbed=testbed))
+    wait_for_console(name, lambda ln: ln.kind == "CHECK", 20, after_line=last, testbed=testbed)
+    return [c.values.get("mem") for c in console_lines(name, kind="CHECK", testbed=testbed) if c.line_no > last]
+
+
+@pytest.mark.testbed
+@pytest.mark.slow
+def test_plain_precopy_does_not_converge_but_auto_converge_does(testbed, guest):
+    """The guest paces its writes per second, so a light throttle only eats its idle time: under TCG
+    it reaches 3 MiB/s at 99 %. With a 100 ms limit the throttle ramp (60, 80, 99 %) lets it converge.
+    Seen once on the testbed: the guest kernel crashed right after resuming on b (QEMU 7.2 TCG
+    dirty-tracking bug hitting kernel memory); then the executor says so and this test xfails."""
+    from simkvm.errors import MigrationFailed
+    from simkvm.sim import simulate
+    from simkvm.testbed.guest import console_path
+
+    name = guest("pol-ac")
+    base = {**BASE, "migration": {"max_downtime": "100ms", "max_time": "60s", "max_iterations": 200}}
+    plain = Plan.from_dict({"name": name, "vm": {"memory": BUSY["memory_bytes"]},
+                            "workload": {"memory": {"model": "uniform", "dirty_rate": BUSY["dirty_rate_Bps"],
+                                                    "wss": BUSY["wss_bytes"]}}, **base})
+    assert not simulate(plain).converged  # the premise, predicted (not run: it would take the whole max time)
+    plan = {**base, "aids": {"auto_converge": {"enabled": True, "initial": "60%", "increment": "20%"}}}
+    try:
+        predicted, measured = _run(testbed, name, plan)
+    except MigrationFailed as exc:
+        if "Kernel panic" in console_path(name, testbed).read_text(errors="replace"):
+            pytest.xfail(f"TCG: the guest kernel crashed after the auto-converge migration: {exc}")
+        raise
+    assert (predicted.outcome, measured.outcome) == ("converged", "converged"), measured.reason
+    throttles = [a.value for a in measured.actions if a.action == "throttle"]
+    assert throttles and throttles[0] == pytest.approx(0.6) and throttles == sorted(throttles)
+    assert [a.value for a in predicted.actions if a.action == "throttle"][0] == pytest.approx(0.6)
+    assert measured.rounds["throttle"].max() >= 0.6
+    assert measured.downtime_s < 1.0
+    assert "FAIL" not in _guest_ok_after(testbed, name)
+
+
+@pytest.mark.testbed
+@pytest.mark.slow
+def test_postcopy_after_two_iterations_moves_the_busy_guest(testbed, guest):
+    name = guest("pol-pc")
+    plan = {**BASE, "aids": {"postcopy": {"enabled": True, "after_iterations": 2}}}
+    predicted, measured = _run(testbed, name, plan)
+    assert (predicted.outcome, measured.outcome) == ("postcopy", "postcopy"), measured.reason
+    starts = [a for a in measured.actions if a.action == "start_postcopy"]
+    assert len(starts) == 1 and [a.action for a in predicted.actions].count("start_postcopy") == 1
+    # requested once iteration 3 began (memory_iteration > 2), as the simulator does
+    row3 = measured.rounds.set_index("memory_iteration").loc[3, "time_elapsed_s"]
+    assert row3 - 0.2 <= starts[0].time_s <= row3 + 1.0
+    assert 0 < measured.downtime_s < 1.0 and measured.postcopy_time_s > 0
+    assert measured.total_time_s < 60
+    assert measured.meta["vm_location"].startswith("running on the destination")
+    assert "FAIL" not in _guest_ok_after(testbed, name)
+
+
+@pytest.mark.testbed
+@pytest.mark.slow
+def test_nova_steps_its_downtime_as_predicted(testbed, guest):
+    """Nova on a shrunk clock (delay 0.5 s/GiB x 4 GiB = 2 s per step): 100, 166, 233, 300 ms."""
+    name = guest("pol-nova", dirty_rate_Bps=8 * MiB, wss_bytes=32 * MiB)
+    plan = {"link": {"bandwidth": "32MiB/s"}, "migration": {"max_downtime": "30ms", "max_time": "60s"},
+            "policy": {"name": "nova", "delay": 0.5, "steps": 3, "downtime": "300ms"}}
+    predicted, measured = _run(testbed, name, plan)
+    assert predicted.outcome == measured.outcome == "converged", measured.reason
+    want = [(a.time_s, a.value) for a in predicted.actions if a.action == "set_downtime"]
+    got = [(a.time_s, a.value) for a in measured.actions if a.action == "set_downtime"]
+    steps = [0.1, 0.166, 0.233, 0.3]
+    assert len(want) >= 2 and [v for _, v in want] == steps[:len(want)]  # until it converged
+    # the same steps, with the same values, each within one poll (0.5 s) + 0.5 s of its prediction;
+    # the real run may end one step earlier or later than predicted
+    assert [v for _, v in got] == steps[:len(got)] and abs(len(got) - len(want)) <= 1, (want, got)
+    for (tp, _), (tm, _) in zip(want, got):
+        assert abs(tm - tp) <= 1.0, (want, got)
+    assert "FAIL" not in _guest_ok_after(testbed, name)
