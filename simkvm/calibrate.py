@@ -96,7 +96,8 @@ def with_constants(plan: Plan, c: Mapping[str, float]) -> Plan:
         link = dataclasses.replace(link, capacity_Bps=max(float(c["capacity_Bps"]), link.bandwidth_Bps))
     vm = plan.vm
     if c.get("os_nonzero_bytes"):
-        vm = dataclasses.replace(vm, zero_fraction=max(0.0, vm.zero_fraction - c["os_nonzero_bytes"] / vm.memory_bytes))
+        zf = vm.zero_fraction - c["os_nonzero_bytes"] / vm.memory_bytes
+        vm = dataclasses.replace(vm, zero_fraction=min(1.0, max(0.0, zf)))
     if c.get("background_dirty_rate_Bps"):
         vm = dataclasses.replace(vm, background_dirty_rate_Bps=c["background_dirty_rate_Bps"],
                                  background_wss_bytes=min(c.get("background_wss_bytes", 16 * 2**20), vm.memory_bytes))
@@ -167,17 +168,17 @@ def fit_fixed_costs(runs: Sequence[CalibrationRun], base: Host) -> dict[str, flo
 def fit_guest_os(runs: Sequence[CalibrationRun]) -> dict[str, float]:
     """What the guest image does besides its workload, read off the measurements.
 
-    ``os_nonzero_bytes``: its kernel and initramfs keep RAM non-zero that the workload's zero
-    fraction does not know about: asked-for zero pages minus the zero pages QEMU counted, in
-    runs whose workload dirties nothing (so no zero page became normal during the migration).
+    ``os_nonzero_bytes``: RAM non-zero beyond what the plan's zero fraction says (negative when
+    the guest's own report overstates it): zero pages expected minus the zero pages QEMU
+    counted, in runs whose workload dirties nothing (no zero page became normal meanwhile).
     ``background_dirty_rate_Bps``: what QEMU reports as dirty rate for those idle guests.
     """
     out: dict[str, float] = {}
     idle = [r for r in runs if r.measured.converged and r.plan.workload.memory.dirty_rate_Bps == 0]
     nonzero = [(r.plan.vm.zero_fraction * r.plan.vm.memory_bytes / PAGE - r.measured.zero_pages) * PAGE
                for r in idle if r.measured.zero_pages > 0]
-    if nonzero:
-        out["os_nonzero_bytes"] = float(max(0.0, np.median(nonzero)))
+    if nonzero:  # may be negative: what the guest reports as non-zero may overstate it
+        out["os_nonzero_bytes"] = float(np.median(nonzero))
     rates = [x for x in (_median_dirty_rate(r.measured) for r in idle) if x]
     if rates:
         out["background_dirty_rate_Bps"] = float(np.median(rates)) * PAGE

@@ -5,8 +5,8 @@ Sections (SI numbers or human units):
 * ``host:`` the plan's host constants (fixed costs, per-page and per-sync costs, ...);
 * ``link: {capacity}`` the wire speed when QEMU lifts the rate limit for stop-and-copy;
 * ``guest:`` what the testbed guest image does besides its workload:
-  ``os_nonzero`` bytes of RAM its kernel and initramfs keep non-zero (taken off the
-  workload's zero fraction) and ``background_dirty_rate`` / ``background_wss`` (its
+  ``os_nonzero`` bytes of RAM non-zero beyond the plan's zero fraction (a correction,
+  may be negative) and ``background_dirty_rate`` / ``background_wss`` (its
   OS's own dirtying);
 * ``fit:`` the calibration's record (runs used, residuals); never applied.
 
@@ -68,8 +68,8 @@ def apply_profile(plan: Any, profile: Mapping[str, Any]) -> Any:
         changes["link.efficiency"] = link["efficiency"]
     guest = prof.get("guest") or {}
     if guest.get("os_nonzero") is not None:
-        nonzero = parse_size(guest["os_nonzero"], "profile guest.os_nonzero")
-        changes["vm.zero_fraction"] = max(0.0, plan.vm.zero_fraction - nonzero / plan.vm.memory_bytes)
+        nonzero = float(guest["os_nonzero"])  # bytes; may be negative (a correction)
+        changes["vm.zero_fraction"] = min(1.0, max(0.0, plan.vm.zero_fraction - nonzero / plan.vm.memory_bytes))
     if guest.get("background_dirty_rate") is not None:
         changes["vm.background_dirty_rate"] = guest["background_dirty_rate"]
         changes["vm.background_wss"] = min(parse_size(guest.get("background_wss", 16 * 2**20)),

@@ -297,11 +297,14 @@ static void read_boot_id(char *out, size_t len)
 }
 
 /* Allocate the arena and fill the non-zero part.  Returns bytes filled. */
+static uint64_t kernel_used_bytes; /* MemTotal - MemAvailable before the fill: reported at READY */
+
 static uint64_t setup_memory(uint64_t *arena_bytes_out, uint64_t *mem_total_out)
 {
     uint64_t total = meminfo_kb("MemTotal") * 1024;
     uint64_t avail = meminfo_kb("MemAvailable") * 1024;
     uint64_t used = total > avail ? total - avail : 0;
+    kernel_used_bytes = used;
     /* Leave headroom for the kernel, page tables and the console. */
     uint64_t margin = 24UL << 20;
     uint64_t allocatable = avail > margin ? avail - margin : 0;
@@ -663,10 +666,11 @@ int main(void)
     if (have_disk && W.disk_rate > 0 && pthread_create(&th, NULL, disk_writer, NULL) != 0)
         say("SIMKVM ERROR cannot start the disk writer");
 
-    say("SIMKVM READY boot=%s t=%.3f kernel_uptime_s=%.2f mem_total=%llu arena=%llu filled=%llu fill_s=%.3f "
+    say("SIMKVM READY boot=%s t=%.3f kernel_uptime_s=%.2f mem_total=%llu used=%llu arena=%llu filled=%llu fill_s=%.3f "
         "wss=%llu pattern=%s dirty_rate=%.0f zero_fraction=%.4f "
         "disk=%s disk_size=%llu disk_wss=%llu io_size=%llu disk_rate=%.0f",
-        boot_id, now_s(), uptime_s + now_s(), (unsigned long long)mem_total, (unsigned long long)arena_bytes,
+        boot_id, now_s(), uptime_s + now_s(), (unsigned long long)mem_total, (unsigned long long)kernel_used_bytes,
+        (unsigned long long)arena_bytes,
         (unsigned long long)filled, fill_s, (unsigned long long)W.wss, W.sequential ? "seq" : "random",
         W.dirty_rate, W.zero_fraction, have_disk ? "/dev/vda" : "none",
         (unsigned long long)disk_size, (unsigned long long)(have_disk ? W.disk_wss : 0),
