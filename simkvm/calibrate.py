@@ -55,7 +55,6 @@ SEARCHED: tuple[tuple[str, float, float, float], ...] = (
     ("resume_s", 0.0, 1.0, 0.005),
     ("sync_s_per_GiB", 0.0, 2.0, 0.002),
     ("page_cost_s", 0.0, 2e-5, 1e-8),
-    ("mirror_complete_s", 0.0, 0.5, 0.002),  # completing busy mirrors at switchover (disk-writing runs)
 )
 HOST_FIELDS = {f.name for f in dataclasses.fields(Host)}
 

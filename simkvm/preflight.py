@@ -63,20 +63,20 @@ def shortfalls(summary: dict[str, Any], c: Constraints, *, downtime_slack_s: flo
 
 
 def verdict(prediction: dict[str, Any], recommendations: Sequence[dict[str, Any]], constraints: Constraints, *,
-            destination_problem: str | None = None, device_state_bytes: float = 256 * 1024,
-            bandwidth_Bps: float | None = None) -> tuple[str, list[str], dict[str, Any] | None]:
+            destination_problem: str | None = None, downtime_slack_s: float = 0.0,
+            ) -> tuple[str, list[str], dict[str, Any] | None]:
     """(verdict, reasons, recommended setting or None) from a plain pre-copy prediction and the
     planner's recommendations (best first; "plain pre-copy as planned" is skipped here).
 
     GO: plain pre-copy converges within the constraints. GO-WITH-SETTINGS: only an aid, a
     policy or a higher downtime/bandwidth does. NO-GO: the destination cannot take the VM,
-    or nothing does. The downtime check allows the device state on top of the limit, as
-    QEMU's switchover does (the limit bounds RAM only).
+    or nothing does. The downtime check allows ``downtime_slack_s`` on top of the limit:
+    QEMU's limit bounds the RAM left at the switch, not the fixed costs around it
+    (:func:`simkvm.sim.switchover.fixed_downtime_s`).
     """
     if destination_problem:
         return NO_GO, [destination_problem], None
-    slack = device_state_bytes / bandwidth_Bps if bandwidth_Bps else 0.0
-    misses = shortfalls(prediction, constraints, downtime_slack_s=slack)
+    misses = shortfalls(prediction, constraints, downtime_slack_s=downtime_slack_s)
     if not misses:
         return GO, [f"plain pre-copy converges: {prediction.get('reason', '')}".rstrip(": ")], None
     others = [r for r in recommendations if r.get("setting") != "plain pre-copy as planned"]
@@ -190,6 +190,7 @@ def preflight(domain: str, src_uri: str, dst_uri: str, *, plan: Plan | None = No
     from .executor.run import _host_info, _open
     from .planner import recommendations as recommend
     from .sim import simulate
+    from .sim.switchover import fixed_downtime_s
 
     periods = sorted({float(p) for p in periods_s})
     if not periods or any(p < 1 or p > 60 or p != int(p) for p in periods):
@@ -256,12 +257,11 @@ def preflight(domain: str, src_uri: str, dst_uri: str, *, plan: Plan | None = No
     predicted = simulate(used, timeline=False)
     prediction = {k: predicted.summary()[k] for k in PREDICTION_FIELDS}
     recs: list[dict[str, Any]] = []
-    if destination_problem is None and shortfalls(prediction, constraints,
-                                             downtime_slack_s=used.host.device_state_bytes / used.link.bandwidth_Bps):
+    slack = fixed_downtime_s(used)
+    if destination_problem is None and shortfalls(prediction, constraints, downtime_slack_s=slack):
         recs = recommend(used, max_total_time_s=max_total_time_s, max_downtime_s=constraints.max_downtime_s)
     answer, reasons, best = verdict(prediction, recs, constraints, destination_problem=destination_problem,
-                                    device_state_bytes=used.host.device_state_bytes,
-                                    bandwidth_Bps=used.link.bandwidth_Bps)
+                                    downtime_slack_s=slack)
     return {
         "verdict": answer,
         "exit_code": EXIT_CODES[answer],

@@ -51,6 +51,16 @@ def switchover(run: Run):
     run.point()
 
 
+def fixed_downtime_s(plan) -> float:
+    """The part of the downtime that the limit does not bound: QEMU's limit covers the RAM left
+    at the last sync; the device state, the bitmap sync, libvirt's pause-before-switchover
+    round trip, mirror completion and the destination's resume come on top."""
+    host = plan.host
+    mirrors = host.mirror_complete_s if plan.migrated_disks else 0.0
+    return (host.switchover_overhead_s + mirrors + host.sync_s_per_GiB * plan.vm.memory_bytes / 2**30
+            + host.device_state_bytes / plan.capacity_Bps + host.resume_s)
+
+
 def network_convergence_s(run: Run) -> float:
     """Time from resume until the network delivers the VM's traffic to the destination."""
     net = run.plan.network
