@@ -228,16 +228,10 @@ def parse_campaign(data: Any, name: str = "campaign") -> Campaign:
 
 
 def load_campaign(path: str | Path) -> Campaign:
-    import yaml
+    from .plan import read_yaml
 
     p = Path(path)
-    if not p.exists():
-        raise UserError(f"campaign file {str(p)!r} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    c = parse_campaign(data, p.stem)
+    c = parse_campaign(read_yaml(p, "campaign file"), p.stem)
     return dataclasses.replace(c, source=str(p))
 
 

@@ -308,7 +308,7 @@ class Plan:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Plan":
-        data = _read_yaml(path)
+        data = read_yaml(path)
         if isinstance(data, Mapping) and "name" not in data:
             data = {**data, "name": Path(path).stem}
         return cls.from_dict(data)
@@ -594,12 +594,13 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
         node[last] = value
 
 
-def _read_yaml(path: str | Path) -> Any:
+def read_yaml(path: str | Path, what: str = "plan file") -> Any:
+    """A YAML file's content, or one UserError line saying it is missing or where it is broken."""
     import yaml
 
     p = Path(path)
     if not p.exists():
-        raise UserError(f"plan file {str(p)!r} does not exist")
+        raise UserError(f"{what} {str(p)!r} does not exist")
     try:
         return yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:

@@ -32,16 +32,13 @@ def load_profile(profile: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         data: Any = dict(profile)
         where = "profile"
     else:
-        import yaml
+        from .plan import read_yaml
 
         p = Path(profile)
         where = f"profile {p}"
         if not p.exists():
             raise PlanError(f"profile {str(p)!r} does not exist; make one with simkvm calibrate DIR -o {p}")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise PlanError(f"{p}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        data = read_yaml(p, "profile")
     if not isinstance(data, Mapping):
         raise PlanError(f"{where}: must be a mapping with a 'host:' section")
     if not any(k in data for k in SECTIONS):

@@ -150,15 +150,10 @@ def load_spec(spec: Mapping[str, Any] | str | Path, chunk: int | None = None) ->
     """Compile a spec (dict or YAML path) into a :class:`SweepSpec`; every mistake is one UserError."""
     where = Path.cwd()
     if isinstance(spec, (str, Path)):
-        path = Path(spec)
-        if not path.exists():
-            raise UserError(f"sweep spec {str(path)!r} does not exist")
-        import yaml
+        from .plan import read_yaml
 
-        try:
-            spec = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        path = Path(spec)
+        spec = read_yaml(path, "sweep spec")
         where = path.resolve().parent
     if not isinstance(spec, Mapping):
         raise UserError(f"a sweep spec must be a mapping with 'base' and 'axes', got {type(spec).__name__}")

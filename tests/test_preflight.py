@@ -105,7 +105,8 @@ def test_preflight_go_and_no_go_on_the_testbed(testbed, guest, capsys):
     assert code == 0 and report["verdict"] == GO, report["reasons"]
     curve = report["dirty_curve"]
     assert [m["period_s"] for m in curve] == [1.0, 2.0]
-    assert curve[0]["unique_bytes"] < curve[1]["unique_bytes"]  # increasing
+    # never decreasing; page sampling (512 pages per GiB) is coarse, so equal neighbours happen
+    assert curve[0]["unique_bytes"] <= curve[1]["unique_bytes"]
     formula = 64 * MiB * (1 - math.exp(-8 / 64))  # unique pages of uniform writes in 1 s
     assert 0.4 * formula <= curve[0]["unique_bytes"] <= 1.6 * formula
     assert report["plan"]["workload"]["memory"]["model"] == "curve"

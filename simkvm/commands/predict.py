@@ -63,9 +63,9 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     """The plan file (or the built-in defaults) with the flags applied on top."""
     data: dict[str, Any] = {}
     if args.plan:
-        from ..plan import _read_yaml
+        from ..plan import read_yaml
 
-        loaded = _read_yaml(args.plan)
+        loaded = read_yaml(args.plan)
         if not isinstance(loaded, dict):
             raise UserError(f"{args.plan}: a plan file must be a mapping of sections (vm:, workload:, link:, ...)")
         data = loaded

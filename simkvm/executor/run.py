@@ -707,9 +707,9 @@ class Execution:
             pass
         try:
             dom = self.conn.lookupByName(self.domain)
-            state, reason = dom.state()
+            state = dom.state()[0]
         except libvirt.libvirtError:
-            state, reason, dom = None, None, None
+            state, dom = None, None
         if state == libvirt.VIR_DOMAIN_PAUSED and not dst_running and dom is not None:
             try:
                 dom.resume()
