@@ -108,7 +108,9 @@ def test_preflight_go_and_no_go_on_the_testbed(testbed, guest, capsys):
     # never decreasing; page sampling (512 pages per GiB) is coarse, so equal neighbours happen
     assert curve[0]["unique_bytes"] <= curve[1]["unique_bytes"]
     formula = 64 * MiB * (1 - math.exp(-8 / 64))  # unique pages of uniform writes in 1 s
-    assert 0.4 * formula <= curve[0]["unique_bytes"] <= 1.6 * formula
+    # page sampling hashes 512 pages per GiB: 128 pages for this 256 MiB guest, so each sampled page
+    # stands for 2 MiB and libvirt reports whole MiB/s; only a sane factor can be asked for
+    assert 0.25 * formula <= curve[0]["unique_bytes"] <= 3.0 * formula
     assert report["plan"]["workload"]["memory"]["model"] == "curve"
     assert report["plan"]["vm"]["memory"] == 256 * MiB
 
