@@ -92,3 +92,22 @@ def testbed(_testbed_session):
     """
     _testbed_session.up()
     return _testbed_session
+
+
+@pytest.fixture
+def guest_factory(testbed):
+    """make(name, memory_bytes, disk_bytes, **workload): a READY testbed guest on host a,
+    removed from every host after the test. Modules wrap it with their own defaults."""
+    from simkvm.testbed.guest import define_guest, remove_guest, wait_ready
+
+    names = []
+
+    def make(name: str, memory_bytes: int, disk_bytes: int, **kw):
+        names.append(name)
+        define_guest(name, memory_bytes, disk_bytes, host="a", replace=True, testbed=testbed, **kw)
+        wait_ready(name, 120, testbed=testbed)
+        return name
+
+    yield make
+    for name in names:
+        remove_guest(name, testbed=testbed)

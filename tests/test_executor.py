@@ -201,22 +201,12 @@ def _volumes(testbed, host: str) -> list[str]:
 
 
 @pytest.fixture
-def guest(testbed):
-    """Factory: a running, READY testbed guest on host a; removed from every host afterwards."""
-    from simkvm.testbed.guest import define_guest, remove_guest, wait_ready
-
-    names = []
-
+def guest(guest_factory):
+    """A READY guest on host a (256 MiB, 64 MiB disk unless given); removed afterwards."""
     def make(name: str, **kw):
-        names.append(name)
-        define_guest(name, kw.pop("memory_bytes", GUEST_MEMORY), kw.pop("disk_bytes", 64 * MiB), host="a",
-                     replace=True, testbed=testbed, **kw)
-        wait_ready(name, 120, testbed=testbed)
-        return name
+        return guest_factory(name, kw.pop("memory_bytes", GUEST_MEMORY), kw.pop("disk_bytes", 64 * MiB), **kw)
 
-    yield make
-    for name in names:
-        remove_guest(name, testbed=testbed)
+    return make
 
 
 @pytest.mark.testbed

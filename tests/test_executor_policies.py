@@ -7,7 +7,6 @@ Nova policy on a shrunk time scale steps its downtime as the simulator says.
 """
 from __future__ import annotations
 
-import json
 
 import pytest
 
@@ -91,22 +90,13 @@ BASE = {"link": {"bandwidth": "24MiB/s"}, "migration": {"max_downtime": "30ms", 
 
 
 @pytest.fixture
-def guest(testbed):
-    from simkvm.testbed.guest import define_guest, remove_guest, wait_ready
-
-    names = []
-
+def guest(guest_factory):
+    """A READY guest on host a doing the BUSY workload unless told otherwise; removed afterwards."""
     def make(name: str, **kw):
-        names.append(name)
         kw = {**BUSY, **kw}
-        define_guest(name, kw.pop("memory_bytes"), kw.pop("disk_bytes"), host="a", replace=True, testbed=testbed,
-                     **kw)
-        wait_ready(name, 120, testbed=testbed)
-        return name
+        return guest_factory(name, kw.pop("memory_bytes"), kw.pop("disk_bytes"), **kw)
 
-    yield make
-    for name in names:
-        remove_guest(name, testbed=testbed)
+    return make
 
 
 def _run(testbed, name: str, plan: dict) -> tuple[Result, Result]:
