@@ -251,6 +251,10 @@ class Host:
     mirror_zero_accounted: bool = True  # zero blocks count against the mirror speed limit
     mirror_complete_s: float = 0.005
     dirty_rate_factor: float = 1.0  # real page writes per nominal one (TCG guests run slower)
+    # One virDomainGetJobStats round trip: an orchestrator's poll reads the clock
+    # this long after its tick, so a deadline on its poll grid has already passed
+    # (Nova's "elapsed > step time" fires at the tick, not one poll later).
+    job_query_s: float = 0.002
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ DEFAULT_MIGRATE_URI = "tcp://127.0.0.1"
 POLL_S = 0.05  # <= 50 ms: iterations under TCG can be a few hundred ms long
 ABORT_WAIT_S = 300.0  # how long we wait for libvirt to finish cancelling before we say so
 POLL_ERROR_GRACE_S = 10.0  # job-stat errors tolerated while migrate3 is still running
+SLOW_POLL_S = 0.5  # a job-stats call this slow delays the policy by more than a Nova poll
 NOTHING_CHANGED = "running on the source (nothing was changed)"
 
 
@@ -462,6 +463,22 @@ class Execution:
             self._done.wait(max(0.0, self.poll_s - (self.now() - t_a)))
         return None
 
+    def _note_slow_polls(self, monitor: JobMonitor) -> None:
+        """Say when libvirt kept a job-stats call waiting: the policy's decisions were that late too.
+
+        A busy QEMU monitor (TCG on few cores, a disk mirror finishing) can hold
+        virDomainGetJobStats for seconds; a real orchestrator polling the same
+        way is delayed alike, so this is part of the measurement, not noise.
+        """
+        if not monitor.samples:
+            return
+        slow = max(monitor.samples, key=lambda s: s.rpc_s)
+        self.meta.update(slowest_poll_s=slow.rpc_s, slowest_poll_at_s=slow.t_s)
+        if slow.rpc_s >= SLOW_POLL_S:
+            self.meta.setdefault("notes", []).append(
+                f"libvirt answered job stats {slow.rpc_s:.1f} s late at t={slow.t_s:.1f} s: "
+                f"policy decisions and samples around then were delayed as much")
+
     def _reapply_downtime(self) -> None:
         """Set the limit again inside the job and read it back: the value in force is what we report."""
         libvirt = _libvirt()
@@ -547,6 +564,7 @@ class Execution:
         if outcome == "postcopy":
             timeline.append((stop + downtime, "postcopy", final_n, None, last_proc, 0, completed.get("disk_processed")))
         timeline.sort(key=lambda r: r[0])
+        self._note_slow_polls(monitor)
         self.meta.update(libvirt_time_offset_s=offset, migrate3_returned_s=self._t_returned, samples=len(
             monitor.samples), iteration_events=len(monitor.events), final_row_estimated=True,
             service_interruption="equals the measured downtime: no network measurement yet")
@@ -667,6 +685,7 @@ class Execution:
         st = tail.stats if tail else {}
         rounds = build_rounds(monitor, offset, end_s=t_abort)
         timeline = build_timeline(monitor, offset, has_disks=bool(self.disks), end_s=t_abort, end_phase="aborted")
+        self._note_slow_polls(monitor)
         self.meta.update(libvirt_time_offset_s=offset, samples=len(monitor.samples),
                          iteration_events=len(monitor.events))
         ram = float(st.get("memory_processed", 0))

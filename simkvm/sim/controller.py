@@ -29,8 +29,10 @@ def controller(run: Run, policy: Policy):
     env = run.env
     for action in policy.start(env.now):
         apply(run, action)
+    tick_s = env.now
     while run.phase not in ("done", "aborted"):
-        yield env.timeout(policy.poll_interval_s)
+        tick_s += policy.poll_interval_s  # a fixed grid, as the executor's controller keeps
+        yield env.timeout(tick_s + run.plan.host.job_query_s - env.now)
         if run.phase in ("done", "aborted", "switchover", "postcopy"):
             continue
         for action in policy.observe(snapshot(run)):
