@@ -42,6 +42,10 @@ class VM:
     memory_bytes: float = 4 * 2**30
     zero_fraction: float = 0.0  # share of guest RAM that is zero pages (sent as headers only)
     zero_layout: str = "spread"  # spread: zero pages mixed in; end: all at the top of RAM (a fresh guest)
+    # Where the workload's working set sits in guest-physical memory, which is the
+    # order QEMU's bitmap walk reaches it: spread (mixed in), start or end of RAM.
+    # A fresh Linux guest's first big allocation lands at the top (end).
+    wss_layout: str = "spread"
     disks: tuple[Disk, ...] = ()
     background_dirty_rate_Bps: float = 0.0  # the guest OS's own page writes (kernel, timers, buffers)
     background_wss_bytes: float = 16 * 2**20
@@ -353,6 +357,7 @@ class Plan:
         _choice(self.migration.mirror_mode, ("background", "write_blocking"), "migration.mirror_mode")
         _choice(mem.model, ("idle", "uniform", "sequential", "hotcold", "curve"), "workload.memory.model")
         _choice(vm.zero_layout, ("spread", "end"), "vm.zero_layout")
+        _choice(vm.wss_layout, ("spread", "start", "end"), "vm.wss_layout")
         if vm.background_dirty_rate_Bps > 0 and not 0 < vm.background_wss_bytes <= vm.memory_bytes:
             raise PlanError("vm.background_wss must be > 0 and at most vm.memory")
         usable = vm.memory_bytes

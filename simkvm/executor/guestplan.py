@@ -60,31 +60,59 @@ def plan_for_domain(plan: Plan, domain: str, src_uri: str) -> Plan:
         memory = float(dom.maxMemory()) * 1024
     finally:
         conn.close()
-    nonzero = reported_nonzero_bytes(domain, memory)
+    report = guest_report(domain)
+    nonzero = reported_nonzero_bytes(report, memory)
     if nonzero is not None:
         workload = {**workload, "zero_fraction": max(0.0, 1.0 - nonzero / memory)}
-    return plan_for_guest(plan, workload, memory, disks)
+    plan = plan_for_guest(plan, workload, memory, disks)
+    layout = reported_wss_layout(report)
+    return plan.replace(**{"vm.wss_layout": layout}) if layout else plan
 
 
-def reported_nonzero_bytes(domain: str, memory_bytes: float) -> float | None:
-    """RAM the testbed guest made non-zero, from its last READY line (None: not a testbed guest).
+def guest_report(domain: str) -> dict[str, str] | None:
+    """The values of the testbed guest's last READY line (None: not a testbed guest, or no console)."""
+    try:
+        from ..testbed.guest import console_lines
+
+        ready = [ln for ln in console_lines(domain, kind="READY")]
+    except Exception:  # noqa: BLE001 - not on the testbed, or no console: keep the nominal figures
+        return None
+    return dict(ready[-1].values) if ready else None
+
+
+def reported_nonzero_bytes(report: dict[str, str] | None, memory_bytes: float) -> float | None:
+    """RAM the testbed guest made non-zero, from its READY report (None: unknown).
 
     The workload aims at a zero share of the RAM its kernel sees, but the kernel's own
     use, the working set when it is larger than the filled part, and the memory the
     kernel never sees (firmware, kernel image) are non-zero too: kernel used + arena +
     (memory - MemTotal). Calibration fits what is left (``guest.os_nonzero``).
     """
-    try:
-        from ..testbed.guest import console_lines
-
-        ready = [ln for ln in console_lines(domain, kind="READY")]
-    except Exception:  # noqa: BLE001 - not on the testbed, or no console: keep the nominal share
+    if not report or "used" not in report:
         return None
-    if not ready or "used" not in ready[-1].values:
-        return None
-    v = ready[-1].values
     try:
-        hidden = max(0.0, memory_bytes - float(v["mem_total"]))
-        return min(memory_bytes, float(v["used"]) + float(v["arena"]) + hidden)
+        hidden = max(0.0, memory_bytes - float(report["mem_total"]))
+        return min(memory_bytes, float(report["used"]) + float(report["arena"]) + hidden)
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def reported_wss_layout(report: dict[str, str] | None) -> str | None:
+    """``vm.wss_layout`` from where the guest found its working set in physical memory.
+
+    The guest reads its pages' frame numbers (/proc/self/pagemap) and reports the
+    5th and 95th percentile positions in RAM (0 = bottom, 1 = top). Nearly all of
+    it in the top half: ``end`` (QEMU's walk reaches it last); in the bottom half:
+    ``start``; otherwise ``spread``. None when the guest could not tell.
+    """
+    try:
+        lo, hi = float(report["wss_p05"]), float(report["wss_p95"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if lo < 0 or hi < 0:
+        return None
+    if lo >= 0.5:
+        return "end"
+    if hi <= 0.5:
+        return "start"
+    return "spread"

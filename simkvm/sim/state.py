@@ -48,6 +48,7 @@ class Run:
         self.in_postcopy = False
         self.has_controller = False
         self.zero_last = plan.vm.zero_layout == "end"
+        self.wss_layout = plan.vm.wss_layout
         # Counters (libvirt job stats).
         self.phase = "prepare"
         self.iteration = 0  # dirty-sync-count
@@ -128,26 +129,47 @@ class Run:
             return hit * delta + (1 - hit) * full
         return full
 
-    def _zero_pages_last(self) -> bool:
-        """First pass over a fresh guest: the untouched (zero) top of RAM comes after the rest."""
-        return self.zero_last and self.iteration == 1
+    def _walk_groups(self) -> list[list[int]]:
+        """Bitmap components in the order QEMU's address-order walk reaches them this pass.
+
+        Within a group pages go evenly (they are interleaved in memory); a later
+        group's pages are only reached once the earlier ones are sent. Which
+        pages are left unsent when a sync comes decides how many of the pages
+        dirtied since are already in the bitmap: a working set at the top of
+        RAM is still pending then, so re-dirtying it adds nothing.
+        """
+        n = len(self.bitmap)
+        zero = n - 1
+        sets = len(self.guest.set_pages) - (1 if self.plan.vm.background_dirty_rate_Bps > 0 else 0)
+        wss = list(range(sets)) if self.wss_layout != "spread" else []
+        rest = [i for i in range(n) if i not in wss]
+        if self.zero_last and self.iteration == 1:  # a fresh guest's untouched top of RAM comes late
+            groups = [[i for i in rest if i != zero], [zero]]
+        else:
+            groups = [rest]
+        if wss:
+            groups = [wss] + groups if self.wss_layout == "start" else groups + [wss]
+        return groups
+
+    def _current_group(self) -> list[int]:
+        groups = self._walk_groups()
+        for g in groups:
+            if sum(self.bitmap[i] for i in g) > 1e-9:
+                return g
+        return groups[-1]
 
     def segment_pages(self) -> float:
-        """Pages that will go at the current per-page cost (all of them, or the normal ones first)."""
-        if self._zero_pages_last():
-            normal = sum(self.bitmap[:-1])
-            if normal > 1e-9:
-                return normal
-        return self.pending_pages
+        """Pages that will go at the current per-page cost (the group the walk is in)."""
+        return sum(self.bitmap[i] for i in self._current_group())
 
     def wire_bytes_per_page(self) -> float:
-        """Average bytes on the wire for a page of the bitmap as it is now (zero pages: a header)."""
-        pending = self.pending_pages
+        """Average bytes on the wire for the pages the walk sends now (zero pages: a header)."""
+        g = self._current_group()
+        pending = sum(self.bitmap[i] for i in g)
+        zero = len(self.bitmap) - 1
         if pending <= 0:
             return self.normal_page_cost()
-        if self._zero_pages_last():
-            return self.normal_page_cost() if sum(self.bitmap[:-1]) > 1e-9 else self.zero_page_wire
-        z = self.bitmap[-1] / pending
+        z = (self.bitmap[zero] if zero in g else 0.0) / pending
         return z * self.zero_page_wire + (1 - z) * self.normal_page_cost()
 
     def page_cpu_s(self) -> float:
@@ -189,30 +211,28 @@ class Run:
         return bw * self.max_downtime_s
 
     def send_pages(self, pages: float) -> None:
-        """Send ``pages`` taken evenly from the bitmap (QEMU walks it in address order)."""
-        pending = self.pending_pages
-        if pending <= 0 or pages <= 0:
-            return
-        pages = min(pages, pending)
-        c = self.wire_bytes_per_page()
-        segment = self.segment_pages()
-        if segment < pending:  # normal pages first, zero pages untouched
-            share = min(pages / segment, 1.0)
-            pages = segment * share
-            zero_sent = 0.0
-            self.bitmap = [b * (1 - share) for b in self.bitmap[:-1]] + [self.bitmap[-1]]
-        else:
-            share = pages / pending
-            zero_sent = self.bitmap[-1] * share
-            self.bitmap = [b * (1 - share) for b in self.bitmap]
-        self.ram_sent += pages * c
-        self.zero_pages += zero_sent
-        self.normal_pages += pages - zero_sent
-        if self.xbzrle_active:
-            hits = (pages - zero_sent) * self.xbzrle_hit_share()
-            self.xbzrle_pages += hits
-            self._xbzrle_round_pages += hits
-            self.xbzrle_cached_pages += pages - zero_sent
+        """Send ``pages`` in walk order: evenly from the group the walk is in, then the next."""
+        zero = len(self.bitmap) - 1
+        while pages > 1e-12 and self.pending_pages > 0:
+            g = self._current_group()
+            group_pages = sum(self.bitmap[i] for i in g)
+            if group_pages <= 0:
+                break
+            c = self.wire_bytes_per_page()
+            take = min(pages, group_pages)
+            share = take / group_pages
+            zero_sent = self.bitmap[zero] * share if zero in g else 0.0
+            for i in g:
+                self.bitmap[i] *= 1 - share
+            pages -= take
+            self.ram_sent += take * c
+            self.zero_pages += zero_sent
+            self.normal_pages += take - zero_sent
+            if self.xbzrle_active:
+                hits = (take - zero_sent) * self.xbzrle_hit_share()
+                self.xbzrle_pages += hits
+                self._xbzrle_round_pages += hits
+                self.xbzrle_cached_pages += take - zero_sent
 
     def pause_guest(self) -> None:
         """Suspend the guest (libvirt suspend): no more dirtying; the downtime starts now."""
