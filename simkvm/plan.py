@@ -41,11 +41,12 @@ class Disk:
 class VM:
     memory_bytes: float = 4 * 2**30
     zero_fraction: float = 0.0  # share of guest RAM that is zero pages (sent as headers only)
-    zero_layout: str = "spread"  # spread: zero pages mixed in; end: all at the top of RAM (a fresh guest)
-    # Where the workload's working set sits in guest-physical memory, which is the
-    # order QEMU's bitmap walk reaches it: spread (mixed in), start or end of RAM.
-    # A fresh Linux guest's first big allocation lands at the top (end).
-    wss_layout: str = "spread"
+    # Where pages sit in guest-physical RAM, which is the order QEMU's bitmap walk
+    # meets them (simkvm.sim.layout): "spread" (mixed in evenly), "start"/"end"
+    # (contiguous at the bottom/top), or shares per equal part of RAM, bottom to
+    # top, as measured (the testbed guest reports its own from page-frame numbers).
+    zero_layout: str | tuple[float, ...] = "spread"  # end: the untouched top of a fresh guest's RAM
+    wss_layout: str | tuple[float, ...] = "spread"  # the workload's working set
     disks: tuple[Disk, ...] = ()
     background_dirty_rate_Bps: float = 0.0  # the guest OS's own page writes (kernel, timers, buffers)
     background_wss_bytes: float = 16 * 2**20
@@ -356,8 +357,8 @@ class Plan:
         _choice(self.migration.storage, ("non_shared_disk", "non_shared_inc", "shared"), "migration.storage")
         _choice(self.migration.mirror_mode, ("background", "write_blocking"), "migration.mirror_mode")
         _choice(mem.model, ("idle", "uniform", "sequential", "hotcold", "curve"), "workload.memory.model")
-        _choice(vm.zero_layout, ("spread", "end"), "vm.zero_layout")
-        _choice(vm.wss_layout, ("spread", "start", "end"), "vm.wss_layout")
+        _layout(vm.zero_layout, ("spread", "end"), "vm.zero_layout")
+        _layout(vm.wss_layout, ("spread", "start", "end"), "vm.wss_layout")
         if vm.background_dirty_rate_Bps > 0 and not 0 < vm.background_wss_bytes <= vm.memory_bytes:
             raise PlanError("vm.background_wss must be > 0 and at most vm.memory")
         usable = vm.memory_bytes
@@ -471,6 +472,16 @@ def _choice(value: str, allowed: tuple[str, ...], what: str) -> None:
         raise PlanError(f"{what} must be one of {', '.join(allowed)}; got {value!r}")
 
 
+def _layout(value: Any, names: tuple[str, ...], where: str) -> None:
+    if isinstance(value, str):
+        _choice(value, names, where)
+        return
+    if (not value or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 for v in value)
+            or sum(value) <= 0):
+        raise PlanError(f"{where} must be one of {', '.join(names)} or a list of shares per equal part of RAM "
+                        f"(non-negative numbers, bottom to top, not all zero), got {list(value)!r}")
+
+
 # ------------------------------------------------------------ generic (de)serialisation
 _SUFFIX_PARSERS = {
     "_bytes": parse_size,
@@ -568,6 +579,13 @@ def _convert(name: str, hint: Any, value: Any, path: str) -> Any:
             return None
         inner = next(a for a in args if a is not type(None))
         return _convert(name, inner, value, path)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):  # a name or a list
+        if isinstance(value, (list, tuple)):
+            try:
+                return tuple(float(v) for v in value)
+            except (TypeError, ValueError):
+                raise PlanError(f"{path} must be a name or a list of numbers, got {value!r}") from None
+        return value
     return _parse_leaf(name, hint, value, path)
 
 

@@ -65,8 +65,8 @@ def plan_for_domain(plan: Plan, domain: str, src_uri: str) -> Plan:
     if nonzero is not None:
         workload = {**workload, "zero_fraction": max(0.0, 1.0 - nonzero / memory)}
     plan = plan_for_guest(plan, workload, memory, disks)
-    layout = reported_wss_layout(report)
-    return plan.replace(**{"vm.wss_layout": layout}) if layout else plan
+    layouts = reported_layouts(report, memory)
+    return plan.replace(**layouts) if layouts else plan
 
 
 def guest_report(domain: str) -> dict[str, str] | None:
@@ -97,22 +97,40 @@ def reported_nonzero_bytes(report: dict[str, str] | None, memory_bytes: float) -
         return None
 
 
-def reported_wss_layout(report: dict[str, str] | None) -> str | None:
-    """``vm.wss_layout`` from where the guest found its working set in physical memory.
+def reported_layouts(report: dict[str, Any] | None, memory_bytes: float) -> dict[str, tuple[float, ...]]:
+    """``vm.wss_layout`` and ``vm.zero_layout`` from where the guest found its pages (empty: unknown).
 
-    The guest reads its pages' frame numbers (/proc/self/pagemap) and reports the
-    5th and 95th percentile positions in RAM (0 = bottom, 1 = top). Nearly all of
-    it in the top half: ``end`` (QEMU's walk reaches it last); in the bottom half:
-    ``start``; otherwise ``spread``. None when the guest could not tell.
+    The guest reads its pages' frame numbers (/proc/self/pagemap) and reports, per
+    1/16 of RAM bottom to top, the per-mille share of its working set
+    (``wss_hist``) and of its whole non-zero arena (``arena_hist``). Zero pages
+    are what a slice holds besides the arena and the kernel's own pages (taken
+    as spread evenly).
     """
+    out: dict[str, tuple[float, ...]] = {}
+    if not report:
+        return out
+    wss = _hist(report.get("wss_hist"))
+    if wss:
+        out["vm.wss_layout"] = wss
+    arena = _hist(report.get("arena_hist"))
     try:
-        lo, hi = float(report["wss_p05"]), float(report["wss_p95"])  # type: ignore[index]
+        arena_bytes = float(report["arena"])
+        kernel = float(report["used"]) + max(0.0, memory_bytes - float(report["mem_total"]))
     except (KeyError, TypeError, ValueError):
+        return out
+    if arena:
+        n = len(arena)
+        zero = [max(0.0, memory_bytes / n - arena_bytes * a / sum(arena) - kernel / n) for a in arena]
+        if sum(zero) > 0:
+            out["vm.zero_layout"] = tuple(zero)
+    return out
+
+
+def _hist(text: Any) -> tuple[float, ...] | None:
+    if not isinstance(text, str) or text in ("", "-"):
         return None
-    if lo < 0 or hi < 0:
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
         return None
-    if lo >= 0.5:
-        return "end"
-    if hi <= 0.5:
-        return "start"
-    return "spread"
+    return vals if vals and sum(vals) > 0 and min(vals) >= 0 else None

@@ -372,17 +372,19 @@ static uint64_t setup_memory(uint64_t *arena_bytes_out, uint64_t *mem_total_out)
     return fill;
 }
 
-/* Where the working set sits in guest-physical memory, as positions in [0, 1]
- * (0 = bottom of RAM, 1 = top): mean, 5th and 95th percentile.
+/* Where pages sit in guest-physical memory: the share of a range's pages in
+ * each 1/16 of RAM, bottom to top, in per mille ("-" when unknown).
  *
- * Why: QEMU walks its dirty bitmap in address order, so the pages still unsent
- * when a bitmap sync comes are the ones at the top; whether the working set is
- * among them decides how many newly dirtied pages are already pending, and so
- * the iteration count. Read from /proc/self/pagemap (PFNs need root: PID 1 is)
- * against the highest "System RAM" address in /proc/iomem. Negative: unknown. */
-static double wss_at = -1, wss_p05 = -1, wss_p95 = -1;
+ * Why: QEMU walks its dirty bitmap in address order and carries on from where
+ * it stopped after a bitmap sync, so the pages still unsent when a sync comes
+ * are the ones just ahead of the walk; whether the working set is among them
+ * decides how many newly dirtied pages were already pending, and so the
+ * iteration count. The model takes these as vm.wss_layout and vm.zero_layout.
+ * Read from /proc/self/pagemap (page-frame numbers need root: PID 1 is) against
+ * the highest "System RAM" address in /proc/iomem. */
 #define LAYOUT_BINS 16
-static char wss_hist[LAYOUT_BINS * 4 + 1] = "-"; /* share per 1/16 of RAM, in %, comma-separated */
+static char wss_hist[LAYOUT_BINS * 5 + 1] = "-";
+static char arena_hist[LAYOUT_BINS * 5 + 1] = "-";
 
 static uint64_t ram_top_bytes(void)
 {
@@ -400,53 +402,38 @@ static uint64_t ram_top_bytes(void)
     return top;
 }
 
-static void measure_wss_layout(void)
+static void page_layout(int pagemap, uint64_t top, const uint8_t *start, uint64_t pages, char *out, size_t out_size)
+{
+    uint64_t bins[LAYOUT_BINS] = {0}, n = 0;
+    for (uint64_t p = 0; p < pages; p++) {
+        uint64_t entry;
+        uint64_t vpn = ((uintptr_t)start + p * PAGE) / PAGE;
+        if (pread(pagemap, &entry, sizeof entry, (off_t)(vpn * sizeof entry)) != sizeof entry)
+            return;
+        uint64_t pfn = entry & ((1ULL << 55) - 1);
+        if (!(entry >> 63) || pfn == 0) /* not present, or frame numbers hidden from us */
+            continue;
+        uint64_t bin = pfn * PAGE * LAYOUT_BINS / top;
+        bins[bin < LAYOUT_BINS ? bin : LAYOUT_BINS - 1]++;
+        n++;
+    }
+    if (!n)
+        return;
+    char *o = out;
+    for (int b = 0; b < LAYOUT_BINS; b++)
+        o += snprintf(o, out + out_size - o, "%s%d", b ? "," : "", (int)(1000.0 * bins[b] / n + 0.5));
+}
+
+static void measure_layout(uint64_t arena_bytes)
 {
     uint64_t top = ram_top_bytes();
     int fd = open("/proc/self/pagemap", O_RDONLY);
-    if (!top || fd < 0) {
-        if (fd >= 0)
-            close(fd);
-        return;
+    if (top && fd >= 0) {
+        page_layout(fd, top, arena, wss_pages, wss_hist, sizeof wss_hist);
+        page_layout(fd, top, arena, arena_bytes / PAGE, arena_hist, sizeof arena_hist);
     }
-    enum { BUCKETS = 1000 };
-    static uint64_t hist[BUCKETS];
-    double sum = 0;
-    uint64_t n = 0;
-    for (uint64_t p = 0; p < wss_pages; p++) {
-        uint64_t entry;
-        uint64_t vpn = ((uintptr_t)arena + p * PAGE) / PAGE;
-        if (pread(fd, &entry, sizeof entry, (off_t)(vpn * sizeof entry)) != sizeof entry)
-            break;
-        uint64_t pfn = entry & ((1ULL << 55) - 1);
-        if (!(entry >> 63) || pfn == 0)  /* not present, or PFNs hidden from us */
-            continue;
-        double pos = (double)(pfn * PAGE) / (double)top;
-        if (pos > 1)
-            pos = 1;
-        sum += pos;
-        hist[(int)(pos * (BUCKETS - 1))]++;
-        n++;
-    }
-    close(fd);
-    if (!n)
-        return;
-    wss_at = sum / (double)n;
-    uint64_t bins[LAYOUT_BINS] = {0};
-    for (int b = 0; b < BUCKETS; b++)
-        bins[b * LAYOUT_BINS / BUCKETS] += hist[b];
-    char *o = wss_hist;
-    for (int b = 0; b < LAYOUT_BINS; b++)
-        o += snprintf(o, wss_hist + sizeof wss_hist - o, "%s%d", b ? "," : "", (int)(100.0 * bins[b] / n + 0.5));
-    uint64_t acc = 0;
-    for (int b = 0; b < BUCKETS; b++) {
-        uint64_t before = acc;
-        acc += hist[b];
-        if (before < n / 20 && acc >= n / 20)
-            wss_p05 = (double)b / (BUCKETS - 1);
-        if (before < n - n / 20 && acc >= n - n / 20)
-            wss_p95 = (double)b / (BUCKETS - 1);
-    }
+    if (fd >= 0)
+        close(fd);
 }
 
 /* ---- disk ------------------------------------------------------------------ */
@@ -732,7 +719,7 @@ int main(void)
     uint64_t arena_bytes = 0, mem_total = 0;
     uint64_t filled = setup_memory(&arena_bytes, &mem_total);
     double fill_s = now_s() - fill_start;
-    measure_wss_layout();
+    measure_layout(arena_bytes);
 
     int have_disk = setup_disk() == 0;
     if (!have_disk && W.disk_rate > 0)
@@ -746,13 +733,13 @@ int main(void)
 
     say("SIMKVM READY boot=%s t=%.3f kernel_uptime_s=%.2f mem_total=%llu used=%llu arena=%llu filled=%llu fill_s=%.3f "
         "wss=%llu pattern=%s dirty_rate=%.0f zero_fraction=%.4f "
-        "disk=%s disk_size=%llu disk_wss=%llu io_size=%llu disk_rate=%.0f wss_at=%.3f wss_p05=%.3f wss_p95=%.3f wss_hist=%s",
+        "disk=%s disk_size=%llu disk_wss=%llu io_size=%llu disk_rate=%.0f wss_hist=%s arena_hist=%s",
         boot_id, now_s(), uptime_s + now_s(), (unsigned long long)mem_total, (unsigned long long)kernel_used_bytes,
         (unsigned long long)arena_bytes,
         (unsigned long long)filled, fill_s, (unsigned long long)W.wss, W.sequential ? "seq" : "random",
         W.dirty_rate, W.zero_fraction, have_disk ? "/dev/vda" : "none",
         (unsigned long long)disk_size, (unsigned long long)(have_disk ? W.disk_wss : 0),
-        (unsigned long long)W.io_size, W.disk_rate, wss_at, wss_p05, wss_p95, wss_hist);
+        (unsigned long long)W.io_size, W.disk_rate, wss_hist, arena_hist);
 
     /* Reporter: once a second, achieved rates; then the canary checks. */
     uint64_t seed = 0xfeedULL;

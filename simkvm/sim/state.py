@@ -13,6 +13,7 @@ import math
 import simpy
 
 from ..plan import Plan
+from . import layout
 from .guest import Guest
 from .recorder import Recorder
 
@@ -47,8 +48,6 @@ class Run:
         self.paused_s = math.nan  # when the guest was suspended (pause aid), if it was
         self.in_postcopy = False
         self.has_controller = False
-        self.zero_last = plan.vm.zero_layout == "end"
-        self.wss_layout = plan.vm.wss_layout
         # Counters (libvirt job stats).
         self.phase = "prepare"
         self.iteration = 0  # dirty-sync-count
@@ -83,27 +82,40 @@ class Run:
         self._sending_pages_per_s = 0.0
         self._disk_since = 0.0
         self._disk_rate = 0.0
-        # The dirty bitmap, by component: one entry per dirty set, then other normal pages, then zero pages.
-        self.bitmap: list[float] = []
+        # The dirty bitmap: pending pages per slice of RAM (bottom to top, see .layout) and
+        # component (the dirty sets, then other normal pages, then zero pages); the walk's slice.
+        self.cells: list[list[float]] = []
+        self.capacity: list[list[float]] = []  # pages of each component in each slice
+        self.cursor = 0
         self.ended: str | None = None  # why the job stopped early (abort reason key)
         self.wakeup: simpy.Event | None = None  # set by a controller to interrupt a long send
 
     # ------------------------------------------------------------- bitmap
     @property
+    def bitmap(self) -> list[float]:
+        """Pending pages per component, over all of RAM."""
+        return [sum(col) for col in zip(*self.cells)] if self.cells else []
+
+    @property
     def pending_pages(self) -> float:
-        return sum(self.bitmap)
+        return sum(sum(row) for row in self.cells)
 
     @property
     def pending_bytes(self) -> float:
         return self.pending_pages * self.page_bytes
 
     def init_bitmap(self) -> None:
-        """ram_list_init_bitmaps(): every page starts dirty."""
-        total = self.plan.vm.memory_bytes / self.page_bytes
+        """ram_list_init_bitmaps(): every page starts dirty; the walk starts at the bottom of RAM."""
+        vm = self.plan.vm
+        total = vm.memory_bytes / self.page_bytes
         sets = list(self.guest.set_pages)
+        has_bg = vm.background_dirty_rate_Bps > 0
+        workload, bg = (sets[:-1], sets[-1]) if has_bg else (sets, 0.0)
         in_sets = min(sum(sets), total)
-        zero = min(self.plan.vm.zero_fraction * total, total - in_sets)
-        self.bitmap = sets + [max(0.0, total - in_sets - zero), zero]
+        zero = min(vm.zero_fraction * total, total - in_sets)
+        self.capacity = layout.slices(total, workload, bg, zero, vm.wss_layout, vm.zero_layout)
+        self.cells = [list(row) for row in self.capacity]
+        self.cursor = 0
 
     # ---------------------------------------------------------- transfer
     def xbzrle_hit_share(self) -> float:
@@ -129,48 +141,34 @@ class Run:
             return hit * delta + (1 - hit) * full
         return full
 
-    def _walk_groups(self) -> list[list[int]]:
-        """Bitmap components in the order QEMU's address-order walk reaches them this pass.
-
-        Within a group pages go evenly (they are interleaved in memory); a later
-        group's pages are only reached once the earlier ones are sent. Which
-        pages are left unsent when a sync comes decides how many of the pages
-        dirtied since are already in the bitmap: a working set at the top of
-        RAM is still pending then, so re-dirtying it adds nothing.
-        """
-        n = len(self.bitmap)
-        zero = n - 1
-        sets = len(self.guest.set_pages) - (1 if self.plan.vm.background_dirty_rate_Bps > 0 else 0)
-        wss = list(range(sets)) if self.wss_layout != "spread" else []
-        rest = [i for i in range(n) if i not in wss]
-        if self.zero_last and self.iteration == 1:  # a fresh guest's untouched top of RAM comes late
-            groups = [[i for i in rest if i != zero], [zero]]
-        else:
-            groups = [rest]
-        if wss:
-            groups = [wss] + groups if self.wss_layout == "start" else groups + [wss]
-        return groups
-
-    def _current_group(self) -> list[int]:
-        groups = self._walk_groups()
-        for g in groups:
-            if sum(self.bitmap[i] for i in g) > 1e-9:
-                return g
-        return groups[-1]
+    def _slice(self) -> list[float]:
+        """The slice the walk is in, moving on (and wrapping at the top) past clean ones."""
+        n = len(self.cells)
+        for _ in range(n):
+            row = self.cells[self.cursor]
+            if sum(row) > 1e-9:
+                return row
+            self.cursor = (self.cursor + 1) % n
+        return self.cells[self.cursor]
 
     def segment_pages(self) -> float:
-        """Pages that will go at the current per-page cost (the group the walk is in)."""
-        return sum(self.bitmap[i] for i in self._current_group())
+        """Pages left in the slice the walk is in: they go at one per-page cost."""
+        return sum(self._slice()) if self.cells else 0.0
+
+    def _wire_per_page(self, row: list[float]) -> float:
+        pending = sum(row)
+        if pending <= 0:
+            return self.normal_page_cost()
+        z = row[-1] / pending
+        return z * self.zero_page_wire + (1 - z) * self.normal_page_cost()
 
     def wire_bytes_per_page(self) -> float:
         """Average bytes on the wire for the pages the walk sends now (zero pages: a header)."""
-        g = self._current_group()
-        pending = sum(self.bitmap[i] for i in g)
-        zero = len(self.bitmap) - 1
-        if pending <= 0:
-            return self.normal_page_cost()
-        z = (self.bitmap[zero] if zero in g else 0.0) / pending
-        return z * self.zero_page_wire + (1 - z) * self.normal_page_cost()
+        return self._wire_per_page(self._slice()) if self.cells else self.normal_page_cost()
+
+    def wire_bytes_all_pending(self) -> float:
+        """Average wire bytes per page over everything pending (the stop-and-copy sends it all)."""
+        return self._wire_per_page(self.bitmap) if self.cells else self.normal_page_cost()
 
     def page_cpu_s(self) -> float:
         """Migration CPU per page: the walk and zero check, XBZRLE encoding, spread over multifd channels."""
@@ -211,19 +209,18 @@ class Run:
         return bw * self.max_downtime_s
 
     def send_pages(self, pages: float) -> None:
-        """Send ``pages`` in walk order: evenly from the group the walk is in, then the next."""
-        zero = len(self.bitmap) - 1
-        while pages > 1e-12 and self.pending_pages > 0:
-            g = self._current_group()
-            group_pages = sum(self.bitmap[i] for i in g)
-            if group_pages <= 0:
-                break
-            c = self.wire_bytes_per_page()
-            take = min(pages, group_pages)
-            share = take / group_pages
-            zero_sent = self.bitmap[zero] * share if zero in g else 0.0
-            for i in g:
-                self.bitmap[i] *= 1 - share
+        """Send ``pages`` in walk order: evenly from the slice the walk is in, then the next ones."""
+        while pages > 1e-12 and self.cells:
+            row = self._slice()
+            here = sum(row)
+            if here <= 1e-9:
+                break  # nothing pending anywhere
+            c = self._wire_per_page(row)
+            take = min(pages, here)
+            share = take / here
+            zero_sent = row[-1] * share
+            for i in range(len(row)):
+                row[i] *= 1 - share
             pages -= take
             self.ram_sent += take * c
             self.zero_pages += zero_sent
@@ -279,11 +276,17 @@ class Run:
         dirtied = self.guest.collect_memory()
         new_total = 0.0
         for i, d in enumerate(dirtied):
-            r = self.bitmap[i]
             w = self.guest.set_pages[i]
-            union = r + d - (r * d / w if w > 0 else 0.0)
-            new_total += union - r
-            self.bitmap[i] = min(union, w)
+            if d <= 0 or w <= 0:
+                continue
+            for row, cap in zip(self.cells, self.capacity):
+                c = cap[i]
+                if c <= 0:
+                    continue
+                r, dd = row[i], d * c / w  # the set's dirtying falls on its pages evenly
+                union = min(r + dd - r * dd / c, c)
+                new_total += union - r
+                row[i] = union
         self.iteration += 1
         self._xbzrle_cached_at_sync = self.xbzrle_cached_pages
         # dirty-pages-rate: QEMU accumulates dirtied pages and recomputes once >= 1 s passed.

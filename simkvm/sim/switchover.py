@@ -39,7 +39,7 @@ def switchover(run: Run):
     dirtied = run.bitmap_sync()
     run.record_round(dirtied, capacity)
     pages = run.pending_pages
-    wire_per_page = run.wire_bytes_per_page()
+    wire_per_page = run.wire_bytes_all_pending()
     send_s = pages / run.unlimited_pages_per_s(wire_per_page, capacity)
     yield env.timeout(run.sync_cost_s() + send_s + host.device_state_bytes / capacity)
     run.send_pages(pages)

@@ -1,0 +1,133 @@
+"""Where the guest's pages sit in RAM, as QEMU's bitmap walk meets them.
+
+QEMU sends dirty pages in address order, and the walk does not restart at a
+bitmap sync: it carries on from where it stopped and wraps at the top of RAM
+(ram.c keeps ``last_seen_block``/``last_page`` across syncs). So the pages still
+unsent when a sync comes are the ones just ahead of the walk, and whether the
+working set is among them decides how many freshly dirtied pages were already
+pending, which is what the next iteration has to send and so the iteration
+count. A working set spread evenly over RAM gives the textbook
+``R + D - R D / W``; one sitting at the top of RAM is all still pending at the
+end of a pass, so re-dirtying it adds nothing.
+
+A layout is a list of *slices* of RAM, bottom to top, each holding a number of
+pages of every bitmap component (the workload's dirty sets, the OS's
+background set, other non-zero pages, zero pages). Pages within a slice are
+treated as mixed evenly. Neighbouring slices with the same mix are merged, so
+an all-spread layout is one slice and costs nothing.
+
+Layouts come from ``vm.wss_layout`` and ``vm.zero_layout``: ``spread``,
+``start``/``end`` (contiguous at the bottom/top), or a list of shares per equal
+part of RAM, bottom to top, as the testbed guest measures from its page-frame
+numbers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+GRID = 64  # slices placement works on before merging (string layouts)
+
+
+def _shares(layout: str | Sequence[float], grid: int) -> list[float] | None:
+    """Per-slice shares on ``grid`` slices for a list layout (None for the named ones)."""
+    if isinstance(layout, str):
+        return None
+    vals = [max(0.0, float(v)) for v in layout]
+    total = sum(vals)
+    if total <= 0:
+        return None
+    k = grid // len(vals)
+    return [vals[i // k] / total / k for i in range(grid)]
+
+
+def _grid(*layouts: str | Sequence[float]) -> int:
+    """1 slice when everything is spread; else a grid fine enough for every layout given."""
+    if all(isinstance(x, str) and x == "spread" for x in layouts):
+        return 1
+    return math.lcm(GRID, *(len(x) for x in layouts if not isinstance(x, str)))
+
+
+def _place(free: list[float], pages: float, layout: str | Sequence[float], grid: int) -> list[float]:
+    """Put ``pages`` into the free room of each slice as ``layout`` says; returns pages per slice."""
+    out = [0.0] * len(free)
+    if pages <= 0:
+        return out
+    shares = _shares(layout, grid)
+    if shares is not None:
+        want = [pages * s for s in shares]
+    elif layout in ("start", "end"):
+        order = range(len(free)) if layout == "start" else range(len(free) - 1, -1, -1)
+        left = pages
+        for i in order:
+            take = min(free[i], left)
+            out[i] = take
+            left -= take
+            if left <= 1e-9:
+                break
+        for i in range(len(free)):
+            free[i] -= out[i]
+        return out
+    else:  # spread: in proportion to the room left
+        room = sum(free)
+        want = [pages * f / room if room > 0 else pages / len(free) for f in free]
+    # A measured layout may ask a slice for more than it has left (rounding): spill it evenly.
+    spill = 0.0
+    for i, w in enumerate(want):
+        take = min(w, free[i])
+        out[i] = take
+        spill += w - take
+    if spill > 1e-9:
+        room = sum(f - o for f, o in zip(free, out))
+        for i in range(len(free)):
+            if room > 0:
+                out[i] += spill * (free[i] - out[i]) / room
+    for i in range(len(free)):
+        free[i] -= out[i]
+    return out
+
+
+def slices(total_pages: float, workload_sets: Sequence[float], background_pages: float, zero_pages: float,
+           wss_layout: str | Sequence[float] = "spread",
+           zero_layout: str | Sequence[float] = "spread") -> list[list[float]]:
+    """Pages per bitmap component in each slice of RAM, bottom to top.
+
+    Components, in order: the workload's dirty sets, the background set (if any
+    pages), other non-zero pages, zero pages. The working set is placed first
+    (at the very top for ``end``), then the zero pages, then the OS's
+    background set spread over what is left; the rest is other non-zero data.
+    """
+    grid = _grid(wss_layout, zero_layout)
+    free = [total_pages / grid] * grid
+    wss_total = sum(workload_sets)
+    if zero_layout != "spread" and wss_layout == "spread":  # a placed layout claims its room first
+        zero = _place(free, zero_pages, zero_layout, grid)
+        wss = _place(free, wss_total, wss_layout, grid)
+    else:
+        wss = _place(free, wss_total, wss_layout, grid)
+        zero = _place(free, zero_pages, zero_layout, grid)
+    bg = _place(free, background_pages, "spread", grid)
+    rows = []
+    for i in range(grid):
+        sets = [wss[i] * w / wss_total if wss_total > 0 else 0.0 for w in workload_sets]
+        row = sets + ([bg[i]] if background_pages > 0 else []) + [max(free[i], 0.0), zero[i]]
+        rows.append(row)
+    return _merge(rows)
+
+
+def _merge(rows: list[list[float]]) -> list[list[float]]:
+    """Join neighbouring slices whose mix is the same (the walk cannot tell them apart)."""
+    out: list[list[float]] = []
+    for row in rows:
+        if out and _same_mix(out[-1], row):
+            out[-1] = [a + b for a, b in zip(out[-1], row)]
+        else:
+            out.append(list(row))
+    return out
+
+
+def _same_mix(a: list[float], b: list[float]) -> bool:
+    sa, sb = sum(a), sum(b)
+    if sa <= 0 or sb <= 0:
+        return sa <= 0 and sb <= 0
+    return all(abs(x / sa - y / sb) < 1e-9 for x, y in zip(a, b))
