@@ -14,6 +14,9 @@ judges the model on the others) and fits:
   - ``mirror_zero_accounted``: whichever value predicts the mirror time better;
   - a first ``dirty_rate_factor``: the rate the guest achieved during the
     migration over its nominal rate;
+  - ``mirror_drain_s`` (after the search): the downtime the model still misses
+    on disk-writing runs, i.e. the stop draining in-flight guest writes and
+    mirror copies;
 * the rest by re-simulating every calibration run (a coordinate search in
   log space over the relative errors of total time, downtime, iteration
   count and QEMU's reported dirty rate): ``dirty_rate_factor``,
@@ -315,6 +318,13 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
             how.setdefault(name, "coordinate search re-simulating the runs")
             if how[name].startswith("guest"):
                 how[name] += ", then coordinate search"
+    # ---- what the search leaves of disk-writing runs' downtime: the drain at the stop
+    if writers:
+        c["mirror_drain_s"] = 0.0
+        gaps = [r.measured.downtime_s - simulate(with_constants(r.plan, c), timeline=False).downtime_s
+                for r in writers]
+        c["mirror_drain_s"] = max(0.0, float(np.median(gaps)))
+        how["mirror_drain_s"] = "median downtime the model misses on disk-writing runs (read off, after the search)"
     at_bound = [name for name, lo, hi, _ in SEARCHED if search and (c[name] <= lo or c[name] >= hi)]
     final, terms = objective(runs, c)
     residuals = {}
@@ -343,7 +353,7 @@ def _round(x: float | None, digits: int = 6) -> float | None:
 PROFILE_HOST_KEYS = ("start_destination_s", "setup_s", "page_header_bytes", "zero_page_bytes", "page_cost_s",
                      "sync_s_per_GiB", "device_state_bytes", "resume_s", "mirror_zero_accounted",
                      "dirty_rate_factor", "check_destination_s", "create_disk_s", "switchover_overhead_s",
-                     "mirror_granularity_bytes", "mirror_complete_s")
+                     "mirror_granularity_bytes", "mirror_complete_s", "mirror_drain_s")
 
 
 def profile_dict(fitted: Mapping[str, Any], *, source: str = "") -> dict[str, Any]:

@@ -255,6 +255,7 @@ class Host:
     mirror_granularity_bytes: float = 65536
     mirror_zero_accounted: bool = True  # zero blocks count against the mirror speed limit
     mirror_complete_s: float = 0.005
+    mirror_drain_s: float = 0.0  # more, when the guest writes its disk: in-flight I/O drains at the stop
     dirty_rate_factor: float = 1.0  # real page writes per nominal one (TCG guests run slower)
     # One virDomainGetJobStats round trip: an orchestrator's poll reads the clock
     # this long after its tick, so a deadline on its poll grid has already passed

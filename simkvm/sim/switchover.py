@@ -24,10 +24,21 @@ def stop_and_complete_mirrors(run: Run):
     run.mirror_bg_Bps = 0.0
     run.guest.pause()
     backlog = mirror_backlog_bytes(run)
-    complete = host.mirror_complete_s if plan.migrated_disks else 0.0
+    complete = mirror_completion_s(plan)
     yield env.timeout(host.switchover_overhead_s + backlog / plan.capacity_Bps + complete)
     run.disk_background += backlog
     run.disk_wire += backlog
+
+
+def mirror_completion_s(plan) -> float:
+    """libvirt completing the mirrors while the VM is paused: a round trip per job, plus, when
+    the guest writes its disk, the drain of its in-flight writes and the mirror's copies (the
+    stop waits for all block I/O; under TCG that is tens of milliseconds)."""
+    if not plan.migrated_disks:
+        return 0.0
+    host = plan.host
+    busy = plan.workload.disk.write_rate_Bps > 0
+    return host.mirror_complete_s + (host.mirror_drain_s if busy else 0.0)
 
 
 def switchover(run: Run):
@@ -56,8 +67,7 @@ def fixed_downtime_s(plan) -> float:
     at the last sync; the device state, the bitmap sync, libvirt's pause-before-switchover
     round trip, mirror completion and the destination's resume come on top."""
     host = plan.host
-    mirrors = host.mirror_complete_s if plan.migrated_disks else 0.0
-    return (host.switchover_overhead_s + mirrors + host.sync_s_per_GiB * plan.vm.memory_bytes / 2**30
+    return (host.switchover_overhead_s + mirror_completion_s(plan) + host.sync_s_per_GiB * plan.vm.memory_bytes / 2**30
             + host.device_state_bytes / plan.capacity_Bps + host.resume_s)
 
 

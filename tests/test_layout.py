@@ -1,0 +1,118 @@
+"""Where pages sit in RAM and QEMU's address-order walk (simkvm.sim.layout).
+
+Oracles: page conservation; the spread layout is the textbook union
+R + D - R D / W (one slice); a measured but even layout predicts what spread
+predicts; a working set at the top of RAM is still pending when the first pass
+ends, so dirtying it again adds nothing at the next sync (closed form); the
+guest's READY report turns into layouts that conserve RAM.
+"""
+from __future__ import annotations
+
+import pytest
+
+from simkvm.executor.guestplan import reported_layouts
+from simkvm.plan import Plan
+from simkvm.sim import simulate
+from simkvm.sim.layout import slices
+
+MiB = 2**20
+PAGE = 4096
+
+
+def _columns(rows):
+    return [sum(col) for col in zip(*rows)]
+
+
+@pytest.mark.parametrize("wss_layout,zero_layout", [
+    ("spread", "spread"), ("end", "spread"), ("start", "end"), ("spread", "end"), ("end", "end"),
+    ([0, 0, 1, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 2, 1], "spread"),
+    ([1, 2, 3, 4], [4, 3, 2, 1, 0, 0, 0, 0]),
+])
+def test_every_page_is_placed_once(wss_layout, zero_layout):
+    total, sets, bg, zero = 65536.0, [2048.0, 512.0], 4096.0, 30000.0
+    rows = slices(total, sets, bg, zero, wss_layout, zero_layout)
+    cols = _columns(rows)
+    assert cols[0] == pytest.approx(2048) and cols[1] == pytest.approx(512)
+    assert cols[2] == pytest.approx(bg) and cols[-1] == pytest.approx(zero)
+    assert sum(cols) == pytest.approx(total)
+    assert all(v >= -1e-9 for row in rows for v in row)
+    # hot and cold sets keep their proportion in every slice (they share one placement)
+    assert all(row[1] == pytest.approx(row[0] * 512 / 2048) for row in rows)
+
+
+def test_spread_is_one_slice_and_end_puts_the_working_set_on_top():
+    assert len(slices(65536, [2048], 0, 30000)) == 1
+    rows = slices(65536, [2048], 0, 30000, "end")
+    assert rows[-1][0] == pytest.approx(2048) and sum(rows[-1]) == pytest.approx(2048)
+
+
+def test_measured_shares_are_kept():
+    shares = [0, 0, 0, 0, 0, 0, 0, 0, 0, 377, 268, 175, 0, 0, 0, 180]
+    rows = slices(65536, [2048], 0, 0, shares)
+    # the slices merge neighbours with the same mix, so compare by position in RAM
+    placed, at = [0.0] * 16, 0.0
+    for row in rows:
+        size = sum(row)
+        first = int(at // 4096)
+        last = int((at + size - 1e-6) // 4096)
+        for b in range(first, last + 1):
+            lo, hi = max(at, b * 4096), min(at + size, (b + 1) * 4096)
+            placed[b] += row[0] * (hi - lo) / size
+        at += size
+    assert [round(p) for p in placed] == [round(2048 * s / 1000) for s in shares]
+
+
+def _plan(**vm):
+    return Plan.from_dict({
+        "vm": {"memory": "1GiB", "zero_fraction": 0.3, **vm},
+        "workload": {"memory": {"model": "uniform", "dirty_rate": "40MiB/s", "wss": "96MiB"}},
+        "link": {"bandwidth": "100MiB/s"}, "migration": {"max_downtime": "100ms"}})
+
+
+def test_an_even_measured_layout_predicts_like_spread():
+    spread = simulate(_plan())
+    even = simulate(_plan(wss_layout=[1] * 16, zero_layout=[1] * 8))
+    assert even.iterations == spread.iterations
+    assert even.total_time_s == pytest.approx(spread.total_time_s, rel=0.02)
+    assert even.ram_transferred_bytes == pytest.approx(spread.ram_transferred_bytes, rel=0.02)
+
+
+def test_a_working_set_on_top_is_still_pending_when_the_first_pass_ends():
+    """1 GiB, 64 MiB working set re-dirtied within a second, 100 MiB/s, 1 s limit: the first
+    pass stops below the 100 MiB threshold with the top of RAM unsent. On top, that leftover
+    holds the whole working set, so the next sync adds nothing and the migration switches
+    over at once; spread, the sync adds ~60 MiB and it needs another round."""
+    def plan(layout):
+        return Plan.from_dict({
+            "vm": {"memory": "1GiB", "wss_layout": layout},
+            "workload": {"memory": {"model": "uniform", "dirty_rate": "1GiB/s", "wss": "64MiB"}},
+            "link": {"bandwidth": "100MiB/s"}, "migration": {"max_downtime": "1s"}})
+
+    top, spread = simulate(plan("end")), simulate(plan("spread"))
+    threshold = 100 * MiB
+    r_top = top.rounds.set_index("memory_iteration")
+    r_spread = spread.rounds.set_index("memory_iteration")
+    left = r_top.loc[2, "memory_remaining"]
+    assert left <= threshold and r_top.loc[2, "dirtied_bytes"] == pytest.approx(0, abs=PAGE)
+    assert top.iterations == 3  # it switches over after that sync (the completion's own sync is 3)
+    # spread: the union R + D - R D / W with the same leftover R
+    d = 64 * MiB  # the set is fully re-dirtied
+    r = r_spread.loc[2, "memory_remaining"] - r_spread.loc[2, "dirtied_bytes"]
+    assert r_spread.loc[2, "dirtied_bytes"] == pytest.approx(d - r * d / 2**30, rel=0.02)
+    assert spread.iterations > top.iterations
+
+
+def test_the_guest_report_becomes_layouts_that_conserve_ram():
+    report = {"mem_total": 200 * MiB, "used": 24 * MiB, "arena": 32 * MiB,
+              "wss_hist": "0,0,62,250,250,225,0,31,47,43,53,0,0,0,0,39",
+              "arena_hist": "0,0,62,250,250,225,0,31,47,43,53,0,0,0,0,39"}
+    out = reported_layouts(report, 256 * MiB)
+    assert out["vm.wss_layout"][3] == 250 and len(out["vm.wss_layout"]) == 16
+    zero = out["vm.zero_layout"]
+    kernel = 24 * MiB + (256 - 200) * MiB
+    # no slice over-full here, so the zero pages are RAM minus arena minus kernel, slice by slice
+    assert sum(zero) == pytest.approx(256 * MiB - 32 * MiB - kernel)
+    assert zero[3] == pytest.approx(16 * MiB - 32 * MiB * 0.25 - kernel / 16)
+    Plan.from_dict({"vm": {"wss_layout": list(out["vm.wss_layout"]), "zero_layout": list(zero)}})
+    assert reported_layouts({"wss_hist": "-", "arena_hist": "-", "used": 1, "arena": 1, "mem_total": 1}, 1) == {}
+    assert reported_layouts(None, 1) == {}
