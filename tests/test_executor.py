@@ -265,6 +265,10 @@ def test_converging_migration_measured_like_the_prediction(testbed, guest, tmp_p
     assert out["predicted"].keys() == out["measured"].keys()
     assert set(out["predicted"]["rounds"][0]) == set(out["measured"]["rounds"][0])
     assert predicted.source == "simulated" and predicted.plan["vm"]["memory"] == GUEST_MEMORY
+    # where the guest's pages sit, as it read them from its page-frame numbers, is in the plan
+    wss_layout, zero_layout = predicted.plan["vm"]["wss_layout"], predicted.plan["vm"]["zero_layout"]
+    assert len(wss_layout) == 16 and sum(wss_layout) == pytest.approx(1000, abs=16)  # per mille, rounded
+    assert len(zero_layout) == 16 and min(zero_layout) >= 0
     c = compare(predicted, measured)
     assert c["verdict"]["agree"] and len(c["iterations"]) >= n
 

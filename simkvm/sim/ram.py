@@ -25,6 +25,7 @@ def precopy(run: Run):
     run.bitmap_sync()  # ... and the first sync: dirty-sync-count = 1 during the first pass
     _, bandwidth, _ = run.send_rate()
     run.record_round(0.0, bandwidth)
+    at_check = True  # False: the walk only crossed into a slice of RAM with another page mix
     while True:
         if run.abort_requested:
             return "aborted"  # migrate_cancel
@@ -33,7 +34,7 @@ def precopy(run: Run):
         pages_per_s, bandwidth, check_every = run.send_rate()
         threshold_pages = run.threshold_bytes(bandwidth) / run.page_bytes
         # migration_iteration_run(): estimate below threshold -> sync for the exact figure.
-        if run.pending_pages < threshold_pages:
+        if at_check and run.pending_pages < threshold_pages:
             cost = run.sync_cost_s()
             if cost:
                 yield env.timeout(cost)
@@ -49,7 +50,7 @@ def precopy(run: Run):
             _after_iterations_rules(run)
             continue
         # ram_save_iterate() until the next check that sees pending below the threshold.
-        wait = _until_below_threshold(run, pages_per_s, threshold_pages, check_every)
+        wait, at_check = _until_below_threshold(run, pages_per_s, threshold_pages, check_every)
         timed_out = env.now + wait > run.deadline_s
         if timed_out:
             wait = max(run.deadline_s - env.now, 0.0)
@@ -76,14 +77,20 @@ def _after_iterations_rules(run: Run) -> None:
         run.pause_guest()
 
 
-def _until_below_threshold(run: Run, pages_per_s: float, threshold_pages: float, check_every: float) -> float:
-    """Seconds of sending until QEMU next checks and finds pending < threshold (or the bitmap empty)."""
+def _until_below_threshold(run: Run, pages_per_s: float, threshold_pages: float,
+                           check_every: float) -> tuple[float, bool]:
+    """Seconds of sending until QEMU next checks and finds pending < threshold, or until the walk
+    enters a slice of RAM with another page mix (the send rate changes; no check there).
+    The flag says which: True for a check (or an empty bitmap, which QEMU checks at once)."""
     pending = run.pending_pages
-    empty_after = run.segment_pages() / pages_per_s  # the bitmap (or this cost segment) is done
+    segment = run.segment_pages()
+    segment_s = segment / pages_per_s  # this slice (or, if it is the last one pending, the bitmap) is done
     # Checks fall on a fixed grid from the start of RAM migration (window boundaries).
     since = run.env.now - run.ram_start_s
-    crossing = 0.0 if run.reference else (pending - threshold_pages) / pages_per_s  # reference: every check
+    crossing = 0.0 if run.reference else max(pending - threshold_pages, 0.0) / pages_per_s
     check = math.floor((since + crossing) / check_every + 1.0 - 1e-9) * check_every - since
     if check <= 1e-12:
         check = check_every
-    return min(check, empty_after)
+    if segment_s < check:
+        return segment_s, segment >= pending - 1e-9
+    return check, True

@@ -289,8 +289,10 @@ class Run:
                 row[i] = union
         self.iteration += 1
         self._xbzrle_cached_at_sync = self.xbzrle_cached_pages
-        # dirty-pages-rate: QEMU accumulates dirtied pages and recomputes once >= 1 s passed.
-        self._rate_period_pages += sum(dirtied)
+        # dirty-pages-rate: QEMU accumulates the pages this sync newly set in its bitmap (a page
+        # still pending counts once; cpu_physical_memory_sync_dirty_bitmap) and recomputes the
+        # rate once >= 1 s passed; auto-converge compares the same count with what was sent.
+        self._rate_period_pages += new_total
         if now - self._rate_period_start >= 1.0:
             self.trigger_throttle()
             self.dirty_rate_pps = self._rate_period_pages / (now - self._rate_period_start)
