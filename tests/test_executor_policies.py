@@ -166,9 +166,10 @@ def test_postcopy_after_two_iterations_moves_the_busy_guest(testbed, guest):
     assert (predicted.outcome, measured.outcome) == ("postcopy", "postcopy"), measured.reason
     starts = [a for a in measured.actions if a.action == "start_postcopy"]
     assert len(starts) == 1 and [a.action for a in predicted.actions].count("start_postcopy") == 1
-    # requested once iteration 3 began (memory_iteration > 2), as the simulator does
+    # requested once iteration 3 began (memory_iteration > 2), as the simulator does, at the first
+    # poll that saw it (late only by as much as libvirt kept a job-stats call waiting)
     row3 = measured.rounds.set_index("memory_iteration").loc[3, "time_elapsed_s"]
-    assert row3 - 0.2 <= starts[0].time_s <= row3 + 1.0
+    assert row3 - 0.2 <= starts[0].time_s <= row3 + 1.0 + measured.meta["slowest_poll_s"]
     assert 0 < measured.downtime_s < 1.0 and measured.postcopy_time_s > 0
     assert measured.total_time_s < 60
     assert measured.meta["vm_location"].startswith("running on the destination")
