@@ -64,8 +64,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if not args.json:
             print(_format(predicted, f"simkvm predict: {plan.name} (guest {args.domain})"))
             print()
+    probe = _testbed_probe(args.domain) if args.probe else None
     try:
-        measured = execute(plan, args.domain, src, dst, migrate_uri=args.migrate_uri, timeout_s=timeout_s)
+        measured = execute(plan, args.domain, src, dst, migrate_uri=args.migrate_uri, timeout_s=timeout_s,
+                           probe=probe)
     except MigrationFailed as exc:
         partial = getattr(exc, "result", None)
         if args.json and partial is not None:
@@ -85,6 +87,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if not measured.converged:
         raise MigrationFailed(measured.reason, measured.meta.get("vm_location", "unknown"))
     return 0
+
+
+def _testbed_probe(domain: str) -> Any:
+    """A prober for a testbed guest started with --network (its READY line says its address)."""
+    from ..testbed.hosts import Testbed
+    from ..testbed.network import GuestNetwork
+    from .guestplan import guest_report
+
+    report = guest_report(domain) or {}
+    ip = str(report.get("ip", "none")).split("/")[0]
+    if ip in ("none", ""):
+        raise UserError(f"--probe needs a testbed guest with a network: start it with "
+                        f"`simkvm testbed guest {domain} --network ...` (its console shows no address)")
+    net = GuestNetwork(Testbed().base_port)
+    if not net.is_up():
+        raise UserError(f"--probe: the testbed network ({net.bridge}) is not up; `simkvm testbed guest --network` "
+                        f"creates it")
+    return net.probe(ip)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -125,6 +145,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--migrate-uri", default="tcp://127.0.0.1",
                    help="address the migration data goes to (VIR_MIGRATE_PARAM_URI; default tcp://127.0.0.1)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--probe", action="store_true",
+                   help="testbed guests started with --network: ping the guest every 5 ms through the "
+                        "migration and measure the service interruption")
     p.set_defaults(func=cmd_migrate)
 
     c = sub.add_parser(

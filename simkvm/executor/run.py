@@ -180,6 +180,9 @@ class Execution:
     timeout_s: float | None = None  # default: plan.max_time_s
     poll_s: float = POLL_S
     persist: bool = True  # a persistent source definition moves to the destination too
+    # Optional: something that pings the guest (start(); stop() -> [(sent, replied|None), ...] in
+    # time.monotonic() s), e.g. simkvm.testbed.network.Probe: the service interruption is then measured.
+    probe: Any = None
 
     t0: float = 0.0
     conn: Any = None
@@ -228,6 +231,8 @@ class Execution:
                     except Refusal as refusal:
                         return self.refused(str(refusal))
                     # ---- 2. migration
+                    if self.probe is not None:
+                        self.probe.start()
                     self.start_job()
                     stop = self.watch()
                 except KeyboardInterrupt as exc:
@@ -240,9 +245,12 @@ class Execution:
                     self.meta["error"] = text
                 # ---- 3. completion (or the abort)
                 if stop is None:
-                    return self.complete()
+                    return self.measure_network(self.complete())
                 return self.abort(stop)
             finally:
+                if self.probe is not None:
+                    with contextlib.suppress(Exception):
+                        self.probe.stop()  # a no-op when measure_network already stopped it
                 self.close()
 
     # ------------------------------------------------------------ 1. preparation
@@ -594,6 +602,32 @@ class Execution:
             plan=self.plan.to_dict(), meta=self.meta,
         )
 
+    def measure_network(self, result: Result, settle_s: float = 1.0) -> Result:
+        """With a probe: the service interruption is the longest time no reply came, around the switch.
+
+        Without one it stays equal to the downtime (and the meta says so).
+        """
+        if self.probe is None or not result.converged:
+            return result
+        from ..testbed.network import longest_outage
+
+        time.sleep(max(0.0, settle_s - (self.now() - result.total_time_s)))  # replies after the resume
+        echoes = [(s - self.t0, None if r is None else r - self.t0) for s, r in self.probe.stop()]
+        stop_s = result.total_time_s - result.downtime_s - (result.postcopy_time_s or 0.0)
+        outage = longest_outage(echoes, after_s=stop_s - 0.5)
+        answered = sum(r is not None for _, r in echoes)
+        self.meta["network_probe"] = {"echoes": len(echoes), "answered": answered,
+                                      "outage": None if outage is None else {"from_s": outage[0], "to_s": outage[1],
+                                                                              "seconds": outage[2]}}
+        if outage is None:
+            self.meta["service_interruption"] = "probe got too few replies; equals the measured downtime"
+            return result
+        result.service_interruption_s = outage[2]
+        self.meta["service_interruption"] = ("measured: the longest time no reply came to ICMP echoes every "
+                                             f"{1000 * (echoes[-1][0] - echoes[0][0]) / max(len(echoes) - 1, 1):.0f}"
+                                             " ms, around the switchover")
+        return result
+
     def _actions(self) -> list:
         """Every action taken (policy, aids' rules, QEMU's throttle steps), in time order."""
         controller = self.controller
@@ -765,7 +799,8 @@ class Execution:
 
 
 def execute(plan: Plan, domain: str, src_uri: str, dst_uri: str, *, migrate_uri: str = DEFAULT_MIGRATE_URI,
-            timeout_s: float | None = None, poll_s: float = POLL_S, persist: bool = True) -> Result:
+            timeout_s: float | None = None, poll_s: float = POLL_S, persist: bool = True,
+            probe: Any = None) -> Result:
     """Migrate ``domain`` from ``src_uri`` to ``dst_uri`` as ``plan`` says, and measure it.
 
     Returns a measured :class:`Result` (outcome ``converged``, ``not_converged``
@@ -773,11 +808,13 @@ def execute(plan: Plan, domain: str, src_uri: str, dst_uri: str, *, migrate_uri:
     ``refused`` when the destination cannot take the VM; ``meta['vm_location']``
     says where the VM is). Raises :class:`MigrationFailed` (with ``.result``)
     when libvirt failed or the VM is not safely running on the source.
+    ``probe`` (e.g. :meth:`simkvm.testbed.network.GuestNetwork.probe`): pings the
+    guest through the migration; ``service_interruption_s`` is then measured.
     """
     if poll_s <= 0 or poll_s > 0.05:
         raise UserError(f"poll interval must be in (0, 50 ms], got {poll_s * 1000:g} ms")
     return Execution(plan=plan, domain=domain, src_uri=src_uri, dst_uri=dst_uri, migrate_uri=migrate_uri,
-                     timeout_s=timeout_s, poll_s=poll_s, persist=persist).run()
+                     timeout_s=timeout_s, poll_s=poll_s, persist=persist, probe=probe).run()
 
 
 # ----------------------------------------------------------------- helpers

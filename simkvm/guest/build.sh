@@ -14,7 +14,7 @@ kver=${2:?usage: build.sh OUT_DIR KERNEL_VERSION}
 here=$(cd "$(dirname "$0")" && pwd)
 moddir=/lib/modules/$kver
 # Load order checked on Debian 12's 6.1 kernel: dependencies first.
-modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk)
+modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk failover net_failover virtio_net)
 
 stage=$(mktemp -d "${out%/}/.stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT

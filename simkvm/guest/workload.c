@@ -41,6 +41,10 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/fs.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #define PAGE 4096UL
 #define SLICE_NS 10000000L          /* pacing slice: 10 ms */
@@ -217,6 +221,11 @@ static double parse_double(const char *s)
     return strtod(s, NULL);
 }
 
+/* simkvm.ip=A.B.C.D/N: bring up eth0 with that address (the kernel then answers
+ * ARP and ICMP echo by itself: the testbed's prober measures the service
+ * interruption of a migration from those replies). Empty: no network. */
+static char guest_ip[32];
+
 static void parse_cmdline(void)
 {
     static char buf[4096];
@@ -252,6 +261,8 @@ static void parse_cmdline(void)
             W.io_size = (uint64_t)parse_double(val);
         else if (!strcmp(key, "tlb_flush"))
             tlb_flush_enabled = atoi(val) != 0;
+        else if (!strcmp(key, "ip"))
+            snprintf(guest_ip, sizeof guest_ip, "%s", val);
         else
             say("SIMKVM ERROR unknown parameter simkvm.%s", key);
     }
@@ -434,6 +445,60 @@ static void measure_layout(uint64_t arena_bytes)
     }
     if (fd >= 0)
         close(fd);
+}
+
+/* ---- network --------------------------------------------------------------- */
+
+static int set_if(int s, unsigned long req, struct ifreq *ifr)
+{
+    return ioctl(s, req, ifr);
+}
+
+static void setup_network(void)
+{
+    if (!guest_ip[0])
+        return;
+    char addr[32];
+    int prefix = 24;
+    snprintf(addr, sizeof addr, "%s", guest_ip);
+    char *slash = strchr(addr, '/');
+    if (slash) {
+        *slash = 0;
+        prefix = atoi(slash + 1);
+    }
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    if (s < 0) {
+        say("SIMKVM ERROR network socket: %s", strerror(errno));
+        return;
+    }
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+    if (set_if(s, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        set_if(s, SIOCSIFFLAGS, &ifr);
+    }
+    /* virtio_net was just loaded: eth0 may take a moment to appear. */
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, "eth0", IFNAMSIZ - 1);
+    int tries = 0;
+    while (set_if(s, SIOCGIFFLAGS, &ifr) != 0 && tries++ < 100)
+        usleep(50000);
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+    sin->sin_family = AF_INET;
+    if (inet_pton(AF_INET, addr, &sin->sin_addr) != 1 || set_if(s, SIOCSIFADDR, &ifr) != 0) {
+        say("SIMKVM ERROR cannot set eth0 address %s: %s", guest_ip, strerror(errno));
+        close(s);
+        return;
+    }
+    sin->sin_addr.s_addr = htonl(prefix <= 0 ? 0 : 0xffffffffu << (32 - prefix));
+    set_if(s, SIOCSIFNETMASK, &ifr);
+    if (set_if(s, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        if (set_if(s, SIOCSIFFLAGS, &ifr) != 0)
+            say("SIMKVM ERROR cannot bring eth0 up: %s", strerror(errno));
+    }
+    close(s);
 }
 
 /* ---- disk ------------------------------------------------------------------ */
@@ -704,6 +769,7 @@ int main(void)
     say("SIMKVM BOOT");
     load_modules();
     parse_cmdline();
+    setup_network();
 
     char boot_id[64];
     read_boot_id(boot_id, sizeof boot_id);
@@ -733,13 +799,13 @@ int main(void)
 
     say("SIMKVM READY boot=%s t=%.3f kernel_uptime_s=%.2f mem_total=%llu used=%llu arena=%llu filled=%llu fill_s=%.3f "
         "wss=%llu pattern=%s dirty_rate=%.0f zero_fraction=%.4f "
-        "disk=%s disk_size=%llu disk_wss=%llu io_size=%llu disk_rate=%.0f wss_hist=%s arena_hist=%s",
+        "disk=%s disk_size=%llu disk_wss=%llu io_size=%llu disk_rate=%.0f wss_hist=%s arena_hist=%s ip=%s",
         boot_id, now_s(), uptime_s + now_s(), (unsigned long long)mem_total, (unsigned long long)kernel_used_bytes,
         (unsigned long long)arena_bytes,
         (unsigned long long)filled, fill_s, (unsigned long long)W.wss, W.sequential ? "seq" : "random",
         W.dirty_rate, W.zero_fraction, have_disk ? "/dev/vda" : "none",
         (unsigned long long)disk_size, (unsigned long long)(have_disk ? W.disk_wss : 0),
-        (unsigned long long)W.io_size, W.disk_rate, wss_hist, arena_hist);
+        (unsigned long long)W.io_size, W.disk_rate, wss_hist, arena_hist, guest_ip[0] ? guest_ip : "none");
 
     /* Reporter: once a second, achieved rates; then the canary checks. */
     uint64_t seed = 0xfeedULL;

@@ -56,6 +56,9 @@ def add_commands(subparsers: Any) -> None:
     guest.add_argument("--replace", action="store_true", help="remove an existing guest of that name first")
     guest.add_argument("--no-wait", action="store_true", help="return once started, without waiting for READY")
     guest.add_argument("--timeout", default="120", help="seconds to wait for READY (default 120)")
+    guest.add_argument("--network", action="store_true",
+                       help="a NIC on the testbed's private bridge, so `simkvm migrate --probe` can measure "
+                            "the service interruption")
     guest.set_defaults(func=_guest)
 
 
@@ -93,7 +96,11 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    Testbed().down()
+    from .network import GuestNetwork
+
+    tb = Testbed()
+    tb.down()
+    GuestNetwork(tb.base_port).down()
     print("testbed down")
     return 0
 
@@ -106,6 +113,13 @@ def _guest(args: argparse.Namespace) -> int:
         raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout!r}")
     tb = Testbed()
     started = time.monotonic()
+    net, ip = None, None
+    if args.network:
+        from .network import GuestNetwork
+
+        net = GuestNetwork(tb.base_port)
+        net.up()
+        ip = net.ip_for(args.name)
     define_guest(
         args.name,
         int(parse_size(args.memory, "--memory", allow_zero=False)),
@@ -117,9 +131,10 @@ def _guest(args: argparse.Namespace) -> int:
         disk_write_rate_Bps=parse_rate(args.disk_write_rate, "--disk-write-rate"),
         disk_wss_bytes=int(parse_size(args.disk_wss, "--disk-wss", allow_zero=False)),
         io_size_bytes=int(parse_size(args.io_size, "--io-size", allow_zero=False)),
-        accel=args.accel, host=args.host, replace=args.replace, testbed=tb,
+        accel=args.accel, host=args.host, replace=args.replace, testbed=tb, network=net, ip=ip,
     )
-    print(f"guest {args.name} started on host {args.host} ({tb.uri(args.host)})")
+    print(f"guest {args.name} started on host {args.host} ({tb.uri(args.host)})"
+          + (f", address {ip} on bridge {net.bridge}" if net else ""))
     if args.no_wait:
         return 0
     ready = wait_ready(args.name, timeout_s, testbed=tb)

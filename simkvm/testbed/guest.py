@@ -28,6 +28,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from ..errors import EnvironmentProblem, UserError
 from .hosts import POOL_NAME, SETUP_HINT, Testbed, _import_libvirt
+from .network import GuestNetwork, guest_mac
 
 METADATA_URI = "urn:x-simkvm:workload:1"
 METADATA_PREFIX = "simkvm"
@@ -194,7 +195,7 @@ def console_path(name: str, testbed: Testbed | None = None) -> Path:
 
 def domain_xml(
     name: str, workload: GuestWorkload, image: GuestImage, console: Path, accel: str = "qemu",
-    tlb_flush: bool = True,
+    tlb_flush: bool = True, network: "GuestNetwork | None" = None, ip: str | None = None,
 ) -> str:
     """Domain XML: 1 vCPU, direct kernel boot, virtio qcow2 disk, serial to a file.
 
@@ -205,6 +206,11 @@ def domain_xml(
     if accel not in ("qemu", "kvm"):
         raise UserError(f"accel must be 'qemu' (TCG, the testbed default) or 'kvm', got {accel!r}")
     memory_kib = int(workload.memory_bytes) // 1024
+    cmdline = workload.kernel_cmdline() + ("" if tlb_flush else " simkvm.tlb_flush=0")
+    nic = ""
+    if network is not None and ip:
+        cmdline += f" simkvm.ip={ip}/24"
+        nic = network.interface_xml(guest_mac(name))
     return f"""<domain type='{accel}'>
   <name>{escape(name)}</name>
   <metadata>{workload.metadata_xml()}</metadata>
@@ -215,7 +221,7 @@ def domain_xml(
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{escape(str(image.kernel_path))}</kernel>
     <initrd>{escape(str(image.initrd_path))}</initrd>
-    <cmdline>{escape(workload.kernel_cmdline() + ("" if tlb_flush else " simkvm.tlb_flush=0"))}</cmdline>
+    <cmdline>{escape(cmdline)}</cmdline>
   </os>
   <features><acpi/></features>
   <clock offset='utc'/>
@@ -236,6 +242,7 @@ def domain_xml(
       <source path={quoteattr(str(console))} append='on'/>
       <target type='serial' port='0'/>
     </console>
+    {nic}
     <memballoon model='none'/>
   </devices>
 </domain>
@@ -288,6 +295,8 @@ def define_guest(
     replace: bool = False,
     tlb_flush: bool = True,
     testbed: Testbed | None = None,
+    network: "GuestNetwork | None" = None,
+    ip: str | None = None,
 ) -> Any:
     """Create the disk, define and start guest ``name`` on ``host``; return the
     ``libvirt.virDomain`` (its connection stays open as long as the object lives).
@@ -298,6 +307,10 @@ def define_guest(
     ``tlb_flush=False`` turns off the guest's workaround for QEMU TCG losing
     dirty pages during migration (see flush_tlb() in workload.c): only to
     reproduce that bug; under KVM the workaround is merely a small cost.
+
+    ``network`` (a :class:`~simkvm.testbed.network.GuestNetwork` that is up) and
+    ``ip``: a virtio NIC on the testbed bridge, eth0 configured with ``ip``/24 by
+    the guest, so a prober can measure the service interruption of a migration.
     """
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
         raise UserError(f"guest name must be letters, digits, '_', '.', '-' (max 64), got {name!r}")
@@ -324,7 +337,7 @@ def define_guest(
     console.write_bytes(b"")  # a fresh log: wait_ready must not see an old READY
     create_volume(conn, name, workload.disk_bytes, replace=replace)
     try:
-        dom = conn.defineXML(domain_xml(name, workload, image, console, accel, tlb_flush))
+        dom = conn.defineXML(domain_xml(name, workload, image, console, accel, tlb_flush, network, ip))
         dom.create()
     except libvirt.libvirtError as exc:
         raise EnvironmentProblem(f"cannot start guest {name} on host {host}: {exc}") from None
