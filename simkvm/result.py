@@ -85,7 +85,7 @@ class Result:
     ram_transferred_bytes: float = 0.0
     disk_transferred_bytes: float = 0.0  # mirror progress until RAM migration starts (libvirt disk_processed)
     disk_background_bytes: float = 0.0  # mirror copies of guest writes after that (not in libvirt's figure)
-    total_transferred_bytes: float = 0.0
+    total_transferred_bytes: float = 0.0  # RAM + disk_transferred (libvirt data_processed); wire bytes: meta
     zero_pages: float = 0.0
     normal_pages: float = 0.0
     iterations: int = 0

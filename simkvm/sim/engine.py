@@ -132,7 +132,7 @@ def _finish(run: Run, *, converged: bool, outcome: str, reason: str) -> Result:
         ram_transferred_bytes=run.ram_sent,
         disk_transferred_bytes=run.disk_processed,
         disk_background_bytes=run.disk_background,
-        total_transferred_bytes=run.ram_sent + run.disk_wire,
+        total_transferred_bytes=run.ram_sent + run.disk_processed,  # libvirt's data_processed
         zero_pages=run.zero_pages,
         normal_pages=run.normal_pages,
         iterations=run.iteration,
@@ -141,6 +141,8 @@ def _finish(run: Run, *, converged: bool, outcome: str, reason: str) -> Result:
         timeline_records=run.rec.timeline,
         actions=run.rec.actions,
     )
+    # What crossed the link: RAM, the mirror's copies (zero ranges skipped) and its background copies.
+    result.meta["wire_bytes"] = run.ram_sent + run.disk_wire
     if not math.isfinite(result.total_time_s):  # pragma: no cover - guarded by validation
         raise RuntimeError("simulation produced an infinite time")
     return result
