@@ -285,6 +285,11 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
     c.update(guest)
     for k in guest:
         how[k] = "idle calibration runs: zero pages and dirty rate QEMU counted"
+    probed = [r.measured.service_interruption_s - r.measured.downtime_s for r in runs
+              if r.measured.converged and str(r.measured.meta.get("service_interruption", "")).startswith("measured")]
+    if probed:  # what the network adds after the resume (the bridge learning the new port)
+        c["network_reconvergence_s"] = max(0.0, float(np.median(probed)))
+        how["network_reconvergence_s"] = "median measured service interruption minus downtime (network probe)"
     factor = fit_dirty_factor_from_guest(runs)
     if factor is not None:
         c["dirty_rate_factor"] = float(np.clip(factor, 0.05, 3.0))
@@ -376,10 +381,14 @@ def profile_dict(fitted: Mapping[str, Any], *, source: str = "") -> dict[str, An
     if c.get("background_dirty_rate_Bps"):
         guest["background_dirty_rate"] = _round(float(c["background_dirty_rate_Bps"]))
         guest["background_wss"] = _round(float(c.get("background_wss_bytes", 16 * 2**20)))
+    network = {}
+    if c.get("network_reconvergence_s") is not None:
+        network["reconvergence"] = _round(float(c["network_reconvergence_s"]))
     return {
         "host": host,
         "link": {"capacity": _round(float(c["capacity_Bps"]))},
         **({"guest": guest} if guest else {}),
+        **({"network": network} if network else {}),
         "fit": {"source": source, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 **fitted["fit"]},
     }

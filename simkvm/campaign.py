@@ -241,7 +241,8 @@ RUN_COLUMNS: tuple[str, ...] = (
     *(f.name for f in dataclasses.fields(Scenario) if f.name not in ("id", "role", "repeats", "note")),
     *(f"{side}_{m}" for side in ("measured", "predicted") for m in (
         "converged", "outcome", "total_time_s", "setup_time_s", "disk_mirror_time_s", "precopy_time_s",
-        "downtime_s", "ram_bytes", "disk_bytes", "total_bytes", "iterations", "zero_pages", "normal_pages")),
+        "downtime_s", "ram_bytes", "disk_bytes", "total_bytes", "iterations", "zero_pages", "normal_pages",
+        "service_interruption_s")),
     "min_bandwidth_Bps", "guest_mem_Bps", "guest_disk_Bps", "guest_mem_Bps_before", "guest_checks", "check_ok",
     "profile", "load_1m", "other_qemus", "started", "wall_s",
 )
@@ -376,6 +377,10 @@ def result_columns(side: str, r: Result) -> dict[str, Any]:
         f"{side}_total_bytes": r.ram_transferred_bytes + r.disk_transferred_bytes,
         f"{side}_iterations": int(r.iterations), f"{side}_zero_pages": r.zero_pages,
         f"{side}_normal_pages": r.normal_pages,
+        # measured: from the network probe when there was one (else it equals the downtime)
+        f"{side}_service_interruption_s": (r.service_interruption_s if side == "predicted"
+                                           or str(r.meta.get("service_interruption", "")).startswith("measured")
+                                           else None),
     }
 
 
@@ -452,8 +457,8 @@ def _console_rates(lines: list[Any], after: int, before: int | None) -> tuple[fl
 
 
 def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[str, Any] | None,
-            profile_name: str | None, settle_s: float = 1.0, boot_timeout_s: float = 120.0
-            ) -> tuple[dict[str, Any], Result, Result]:
+            profile_name: str | None, settle_s: float = 1.0, boot_timeout_s: float = 120.0,
+            network: Any = None) -> tuple[dict[str, Any], Result, Result]:
     """Define, predict, migrate, check, remove: one run's row and its two Results."""
     from . import planner
     from .calibrate import apply_profile
@@ -467,7 +472,8 @@ def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[s
     started = time.time()
     load = os.getloadavg()[0]
     qemus_before = other_qemus()
-    define_guest(name, host="a", replace=True, testbed=testbed, **scenario.guest_kwargs())
+    ip = network.guest_ip(0) if network is not None else None
+    define_guest(name, host="a", replace=True, testbed=testbed, network=network, ip=ip, **scenario.guest_kwargs())
     try:
         ready = wait_ready(name, boot_timeout_s, testbed=testbed)
         time.sleep(settle_s)
@@ -485,7 +491,7 @@ def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[s
         except Exception:  # noqa: BLE001 - the boundary is informative only
             min_bw = None
         at_start = max((ln.line_no for ln in console_lines(name, testbed=testbed)), default=0)
-        measured = execute(plan, name, src, dst)
+        measured = execute(plan, name, src, dst, probe=network.probe(ip) if network is not None else None)
         at_end = max((ln.line_no for ln in console_lines(name, testbed=testbed)), default=0)
         if measured.outcome == "aborted" and "interrupted" in measured.reason:
             raise KeyboardInterrupt(measured.reason)
@@ -557,6 +563,10 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
     tb = testbed or Testbed()
     was_running = tb.status()["running"]
     tb.up()
+    from .testbed.network import GuestNetwork
+
+    network = GuestNetwork(tb.base_port)  # every guest pinged through its migration
+    network.up()
     bar = None
     if progress:
         from tqdm import tqdm
@@ -568,7 +578,8 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
             if bar is not None:
                 bar.set_description(rid)
             try:
-                row, predicted, measured = run_one(s, k, testbed=tb, profile=profile, profile_name=profile_path)
+                row, predicted, measured = run_one(s, k, testbed=tb, profile=profile, profile_name=profile_path,
+                                                   network=network)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad run must not stop the campaign
@@ -589,12 +600,21 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
     finally:
         if bar is not None:
             bar.close()
+        if not keep_testbed:
+            network.down()
         if not was_running and not keep_testbed and testbed is None:
             tb.down()
     return out
 
 
 # ------------------------------------------------------------------ the report
+def pd_numeric(col: Any) -> Any:
+    """A column as floats, empty cells (runs without a measurement) as NaN."""
+    import pandas as pd
+
+    return pd.to_numeric(col, errors="coerce")
+
+
 def _rel(p: Any, m: Any) -> np.ndarray:
     p, m = np.asarray(p, float), np.asarray(m, float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -643,6 +663,15 @@ def metrics(rows) -> dict[str, Any]:
     mb = np.asarray(both["measured_ram_bytes"], float) + np.asarray(both["measured_disk_bytes"], float)
     b_rel = _rel(pb, mb)
     it_ok = np.asarray(both["predicted_iterations"], float) == np.asarray(both["measured_iterations"], float)
+    # service interruption: only runs whose interruption was measured (network probe)
+    if "measured_service_interruption_s" in both:
+        sm = np.asarray(pd_numeric(both["measured_service_interruption_s"]), float)
+        sp = np.asarray(pd_numeric(both["predicted_service_interruption_s"]), float)
+        has = np.isfinite(sm) & np.isfinite(sp)
+        si_ok = np.abs(sp[has] - sm[has]) <= np.maximum(DOWNTIME_TOL_ABS_S, DOWNTIME_TOL_REL * sm[has])
+        si_net = sm[has] - dm[has]
+    else:
+        si_ok = si_net = np.zeros(0)
     near = near_boundary(rows["bandwidth_Bps"], rows["min_bandwidth_Bps"])
     judged = ~near
     verdict_ok = (mc == pc)[judged]
@@ -659,6 +688,9 @@ def metrics(rows) -> dict[str, Any]:
         "bytes_median_rel_err": _stat(b_rel, 50),
         "bytes_bias": _stat(_signed_rel(pb, mb), 50),
         "iterations_exact_share": float(it_ok.mean()) if len(both) else None,
+        "service_interruption_runs": int(len(si_ok)),
+        "service_interruption_within_tolerance_share": float(si_ok.mean()) if len(si_ok) else None,
+        "service_interruption_network_median_s": _stat(si_net, 50),
         "iterations_bias": _stat(np.asarray(both["predicted_iterations"], float)
                                  - np.asarray(both["measured_iterations"], float), 50),
         "verdict_runs": int(judged.sum()),
@@ -746,6 +778,10 @@ def report(directory: str | Path, profile_path: str | None = None) -> dict[str, 
     return {"metrics": m, "rows": rows, "profile": profile_path, "excluded": excluded}
 
 
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None else f"{1000 * x:.0f} ms"
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f} %"
 
@@ -767,6 +803,9 @@ def format_report(rep: Mapping[str, Any]) -> str:
         f"{'bytes (RAM + disk): median relative error':44s} {_pct(m['bytes_median_rel_err']):>10s}   <= 5 %",
         f"{'bytes: median signed error (bias)':44s} {_pct(m['bytes_bias']):>10s}",
         f"{'iteration count exact':44s} {_pct(m['iterations_exact_share']):>10s}   >= 80 %",
+        f"{'service interruption within max(30 ms, 25 %)':44s} "
+        f"{_pct(m['service_interruption_within_tolerance_share']):>10s}   ({m['service_interruption_runs']} runs "
+        f"probed; the network added {_ms(m['service_interruption_network_median_s'])} median)",
         f"{'verdict accuracy (' + str(m['verdict_runs']) + ' runs; ' + str(m['near_boundary_runs']) + ' near the boundary skipped)':44s}"
         f" {_pct(m['verdict_accuracy']):>10s}   100 %",
         f"{'repeats: median CV of total time':44s} {_pct(m['repeat_total_time_cv_median']):>10s}"

@@ -8,6 +8,8 @@ Sections (SI numbers or human units):
   ``os_nonzero`` bytes of RAM non-zero beyond the plan's zero fraction (a correction,
   may be negative) and ``background_dirty_rate`` / ``background_wss`` (its
   OS's own dirtying);
+* ``network: {reconvergence}`` what the network adds to the downtime before the
+  VM's traffic reaches it again (measured with the testbed's network probe);
 * ``fit:`` the calibration's record (runs used, residuals); never applied.
 
 A plan's ``profile: FILE`` key loads ``host`` and ``link`` (the plan's own values win);
@@ -21,9 +23,10 @@ from typing import Any, Mapping
 
 from .errors import PlanError
 
-SECTIONS = ("host", "link", "guest", "fit")
+SECTIONS = ("host", "link", "guest", "network", "fit")
 LINK_KEYS = ("capacity", "efficiency")
 GUEST_KEYS = ("os_nonzero", "background_dirty_rate", "background_wss")
+NETWORK_KEYS = ("reconvergence",)
 
 
 def load_profile(profile: str | Path | Mapping[str, Any]) -> dict[str, Any]:
@@ -47,7 +50,7 @@ def load_profile(profile: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise PlanError(f"{where}: unknown section {unknown[0]!r}; known: {', '.join(SECTIONS)}")
     prof = {k: dict(data.get(k) or {}) for k in SECTIONS}
-    for section, known in (("link", LINK_KEYS), ("guest", GUEST_KEYS)):
+    for section, known in (("link", LINK_KEYS), ("guest", GUEST_KEYS), ("network", NETWORK_KEYS)):
         bad = [k for k in prof[section] if k not in known]
         if bad:
             raise PlanError(f"{where}: unknown {section} key {bad[0]!r}; known: {', '.join(known)}")
@@ -58,7 +61,7 @@ def apply_profile(plan: Any, profile: Mapping[str, Any]) -> Any:
     """``plan`` with every constant of the profile forced (capacity never below the plan's bandwidth)."""
     from .units import parse_rate, parse_size
 
-    prof = load_profile(profile) if not {"host", "link", "guest"} & set(profile) else profile
+    prof = load_profile(profile) if not {"host", "link", "guest", "network"} & set(profile) else profile
     changes: dict[str, Any] = {f"host.{k}": v for k, v in (prof.get("host") or {}).items()}
     link = prof.get("link") or {}
     if link.get("efficiency") is not None:
@@ -71,6 +74,9 @@ def apply_profile(plan: Any, profile: Mapping[str, Any]) -> Any:
         changes["vm.background_dirty_rate"] = guest["background_dirty_rate"]
         changes["vm.background_wss"] = min(parse_size(guest.get("background_wss", 16 * 2**20)),
                                            plan.vm.memory_bytes)
+    network = prof.get("network") or {}
+    if network.get("reconvergence") is not None:
+        changes["network.reconvergence"] = network["reconvergence"]
     plan = plan.replace(**changes) if changes else plan
     if link.get("capacity") is not None:
         cap = parse_rate(link["capacity"], "profile link.capacity")
