@@ -565,8 +565,10 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
     tb.up()
     from .testbed.network import GuestNetwork
 
-    network = GuestNetwork(tb.base_port)  # every guest pinged through its migration
-    network.up()
+    # every guest pinged through its migration (a stand-in testbed without ports has no network)
+    network = GuestNetwork(tb.base_port) if hasattr(tb, "base_port") else None
+    if network is not None:
+        network.up()
     bar = None
     if progress:
         from tqdm import tqdm
@@ -600,7 +602,7 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
     finally:
         if bar is not None:
             bar.close()
-        if not keep_testbed:
+        if network is not None and not keep_testbed:
             network.down()
         if not was_running and not keep_testbed and testbed is None:
             tb.down()
