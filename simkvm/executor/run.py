@@ -613,10 +613,14 @@ class Execution:
 
         time.sleep(max(0.0, settle_s - (self.now() - result.total_time_s)))  # replies after the resume
         echoes = [(s - self.t0, None if r is None else r - self.t0) for s, r in self.probe.stop()]
-        stop_s = result.total_time_s - result.downtime_s - (result.postcopy_time_s or 0.0)
-        outage = longest_outage(echoes, after_s=stop_s - 0.5)
+        # the switchover: the VM stopped at the end of pre-copy and ran again a downtime later
+        stop_s = result.setup_time_s + result.disk_mirror_time_s + result.precopy_time_s
+        outage = longest_outage(echoes, after_s=stop_s - 0.25, before_s=stop_s + result.downtime_s + 0.25)
         answered = sum(r is not None for _, r in echoes)
-        self.meta["network_probe"] = {"echoes": len(echoes), "answered": answered,
+        replies = sorted(r for _, r in echoes if r is not None)
+        gaps = [[round(a, 4), round(b, 4)] for a, b in zip(replies, replies[1:]) if b - a > 0.02]
+        self.meta["network_probe"] = {"echoes": len(echoes), "answered": answered, "reply_gaps_over_20ms": gaps,
+                                      "first_reply_s": replies[0] if replies else None,
                                       "outage": None if outage is None else {"from_s": outage[0], "to_s": outage[1],
                                                                               "seconds": outage[2]}}
         if outage is None:

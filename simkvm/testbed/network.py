@@ -188,15 +188,16 @@ class Probe:
             self._proc.wait()
 
 
-def longest_outage(echoes: Sequence[tuple[float, float | None]], *, after_s: float | None = None
-                   ) -> tuple[float, float, float] | None:
+def longest_outage(echoes: Sequence[tuple[float, float | None]], *, after_s: float | None = None,
+                   before_s: float | None = None) -> tuple[float, float, float] | None:
     """(start, end, seconds) of the longest time no reply arrived, as a client sees it.
 
     Measured on reply arrival times: an echo queued in the guest's NIC when it
     paused is answered only after the resume, so send times would hide part of
     the gap. One probe interval is taken off (the probe cannot see gaps finer
     than its own rhythm). ``after_s``: only gaps still open at or after that
-    time count (the switchover, not the boot).
+    time count (the switchover, not the boot); ``before_s``: only gaps that had
+    begun by then.
     """
     replies = sorted(r for _, r in echoes if r is not None)
     if len(replies) < 2:
@@ -205,7 +206,7 @@ def longest_outage(echoes: Sequence[tuple[float, float | None]], *, after_s: flo
     interval = (sends[-1] - sends[0]) / max(len(sends) - 1, 1)
     best: tuple[float, float, float] | None = None
     for a, b in zip(replies, replies[1:]):
-        if after_s is not None and b < after_s:
+        if (after_s is not None and b < after_s) or (before_s is not None and a > before_s):
             continue
         gap = max(b - a - interval, 0.0)
         if best is None or gap > best[2]:
