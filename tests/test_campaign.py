@@ -314,5 +314,12 @@ def test_smoke_campaign_calibrate_and_report_on_the_testbed(testbed, tmp_path, c
     errs = ((both["predicted_total_time_s"] - both["measured_total_time_s"]).abs()
             / both["measured_total_time_s"]).tolist()
     assert rep0["total_time_median_rel_err"] == pytest.approx(_percentile(errs, 50))
+    # every converged run was pinged through its migration: the interruption is measured, and it
+    # cannot be shorter than the time the VM was stopped by much (one probe interval, 5 ms)
+    conv = rows[rows["measured_converged"]]
+    assert conv["measured_service_interruption_s"].notna().all()
+    assert (conv["measured_service_interruption_s"] >= conv["measured_downtime_s"] - 0.01).all()
+    assert rep0["service_interruption_runs"] == len(both)
+    assert "reconvergence" in prof["network"]
     assert main(["campaign", "report", str(out), "--plots", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "scatter_total_time_s.png").exists()

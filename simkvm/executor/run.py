@@ -619,7 +619,19 @@ class Execution:
         answered = sum(r is not None for _, r in echoes)
         replies = sorted(r for _, r in echoes if r is not None)
         gaps = [[round(a, 4), round(b, 4)] for a, b in zip(replies, replies[1:]) if b - a > 0.02]
+        silent, run_start, last = [], None, None  # stretches of echoes sent that got no reply
+        for sent, replied in echoes:
+            if replied is None:
+                run_start = sent if run_start is None else run_start
+                last = sent
+            elif run_start is not None:
+                if last - run_start > 0.02:
+                    silent.append([round(run_start, 4), round(last, 4)])
+                run_start = None
+        if run_start is not None and last - run_start > 0.02:
+            silent.append([round(run_start, 4), round(last, 4)])
         self.meta["network_probe"] = {"echoes": len(echoes), "answered": answered, "reply_gaps_over_20ms": gaps,
+                                      "unanswered_over_20ms": silent,
                                       "first_reply_s": replies[0] if replies else None,
                                       "outage": None if outage is None else {"from_s": outage[0], "to_s": outage[1],
                                                                               "seconds": outage[2]}}

@@ -653,6 +653,21 @@ static void flush_tlb(void)
 
 static const char *check_memory(char *why, size_t len);
 
+/* An idle guest (no dirtier thread) still writes memory: its kernel answers
+ * the network probe, runs timers. Keep the TLB-flush workaround going for it
+ * too, or those writes can be lost in a TCG migration like the dirtier's. */
+static void *tlb_keeper(void *unused)
+{
+    (void)unused;
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    for (;;) {
+        flush_tlb();
+        sleep_until_next_slice(&next);
+    }
+    return NULL;
+}
+
 static void *mem_dirtier(void *unused)
 {
     (void)unused;
@@ -794,6 +809,8 @@ int main(void)
     pthread_t th;
     if (W.dirty_rate > 0 && pthread_create(&th, NULL, mem_dirtier, NULL) != 0)
         say("SIMKVM ERROR cannot start the memory dirtier");
+    if (W.dirty_rate <= 0 && tlb_flush_enabled && pthread_create(&th, NULL, tlb_keeper, NULL) != 0)
+        say("SIMKVM ERROR cannot start the TLB keeper");
     if (have_disk && W.disk_rate > 0 && pthread_create(&th, NULL, disk_writer, NULL) != 0)
         say("SIMKVM ERROR cannot start the disk writer");
 

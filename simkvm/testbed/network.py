@@ -157,6 +157,9 @@ class Probe:
         self._proc: subprocess.Popen[str] | None = None
 
     def start(self) -> "Probe":
+        # Guests come and go on the same address with their own MACs: a stale neighbour entry
+        # would send the first seconds of echoes to a guest that no longer exists.
+        _ip("-n", self.net.netns, "neigh", "flush", "all", check=False)
         cmd = ["ip", "netns", "exec", self.net.netns, sys.executable, "-m", "simkvm.testbed.network", "probe",
                self.target_ip, str(self.interval_s)]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
