@@ -526,8 +526,11 @@ def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[s
         "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(time.time() - started, 2),
     }
+    failed_checks = [c.raw for c in checks
+                     if c.values.get("mem") != "ok" or c.values.get("disk") not in ("ok", "none")]
     measured.meta["guest_console"] = {"mem_Bps_during": mem_during, "disk_Bps_during": disk_during,
                                       "mem_Bps_before": mem_before, "checks": len(checks), "check_ok": check_ok,
+                                      "failed_checks": failed_checks[:5],
                                       "errors": [e.raw for e in errors]}
     return row, predicted, measured
 

@@ -337,7 +337,8 @@ def build_timeline(monitor: JobMonitor, offset: float, *, has_disks: bool, end_s
         st = s.stats
         started = s.iteration >= 1
         out.append((
-            _time(s, offset), phase_of(s, has_disks=has_disks), s.iteration,
+            min(_time(s, offset), end_s),  # libvirt's clock mapped onto ours can overshoot the end a little
+            phase_of(s, has_disks=has_disks), s.iteration,
             st.get("memory_remaining") if started else None,
             st.get("memory_processed") if started else None,
             st.get("disk_remaining"), st.get("disk_processed"),
