@@ -286,7 +286,7 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
     for k in guest:
         how[k] = "idle calibration runs: zero pages and dirty rate QEMU counted"
     probed = [r.measured.service_interruption_s - r.measured.downtime_s for r in runs
-              if r.measured.converged and str(r.measured.meta.get("service_interruption", "")).startswith("measured")]
+              if r.measured.converged and r.measured.service_interruption_measured]
     if probed:  # what the network adds after the resume (the bridge learning the new port)
         c["network_reconvergence_s"] = max(0.0, float(np.median(probed)))
         how["network_reconvergence_s"] = "median measured service interruption minus downtime (network probe)"

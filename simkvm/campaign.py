@@ -379,8 +379,7 @@ def result_columns(side: str, r: Result) -> dict[str, Any]:
         f"{side}_normal_pages": r.normal_pages,
         # measured: from the network probe when there was one (else it equals the downtime)
         f"{side}_service_interruption_s": (r.service_interruption_s if side == "predicted"
-                                           or str(r.meta.get("service_interruption", "")).startswith("measured")
-                                           else None),
+                                           or r.service_interruption_measured else None),
     }
 
 
@@ -537,8 +536,12 @@ def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[s
 
 def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | None = None,
                  only: Sequence[str] | None = None, progress: bool = True, keep_testbed: bool = False,
-                 testbed: Any = None, log: Any = None) -> dict[str, Any]:
-    """Run every unfinished scenario x repeat; return ``{"done", "skipped", "failed": [(run, error)]}``."""
+                 testbed: Any = None, log: Any = None, probe_network: bool = True) -> dict[str, Any]:
+    """Run every unfinished scenario x repeat; return ``{"done", "skipped", "failed": [(run, error)]}``.
+
+    ``probe_network``: every guest on the testbed's bridge, pinged through its migration
+    (measured service interruption).
+    """
     from .calibrate import load_profile
     from .testbed import Testbed
 
@@ -568,8 +571,7 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
     tb.up()
     from .testbed.network import GuestNetwork
 
-    # every guest pinged through its migration (a stand-in testbed without ports has no network)
-    network = GuestNetwork(tb.base_port) if hasattr(tb, "base_port") else None
+    network = GuestNetwork(tb.base_port) if probe_network else None
     if network is not None:
         network.up()
     bar = None

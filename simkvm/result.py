@@ -106,6 +106,11 @@ class Result:
         return pd.DataFrame(self.round_records, columns=list(ROUND_COLUMNS))
 
     @property
+    def service_interruption_measured(self) -> bool:
+        """A network probe measured ``service_interruption_s`` (otherwise it is the downtime or a prediction)."""
+        return str(self.meta.get("service_interruption", "")).startswith("measured")
+
+    @property
     def timeline(self):
         import pandas as pd
 

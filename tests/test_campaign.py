@@ -140,7 +140,7 @@ def test_finished_runs_are_skipped_and_a_crash_loses_nothing(tmp_path, monkeypat
 
     monkeypatch.setattr(campaign, "run_one", fake_run_one)
     with pytest.raises(KeyboardInterrupt):
-        run_campaign(c, tmp_path, progress=False, testbed=FakeTestbed())
+        run_campaign(c, tmp_path, progress=False, testbed=FakeTestbed(), probe_network=False)
     assert calls == ["a-r2", "b-r1"]  # a-r1 skipped
     assert store.finished_ids() == ["a-r1", "a-r2"]
     with open(tmp_path / "runs.csv") as fh:
@@ -149,7 +149,7 @@ def test_finished_runs_are_skipped_and_a_crash_loses_nothing(tmp_path, monkeypat
     (tmp_path / "runs.csv").write_text("run_id\n")
     calls.clear()
     monkeypatch.setattr(campaign, "run_one", lambda s, k, **kw: (calls.append(run_id(s.id, k)), _fake_results(s, k))[1])
-    out = run_campaign(c, tmp_path, progress=False, testbed=FakeTestbed())
+    out = run_campaign(c, tmp_path, progress=False, testbed=FakeTestbed(), probe_network=False)
     assert calls == ["b-r1"] and out["skipped"] == 2 and out["done"] == ["b-r1"]
     with open(tmp_path / "runs.csv") as fh:
         rows = list(csv.DictReader(fh))

@@ -47,6 +47,8 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from ..executor.cli import add_domain_and_hosts
+
     p = sub.add_parser(
         "preflight", help="measure a running VM's dirty rate, check the destination: GO / GO-WITH-SETTINGS / NO-GO",
         description="Against real libvirt, without touching the VM (no migration, no suspend): read the domain's "
@@ -54,9 +56,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "(the unique-dirtied-bytes curve), check the destination's free memory and storage, then "
                     "predict plain pre-copy at the given bandwidth and downtime limit and recommend settings.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--domain", required=True, help="name of the running domain on the source")
-    p.add_argument("--src", required=True, help="source libvirt URI (or testbed host 'a'/'b')")
-    p.add_argument("--dst", required=True, help="destination libvirt URI (or testbed host 'a'/'b')")
+    add_domain_and_hosts(p)
     p.add_argument("--plan", help="plan file for the link, migration knobs and host constants "
                                   "(its vm and workload.memory are replaced by what is measured)")
     p.add_argument("--max-downtime", help="downtime limit to meet, e.g. 300ms (default: the plan's)")

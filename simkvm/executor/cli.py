@@ -125,6 +125,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_domain_and_hosts(p: argparse.ArgumentParser) -> None:
+    """--domain, --src, --dst: the VM and the two hosts (URIs, or testbed hosts a/b; see _host_uri)."""
+    p.add_argument("--domain", required=True, help="name of the running domain on the source")
+    p.add_argument("--src", required=True, help="source libvirt URI (or testbed host 'a'/'b')")
+    p.add_argument("--dst", required=True, help="destination libvirt URI (or testbed host 'a'/'b')")
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "migrate", help="run a plan's migration for real through libvirt and measure it",
@@ -133,9 +140,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "simkvm predict. Exit 0 when it converged, 1 when it did not or was refused/aborted (the "
                     "message says where the VM is), 2 on bad input or an unready machine.")
     p.add_argument("plan", help="plan file (YAML): link, migration and limits are used")
-    p.add_argument("--domain", required=True, help="name of the running domain on the source")
-    p.add_argument("--src", required=True, help="source libvirt URI (or testbed host 'a'/'b')")
-    p.add_argument("--dst", required=True, help="destination libvirt URI (or testbed host 'a'/'b')")
+    add_domain_and_hosts(p)
     p.add_argument("--json", action="store_true", help="print the measured result as JSON (simkvm predict --json "
                                                          "format); with --predict {\"predicted\", \"measured\"}")
     p.add_argument("--compact", action="store_true", help="with --json: on one line")

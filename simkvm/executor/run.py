@@ -609,32 +609,13 @@ class Execution:
         """
         if self.probe is None or not result.converged:
             return result
-        from ..testbed.network import longest_outage
+        from ..testbed.network import probe_summary
 
         time.sleep(max(0.0, settle_s - (self.now() - result.total_time_s)))  # replies after the resume
         echoes = [(s - self.t0, None if r is None else r - self.t0) for s, r in self.probe.stop()]
         # the switchover: the VM stopped at the end of pre-copy and ran again a downtime later
         stop_s = result.setup_time_s + result.disk_mirror_time_s + result.precopy_time_s
-        outage = longest_outage(echoes, after_s=stop_s - 0.25, before_s=stop_s + result.downtime_s + 0.25)
-        answered = sum(r is not None for _, r in echoes)
-        replies = sorted(r for _, r in echoes if r is not None)
-        gaps = [[round(a, 4), round(b, 4)] for a, b in zip(replies, replies[1:]) if b - a > 0.02]
-        silent, run_start, last = [], None, None  # stretches of echoes sent that got no reply
-        for sent, replied in echoes:
-            if replied is None:
-                run_start = sent if run_start is None else run_start
-                last = sent
-            elif run_start is not None:
-                if last - run_start > 0.02:
-                    silent.append([round(run_start, 4), round(last, 4)])
-                run_start = None
-        if run_start is not None and last - run_start > 0.02:
-            silent.append([round(run_start, 4), round(last, 4)])
-        self.meta["network_probe"] = {"echoes": len(echoes), "answered": answered, "reply_gaps_over_20ms": gaps,
-                                      "unanswered_over_20ms": silent,
-                                      "first_reply_s": replies[0] if replies else None,
-                                      "outage": None if outage is None else {"from_s": outage[0], "to_s": outage[1],
-                                                                              "seconds": outage[2]}}
+        outage, self.meta["network_probe"] = probe_summary(echoes, stop_s=stop_s, downtime_s=result.downtime_s)
         if outage is None:
             self.meta["service_interruption"] = "probe got too few replies; equals the measured downtime"
             return result

@@ -22,6 +22,7 @@ unanswered requests around the switchover is the measured interruption.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import struct
@@ -215,6 +216,33 @@ def longest_outage(echoes: Sequence[tuple[float, float | None]], *, after_s: flo
         if best is None or gap > best[2]:
             best = (a, b, gap)
     return best
+
+
+def probe_summary(echoes: Sequence[tuple[float, float | None]], *, stop_s: float, downtime_s: float
+                  ) -> tuple[tuple[float, float, float] | None, dict[str, Any]]:
+    """The outage around a switchover at ``stop_s`` and what the probe saw, for a result's meta.
+
+    The meta keeps the reply gaps and the stretches of unanswered echoes over
+    20 ms, so a strange figure can be explained afterwards (a guest that went
+    quiet, a neighbour entry gone stale).
+    """
+    outage = longest_outage(echoes, after_s=stop_s - 0.25, before_s=stop_s + downtime_s + 0.25)
+    replies = sorted(r for _, r in echoes if r is not None)
+    gaps = [[round(a, 4), round(b, 4)] for a, b in zip(replies, replies[1:]) if b - a > 0.02]
+    silent: list[list[float]] = []  # stretches of echoes sent that got no reply
+    run_start = last = None
+    for sent, replied in [*echoes, (math.inf, 0.0)]:  # a sentinel reply closes the last stretch
+        if replied is None:
+            run_start = sent if run_start is None else run_start
+            last = sent
+            continue
+        if run_start is not None and last - run_start > 0.02:
+            silent.append([round(run_start, 4), round(last, 4)])
+        run_start = None
+    meta = {"echoes": len(echoes), "answered": len(replies), "reply_gaps_over_20ms": gaps,
+            "unanswered_over_20ms": silent, "first_reply_s": replies[0] if replies else None,
+            "outage": None if outage is None else {"from_s": outage[0], "to_s": outage[1], "seconds": outage[2]}}
+    return outage, meta
 
 
 def _checksum(data: bytes) -> int:
