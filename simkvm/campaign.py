@@ -455,6 +455,17 @@ def _console_rates(lines: list[Any], after: int, before: int | None) -> tuple[fl
     return (float(np.median(mem)) if mem else None, float(np.median(disk)) if disk else None)
 
 
+def _console_tail(name: str, testbed: Any, lines: int = 40) -> str:
+    from .testbed import console_path
+
+    try:
+        text = console_path(name, testbed).read_text(errors="replace")
+    except OSError as exc:
+        return f"(no guest console: {exc})"
+    tail = text.splitlines()[-lines:]
+    return "guest console, last lines:\n" + "\n".join("  " + ln for ln in tail)
+
+
 def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[str, Any] | None,
             profile_name: str | None, settle_s: float = 1.0, boot_timeout_s: float = 120.0,
             network: Any = None) -> tuple[dict[str, Any], Result, Result]:
@@ -511,6 +522,9 @@ def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[s
                     and all(c.values.get("mem") == "ok" and c.values.get("disk") in ("ok", "none") for c in checks))
         mem_during, disk_during = _console_rates(lines, at_start, at_end)
         mem_before, _ = _console_rates(lines, ready.line_no, at_start)
+    except Exception as exc:  # the guest's own last words say what happened to it (a kernel panic, ...)
+        exc.add_note(_console_tail(name, testbed))
+        raise
     finally:
         try:
             remove_guest(name, testbed=testbed)
@@ -567,6 +581,43 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
     if not pending:
         return out
     tb = testbed or Testbed()
+    from .executor.run import _signals_as_interrupt
+
+    lock = _campaign_lock(tb, store.dir)
+    try:
+        with _signals_as_interrupt():  # SIGTERM: like Ctrl-C, the run's guest is cleaned up
+            return _run_pending(pending, todo, out, store, tb, profile, profile_path, probe_network, progress,
+                                keep_testbed, own_testbed=testbed is None, log=log)
+    finally:
+        lock.close()  # releases the flock
+
+
+def _campaign_lock(tb: Any, output: Path) -> Any:
+    """One campaign per testbed: two would define the same guest names and one would take the
+    other's network down at its end. The lock is an flock, so a crashed campaign never holds it."""
+    import fcntl
+
+    tb.state_dir.mkdir(parents=True, exist_ok=True)
+    path = tb.state_dir / "campaign.lock"
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise UserError(f"another campaign is running on the testbed in {tb.state_dir} ({holder}); wait for it "
+                        f"to finish, or give this one its own testbed (SIMKVM_TESTBED_DIR and SIMKVM_TESTBED_PORT)")
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}, output {output}\n")
+    fh.flush()
+    return fh
+
+
+def _run_pending(pending: list, todo: list, out: dict[str, Any], store: "RunStore", tb: Any,
+                 profile: Mapping[str, Any] | None, profile_path: str | None, probe_network: bool,
+                 progress: bool, keep_testbed: bool, *, own_testbed: bool, log: Any) -> dict[str, Any]:
     was_running = tb.status()["running"]
     tb.up()
     from .testbed.network import GuestNetwork
@@ -593,7 +644,8 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
                 text = f"{type(exc).__name__}: {exc}"
                 out["failed"].append((rid, text))
                 store.runs_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write(store.runs_dir / f"{rid}.error.txt", text + "\n")
+                notes = "".join(f"\n{n}" for n in getattr(exc, "__notes__", ()))
+                atomic_write(store.runs_dir / f"{rid}.error.txt", text + notes + "\n")
                 log(f"run {rid} failed (will be retried on the next run): {text.splitlines()[0]}")
             else:
                 store.save(rid, row, predicted, measured)
@@ -609,7 +661,7 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
             bar.close()
         if network is not None and not keep_testbed:
             network.down()
-        if not was_running and not keep_testbed and testbed is None:
+        if not was_running and not keep_testbed and own_testbed:
             tb.down()
     return out
 

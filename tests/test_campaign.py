@@ -108,6 +108,9 @@ def _fake_results(scenario, repeat):
 
 
 class FakeTestbed:
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+
     def status(self):
         return {"running": True}
 
@@ -140,7 +143,7 @@ def test_finished_runs_are_skipped_and_a_crash_loses_nothing(tmp_path, monkeypat
 
     monkeypatch.setattr(campaign, "run_one", fake_run_one)
     with pytest.raises(KeyboardInterrupt):
-        run_campaign(c, tmp_path, progress=False, testbed=FakeTestbed(), probe_network=False)
+        run_campaign(c, tmp_path, progress=False, testbed=FakeTestbed(tmp_path / 'tb'), probe_network=False)
     assert calls == ["a-r2", "b-r1"]  # a-r1 skipped
     assert store.finished_ids() == ["a-r1", "a-r2"]
     with open(tmp_path / "runs.csv") as fh:
@@ -149,7 +152,7 @@ def test_finished_runs_are_skipped_and_a_crash_loses_nothing(tmp_path, monkeypat
     (tmp_path / "runs.csv").write_text("run_id\n")
     calls.clear()
     monkeypatch.setattr(campaign, "run_one", lambda s, k, **kw: (calls.append(run_id(s.id, k)), _fake_results(s, k))[1])
-    out = run_campaign(c, tmp_path, progress=False, testbed=FakeTestbed(), probe_network=False)
+    out = run_campaign(c, tmp_path, progress=False, testbed=FakeTestbed(tmp_path / 'tb'), probe_network=False)
     assert calls == ["b-r1"] and out["skipped"] == 2 and out["done"] == ["b-r1"]
     with open(tmp_path / "runs.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -157,6 +160,30 @@ def test_finished_runs_are_skipped_and_a_crash_loses_nothing(tmp_path, monkeypat
     with open(tmp_path / "rounds.csv") as fh:
         assert {r["run_id"] for r in csv.DictReader(fh)} == {"a-r1", "a-r2", "b-r1"}
     assert json.loads((tmp_path / "meta.json").read_text())["cores"] >= 1
+
+
+def test_a_second_campaign_on_the_same_testbed_is_refused(tmp_path, monkeypatch):
+    """Two campaigns on one testbed would define the same guests; the second gets one clear line."""
+    import simkvm.campaign as campaign
+
+    c = parse_campaign({"name": "t", "scenarios": [{"id": "a"}]})
+    seen = []
+
+    def nested_run_one(scenario, repeat, **kw):  # while the first campaign runs, a second one starts
+        with pytest.raises(UserError, match=r"another campaign is running on the testbed .*pid \d+, output"):
+            run_campaign(c, tmp_path / "second", progress=False, testbed=FakeTestbed(tmp_path / "tb"),
+                         probe_network=False)
+        seen.append("refused")
+        return _fake_results(scenario, repeat)
+
+    monkeypatch.setattr(campaign, "run_one", nested_run_one)
+    out = run_campaign(c, tmp_path / "first", progress=False, testbed=FakeTestbed(tmp_path / "tb"),
+                       probe_network=False)
+    assert seen == ["refused"] and out["done"] == ["a-r1"]
+    # released at the end: the second one runs now
+    monkeypatch.setattr(campaign, "run_one", lambda s, k, **kw: _fake_results(s, k))
+    assert run_campaign(c, tmp_path / "second", progress=False, testbed=FakeTestbed(tmp_path / "tb"),
+                        probe_network=False)["done"] == ["a-r1"]
 
 
 # ------------------------------------------------------------------ the report's figures
@@ -268,12 +295,17 @@ def test_smoke_campaign_calibrate_and_report_on_the_testbed(testbed, tmp_path, c
 
     out = tmp_path / "smoke"
     argv = ["campaign", "run", str(CAMPAIGNS / "smoke.yaml"), "-o", str(out), "-q"]
-    code = main(argv)
-    if code != 0:
-        # A run whose guest died on the destination after a correct migration (QEMU 7.2 TCG loses
-        # dirty pages, ~5 % of busy runs here) is not recorded; the runner is resumable and retries
-        # exactly the missing runs, as a user would. Anything else still fails below.
+    # A run whose guest kernel died on the destination after a correct migration (QEMU 7.2 TCG
+    # loses kernel writes through TLB entries armed before a dirty-bitmap sync: ~1 in 8 busy runs
+    # here, more under load) is not recorded; the runner is resumable and retries exactly the
+    # missing runs, as a user would. Only that failure is retried, each run at most 4 times.
+    for attempt in range(4):
         code = main(argv)
+        if code == 0:
+            break
+        for err in sorted((out / "runs").glob("*.error.txt")):
+            text = err.read_text()
+            assert "destination VM is" in text.splitlines()[0] and "Kernel panic" in text, text
     assert code == 0
     smoke = load_campaign(CAMPAIGNS / "smoke.yaml")
     rows = pd.read_csv(out / "runs.csv")

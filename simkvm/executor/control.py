@@ -13,7 +13,8 @@ start_postcopy      ``virDomainMigrateStartPostCopy``
 pause               ``virDomainSuspend`` (forced completion)
 abort               the executor cancels the job (``virDomainAbortJob``)
 throttle            QEMU's own auto-converge: only recorded, from
-                    ``auto_converge_throttle`` in the job stats
+                    ``auto_converge_throttle`` in the job stats (each
+                    rise; the reset at the end is not an action)
 ==================  ==========================================
 
 The plan's after-N-iterations rules (``aids.postcopy.after_iterations``,
@@ -93,7 +94,9 @@ class Controller:
     def tick(self, stats: dict[str, Any], now_s: float, *, iteration: int, paused: bool) -> None:
         """One poll of the executor's loop: record QEMU's throttle, fire due rules, ask the policy."""
         throttle = float(stats.get("auto_converge_throttle") or 0) / 100.0
-        if throttle != self._throttle and stats.get("type"):
+        # QEMU only ever raises the throttle during a migration; its drop to 0 is the cleanup at
+        # the end (cpu_throttle_stop), not a controller action, and the simulator records none
+        if throttle > self._throttle and stats.get("type"):
             self._throttle = throttle
             self._record(now_s, "throttle", throttle)
         if self.postcopy_requested_s is not None and self.postcopy_started_s is None and iteration >= 1:
