@@ -22,7 +22,8 @@ judges the model on the others) and fits:
   count and QEMU's reported dirty rate): ``dirty_rate_factor``,
   ``link.capacity`` (the wire when QEMU lifts the limit for stop-and-copy),
   ``resume_s`` (downtime floor), ``sync_s_per_GiB`` and ``page_cost_s``
-  (per-iteration overheads). The fixed costs stay as measured: letting the
+  (per-iteration overheads), ``background_hot_bytes`` (the guest OS's pages
+  dirty again at every sync, which decide the short last rounds). The fixed costs stay as measured: letting the
   search move them would let them soak up errors of other parts of the model.
 
 The profile is YAML: ``host:`` (what ``profile:`` in a plan loads), ``link:``
@@ -58,6 +59,7 @@ SEARCHED: tuple[tuple[str, float, float, float], ...] = (
     ("resume_s", 0.0, 1.0, 0.005),
     ("sync_s_per_GiB", 0.0, 2.0, 0.002),
     ("page_cost_s", 0.0, 2e-5, 1e-8),
+    ("background_hot_bytes", 0.0, 4 * 2**20, 16 * 2**10),
 )
 HOST_FIELDS = {f.name for f in dataclasses.fields(Host)}
 
@@ -104,6 +106,8 @@ def with_constants(plan: Plan, c: Mapping[str, float]) -> Plan:
     if c.get("background_dirty_rate_Bps"):
         vm = dataclasses.replace(vm, background_dirty_rate_Bps=c["background_dirty_rate_Bps"],
                                  background_wss_bytes=min(c.get("background_wss_bytes", 16 * 2**20), vm.memory_bytes))
+    if c.get("background_hot_bytes"):
+        vm = dataclasses.replace(vm, background_hot_bytes=min(c["background_hot_bytes"], vm.memory_bytes))
     return dataclasses.replace(plan, host=dataclasses.replace(plan.host, **host), link=link, vm=vm)
 
 
@@ -270,6 +274,7 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
     base = Host()
     c: dict[str, float] = {f.name: getattr(base, f.name) for f in dataclasses.fields(Host)}
     c["capacity_Bps"] = max(r.plan.link.bandwidth_Bps for r in runs) * 4
+    c["background_hot_bytes"] = 0.0
     how: dict[str, str] = {}
     # ---- directly from the measurements
     pb = fit_page_bytes(runs)
@@ -381,6 +386,8 @@ def profile_dict(fitted: Mapping[str, Any], *, source: str = "") -> dict[str, An
     if c.get("background_dirty_rate_Bps"):
         guest["background_dirty_rate"] = _round(float(c["background_dirty_rate_Bps"]))
         guest["background_wss"] = _round(float(c.get("background_wss_bytes", 16 * 2**20)))
+    if c.get("background_hot_bytes"):
+        guest["background_hot"] = _round(float(c["background_hot_bytes"]))
     network = {}
     if c.get("network_reconvergence_s") is not None:
         network["reconvergence"] = _round(float(c["network_reconvergence_s"]))

@@ -50,6 +50,10 @@ class VM:
     disks: tuple[Disk, ...] = ()
     background_dirty_rate_Bps: float = 0.0  # the guest OS's own page writes (kernel, timers, buffers)
     background_wss_bytes: float = 16 * 2**20
+    # Pages the guest OS rewrites all the time (kernel stacks, per-CPU data, timer wheels, its
+    # programs' own bookkeeping): dirty again at every sync, however short the round. A rate
+    # over a large set cannot stand for them: it under-counts short rounds, over-counts long ones.
+    background_hot_bytes: float = 0.0
     vcpus: int = 1
     page_size_bytes: float = PAGE_SIZE_BYTES
 
@@ -362,6 +366,8 @@ class Plan:
         _layout(vm.wss_layout, ("spread", "start", "end"), "vm.wss_layout")
         if vm.background_dirty_rate_Bps > 0 and not 0 < vm.background_wss_bytes <= vm.memory_bytes:
             raise PlanError("vm.background_wss must be > 0 and at most vm.memory")
+        if not 0 <= vm.background_hot_bytes <= vm.memory_bytes:
+            raise PlanError("vm.background_hot must be between 0 and vm.memory")
         usable = vm.memory_bytes
         if mem.model in ("uniform", "sequential"):
             if mem.wss_bytes is None:

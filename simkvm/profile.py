@@ -6,8 +6,8 @@ Sections (SI numbers or human units):
 * ``link: {capacity}`` the wire speed when QEMU lifts the rate limit for stop-and-copy;
 * ``guest:`` what the testbed guest image does besides its workload:
   ``os_nonzero`` bytes of RAM non-zero beyond the plan's zero fraction (a correction,
-  may be negative) and ``background_dirty_rate`` / ``background_wss`` (its
-  OS's own dirtying);
+  may be negative), ``background_dirty_rate`` / ``background_wss`` (its
+  OS's own dirtying) and ``background_hot`` (pages it rewrites all the time);
 * ``network: {reconvergence}`` what the network adds to the downtime before the
   VM's traffic reaches it again (measured with the testbed's network probe);
 * ``fit:`` the calibration's record (runs used, residuals); never applied.
@@ -25,7 +25,7 @@ from .errors import PlanError
 
 SECTIONS = ("host", "link", "guest", "network", "fit")
 LINK_KEYS = ("capacity", "efficiency")
-GUEST_KEYS = ("os_nonzero", "background_dirty_rate", "background_wss")
+GUEST_KEYS = ("os_nonzero", "background_dirty_rate", "background_wss", "background_hot")
 NETWORK_KEYS = ("reconvergence",)
 
 
@@ -74,6 +74,8 @@ def apply_profile(plan: Any, profile: Mapping[str, Any]) -> Any:
         changes["vm.background_dirty_rate"] = guest["background_dirty_rate"]
         changes["vm.background_wss"] = min(parse_size(guest.get("background_wss", 16 * 2**20)),
                                            plan.vm.memory_bytes)
+    if guest.get("background_hot") is not None:
+        changes["vm.background_hot"] = min(parse_size(guest["background_hot"]), plan.vm.memory_bytes)
     network = prof.get("network") or {}
     if network.get("reconvergence") is not None:
         changes["network.reconvergence"] = network["reconvergence"]

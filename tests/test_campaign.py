@@ -228,6 +228,7 @@ def test_report_metrics_from_known_rows():
     assert m["downtime_within_tolerance_share"] == pytest.approx(3 / 4)
     assert m["bytes_median_rel_err"] == pytest.approx((0.04 + 0.10) / 2)
     assert m["iterations_exact_share"] == pytest.approx(3 / 4)
+    assert m["iterations_within_one_share"] == 1.0  # the one miss (5 vs 6) is a near tie
     assert m["near_boundary_runs"] == 1 and m["verdict_runs"] == 6
     assert m["verdict_accuracy"] == pytest.approx(5 / 6) and m["verdict_wrong"] == ["e-r1"]
     times_a = [10.0, 12.0]

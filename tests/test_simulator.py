@@ -271,6 +271,27 @@ def test_zero_layout_end_sends_the_untouched_top_of_ram_last():
     assert end.ram_transferred_bytes == pytest.approx(spread.ram_transferred_bytes, rel=0.01)
 
 
+def test_hot_pages_are_dirty_at_every_sync():
+    """vm.background_hot: pages rewritten every 10 ms. The sync after the long first pass finds
+    all of them dirty (H(1 - exp(-T/10 ms)) = H), and a set larger than bandwidth x downtime can
+    never fit the threshold: the migration does not converge, whatever else the guest does."""
+    bw = 125e6  # 1 Gbit/s
+    hot, mem = 2 * MiB, 1 * GiB
+    r = simulate(plan(vm={"memory": "1GiB", "background_hot": hot}))
+    assert r.converged
+    second = r.rounds.set_index("memory_iteration").loc[2]
+    # QEMU counts newly set bits: the hot pages the first pass has not reached yet (a share
+    # P/M of them, spread evenly) are still set. With R = P + new after the sync:
+    # new = H (1 - P/M)  =>  new = H (M - R) / (M - H)
+    remaining = second["memory_remaining"]
+    assert second["dirtied_bytes"] == pytest.approx(hot * (mem - remaining) / (mem - hot), rel=1e-6)
+    assert second["dirtied_bytes"] < hot
+    threshold = bw * 0.3
+    assert simulate(plan(vm={"memory": "1GiB", "background_hot": threshold * 1.05},
+                         migration={"max_downtime": "300ms", "max_iterations": 10})).converged is False
+    assert simulate(plan(vm={"memory": "1GiB", "background_hot": threshold * 0.9})).converged
+
+
 def test_background_dirtying_of_an_idle_guest():
     idle = simulate(plan())
     busy_os = simulate(plan(vm={"background_dirty_rate": "400KiB/s", "background_wss": "16MiB"}))

@@ -14,7 +14,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     campaign = load_campaign(args.campaign)
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
     out = run_campaign(campaign, args.output, profile_path=args.profile, only=only, progress=not args.quiet,
-                       keep_testbed=args.keep_testbed)
+                       keep_testbed=args.keep_testbed, probe_network=not args.no_probe)
     print(f"campaign {campaign.name}: {len(out['done'])} run(s) done, {out['skipped']} already finished, "
           f"{len(out['failed'])} failed -> {args.output}", file=sys.stderr)
     for rid, text in out["failed"]:
@@ -59,6 +59,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--profile", help="host profile (simkvm calibrate) to predict with")
     r.add_argument("--only", help="comma-separated scenario ids to run")
     r.add_argument("--keep-testbed", action="store_true", help="leave a testbed this command started running")
+    r.add_argument("--no-probe", action="store_true",
+                   help="no guest network and no ping through the migrations (the probe's traffic makes the "
+                        "guest kernel write memory too; the service interruption is then not measured)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
     rep = csub.add_parser("report", help="errors of the predictions on the held-out (validation) runs")

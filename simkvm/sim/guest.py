@@ -23,6 +23,8 @@ import simpy
 
 from ..plan import Plan
 
+HOT_PERIOD_S = 0.01  # how often the OS's hot pages are rewritten: dirty again within any round
+
 
 def _uniform(pages: float, writes_per_s: float) -> Callable[[float], float]:
     if pages <= 0 or writes_per_s <= 0:
@@ -78,12 +80,22 @@ class Guest:
                 self.set_pages.append(pages)
                 self.set_unique.append(fn)
                 self.set_rate.append(rate)
-        if plan.vm.background_dirty_rate_Bps > 0:  # the OS's own dirtying, not scaled by phases
+        # The OS's own dirtying, not scaled by phases: the sets after the workload's.
+        self.os_sets = 0
+        if plan.vm.background_dirty_rate_Bps > 0:
             pages = plan.vm.background_wss_bytes / page
             rate = plan.vm.background_dirty_rate_Bps / page * factor
             self.set_pages.append(pages)
             self.set_unique.append(_uniform(pages, rate))
             self.set_rate.append(rate)
+            self.os_sets += 1
+        if plan.vm.background_hot_bytes > 0:  # rewritten every HOT_PERIOD_S: all dirty at any sync
+            pages = plan.vm.background_hot_bytes / page
+            rate = pages / HOT_PERIOD_S
+            self.set_pages.append(pages)
+            self.set_unique.append(_uniform(pages, rate))
+            self.set_rate.append(rate)
+            self.os_sets += 1
         self.phases = mem.phases
         self.scale = mem.phases[0].scale if mem.phases else 1.0
         self.throttle = 0.0  # auto-converge: share of the vCPUs' time taken away

@@ -87,15 +87,16 @@ def _place(free: list[float], pages: float, layout: str | Sequence[float], grid:
     return out
 
 
-def slices(total_pages: float, workload_sets: Sequence[float], background_pages: float, zero_pages: float,
+def slices(total_pages: float, workload_sets: Sequence[float], background_sets: Sequence[float] | float,
+           zero_pages: float,
            wss_layout: str | Sequence[float] = "spread",
            zero_layout: str | Sequence[float] = "spread") -> list[list[float]]:
     """Pages per bitmap component in each slice of RAM, bottom to top.
 
-    Components, in order: the workload's dirty sets, the background set (if any
-    pages), other non-zero pages, zero pages. The working set is placed first
-    (at the very top for ``end``), then the zero pages, then the OS's
-    background set spread over what is left; the rest is other non-zero data.
+    Components, in order: the workload's dirty sets, the OS's sets (background,
+    hot), other non-zero pages, zero pages. The working set is placed first
+    (at the very top for ``end``), then the zero pages, then the OS's sets
+    spread over what is left; the rest is other non-zero data.
     """
     grid = _grid(wss_layout, zero_layout)
     free = [total_pages / grid] * grid
@@ -106,11 +107,13 @@ def slices(total_pages: float, workload_sets: Sequence[float], background_pages:
     else:
         wss = _place(free, wss_total, wss_layout, grid)
         zero = _place(free, zero_pages, zero_layout, grid)
-    bg = _place(free, background_pages, "spread", grid)
+    if isinstance(background_sets, (int, float)):
+        background_sets = [background_sets] if background_sets > 0 else []
+    bgs = [_place(free, pages, "spread", grid) for pages in background_sets]
     rows = []
     for i in range(grid):
         sets = [wss[i] * w / wss_total if wss_total > 0 else 0.0 for w in workload_sets]
-        row = sets + ([bg[i]] if background_pages > 0 else []) + [max(free[i], 0.0), zero[i]]
+        row = sets + [bg[i] for bg in bgs] + [max(free[i], 0.0), zero[i]]
         rows.append(row)
     return _merge(rows)
 

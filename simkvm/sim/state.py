@@ -109,11 +109,11 @@ class Run:
         vm = self.plan.vm
         total = vm.memory_bytes / self.page_bytes
         sets = list(self.guest.set_pages)
-        has_bg = vm.background_dirty_rate_Bps > 0
-        workload, bg = (sets[:-1], sets[-1]) if has_bg else (sets, 0.0)
+        n_os = self.guest.os_sets
+        workload, os_sets = sets[:len(sets) - n_os], sets[len(sets) - n_os:]
         in_sets = min(sum(sets), total)
         zero = min(vm.zero_fraction * total, total - in_sets)
-        self.capacity = layout.slices(total, workload, bg, zero, vm.wss_layout, vm.zero_layout)
+        self.capacity = layout.slices(total, workload, os_sets, zero, vm.wss_layout, vm.zero_layout)
         self.cells = [list(row) for row in self.capacity]
         self.cursor = 0
 
