@@ -34,6 +34,9 @@ METADATA_URI = "urn:x-simkvm:workload:1"
 METADATA_PREFIX = "simkvm"
 GUEST_SRC_DIR = Path(__file__).resolve().parent.parent / "guest"
 PAGE_BYTES = 4096
+#: Pages the guest rewrites all the time by construction: its two TLB-flush regions (64 pages each,
+#: see tlb_keeper() in workload.c), dirty again at every sync (the model's vm.background_hot).
+GUEST_HOT_BYTES = 2 * 64 * PAGE_BYTES
 # virtio_blk and its dependencies: without them /dev/vda never appears.
 _REQUIRED_MODULES = ("virtio_ring", "virtio", "virtio_pci", "virtio_blk")
 
