@@ -180,8 +180,10 @@ def fit_guest_os(runs: Sequence[CalibrationRun], c: Mapping[str, float] | None =
     (its TLB-flush regions, :data:`simkvm.testbed.guest.GUEST_HOT_BYTES`), when the runs
     are the testbed guest's (their measured results carry its console).
     ``background_dirty_rate_Bps``: the rate over ``background_wss_bytes`` that makes those
-    idle guests, simulated with the hot pages, show the dirty rate QEMU measured (taking
-    QEMU's figure as the rate would count the hot pages twice: they are in it too).
+    idle guests, simulated with the hot pages, send as many normal pages as QEMU counted
+    (bisection). Not QEMU's dirty-rate figure: it has one or two samples per run, some over
+    periods so short that the hot pages dominate them (v4: 134 vs 509 pages/s in two idle
+    runs), and taken as the rate it counts the hot pages twice.
     """
     from .sim import simulate
 
@@ -195,21 +197,25 @@ def fit_guest_os(runs: Sequence[CalibrationRun], c: Mapping[str, float] | None =
         from .testbed.guest import GUEST_HOT_BYTES
 
         out["background_hot_bytes"] = float(GUEST_HOT_BYTES)
-    measured = [(r, x) for r, x in ((r, _median_dirty_rate(r.measured)) for r in idle) if x]
+    # The pages an idle guest dirties are the normal pages QEMU sent more than once: all of them
+    # count (QEMU's dirty-rate figure has one or two samples per run, some over periods so short
+    # that the hot pages dominate them).
+    measured = [r for r in idle if r.measured.normal_pages > 0]
     if not measured:
         return out
     out["background_wss_bytes"] = 16 * 2**20
-    target = float(np.median([x for _, x in measured]))
+    target = float(sum(r.measured.normal_pages for r in measured))
 
-    def shown(rate_Bps: float) -> float:  # median over the idle runs of QEMU's simulated dirty rate
+    def shown(rate_Bps: float) -> float:  # normal pages the simulated idle guests send, in all
         cc = {**(c or {}), **out, "background_dirty_rate_Bps": rate_Bps}
-        return float(np.median([_median_dirty_rate(simulate(with_constants(r.plan, cc), timeline=False)) or 0.0
-                                for r, _ in measured]))
+        return float(sum(simulate(with_constants(r.plan, cc), timeline=False).normal_pages for r in measured))
 
-    lo, hi = 0.0, target * PAGE
-    if shown(hi) <= target:  # the hot pages alone show less: the rate is at least QEMU's figure
-        out["background_dirty_rate_Bps"] = hi
+    lo, hi = 0.0, 16 * 2**20
+    if shown(lo) >= target:  # the hot pages alone account for it
+        out["background_dirty_rate_Bps"] = 0.0
         return out
+    while shown(hi) < target and hi < 2**30:
+        hi *= 4
     for _ in range(30):  # bisection: shown() rises with the rate
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if shown(mid) < target else (lo, mid)
@@ -314,7 +320,7 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
     guest_how = {"os_nonzero_bytes": "idle calibration runs: zero pages QEMU counted",
                  "background_hot_bytes": "known: the testbed guest's TLB-flush regions (not fitted)",
                  "background_dirty_rate_Bps": "idle calibration runs: the rate whose simulation (hot pages "
-                                              "included) shows QEMU's measured dirty rate",
+                                              "included) sends the normal pages QEMU counted",
                  "background_wss_bytes": "fixed (16 MiB)"}
     for k in guest:
         how[k] = guest_how.get(k, "idle calibration runs")

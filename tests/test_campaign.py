@@ -286,6 +286,32 @@ def test_calibration_recovers_known_constants(tmp_path):
     assert applied.link.capacity_Bps == pytest.approx(c["capacity_Bps"], rel=1e-5)
 
 
+def test_guest_os_background_rate_is_recovered_from_idle_runs():
+    """Idle testbed-guest runs simulated with a known background rate and the guest's hot pages:
+    the fit knows the hot pages (not fitted) and must find the rate from the normal pages sent."""
+    from simkvm.calibrate import fit_guest_os
+    from simkvm.testbed.guest import GUEST_HOT_BYTES
+
+    truth = {"background_dirty_rate_Bps": 300e3, "background_wss_bytes": 16 * MiB,
+             "background_hot_bytes": float(GUEST_HOT_BYTES)}
+    plans = [_plan(256 * MiB, 0, 0, 32 * MiB, 0.3), _plan(256 * MiB, 0, 0, 16 * MiB, 0.1),
+             _plan(512 * MiB, 0, 0, 64 * MiB, 0.05)]
+    runs = []
+    for i, p in enumerate(plans):
+        measured = simulate(with_constants(p, truth))
+        measured.meta["guest_console"] = {"checks": 1}  # as the campaign records for testbed guests
+        runs.append(CalibrationRun(f"idle{i}", p, measured))
+    got = fit_guest_os(runs, {})
+    assert got["background_hot_bytes"] == GUEST_HOT_BYTES
+    assert got["background_dirty_rate_Bps"] == pytest.approx(300e3, rel=0.02)
+    # QEMU's own dirty-rate figure would have counted the hot pages as rate too
+    assert got["background_dirty_rate_Bps"] < 4096 * max(
+        x for r in runs for x in (rr["memory_dirty_rate"] or 0 for rr in r.measured.round_records))
+    # and a run that is not the testbed guest's: no hot pages assumed
+    runs[0].measured.meta.pop("guest_console")
+    assert "background_hot_bytes" not in fit_guest_os(runs, {})
+
+
 # ------------------------------------------------------------------ the real thing
 @pytest.mark.testbed
 @pytest.mark.slow
