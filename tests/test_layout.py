@@ -30,7 +30,7 @@ def _columns(rows):
 ])
 def test_every_page_is_placed_once(wss_layout, zero_layout):
     total, sets, bg, zero = 65536.0, [2048.0, 512.0], 4096.0, 30000.0
-    rows = slices(total, sets, bg, zero, wss_layout, zero_layout)
+    rows = slices(total, sets, [bg], zero, wss_layout, zero_layout)
     cols = _columns(rows)
     assert cols[0] == pytest.approx(2048) and cols[1] == pytest.approx(512)
     assert cols[2] == pytest.approx(bg) and cols[-1] == pytest.approx(zero)
@@ -41,14 +41,14 @@ def test_every_page_is_placed_once(wss_layout, zero_layout):
 
 
 def test_spread_is_one_slice_and_end_puts_the_working_set_on_top():
-    assert len(slices(65536, [2048], 0, 30000)) == 1
-    rows = slices(65536, [2048], 0, 30000, "end")
+    assert len(slices(65536, [2048], [], 30000)) == 1
+    rows = slices(65536, [2048], [], 30000, "end")
     assert rows[-1][0] == pytest.approx(2048) and sum(rows[-1]) == pytest.approx(2048)
 
 
 def test_measured_shares_are_kept():
     shares = [0, 0, 0, 0, 0, 0, 0, 0, 0, 377, 268, 175, 0, 0, 0, 180]
-    rows = slices(65536, [2048], 0, 0, shares)
+    rows = slices(65536, [2048], [], 0, shares)
     # the slices merge neighbours with the same mix, so compare by position in RAM
     placed, at = [0.0] * 16, 0.0
     for row in rows:

@@ -81,21 +81,17 @@ class Guest:
                 self.set_unique.append(fn)
                 self.set_rate.append(rate)
         # The OS's own dirtying, not scaled by phases: the sets after the workload's.
-        self.os_sets = 0
+        os_sets: list[tuple[float, float]] = []  # (pages, page writes/s)
         if plan.vm.background_dirty_rate_Bps > 0:
-            pages = plan.vm.background_wss_bytes / page
-            rate = plan.vm.background_dirty_rate_Bps / page * factor
-            self.set_pages.append(pages)
-            self.set_unique.append(_uniform(pages, rate))
-            self.set_rate.append(rate)
-            self.os_sets += 1
+            os_sets.append((plan.vm.background_wss_bytes / page, plan.vm.background_dirty_rate_Bps / page * factor))
         if plan.vm.background_hot_bytes > 0:  # rewritten every HOT_PERIOD_S: all dirty at any sync
-            pages = plan.vm.background_hot_bytes / page
-            rate = pages / HOT_PERIOD_S
+            hot = plan.vm.background_hot_bytes / page
+            os_sets.append((hot, hot / HOT_PERIOD_S))
+        for pages, rate in os_sets:
             self.set_pages.append(pages)
             self.set_unique.append(_uniform(pages, rate))
             self.set_rate.append(rate)
-            self.os_sets += 1
+        self.os_sets = len(os_sets)
         self.phases = mem.phases
         self.scale = mem.phases[0].scale if mem.phases else 1.0
         self.throttle = 0.0  # auto-converge: share of the vCPUs' time taken away

@@ -87,8 +87,7 @@ def _place(free: list[float], pages: float, layout: str | Sequence[float], grid:
     return out
 
 
-def slices(total_pages: float, workload_sets: Sequence[float], background_sets: Sequence[float] | float,
-           zero_pages: float,
+def slices(total_pages: float, workload_sets: Sequence[float], os_sets: Sequence[float], zero_pages: float,
            wss_layout: str | Sequence[float] = "spread",
            zero_layout: str | Sequence[float] = "spread") -> list[list[float]]:
     """Pages per bitmap component in each slice of RAM, bottom to top.
@@ -107,9 +106,7 @@ def slices(total_pages: float, workload_sets: Sequence[float], background_sets: 
     else:
         wss = _place(free, wss_total, wss_layout, grid)
         zero = _place(free, zero_pages, zero_layout, grid)
-    if isinstance(background_sets, (int, float)):
-        background_sets = [background_sets] if background_sets > 0 else []
-    bgs = [_place(free, pages, "spread", grid) for pages in background_sets]
+    bgs = [_place(free, pages, "spread", grid) for pages in os_sets]
     rows = []
     for i in range(grid):
         sets = [wss[i] * w / wss_total if wss_total > 0 else 0.0 for w in workload_sets]
