@@ -38,6 +38,23 @@ def _rates_after(name: str, testbed, after_line: int, count: int, timeout_s: flo
     pytest.fail(f"guest {name} printed fewer than {count} RATE lines in {timeout_s} s")
 
 
+def test_console_reader_skips_a_line_still_being_written(tmp_path):
+    """The serial console reaches the file a few bytes at a time; a half-written CHECK must not
+    be read as a failed one (it was: `mem=ok disk=` with the disk verdict still on its way)."""
+    from simkvm.testbed.guest import console_lines, console_path
+    from simkvm.testbed.hosts import Testbed
+
+    tb = Testbed(tmp_path / "tb")
+    path = console_path("g", tb)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("SIMKVM CHECK t=1.000 mem=ok disk=ok\nSIMKVM CHECK t=2.000 mem=ok disk=")
+    checks = console_lines("g", kind="CHECK", testbed=tb)
+    assert [c.values.get("disk") for c in checks] == ["ok"]
+    with open(path, "a") as fh:
+        fh.write("ok\n")
+    assert [c.values.get("disk") for c in console_lines("g", kind="CHECK", testbed=tb)] == ["ok", "ok"]
+
+
 def test_up_is_idempotent_and_resizes_disk_space(testbed):
     before = {h.name: h.libvirtd_pid for h in testbed.iter_hosts()}
     started = time.monotonic()
