@@ -63,5 +63,4 @@ def apply(run: Run, action: Action) -> None:
 
 
 def _wake(run: Run) -> None:
-    if run.wakeup is not None and not run.wakeup.triggered:
-        run.wakeup.succeed()
+    run.wake()

@@ -21,23 +21,35 @@ from .diagnose import converged_reason, memory_reason
 from .mirror import mirror, mirror_limit_reason
 from .postcopy import postcopy
 from .ram import precopy
-from .state import Run
+from .state import Run, SharedLink
 from .switchover import network_convergence_s, switchover
 
 
 def simulate(plan: Plan, *, reference: bool = False, timeline: bool = True) -> Result:
     """Predict one migration. ``reference`` walks QEMU's loop check by check (slow, for proofs)."""
+    env = simpy.Environment()
+    _, process = start_migration(env, plan, reference=reference, timeline=timeline)
+    return env.run(until=process)
+
+
+def start_migration(env: simpy.Environment, plan: Plan, *, reference: bool = False, timeline: bool = True,
+                    link: SharedLink | None = None) -> tuple[Run, simpy.Process]:
+    """One migration (and its orchestrator) as processes in ``env``; the process's value is the Result.
+    A drain starts many in one environment, each over its share of a ``link``."""
     policy = make_policy(plan) if plan.policy.name != "qemu" else None
     if policy is not None:
         plan = policy.configure(plan)  # the orchestrator's own settings (aids, ...)
-    env = simpy.Environment()
-    run = Run(env, plan, reference=reference, keep_timeline=timeline)
-    process = env.process(migration(run))
+    run = Run(env, plan, reference=reference, keep_timeline=timeline, link=link)
+    process = env.process(_labelled(migration(run), plan.policy.name))
     if policy is not None:
         run.has_controller = True
         env.process(controller(run, policy))
-    result = env.run(until=process)
-    result.meta["policy"] = plan.policy.name
+    return run, process
+
+
+def _labelled(process, policy: str):
+    result = yield from process
+    result.meta["policy"] = policy
     return result
 
 

@@ -25,7 +25,6 @@ def mirror(run: Run):
     run.phase = "mirror"
     run.point()
     n = len(disks)
-    speed = min(plan.disk_bandwidth_Bps, plan.capacity_Bps / n)
     # mirror_dirty_init(): allocated data is dirty; with an NBD target that cannot promise
     # zeroes, unallocated ranges are written as zeroes and count against the speed limit.
     zero_accounted = plan.host.mirror_zero_accounted and plan.migration.storage == "non_shared_disk"
@@ -33,9 +32,8 @@ def mirror(run: Run):
     if plan.migration.storage == "non_shared_inc":
         progress = [d.allocation_bytes for d in disks]
     run.disk_total = sum(progress)
-    bulk_s = max(progress) / speed
     guest.collect_disk_bytes()
-    done = yield from _copy(run, bulk_s, speed * n)
+    done = yield from _copy(run, max(progress), n, n)
     if not done:
         return False
     run.disk_processed = run.disk_total
@@ -47,36 +45,49 @@ def mirror(run: Run):
     dirty = guest.collect_disk_bytes(behind_sweep=True)
     while dirty >= guest.granule_bytes:
         run.disk_total += dirty
-        done = yield from _copy(run, dirty / speed, speed)
+        done = yield from _copy(run, dirty, 1, n)  # the written disk's job, at its speed
         if not done:
             return False
         run.disk_wire += dirty
         run.point()
         again = guest.collect_disk_bytes()
         if again >= dirty * 0.999:  # the writes outrun the copy: the job never becomes ready
-            yield from _copy(run, math.inf, 0.0)
+            yield from _copy(run, math.inf, 0, n)
             return False
         dirty = again
     # While RAM migrates the job copies each new write after a short lag.
-    run.mirror_bg_Bps = min(speed, guest.disk_unique_bytes(MIRROR_LAG_S) / MIRROR_LAG_S)
+    run.mirror_bg_Bps = min(mirror_speed_Bps(run, n), guest.disk_unique_bytes(MIRROR_LAG_S) / MIRROR_LAG_S)
     run.follow_disk_writes()
     return True
 
 
-def _copy(run: Run, seconds: float, rate_Bps: float):
-    """Copy for ``seconds`` at ``rate_Bps``; False if the deadline or an abort came first."""
+def mirror_speed_Bps(run: Run, jobs: int) -> float:
+    """Each block job's speed: libvirt's bandwidth cap, and the link (or its share) split among the jobs."""
+    return min(run.plan.disk_bandwidth_Bps, run.capacity_Bps() / max(jobs, 1))
+
+
+def _copy(run: Run, job_bytes: float, jobs: int, of: int):
+    """``jobs`` of the ``of`` mirror jobs each copy ``job_bytes`` (``jobs`` = 0: wait, copying nothing);
+    the speed is read again when a shared link wakes us. False if the deadline or an abort came first."""
     env = run.env
-    end = env.now + seconds
+    speed = mirror_speed_Bps(run, of) if jobs else 0.0
+    end = env.now + (job_bytes / speed if speed else math.inf)
     while env.now < end:
         if run.abort_requested:
             return False
         if end > run.deadline_s and env.now >= run.deadline_s:
             return False
+        rate_Bps = speed * jobs
         run.disk_copying(rate_Bps)
         slept = yield from run.wait(min(end, run.deadline_s) - env.now)
-        if rate_Bps and math.isfinite(seconds):
+        if rate_Bps and math.isfinite(end):
             run.disk_processed += rate_Bps * slept
         run.disk_copying(0.0)
+        if jobs and run.link is not None and env.now < end:
+            new = mirror_speed_Bps(run, of)
+            if new != speed:  # what is left goes at the new speed
+                end = env.now + (end - env.now) * speed / new
+                speed = new
     return True
 
 
@@ -89,7 +100,7 @@ def mirror_backlog_bytes(run: Run) -> float:
 
 def mirror_limit_reason(run: Run) -> str:
     plan, guest = run.plan, run.guest
-    speed = min(plan.disk_bandwidth_Bps, plan.capacity_Bps / max(1, len(plan.migrated_disks)))
+    speed = mirror_speed_Bps(run, len(plan.migrated_disks))
     granule_rate = guest.disk_granule_writes_per_s * guest.granule_bytes
     from ..units import fmt_rate
 

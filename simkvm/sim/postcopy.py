@@ -22,7 +22,7 @@ def postcopy(run: Run):
     env, plan, host = run.env, run.plan, run.plan.host
     run.phase = "switchover"
     yield from stop_and_complete_mirrors(run)
-    capacity = plan.capacity_Bps
+    capacity = run.capacity_Bps()  # the rate limit is lifted: all the link (or share) gives
     dirtied = run.bitmap_sync()  # the last sync before the switch
     run.record_round(dirtied, capacity)
     pages = run.pending_pages

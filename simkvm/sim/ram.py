@@ -31,7 +31,8 @@ def precopy(run: Run):
             return "aborted"  # migrate_cancel
         if run.postcopy_requested:
             return "postcopy"  # must-precopy data (none for RAM) <= threshold: postcopy_start()
-        pages_per_s, bandwidth, check_every = run.send_rate()
+        pages_per_s, rate, check_every = run.send_rate()
+        bandwidth = run.bandwidth_estimate_Bps(rate)  # what QEMU measured (one window behind a change)
         threshold_pages = run.threshold_bytes(bandwidth) / run.page_bytes
         # migration_iteration_run(): estimate below threshold -> sync for the exact figure.
         if at_check and run.pending_pages < threshold_pages:
@@ -56,7 +57,7 @@ def precopy(run: Run):
             wait = max(run.deadline_s - env.now, 0.0)
         start = env.now
         run.sending(pages_per_s)
-        if run.has_controller:
+        if run.wakeable:
             run.wakeup = env.event()
             yield env.timeout(wait) | run.wakeup
         else:

@@ -12,6 +12,8 @@ import math
 
 import simpy
 
+from typing import Protocol
+
 from ..plan import Plan
 from . import layout
 from .guest import Guest
@@ -22,13 +24,23 @@ ITERATE_MAX_S = 0.05  # ram_save_iterate() returns after 50 ms even if the budge
 MIRROR_LAG_S = 0.1  # how long a guest write waits before the background mirror copies it
 
 
+class SharedLink(Protocol):
+    def share_Bps(self, run: "Run") -> float:
+        """What the wire carries for ``run`` now (its max-min fair share of the link)."""
+
+
 class Run:
     """Everything one simulated migration knows; times in s, sizes in bytes, rates in B/s."""
 
     def __init__(self, env: simpy.Environment, plan: Plan, *, reference: bool = False,
-                 keep_timeline: bool = True) -> None:
+                 keep_timeline: bool = True, link: SharedLink | None = None) -> None:
         self.env = env
         self.plan = plan
+        # None: the plan's own link, whole. A drain's shared link (simkvm.drain.links) instead gives
+        # this migration its share of the source's NIC, which changes as other migrations come and go.
+        self.link = link
+        self._estimate_until_s = -math.inf  # QEMU's bandwidth figure lags a rate change until then
+        self._estimate_Bps = 0.0
         self.reference = reference
         self.guest = Guest(env, plan)
         self.rec = Recorder(keep_timeline)
@@ -176,8 +188,12 @@ class Run:
         mf = self.aids.multifd
         return cost / mf.channels if mf.enabled else cost
 
+    def capacity_Bps(self) -> float:
+        """What the wire carries for this migration now: the plan's link, or its share of a shared one."""
+        return self.plan.capacity_Bps if self.link is None else self.link.share_Bps(self)
+
     def link_capacity_Bps(self) -> float:
-        return max(self.plan.capacity_Bps - self.mirror_bg_Bps, 1e-9)
+        return max(self.capacity_Bps() - self.mirror_bg_Bps, 1e-9)
 
     def send_rate(self) -> tuple[float, float, float]:
         """(pages/s, wire bytes/s, seconds between checks) for ram_save_iterate() now.
@@ -202,6 +218,15 @@ class Run:
         if comp.method != "none":
             rate = min(rate, mf.channels * comp.throughput_Bps / self.page_bytes)
         return rate
+
+    def bandwidth_estimate_Bps(self, bandwidth_Bps: float) -> float:
+        """QEMU's bandwidth figure behind threshold_size: bytes sent in the last 100 ms window
+        (migration_update_counters()). Alone the rate is steady between checks and this is
+        ``bandwidth_Bps``; after a rate change (see rate_changed) it shows the old rate for a window."""
+        if self.env.now < self._estimate_until_s and self._estimate_Bps > 0:
+            return self._estimate_Bps
+        self._estimate_Bps = bandwidth_Bps
+        return bandwidth_Bps
 
     def threshold_bytes(self, bandwidth_Bps: float) -> float:
         """threshold_size = bandwidth x downtime limit (avail-switchover-bandwidth overrides)."""
@@ -239,6 +264,23 @@ class Run:
             self.rec.action(self.env.now, "pause")
 
     # ------------------------------------------------------- in flight
+    @property
+    def wakeable(self) -> bool:
+        """A controller or a shared link may change the rates mid-send: long sends can be cut short."""
+        return self.has_controller or self.link is not None
+
+    def wake(self) -> None:
+        """Cut the send in flight short: the process accounts what was sent and looks again."""
+        if self.wakeup is not None and not self.wakeup.triggered:
+            self.wakeup.succeed()
+
+    def rate_changed(self) -> None:
+        """The link share or max-bandwidth changed: re-rate the send in flight now; QEMU's bandwidth
+        figure (and so its threshold) follows in the next 100 ms window, when we look again."""
+        self._estimate_until_s = self.env.now + WINDOW_S
+        self.env.timeout(WINDOW_S).callbacks.append(lambda _event: self.wake())
+        self.wake()
+
     def sending(self, pages_per_s: float) -> None:
         self._sending_since = self.env.now
         self._sending_pages_per_s = pages_per_s
@@ -246,7 +288,7 @@ class Run:
     def wait(self, seconds: float):
         """Sleep ``seconds``, or less if a controller wakes us; returns the time slept."""
         start = self.env.now
-        if self.has_controller:
+        if self.wakeable:
             self.wakeup = self.env.event()
             yield self.env.timeout(seconds) | self.wakeup
         else:

@@ -25,7 +25,7 @@ def stop_and_complete_mirrors(run: Run):
     run.guest.pause()
     backlog = mirror_backlog_bytes(run)
     complete = mirror_completion_s(plan)
-    yield env.timeout(host.switchover_overhead_s + backlog / plan.capacity_Bps + complete)
+    yield env.timeout(host.switchover_overhead_s + backlog / run.capacity_Bps() + complete)
     run.disk_background += backlog
     run.disk_wire += backlog
 
@@ -45,7 +45,7 @@ def switchover(run: Run):
     env, plan, host = run.env, run.plan, run.plan.host
     run.phase = "switchover"
     yield from stop_and_complete_mirrors(run)
-    capacity = plan.capacity_Bps
+    capacity = run.capacity_Bps()  # the rate limit is lifted: all the link (or share) gives
     # ram_save_complete(): final sync, then all remaining pages without the rate limit.
     dirtied = run.bitmap_sync()
     run.record_round(dirtied, capacity)
