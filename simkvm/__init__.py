@@ -14,5 +14,15 @@ from . import policies
 from . import sweep  # noqa: F401  simkvm.sweep(spec) -> DataFrame; simkvm.sweep.run_sweep(...)
 
 __version__ = "0.1.0"
-__all__ = ["Plan", "Result", "simulate", "sweep", "planner", "policies", "SimkvmError", "UserError", "PlanError", "EnvironmentProblem",
+
+
+def __getattr__(name: str):
+    """``simkvm.plot`` on first use: matplotlib loads only for those who draw (the CLI starts faster)."""
+    if name == "plot":
+        import importlib
+
+        return importlib.import_module(".plot", __name__)
+    raise AttributeError(f"module 'simkvm' has no attribute {name!r}")
+
+__all__ = ["Plan", "Result", "simulate", "sweep", "planner", "plot", "policies", "SimkvmError", "UserError", "PlanError", "EnvironmentProblem",
            "MigrationFailed", "__version__"]
