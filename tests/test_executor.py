@@ -429,3 +429,49 @@ def test_service_interruption_is_measured_on_the_guest_network(testbed, guest, g
     assert -0.01 <= network_part <= 0.5, (measured.service_interruption_s, measured.downtime_s)
     predicted_part = predicted.service_interruption_s - predicted.downtime_s
     assert abs(network_part - predicted_part) <= 0.1, (network_part, predicted_part)
+
+
+# ------------------------------------------------------------------ where is the VM (issue 10, defect 1)
+def _kill_libvirtd(testbed, host: str, sig=None) -> int:
+    """SIGKILL (or ``sig``) host's libvirtd only: its QEMUs live on, as after a daemon crash."""
+    import os
+    import signal
+
+    pid = testbed.host_state(host).libvirtd_pid
+    os.kill(pid, sig or signal.SIGKILL)
+    if sig in (None, signal.SIGKILL):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        break
+            except FileNotFoundError:
+                break
+            time.sleep(0.05)
+    return pid
+
+
+@pytest.mark.testbed
+def test_unreachable_destination_is_unknown_and_the_paused_source_is_not_resumed(testbed, guest):
+    """The source is paused (as libvirt leaves it after a failed switchover) and the destination's
+    libvirtd is dead: the guest may run there. simkvm must not resume the source nor say "on the source";
+    it says the state is unknown and gives the virsh commands (with -c URIs) that find out."""
+    import libvirt
+
+    from simkvm.executor.run import Execution
+
+    name = guest("exec-loc", memory_bytes=128 * MiB, disk_bytes=32 * MiB)
+    ex = Execution(plan=Plan.from_dict({}), domain=name, src_uri=testbed.uri("a"), dst_uri=testbed.uri("b"))
+    ex.connect()
+    try:
+        ex.dom.suspend()
+        _kill_libvirtd(testbed, "b")
+        where = str(ex._locate())
+    finally:
+        ex.close()
+    assert _domain_state(testbed, "a", name) == (True, libvirt.VIR_DOMAIN_PAUSED), where
+    assert not where.startswith("running on the source") and where.startswith("unknown"), where
+    assert f"virsh -c {testbed.uri('b')} domstate {name}" in where
+    assert f"virsh -c {testbed.uri('a')} resume {name}" in where
+    assert f"virsh -c {testbed.uri('a')} destroy {name}" in where

@@ -42,6 +42,7 @@ from ..policies import Policy, make_policy
 from ..result import Result
 from ..units import fmt_bytes, fmt_duration, fmt_rate
 from .control import Controller
+from .locate import Location, locate, redact_uri, settle
 from .monitor import JobMonitor, Sample, build_rounds, build_timeline
 from .prepare import DestinationDisks, DomainDisk, Refusal, check_destination, create_disks, domain_disks
 
@@ -678,20 +679,25 @@ class Execution:
                 except libvirt.libvirtError as exc:
                     self.meta.setdefault("notes", []).append(f"abortJob: {exc.get_error_message()}")
                 if not self._done.wait(ABORT_WAIT_S):
-                    where = self._locate()
+                    where = self._locate().text()
                     raise MigrationFailed(
                         f"{stop.reason}; libvirt did not finish cancelling within {ABORT_WAIT_S:.0f} s; "
-                        f"check virsh -c {self.src_uri} domjobinfo {self.domain}", where)
+                        f"check virsh -c {redact_uri(self.src_uri)} domjobinfo {self.domain}", where)
             if self._ddom is not None and self._error is None:
                 log.warning("the migration completed before the abort took effect")
                 return self.complete(note=f"{stop.reason}, but the migration completed before the abort")
-            where = self._locate()
-            on_source = where.startswith("running on the source")
+            location = self._locate()
+            where = location.text()
+            on_source = location.on_source
             problems: list[str] = []
-            if on_source and not self._destination_domain_exists():
+            if on_source and location.destination.not_running_for_sure:
                 problems = self.created.remove()
             elif self.created.paths:
-                problems = [f"kept the destination images {self.created.paths}: the VM is not safely on the source"]
+                why = ("the VM is not safely on the source" if not on_source else
+                       f"the destination could not be asked ({location.destination.error})")
+                problems = [f"kept the destination images {self.created.paths}: {why}; once the VM is known to "
+                            f"run on the source only, delete them with " + "; ".join(
+                                f"virsh -c {redact_uri(self.dst_uri)} vol-delete {p}" for p in self.created.paths)]
         self.meta.update(vm_location=where, abort_requested_s=t_abort, abort_finished_s=self.now(),
                          removed_disks=[] if problems else self.meta.get("created_disks", []),
                          cleanup_problems=problems)
@@ -730,13 +736,6 @@ class Execution:
             actions=self._actions(), plan=self.plan.to_dict(), meta=self.meta,
         )
 
-    def _destination_domain_exists(self) -> bool:
-        libvirt = _libvirt()
-        try:
-            return bool(self.dconn.lookupByName(self.domain).isActive())
-        except libvirt.libvirtError:
-            return False
-
     def _source_state(self) -> str:
         libvirt = _libvirt()
         try:
@@ -745,35 +744,33 @@ class Execution:
         except libvirt.libvirtError:
             return "absent"
 
-    def _locate(self) -> str:
-        """Where the VM is now; resumes a source VM libvirt left paused by the migration."""
-        libvirt = _libvirt()
-        src_host = self.meta.get("source", {}).get("hostname") or self.src_uri
-        dst_host = self.meta.get("destination", {}).get("hostname") or self.dst_uri
-        dst_running = False
-        try:
-            dst_running = self.dconn.lookupByName(self.domain).state()[0] == libvirt.VIR_DOMAIN_RUNNING
-        except libvirt.libvirtError:
-            pass
-        try:
-            dom = self.conn.lookupByName(self.domain)
-            state = dom.state()[0]
-        except libvirt.libvirtError:
-            state, dom = None, None
-        if state == libvirt.VIR_DOMAIN_PAUSED and not dst_running and dom is not None:
-            try:
-                dom.resume()
-                state = dom.state()[0]
-                self.meta.setdefault("notes", []).append("simkvm resumed the source VM that libvirt left paused")
-            except libvirt.libvirtError as exc:
-                self.meta.setdefault("notes", []).append(f"could not resume the source VM: {exc}")
-        if state == libvirt.VIR_DOMAIN_RUNNING and not dst_running:
-            return f"running on the source ({src_host})"
-        if dst_running and state != libvirt.VIR_DOMAIN_RUNNING:
-            return f"running on the destination ({dst_host})"
-        src_text = "absent" if state is None else _state_name(state)
-        return (f"unclear: source {src_host} says {src_text}, destination {dst_host} "
-                f"{'runs it' if dst_running else 'does not run it'}; check both with virsh list --all")
+    def _stopped_on_source(self) -> bool:
+        """The guest stopped on the source for a switchover (libvirt's or our pause): from then on the
+        destination may have received it whole and run it. Unknown counts as stopped."""
+        if self._worker is None:
+            return False
+        if self.controller is not None and self.controller.suspended_s is not None:
+            return True
+        if self.monitor is None or len(self._event_ids) < 2:  # no lifecycle events: we cannot tell
+            return True
+        return any(paused for _, paused in self.monitor.pauses)
+
+    def _locate(self) -> Location:
+        """Where the VM is now; resumes a source VM libvirt left paused only when the destination
+        surely does not run it (:mod:`.locate`)."""
+        src_host = self.meta.get("source", {}).get("hostname") or redact_uri(self.src_uri)
+        dst_host = self.meta.get("destination", {}).get("hostname") or redact_uri(self.dst_uri)
+        where = locate(self.conn, self.dconn, self.domain, src=(self.src_uri, src_host),
+                       dst=(self.dst_uri, dst_host), stopped_on_source=self._stopped_on_source())
+        settled = settle(where, self.conn)
+        if settled.resumed_source:
+            self.meta.setdefault("notes", []).append("simkvm resumed the source VM that libvirt left paused")
+        elif where.source.state == "paused" and not where.destination.known:
+            self.meta.setdefault("notes", []).append(
+                "simkvm did not resume the paused source VM: the destination's state is unknown")
+        self.meta["hosts_seen"] = {v.role: {"state": v.state, "reason": v.reason, "error": v.error}
+                                   for v in (settled.source, settled.destination)}
+        return settled
 
     def close(self) -> None:
         libvirt = _libvirt()

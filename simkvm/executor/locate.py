@@ -1,0 +1,247 @@
+"""Where is the VM? Ask both hosts, and never take "could not ask" for "not there".
+
+After a failed or interrupted migration the executor must say where the VM
+runs, and may resume a source VM that libvirt left paused. Both depend on
+what the destination says, and a destination can fail to answer (its
+libvirtd killed, frozen, the link cut). An unanswered question is
+``unknown``, never ``absent``: resuming the source while the destination
+might already run the guest makes two running copies of one VM (libvirt's
+Finish phase resumes the destination; the source's Confirm phase resumes the
+source when it hears no answer: libvirt's qemuMigrationSrcConfirmPhase ->
+qemuMigrationSrcRestoreDomainState).
+
+So: :func:`look` asks one host with a time bound and tells ``absent``
+(libvirt's VIR_ERR_NO_DOMAIN) from ``unknown`` (anything else);
+:class:`Location` holds both answers and says, truthfully, where the VM is
+and which ``virsh`` commands find out the rest; :func:`settle` resumes the
+source only when the destination is known not to run the guest.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+#: How long one question to a host may take before its answer counts as unknown.
+ASK_TIMEOUT_S = 10.0
+
+STATE_NAMES = {0: "no state", 1: "running", 2: "blocked", 3: "paused", 4: "shutting down", 5: "shut off",
+               6: "crashed", 7: "suspended (PM)"}
+#: States in which a guest's CPUs run (libvirt reports a busy vCPU as blocked at times).
+RUNNING_STATES = ("running", "blocked")
+
+
+class Unanswered(Exception):
+    """A host did not answer within the time bound."""
+
+
+def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
+    """``fn()`` in a daemon thread; :class:`Unanswered` if it takes longer than ``timeout_s``.
+
+    A frozen libvirtd (SIGSTOP, a hung QEMU monitor) keeps a libvirt call
+    waiting forever; the thread is left behind, the caller goes on.
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"ask: {what}", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise Unanswered(f"{what}: no answer within {timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def redact_uri(uri: str) -> str:
+    """A URI fit to print: a password in ``user:password@`` is replaced by ``***``."""
+    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", uri)
+
+
+@dataclass(frozen=True)
+class HostView:
+    """What one host says about the domain."""
+
+    role: str  # source | destination
+    name: str  # the host's name, for messages
+    uri: str
+    state: str  # running | paused | shut off | ... | absent (not defined there) | unknown (no answer)
+    reason: int | None = None  # libvirt's state reason
+    error: str | None = None  # why it is unknown
+
+    @property
+    def known(self) -> bool:
+        return self.state != "unknown"
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING_STATES
+
+    @property
+    def not_running_for_sure(self) -> bool:
+        """Known to hold no running or resumable guest: absent, or defined but shut off."""
+        return self.state in ("absent", "shut off", "crashed")
+
+    def virsh(self, command: str, domain: str) -> str:
+        return f"virsh -c {redact_uri(self.uri)} {command} {domain}"
+
+
+def _open(uri: str) -> Any:
+    import libvirt
+
+    return libvirt.open(uri)
+
+
+def look(conn: Any, uri: str, domain: str, role: str, name: str, *, timeout_s: float = ASK_TIMEOUT_S) -> HostView:
+    """Ask one host for the domain's state, within ``timeout_s``.
+
+    A connection that died (its daemon killed, keepalive gave up) is opened
+    again once; "no such domain" is ``absent``; everything else ``unknown``.
+    """
+    import libvirt
+
+    def ask(c: Any) -> tuple[int, int]:
+        return tuple(c.lookupByName(domain).state())  # type: ignore[return-value]
+
+    try:
+        if conn is None or not call_with_timeout(conn.isAlive, timeout_s, "isAlive"):
+            conn = call_with_timeout(lambda: _open(uri), timeout_s, f"connecting to {redact_uri(uri)}")
+            try:
+                state, reason = call_with_timeout(lambda: ask(conn), timeout_s, f"domstate on {name}")
+            finally:
+                threading.Thread(target=conn.close, daemon=True).start()
+        else:
+            state, reason = call_with_timeout(lambda: ask(conn), timeout_s, f"domstate on {name}")
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return HostView(role, name, uri, "absent")
+        return HostView(role, name, uri, "unknown", error=exc.get_error_message() or str(exc))
+    except Unanswered as exc:
+        return HostView(role, name, uri, "unknown", error=str(exc))
+    return HostView(role, name, uri, STATE_NAMES.get(state, f"state {state}"), reason)
+
+
+@dataclass(frozen=True)
+class Location:
+    """Both hosts' answers, and whether the guest ever stopped on the source for a switchover.
+
+    ``stopped_on_source``: libvirt paused the source to hand the guest over
+    (or we did), so the destination may have received it whole and run it.
+    Before that moment the destination's QEMU waits for incoming state and
+    cannot run the guest, whatever happened to its libvirtd.
+    """
+
+    domain: str
+    source: HostView
+    destination: HostView
+    stopped_on_source: bool = True
+    resumed_source: bool = False  # settle() resumed a paused source
+
+    @property
+    def destination_cannot_run(self) -> bool:
+        return self.destination.not_running_for_sure or (not self.destination.known and not self.stopped_on_source)
+
+    @property
+    def on_source(self) -> bool:
+        """The VM runs on the source and nowhere else (for sure)."""
+        return self.source.running and self.destination_cannot_run
+
+    @property
+    def on_destination(self) -> bool:
+        return self.destination.running and self.source.known and not self.source.running
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def text(self) -> str:
+        """The ``vm_location`` sentence: true in every case, with how to find out what is unknown."""
+        src, dst, d = self.source, self.destination, self.domain
+        unreachable = f"the destination {dst.name} could not be asked ({dst.error})"
+        if self.on_source:
+            if dst.known:
+                return f"running on the source ({src.name})"
+            return (f"running on the source ({src.name}); {unreachable}, but the guest never stopped on the "
+                    f"source for a switchover, so it cannot run there")
+        if src.running and dst.running:
+            return (f"RUNNING ON BOTH HOSTS: the source {src.name} and the destination {dst.name} each run a copy "
+                    f"of {d}; the copies have diverged: keep one and destroy the other "
+                    f"({src.virsh('destroy', d)} or {dst.virsh('destroy', d)})")
+        if self.on_destination:
+            text = f"running on the destination ({dst.name})"
+            if src.state not in ("absent", "shut off"):
+                text += (f"; the source {src.name} still has a {src.state} copy: never resume it, remove it with "
+                         f"{src.virsh('destroy', d)}")
+            return text
+        if dst.running and not src.known:
+            return (f"running on the destination ({dst.name}); the source {src.name} could not be asked "
+                    f"({src.error}): if it still holds a paused copy, never resume it, remove it with "
+                    f"{src.virsh('destroy', d)}")
+        if src.running and not dst.known:
+            return (f"unknown: running on the source ({src.name}), but {unreachable} after the guest stopped "
+                    f"on the source for the switchover, so it may run there too; find out with "
+                    f"{dst.virsh('domstate', d)} --reason, and if it runs there, one copy must go "
+                    f"({dst.virsh('destroy', d)} keeps the source's)")
+        if src.state == "paused" and not dst.known:
+            return (f"unknown: paused on the source ({src.name}) and {unreachable}; simkvm did not resume the "
+                    f"source, as the guest may run on the destination. Find out with "
+                    f"{dst.virsh('domstate', d)} --reason: if it runs there, remove the source's copy "
+                    f"({src.virsh('destroy', d)}); if it does not, resume the source ({src.virsh('resume', d)})")
+        if src.state == "paused" and dst.state == "paused":
+            return (f"paused on both hosts ({src.name} and {dst.name}): resume exactly one; the source is safe if "
+                    f"the migration did not complete: {dst.virsh('destroy', d)} then {src.virsh('resume', d)}")
+        if dst.state == "paused" and src.not_running_for_sure:
+            return (f"paused on the destination ({dst.name}), gone from the source: resume it with "
+                    f"{dst.virsh('resume', d)}")
+        if src.state == "paused" and dst.not_running_for_sure:
+            return (f"paused on the source ({src.name}) and not on the destination: resume it with "
+                    f"{src.virsh('resume', d)}")
+        src_text = src.state if src.known else f"unknown ({src.error})"
+        dst_text = dst.state if dst.known else f"unknown ({dst.error})"
+        return (f"unclear: source {src.name} says {src_text}, destination {dst.name} says {dst_text}; check both "
+                f"with {src.virsh('domstate', d)} --reason and {dst.virsh('domstate', d)} --reason")
+
+
+def locate(conn: Any, dconn: Any, domain: str, *, src: tuple[str, str], dst: tuple[str, str],
+           stopped_on_source: bool, timeout_s: float = ASK_TIMEOUT_S) -> Location:
+    """Ask both hosts (``src``/``dst``: (uri, name)) where ``domain`` is.
+
+    The source's state reason can also tell that it stopped for a switchover
+    (paused by migration, or resumed by libvirt after a cancelled one).
+    """
+    import libvirt
+
+    source = look(conn, src[0], domain, "source", src[1], timeout_s=timeout_s)
+    destination = look(dconn, dst[0], domain, "destination", dst[1], timeout_s=timeout_s)
+    stopped_reasons = {("paused", libvirt.VIR_DOMAIN_PAUSED_MIGRATION), ("paused", libvirt.VIR_DOMAIN_PAUSED_POSTCOPY),
+                       ("running", libvirt.VIR_DOMAIN_RUNNING_MIGRATION_CANCELED)}
+    stopped = stopped_on_source or source.state == "paused" or (source.state, source.reason) in stopped_reasons
+    return Location(domain, source, destination, stopped)
+
+
+def settle(location: Location, conn: Any, *, timeout_s: float = ASK_TIMEOUT_S) -> Location:
+    """Resume a source VM that libvirt left paused, only when the destination surely does not run it.
+
+    Returns the location as it is afterwards (asked again).
+    """
+    src, dst = location.source, location.destination
+    if src.state != "paused" or not location.destination_cannot_run or dst.state == "paused":
+        return location
+    import libvirt
+
+    try:
+        call_with_timeout(lambda: conn.lookupByName(location.domain).resume(), timeout_s,
+                          f"resume on {src.name}")
+    except (libvirt.libvirtError, Unanswered):
+        return location
+    again = look(conn, src.uri, location.domain, "source", src.name, timeout_s=timeout_s)
+    return Location(location.domain, again, dst, location.stopped_on_source, resumed_source=again.running)
