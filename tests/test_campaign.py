@@ -50,7 +50,7 @@ def test_scenario_units_and_defaults():
 
 @pytest.mark.parametrize("bad, match", [
     (_one(bandwidth="1GiB/s"), "bandwidth must be 16MiB/s to 256MiB/s"),
-    (_one(max_downtime="5ms"), "max_downtime must be 30ms to 2s"),
+    (_one(max_downtime="5ms"), "max_downtime must be 20ms to 2s"),
     (_one(role="training"), "role must be calibration or validation"),
     (_one(wss="300MiB"), "working set"),
     (_one(colour="red"), "unknown key 'colour'"),
@@ -91,6 +91,122 @@ def test_shipped_campaigns_cover_the_space():
     smoke = load_campaign(CAMPAIGNS / "smoke.yaml")
     assert 3 <= len(smoke.scenarios) <= 4
     assert {x.role for x in smoke.scenarios} == {"calibration", "validation"}
+
+
+# ------------------------------------------------------------------ the pre-registered design (v5)
+V5 = CAMPAIGNS / "campaign-v5.yaml"
+
+
+def test_lhs_column_has_one_draw_per_slice_and_depends_on_the_seed():
+    from simkvm.campaign_design import lhs_column
+
+    for n in (1, 7, 60):
+        col = lhs_column(20261201, "memory", n)
+        assert sorted(int(u * n) for u in col) == list(range(n))  # the Latin-hypercube property
+        assert col == lhs_column(20261201, "memory", n)  # the same from the same seed
+    assert lhs_column(1, "memory", 60) != lhs_column(2, "memory", 60)
+    assert lhs_column(1, "memory", 60) != lhs_column(1, "bandwidth", 60)
+
+
+def test_v5_design_is_reproducible_from_its_seed_and_committed_expanded():
+    """The pre-registration: the committed expansion is exactly what the seed gives."""
+    import yaml
+
+    from simkvm.campaign_design import expanded_text
+
+    text = expanded_text(str(V5.relative_to(ROOT)) if V5.is_relative_to(ROOT) else str(V5))
+    committed = (CAMPAIGNS / "campaign-v5.expanded.yaml").read_text()
+    assert yaml.safe_load(text) == yaml.safe_load(committed)
+    drawn = [s for s in yaml.safe_load(committed)["scenarios"] if s["id"].startswith("h-")]
+    assert len(drawn) == yaml.safe_load(V5.read_text())["design"]["runs"]
+    # the loader's scenarios are the expanded file's, key for key
+    from_file = load_campaign(V5).scenarios
+    from_expanded = parse_campaign(yaml.safe_load(committed)).scenarios
+    assert [dataclasses_asdict(s) for s in from_file] == [dataclasses_asdict(s) for s in from_expanded]
+    # run order: calibration, the draw in index order, then the written held-out corners
+    roles = [("cal" if s.role == "calibration" else "h" if s.id.startswith("h-") else "c") for s in from_file]
+    assert roles == sorted(roles, key=["cal", "h", "c"].index)
+    assert [s.id for s in from_file if s.id.startswith("h-")] == [f"h-{i:02d}" for i in range(1, len(drawn) + 1)]
+
+
+def dataclasses_asdict(s):
+    import dataclasses
+
+    return {k: v for k, v in dataclasses.asdict(s).items() if k != "note"}
+
+
+def test_v5_design_stays_in_its_declared_ranges():
+    import yaml
+
+    from simkvm.campaign_design import arena_room_bytes
+
+    spec = yaml.safe_load(V5.read_text())["design"]
+    drawn = [s for s in load_campaign(V5).scenarios if s.id.startswith("h-")]
+    assert len(drawn) == spec["runs"] and all(s.role == "validation" for s in drawn)
+    for s in drawn:
+        assert 256 * MiB <= s.memory_bytes <= 2048 * MiB and s.memory_bytes % (64 * MiB) == 0
+        assert 16 * MiB <= s.bandwidth_Bps <= 256 * MiB
+        assert s.dirty_rate_Bps == 0 or 0.05 * s.bandwidth_Bps - 0.25 * MiB <= s.dirty_rate_Bps \
+            <= min(2.0 * s.bandwidth_Bps, 200 * MiB) + 0.25 * MiB
+        assert 8 * MiB - 2 * MiB <= s.wss_bytes <= min(1024 * MiB, arena_room_bytes(s.memory_bytes))
+        assert 0.0195 <= s.max_downtime_s <= 2.0
+        assert 32 * MiB - 8 * MiB <= s.disk_bytes <= 1024 * MiB
+        assert s.pattern in ("random", "seq") and s.zero_fraction == 0.5
+        assert s.disk_write_rate_Bps in (0, 1 * MiB, 4 * MiB) and s.io_size_bytes in (4096, 65536)
+        assert 25 <= s.max_time_s <= 120
+    # stratified: each numeric knob fills every fifth of its (log) range about equally (n/5, give or
+    # take the rounding to 64 MiB, 1 MiB/s, 1 ms, 16 MiB)
+    import math
+
+    for attr, lo, hi in (("memory_bytes", 256 * MiB, 2048 * MiB), ("bandwidth_Bps", 16 * MiB, 256 * MiB),
+                         ("max_downtime_s", 0.020, 2.0), ("disk_bytes", 32 * MiB, 1024 * MiB)):
+        fifths = [min(4, int(5 * math.log(getattr(s, attr) / lo) / math.log(hi / lo))) for s in drawn]
+        assert all(0.6 * len(drawn) / 5 <= fifths.count(k) <= 1.4 * len(drawn) / 5 for k in range(5)), (attr, fifths)
+    # choices in equal shares: half random, half writers, about 15 % idle
+    assert sum(s.pattern == "seq" for s in drawn) == len(drawn) // 2
+    assert sum(s.disk_write_rate_Bps > 0 for s in drawn) == len(drawn) // 2
+    assert sum(s.dirty_rate_Bps == 0 for s in drawn) == round(0.15 * len(drawn))
+
+
+def test_v5_campaign_spans_the_space_and_no_guest_clamps():
+    from simkvm.campaign_design import clamps
+
+    c = load_campaign(V5)
+    runs = [s for s, _ in c.runs()]
+    assert sum(s.memory_bytes >= 768 * MiB for s in runs) * 3 >= len(runs)
+    cal = [s for s in c.scenarios if s.role == "calibration"]
+    assert cal and any(s.memory_bytes >= 1024 * MiB for s in cal) and any(s.memory_bytes <= 512 * MiB for s in cal)
+    assert not {s.id for s in cal} & {s.id for s in c.scenarios if s.role == "validation"}
+    assert min(s.max_downtime_s for s in runs) == 0.020 and max(s.max_downtime_s for s in runs) == 2.0
+    assert max(s.dirty_rate_Bps for s in runs) == 200 * MiB and max(s.disk_bytes for s in runs) == 1024 * MiB
+    assert max(s.wss_bytes for s in runs) == 1024 * MiB and min(s.wss_bytes for s in runs) == 8 * MiB
+    for s in runs:
+        assert not clamps(s.memory_bytes, s.wss_bytes, s.zero_fraction), s.id
+
+
+def test_clamp_estimate_matches_what_the_guest_reported():
+    """v4's wss160 run clamped (its console said so); its 256 MiB siblings at 32-128 MiB did not."""
+    from simkvm.campaign_design import clamps
+
+    assert clamps(256 * MiB, 160 * MiB, 0.5)
+    assert not clamps(256 * MiB, 128 * MiB, 0.5) and not clamps(256 * MiB, 32 * MiB, 0.2)
+    assert clamps(256 * MiB, 32 * MiB, 0.0)  # v4's zero0 run clamped too
+    assert not clamps(2048 * MiB, 1024 * MiB, 0.5) and clamps(2048 * MiB, 1900 * MiB, 0.5)
+
+
+@pytest.mark.parametrize("design, match", [
+    ({"seed": 1, "runs": 0, "dimensions": {"memory": {"min": "256MiB", "max": "1GiB"}}}, "runs must be"),
+    ({"runs": 3, "dimensions": {"memory": {"min": "256MiB", "max": "1GiB"}}}, "seed must be"),
+    ({"seed": 1, "runs": 3, "dimensions": {"memory": {"min": "1GiB", "max": "256MiB"}}}, "min must not exceed"),
+    ({"seed": 1, "runs": 3, "dimensions": {"memory": {"min": "256MiB", "max": "1GiB", "scale": "cubic"}}},
+     "scale must be"),
+    ({"seed": 1, "runs": 3, "dimensions": {"colour": {"choices": []}}}, "choices must be"),
+    ({"seed": 1, "runs": 3, "dimensions": {"memory": {"lo": 1}}}, "unknown key 'lo'"),
+])
+def test_bad_design_is_one_line_user_error(design, match):
+    with pytest.raises(UserError, match=match) as info:
+        parse_campaign({"name": "t", "design": design})
+    assert "\n" not in str(info.value)
 
 
 # ------------------------------------------------------------------ resuming

@@ -39,6 +39,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_expand(args: argparse.Namespace) -> int:
+    from ..campaign import load_campaign
+    from ..campaign_design import expanded_text
+
+    text = expanded_text(args.campaign)
+    campaign = load_campaign(args.campaign)  # every drawn scenario passes the same checks as a written one
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text)
+        print(f"{len(campaign.scenarios)} scenario(s), {len(campaign.runs())} run(s) -> {args.output}",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from ..calibrate import calibrate
 
@@ -64,6 +80,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "guest kernel write memory too; the service interruption is then not measured)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
+    e = csub.add_parser("expand", help="print every scenario of a campaign, the design's drawn ones included")
+    e.add_argument("campaign", help="campaign YAML with a design: section")
+    e.add_argument("-o", "--output", help="write the list here (e.g. experiments/validation/NAME.expanded.yaml)")
+    e.set_defaults(func=cmd_expand)
     rep = csub.add_parser("report", help="errors of the predictions on the held-out (validation) runs")
     rep.add_argument("directory", help="campaign output directory")
     rep.add_argument("--profile", help="re-predict every held-out run with this profile (default: stored predictions)")
