@@ -43,6 +43,7 @@ import numpy as np
 
 from .errors import PlanError, UserError
 from .plan import Host, Plan
+from .guestos import kernel_free_reserve_bytes, os_nonzero_bytes
 from .profile import apply_profile
 from .profile import load_profile as _load
 from .result import Result
@@ -99,7 +100,7 @@ def with_constants(plan: Plan, c: Mapping[str, float]) -> Plan:
         link = dataclasses.replace(link, capacity_Bps=max(float(c["capacity_Bps"]), link.bandwidth_Bps))
     vm = plan.vm
     if c.get("os_nonzero_bytes"):
-        zf = vm.zero_fraction - c["os_nonzero_bytes"] / vm.memory_bytes
+        zf = vm.zero_fraction - os_nonzero_bytes(vm.memory_bytes, c["os_nonzero_bytes"], True) / vm.memory_bytes
         vm = dataclasses.replace(vm, zero_fraction=min(1.0, max(0.0, zf)))
     if c.get("background_dirty_rate_Bps"):
         vm = dataclasses.replace(vm, background_dirty_rate_Bps=c["background_dirty_rate_Bps"],
@@ -174,7 +175,8 @@ def fit_guest_os(runs: Sequence[CalibrationRun], c: Mapping[str, float] | None =
     """What the guest image does besides its workload, read off the measurements.
 
     ``os_nonzero_bytes``: RAM non-zero beyond what the plan's zero fraction says (negative when
-    the guest's own report overstates it): zero pages expected minus the zero pages QEMU
+    the guest's own report overstates it), beyond the kernel's free-page reserve (which its
+    report counts as used and which grows with RAM: :mod:`simkvm.guestos`): zero pages expected minus the zero pages QEMU
     counted, in runs whose workload dirties nothing (no zero page became normal meanwhile).
     ``background_hot_bytes``: known, not fitted: the testbed guest's own always-dirty pages
     (its TLB-flush regions, :data:`simkvm.testbed.guest.GUEST_HOT_BYTES`), when the runs
@@ -189,8 +191,9 @@ def fit_guest_os(runs: Sequence[CalibrationRun], c: Mapping[str, float] | None =
 
     out: dict[str, float] = {}
     idle = [r for r in runs if r.measured.converged and r.plan.workload.memory.dirty_rate_Bps == 0]
+    # the residual after the kernel's free-page reserve, which grows with RAM (simkvm.guestos)
     nonzero = [(r.plan.vm.zero_fraction * r.plan.vm.memory_bytes / PAGE - r.measured.zero_pages) * PAGE
-               for r in idle if r.measured.zero_pages > 0]
+               + kernel_free_reserve_bytes(r.plan.vm.memory_bytes) for r in idle if r.measured.zero_pages > 0]
     if nonzero:  # may be negative: what the guest reports as non-zero may overstate it
         out["os_nonzero_bytes"] = float(np.median(nonzero))
     if runs and all(r.measured.meta.get("guest_console") is not None for r in runs):
@@ -317,7 +320,8 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
         how[k] = "median preparation time of the runs"
     guest = fit_guest_os(runs, c)
     c.update(guest)
-    guest_how = {"os_nonzero_bytes": "idle calibration runs: zero pages QEMU counted",
+    guest_how = {"os_nonzero_bytes": "idle calibration runs: zero pages QEMU counted, less the kernel's "
+                                     "free-page reserve (simkvm.guestos)",
                  "background_hot_bytes": "known: the testbed guest's TLB-flush regions (not fitted)",
                  "background_dirty_rate_Bps": "idle calibration runs: the rate whose simulation (hot pages "
                                               "included) sends the normal pages QEMU counted",
@@ -417,6 +421,7 @@ def profile_dict(fitted: Mapping[str, Any], *, source: str = "") -> dict[str, An
     guest = {}
     if c.get("os_nonzero_bytes") is not None:
         guest["os_nonzero"] = _round(float(c["os_nonzero_bytes"]))
+        guest["kernel_reserve"] = True
     if c.get("background_dirty_rate_Bps"):
         guest["background_dirty_rate"] = _round(float(c["background_dirty_rate_Bps"]))
         guest["background_wss"] = _round(float(c.get("background_wss_bytes", 16 * 2**20)))

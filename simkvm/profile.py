@@ -6,7 +6,8 @@ Sections (SI numbers or human units):
 * ``link: {capacity}`` the wire speed when QEMU lifts the rate limit for stop-and-copy;
 * ``guest:`` what the testbed guest image does besides its workload:
   ``os_nonzero`` bytes of RAM non-zero beyond the plan's zero fraction (a correction,
-  may be negative), ``background_dirty_rate`` / ``background_wss`` (its
+  may be negative), ``kernel_reserve: true`` (the guest's kernel also keeps free, zero pages
+  its memory report counts as used, growing with RAM: :mod:`simkvm.guestos`), ``background_dirty_rate`` / ``background_wss`` (its
   OS's own dirtying) and ``background_hot`` (pages it rewrites all the time);
 * ``network: {reconvergence}`` what the network adds to the downtime before the
   VM's traffic reaches it again (measured with the testbed's network probe);
@@ -22,10 +23,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import PlanError
+from .guestos import os_nonzero_bytes
 
 SECTIONS = ("host", "link", "guest", "network", "fit")
 LINK_KEYS = ("capacity", "efficiency")
-GUEST_KEYS = ("os_nonzero", "background_dirty_rate", "background_wss", "background_hot")
+GUEST_KEYS = ("os_nonzero", "kernel_reserve", "background_dirty_rate", "background_wss", "background_hot")
 NETWORK_KEYS = ("reconvergence",)
 
 
@@ -67,8 +69,9 @@ def apply_profile(plan: Any, profile: Mapping[str, Any]) -> Any:
     if link.get("efficiency") is not None:
         changes["link.efficiency"] = link["efficiency"]
     guest = prof.get("guest") or {}
-    if guest.get("os_nonzero") is not None:
-        nonzero = float(guest["os_nonzero"])  # bytes; may be negative (a correction)
+    if guest.get("os_nonzero") is not None or guest.get("kernel_reserve"):
+        nonzero = os_nonzero_bytes(plan.vm.memory_bytes, float(guest.get("os_nonzero") or 0.0),
+                                   bool(guest.get("kernel_reserve")))
         changes["vm.zero_fraction"] = min(1.0, max(0.0, plan.vm.zero_fraction - nonzero / plan.vm.memory_bytes))
     if guest.get("background_dirty_rate") is not None:
         changes["vm.background_dirty_rate"] = guest["background_dirty_rate"]

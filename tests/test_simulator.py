@@ -297,3 +297,38 @@ def test_background_dirtying_of_an_idle_guest():
     busy_os = simulate(plan(vm={"background_dirty_rate": "400KiB/s", "background_wss": "16MiB"}))
     assert busy_os.rounds["dirtied_bytes"].sum() > 0 == idle.rounds["dirtied_bytes"].sum()
     assert busy_os.ram_transferred_bytes > idle.ram_transferred_bytes
+
+
+# ---- the guest kernel's free-page reserve (issue 11, zero pages of larger guests)
+def test_kernel_reserve_is_the_high_watermarks_and_lowmem_reserve():
+    """1 GiB Debian guest: khugepaged raises min_free_kbytes to 11 pageblocks x 2 zones
+    (44 MiB, under 5 % of RAM); high = 1.5 x min; ZONE_DMA also holds back DMA32 / 256."""
+    from simkvm.guestos import KERNEL_BYTES, MEMMAP_SHARE, kernel_free_reserve_bytes
+
+    mib = 2**20
+    dma32 = (1024 * mib - 16 * mib - KERNEL_BYTES) * (1 - MEMMAP_SHARE)
+    expected = 1.5 * 44 * mib + dma32 / 256
+    assert kernel_free_reserve_bytes(2**30) == pytest.approx(expected, abs=4096)
+    # 256 MiB: the 5 % cap decides the minimum
+    total = (256 * mib - KERNEL_BYTES) * (1 - MEMMAP_SHARE)
+    dma32 = total - 16 * mib * (1 - MEMMAP_SHARE)
+    assert kernel_free_reserve_bytes(2**28) == pytest.approx(1.5 * total / 20 + dma32 / 256, abs=4096)
+    # without huge pages the minimum is sqrt(16 x lowmem KiB): a few MiB
+    assert kernel_free_reserve_bytes(2**30, thp=False) < 12 * mib
+
+
+def test_kernel_reserve_grows_with_ram_and_moves_the_zero_share():
+    """The profile's correction scales: the measured 1 GiB guest (issue 11) saw 80 MiB of its
+    reported non-zero memory as zero, the 256 MiB ones 11 MiB; a constant cannot do both."""
+    from simkvm.calibrate import apply_profile
+    from simkvm.guestos import kernel_free_reserve_bytes
+
+    sizes = [2**28, 2**29, 2**30, 2**31, 2**34]
+    reserves = [kernel_free_reserve_bytes(m) for m in sizes]
+    assert all(b >= a for a, b in zip(reserves, reserves[1:]))
+    assert reserves[2] - reserves[0] > 50 * 2**20
+    prof = {"guest": {"os_nonzero": 0.0, "kernel_reserve": True}}
+    for mem in (2**28, 2**30):
+        plan = Plan.from_dict({"vm": {"memory": mem, "zero_fraction": 0.5}, "link": {"bandwidth": "1Gbit/s"}})
+        zf = apply_profile(plan, prof).vm.zero_fraction
+        assert zf == pytest.approx(0.5 + kernel_free_reserve_bytes(mem) / mem)
