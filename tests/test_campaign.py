@@ -1,6 +1,6 @@
 """Validation campaigns: the YAML, resuming, the report's figures, calibration, and the real thing.
 
-The pure tests use oracles computed here, independently of simkvm.campaign: medians and
+The pure tests use oracles computed here, independently of simkvm.validation: medians and
 percentiles written out by hand, a calibration that must recover constants we chose
 ourselves (the "measurements" are simulations under those constants). The ``testbed``
 test runs the smoke campaign for real, calibrates on its calibration runs and reports
@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from simkvm.campaign import (RunStore, load_campaign, metrics, parse_campaign, result_columns, run_campaign,
-                             run_id)
-from simkvm.calibrate import (CalibrationRun, apply_profile, fit, load_profile, profile_dict, with_constants,
-                              write_profile)
+from simkvm.profile import apply_profile
+from simkvm.validation.calibrate import CalibrationRun, fit, load_profile, profile_dict, with_constants, write_profile
+from simkvm.validation.report import metrics
+from simkvm.validation.runner import run_campaign
+from simkvm.validation.spec import load_campaign, parse_campaign, run_id
+from simkvm.validation.store import RunStore, result_columns
 from simkvm.errors import UserError
 from simkvm.plan import Plan
 from simkvm.sim import simulate
@@ -98,7 +100,7 @@ V5 = CAMPAIGNS / "campaign-v5.yaml"
 
 
 def test_lhs_column_has_one_draw_per_slice_and_depends_on_the_seed():
-    from simkvm.campaign_design import lhs_column
+    from simkvm.validation.design import lhs_column
 
     for n in (1, 7, 60):
         col = lhs_column(20261201, "memory", n)
@@ -112,7 +114,7 @@ def test_v5_design_is_reproducible_from_its_seed_and_committed_expanded():
     """The pre-registration: the committed expansion is exactly what the seed gives."""
     import yaml
 
-    from simkvm.campaign_design import expanded_text
+    from simkvm.validation.design import expanded_text
 
     text = expanded_text(str(V5.relative_to(ROOT)) if V5.is_relative_to(ROOT) else str(V5))
     committed = (CAMPAIGNS / "campaign-v5.expanded.yaml").read_text()
@@ -138,7 +140,7 @@ def dataclasses_asdict(s):
 def test_v5_design_stays_in_its_declared_ranges():
     import yaml
 
-    from simkvm.campaign_design import arena_room_bytes
+    from simkvm.validation.design import arena_room_bytes
 
     spec = yaml.safe_load(V5.read_text())["design"]
     drawn = [s for s in load_campaign(V5).scenarios if s.id.startswith("h-")]
@@ -169,7 +171,7 @@ def test_v5_design_stays_in_its_declared_ranges():
 
 
 def test_v5_campaign_spans_the_space_and_no_guest_clamps():
-    from simkvm.campaign_design import clamps
+    from simkvm.validation.design import clamps
 
     c = load_campaign(V5)
     runs = [s for s, _ in c.runs()]
@@ -186,7 +188,7 @@ def test_v5_campaign_spans_the_space_and_no_guest_clamps():
 
 def test_clamp_estimate_matches_what_the_guest_reported():
     """v4's wss160 run clamped (its console said so); its 256 MiB siblings at 32-128 MiB did not."""
-    from simkvm.campaign_design import clamps
+    from simkvm.validation.design import clamps
 
     assert clamps(256 * MiB, 160 * MiB, 0.5)
     assert not clamps(256 * MiB, 128 * MiB, 0.5) and not clamps(256 * MiB, 32 * MiB, 0.2)
@@ -238,7 +240,7 @@ class FakeTestbed:
 
 
 def test_finished_runs_are_skipped_and_a_crash_loses_nothing(tmp_path, monkeypatch):
-    import simkvm.campaign as campaign
+    import simkvm.validation.runner as campaign
 
     c = parse_campaign({"name": "t", "scenarios": [{"id": "a", "repeats": 2}, {"id": "b"}]})
     store = RunStore(tmp_path)
@@ -280,7 +282,7 @@ def test_finished_runs_are_skipped_and_a_crash_loses_nothing(tmp_path, monkeypat
 
 def test_a_second_campaign_on_the_same_testbed_is_refused(tmp_path, monkeypatch):
     """Two campaigns on one testbed would define the same guests; the second gets one clear line."""
-    import simkvm.campaign as campaign
+    import simkvm.validation.runner as campaign
 
     c = parse_campaign({"name": "t", "scenarios": [{"id": "a"}]})
     seen = []
@@ -405,7 +407,7 @@ def test_calibration_recovers_known_constants(tmp_path):
 def test_guest_os_background_rate_is_recovered_from_idle_runs():
     """Idle testbed-guest runs simulated with a known background rate and the guest's hot pages:
     the fit knows the hot pages (not fitted) and must find the rate from the normal pages sent."""
-    from simkvm.calibrate import fit_guest_os
+    from simkvm.validation.calibrate import fit_guest_os
     from simkvm.testbed.guest import GUEST_HOT_BYTES
 
     truth = {"background_dirty_rate_Bps": 300e3, "background_wss_bytes": 16 * MiB,

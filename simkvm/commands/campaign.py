@@ -9,7 +9,8 @@ from ..errors import UserError
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..campaign import load_campaign, run_campaign
+    from ..validation.runner import run_campaign
+    from ..validation.spec import load_campaign
 
     campaign = load_campaign(args.campaign)
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
@@ -23,8 +24,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..calibrate import load_profile
-    from ..campaign import RunStore, format_report, report, report_plots
+    from ..validation.calibrate import load_profile
+    from ..validation.report import format_report, report, report_plots
+    from ..validation.store import RunStore
 
     rep = report(args.directory, args.profile)
     if args.json:
@@ -40,8 +42,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_expand(args: argparse.Namespace) -> int:
-    from ..campaign import load_campaign
-    from ..campaign_design import expanded_text
+    from ..validation.spec import load_campaign
+    from ..validation.design import expanded_text
 
     text = expanded_text(args.campaign)
     campaign = load_campaign(args.campaign)  # every drawn scenario passes the same checks as a written one
@@ -56,7 +58,7 @@ def cmd_expand(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from ..calibrate import calibrate
+    from ..validation.calibrate import calibrate
 
     prof = calibrate(args.directory, args.output, selector=args.runs, search=not args.no_search)
     fit = prof["fit"]

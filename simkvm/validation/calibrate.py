@@ -37,18 +37,19 @@ import datetime as _dt
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import PlanError, UserError
-from .plan import Host, Plan
-from .guestos import kernel_free_reserve_bytes, os_nonzero_bytes
-from .profile import apply_profile
-from .profile import load_profile as _load
-from .result import Result
-
-__all__ = ["apply_profile", "calibrate", "fit", "load_profile", "write_profile"]
+from ..errors import PlanError, UserError
+from ..guestos import kernel_free_reserve_bytes, os_nonzero_bytes
+from ..io import atomic_write
+from ..plan import Host, Plan, key_of
+from ..profile import load_profile as _load
+from ..result import Result
+from ..sim import simulate
+from .search import coordinate_search, run_terms
+from .store import RunStore, plan_of_run
 
 PAGE = 4096.0
 
@@ -72,24 +73,6 @@ def load_profile(path: str | Path) -> dict[str, Any]:
     except PlanError as exc:
         raise UserError(f"profile {path}: {exc}") from None
     return prof
-
-
-def plan_of_run(store: Any, rid: str) -> Plan:
-    """The plan a run was predicted with, with the host constants back at their defaults and no capacity."""
-    import json
-
-    data = json.loads(store.path(rid, "predicted").read_text())
-    plan_dict = data.get("plan")
-    if not plan_dict:
-        raise UserError(f"{store.path(rid, 'predicted')}: no plan stored with the prediction")
-    plan_dict = dict(plan_dict)
-    plan_dict["host"] = {}
-    plan_dict["link"] = {**plan_dict.get("link", {}), "capacity": None}
-    nominal = (data.get("meta") or {}).get("guest_nominal") or {}
-    plan_dict["vm"] = {**plan_dict.get("vm", {}), "background_dirty_rate": 0.0}
-    if "zero_fraction" in nominal:  # predicted with a guest profile: back to what the guest was asked
-        plan_dict["vm"]["zero_fraction"] = nominal["zero_fraction"]
-    return Plan.from_dict(plan_dict)
 
 
 def with_constants(plan: Plan, c: Mapping[str, float]) -> Plan:
@@ -120,8 +103,6 @@ class CalibrationRun:
 
 
 def calibration_runs(directory: str | Path, selector: str = "role=calibration") -> list[CalibrationRun]:
-    from .campaign import RunStore
-
     key, sep, value = selector.partition("=")
     if not sep or key not in ("role", "scenario", "run_id"):
         raise UserError(f"--runs must be role=NAME, scenario=ID[,ID] or run_id=ID[,ID], got {selector!r}")
@@ -187,8 +168,6 @@ def fit_guest_os(runs: Sequence[CalibrationRun], c: Mapping[str, float] | None =
     periods so short that the hot pages dominate them (v4: 134 vs 509 pages/s in two idle
     runs), and taken as the rate it counts the hot pages twice.
     """
-    from .sim import simulate
-
     out: dict[str, float] = {}
     idle = [r for r in runs if r.measured.converged and r.plan.workload.memory.dirty_rate_Bps == 0]
     # the residual after the kernel's free-page reserve, which grows with RAM (simkvm.guestos)
@@ -197,7 +176,7 @@ def fit_guest_os(runs: Sequence[CalibrationRun], c: Mapping[str, float] | None =
     if nonzero:  # may be negative: what the guest reports as non-zero may overstate it
         out["os_nonzero_bytes"] = float(np.median(nonzero))
     if runs and all(r.measured.meta.get("guest_console") is not None for r in runs):
-        from .testbed.guest import GUEST_HOT_BYTES
+        from ..testbed.guest import GUEST_HOT_BYTES
 
         out["background_hot_bytes"] = float(GUEST_HOT_BYTES)
     # The pages an idle guest dirties are the normal pages QEMU sent more than once: all of them
@@ -233,33 +212,7 @@ def fit_dirty_factor_from_guest(runs: Sequence[CalibrationRun]) -> float | None:
 
 
 # ------------------------------------------------------------------ re-simulation
-def _median_dirty_rate(res: Result) -> float | None:
-    rates = [float(x["memory_dirty_rate"]) for x in res.round_records
-             if x.get("memory_dirty_rate") not in (None, 0) and float(x["memory_dirty_rate"]) > 0]
-    return float(np.median(rates)) if rates else None
-
-
-def run_terms(pred: Result, meas: Result) -> dict[str, float]:
-    """Squared normalised errors of one run (the fit's objective adds them up)."""
-    terms: dict[str, float] = {}
-    if meas.converged:
-        if pred.converged:
-            terms["total_time"] = ((pred.total_time_s - meas.total_time_s) / meas.total_time_s) ** 2
-            terms["downtime"] = ((pred.downtime_s - meas.downtime_s) / max(meas.downtime_s, 0.03)) ** 2
-            terms["iterations"] = 0.3 * ((pred.iterations - meas.iterations) / max(meas.iterations, 3)) ** 2
-        else:
-            terms["verdict"] = 1.0
-    elif pred.converged:
-        terms["verdict"] = 1.0
-    pr, mr = _median_dirty_rate(pred), _median_dirty_rate(meas)
-    if pr and mr:
-        terms["dirty_rate"] = 0.5 * math.log(pr / mr) ** 2
-    return terms
-
-
 def objective(runs: Sequence[CalibrationRun], c: Mapping[str, float]) -> tuple[float, dict[str, float]]:
-    from .sim import simulate
-
     totals: dict[str, float] = {}
     for r in runs:
         pred = simulate(with_constants(r.plan, c), timeline=False)
@@ -268,40 +221,8 @@ def objective(runs: Sequence[CalibrationRun], c: Mapping[str, float]) -> tuple[f
     return sum(totals.values()) / max(len(runs), 1), {k: v / len(runs) for k, v in totals.items()}
 
 
-def coordinate_search(f: Callable[[dict[str, float]], float], start: Mapping[str, float],
-                      space: Sequence[tuple[str, float, float, float]], *, step: float = math.log(2.0),
-                      min_step: float = 0.002, max_evals: int = 3000) -> tuple[dict[str, float], float, int]:
-    """Minimise ``f`` one coordinate at a time in u = log(x + eps); halve the step when a sweep gains nothing."""
-    x = dict(start)
-    best = f(x)
-    evals = 1
-    while step >= min_step and evals < max_evals:
-        improved = False
-        for name, lo, hi, eps in space:
-            while True:  # walk this coordinate downhill at this step size
-                u = math.log(max(x[name], lo) + eps)
-                moved = False
-                for direction in (+1, -1):
-                    cand = min(max(math.exp(u + direction * step) - eps, lo), hi)
-                    if cand == x[name]:
-                        continue
-                    trial = {**x, name: cand}
-                    val = f(trial)
-                    evals += 1
-                    if val < best - 1e-12:
-                        x, best, improved, moved = trial, val, True, True
-                        break
-                if not moved or evals >= max_evals:
-                    break
-        if not improved:
-            step /= 2
-    return x, best, evals
-
-
 def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int = 3000) -> dict[str, Any]:
     """Fit the host constants on ``runs``; returns ``{"constants": SI dict, "fit": info}``."""
-    from .sim import simulate
-
     if not runs:
         raise UserError("no calibration runs to fit on")
     base = Host()
@@ -394,8 +315,6 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
 
 def _drain_s(writers: Sequence[CalibrationRun], c: Mapping[str, Any]) -> float:
     """The switchover time a disk-writing guest adds: its in-flight I/O drains at the stop."""
-    from .sim import simulate
-
     cc = {**c, "mirror_drain_s": 0.0}
     gaps = [r.measured.downtime_s - simulate(with_constants(r.plan, cc), timeline=False).downtime_s
             for r in writers]
@@ -414,8 +333,6 @@ PROFILE_HOST_KEYS = ("start_destination_s", "setup_s", "page_header_bytes", "zer
 
 
 def profile_dict(fitted: Mapping[str, Any], *, source: str = "") -> dict[str, Any]:
-    from .plan import key_of
-
     c = fitted["constants"]
     host = {key_of(k): (bool(c[k]) if isinstance(c[k], bool) else _round(float(c[k]))) for k in PROFILE_HOST_KEYS}
     guest = {}
@@ -442,8 +359,6 @@ def profile_dict(fitted: Mapping[str, Any], *, source: str = "") -> dict[str, An
 
 def write_profile(path: str | Path, prof: Mapping[str, Any]) -> None:
     import yaml
-
-    from .campaign import atomic_write
 
     header = (
         "# simkvm host profile, written by `simkvm calibrate` (SI units: s, bytes, bytes/s).\n"

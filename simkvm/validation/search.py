@@ -1,0 +1,64 @@
+"""The calibration's search: how far a re-simulated run is from its measurement, and a
+coordinate search in log space that minimises the sum over the runs."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..result import Result
+
+
+def _median_dirty_rate(res: Result) -> float | None:
+    rates = [float(x["memory_dirty_rate"]) for x in res.round_records
+             if x.get("memory_dirty_rate") not in (None, 0) and float(x["memory_dirty_rate"]) > 0]
+    return float(np.median(rates)) if rates else None
+
+
+def run_terms(pred: Result, meas: Result) -> dict[str, float]:
+    """Squared normalised errors of one run (the fit's objective adds them up)."""
+    terms: dict[str, float] = {}
+    if meas.converged:
+        if pred.converged:
+            terms["total_time"] = ((pred.total_time_s - meas.total_time_s) / meas.total_time_s) ** 2
+            terms["downtime"] = ((pred.downtime_s - meas.downtime_s) / max(meas.downtime_s, 0.03)) ** 2
+            terms["iterations"] = 0.3 * ((pred.iterations - meas.iterations) / max(meas.iterations, 3)) ** 2
+        else:
+            terms["verdict"] = 1.0
+    elif pred.converged:
+        terms["verdict"] = 1.0
+    pr, mr = _median_dirty_rate(pred), _median_dirty_rate(meas)
+    if pr and mr:
+        terms["dirty_rate"] = 0.5 * math.log(pr / mr) ** 2
+    return terms
+
+
+def coordinate_search(f: Callable[[dict[str, float]], float], start: Mapping[str, float],
+                      space: Sequence[tuple[str, float, float, float]], *, step: float = math.log(2.0),
+                      min_step: float = 0.002, max_evals: int = 3000) -> tuple[dict[str, float], float, int]:
+    """Minimise ``f`` one coordinate at a time in u = log(x + eps); halve the step when a sweep gains nothing."""
+    x = dict(start)
+    best = f(x)
+    evals = 1
+    while step >= min_step and evals < max_evals:
+        improved = False
+        for name, lo, hi, eps in space:
+            while True:  # walk this coordinate downhill at this step size
+                u = math.log(max(x[name], lo) + eps)
+                moved = False
+                for direction in (+1, -1):
+                    cand = min(max(math.exp(u + direction * step) - eps, lo), hi)
+                    if cand == x[name]:
+                        continue
+                    trial = {**x, name: cand}
+                    val = f(trial)
+                    evals += 1
+                    if val < best - 1e-12:
+                        x, best, improved, moved = trial, val, True, True
+                        break
+                if not moved or evals >= max_evals:
+                    break
+        if not improved:
+            step /= 2
+    return x, best, evals
