@@ -11,7 +11,7 @@ def main() -> None:
     p = common.parser(__doc__, "bytes_per_iteration.png")
     p.add_argument("--plan", default=str(common.PLANS / "example.yaml"), help="plan file (default: plans/example.yaml)")
     args = p.parse_args()
-    common.save(plot.bytes_per_iteration(simkvm.simulate(simkvm.Plan.from_file(args.plan))), args.output)
+    common.save(plot.bytes_per_iteration(simkvm.simulate(simkvm.load_plan(args.plan))), args.output)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import common
 
 import simkvm
 from simkvm import plot
-from simkvm.units import parse_duration
+from simkvm.model.units import parse_duration
 
 
 def main() -> None:

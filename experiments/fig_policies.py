@@ -12,8 +12,8 @@ def main() -> None:
     p = common.parser(__doc__, "policies.png")
     p.add_argument("--plan", default=str(common.PLANS / "nonconverging.yaml"))
     args = p.parse_args()
-    plan = simkvm.Plan.from_file(args.plan)
-    results = {name: simkvm.simulate(plan.replace(policy=name), timeline=False) for name in POLICIES}
+    plan = simkvm.load_plan(args.plan)
+    results = {name: simkvm.simulate(plan.with_(policy=name), timeline=False) for name in POLICIES}
     common.save(plot.policy_comparison(results), args.output)
 
 

@@ -12,9 +12,9 @@ def main() -> None:
     p.add_argument("--plan", default=str(common.PLANS / "example.yaml"), help="plan file (default: plans/example.yaml)")
     p.add_argument("--policy", default=None, help="run under this orchestration policy (e.g. ovirt-post-copy)")
     args = p.parse_args()
-    plan = simkvm.Plan.from_file(args.plan)
+    plan = simkvm.load_plan(args.plan)
     if args.policy:
-        plan = plan.replace(policy=args.policy)
+        plan = plan.with_(policy=args.policy)
     common.save(plot.timeline(simkvm.simulate(plan), label=plan.name), args.output)
 
 

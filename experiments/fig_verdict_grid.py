@@ -5,7 +5,7 @@ import common
 
 import simkvm
 from simkvm import planner, plot
-from simkvm.units import parse_duration, parse_rate
+from simkvm.model.units import parse_duration, parse_rate
 
 
 def main() -> None:
@@ -14,7 +14,7 @@ def main() -> None:
     p.add_argument("--bandwidths", default="1Gbit/s,2.5Gbit/s,10Gbit/s,25Gbit/s,40Gbit/s")
     p.add_argument("--downtimes", default="30ms,100ms,300ms,1s,2s")
     args = p.parse_args()
-    plan = simkvm.Plan.from_file(args.plan)
+    plan = simkvm.load_plan(args.plan)
     cells = planner.grid(plan, [parse_rate(x) for x in args.bandwidths.split(",")],
                          [parse_duration(x) for x in args.downtimes.split(",")])
     common.save(plot.verdict_grid(cells, title=f"{plan.name}: predicted total time"), args.output)

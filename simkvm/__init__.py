@@ -5,9 +5,10 @@ model of QEMU's pre-copy and libvirt's disk mirror; the executor
 (``simkvm migrate``) runs the same plan on real libvirt. Both return a
 :class:`Result` with the same fields and per-iteration ``rounds`` table.
 """
-from .errors import EnvironmentProblem, MigrationFailed, PlanError, SimkvmError, UserError
-from .plan import Plan
-from .result import Result
+from .model.errors import EnvironmentProblem, MigrationFailed, PlanError, SimkvmError, UserError
+from .load import load_plan
+from .model.plan import Plan
+from .model.result import Result
 from .sim import simulate
 from . import planner
 from . import policies
@@ -24,5 +25,5 @@ def __getattr__(name: str):
         return importlib.import_module(".plot", __name__)
     raise AttributeError(f"module 'simkvm' has no attribute {name!r}")
 
-__all__ = ["Plan", "Result", "simulate", "sweep", "planner", "plot", "policies", "SimkvmError", "UserError", "PlanError", "EnvironmentProblem",
+__all__ = ["Plan", "load_plan", "Result", "simulate", "sweep", "planner", "plot", "policies", "SimkvmError", "UserError", "PlanError", "EnvironmentProblem",
            "MigrationFailed", "__version__"]

@@ -15,7 +15,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from .errors import EnvironmentProblem, MigrationFailed, UserError
+from .model.errors import EnvironmentProblem, MigrationFailed, UserError
 
 # Modules that contribute sub-commands, in the order of `simkvm --help`.
 COMMAND_MODULES = [

@@ -1,6 +1,6 @@
 """How far was the prediction from reality? A join of two Results, not a translation.
 
-The simulator and the executor fill the same :class:`~simkvm.result.Result`
+The simulator and the executor fill the same :class:`~simkvm.model.result.Result`
 schema, so comparing them is: the same scalar next to each other with its
 error, and the per-iteration rows joined on ``memory_iteration``.
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .errors import UserError
-from .result import Result, read_json
-from .units import fmt_bytes, fmt_duration
+from .model.errors import UserError
+from .model.result import Result, read_json
+from .model.units import fmt_bytes, fmt_duration
 
 #: The totals compared, in print order: (Result field, label, kind).
 TOTALS: tuple[tuple[str, str, str], ...] = (

@@ -1,7 +1,7 @@
 """A fleet of VMs in a CSV (one row per VM, human units in the cells) as plans over one link.
 
 Capacity planners keep their inventory in spreadsheets; this is the one
-place that turns such a row into a :class:`~simkvm.plan.Plan`, for the
+place that turns such a row into a :class:`~simkvm.model.plan.Plan`, for the
 capacity-planning notebook and the figure scripts alike.
 
 Columns: name, memory, zero_fraction, disk, disk_allocated, dirty_rate, wss,
@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .plan import Plan
+from .model.errors import UserError
+from .model.plan import Plan
 
 REQUIRED = ("name", "memory", "zero_fraction", "disk", "disk_allocated", "dirty_rate", "wss", "disk_write_rate")
 

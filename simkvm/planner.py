@@ -12,15 +12,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import UserError
-from .plan import Plan
-from .result import Result
+from .model.errors import UserError
+from .model.plan import Plan
+from .model.result import Result
 from .sim import simulate
-
-
-def _with(plan: Plan, **si: float) -> Plan:
-    """A copy with SI values set by dotted key (fast path: no unit parsing)."""
-    return plan.replace(**si)
 
 
 def grid(plan: Plan, bandwidths_Bps: Sequence[float], downtimes_s: Sequence[float]) -> list[dict[str, Any]]:
@@ -28,7 +23,7 @@ def grid(plan: Plan, bandwidths_Bps: Sequence[float], downtimes_s: Sequence[floa
     cells = []
     for bw in bandwidths_Bps:
         for dt in downtimes_s:
-            r = simulate(_with(plan, **{"link.bandwidth": bw, "migration.max_downtime": dt}), timeline=False)
+            r = simulate(plan.with_(**{"link.bandwidth": bw, "migration.max_downtime": dt}), timeline=False)
             cells.append({
                 "bandwidth_Bps": float(bw), "max_downtime_s": float(dt), "converged": r.converged,
                 "total_time_s": r.total_time_s if r.converged else None,
@@ -68,14 +63,14 @@ def min_bandwidth_Bps(plan: Plan, lo: float = 1e6, hi: float = 1e11) -> float | 
         changes: dict[str, Any] = {"link.bandwidth": bw}
         if cap is not None and cap < bw:
             changes["link.capacity"] = bw
-        return _with(plan, **changes)
+        return plan.with_(**changes)
 
     return _lowest_converging(make, lo, hi)
 
 
 def min_downtime_s(plan: Plan, lo: float = 0.001, hi: float = 2000.0) -> float | None:
     """Smallest downtime limit at which the plan converges at its own bandwidth."""
-    return _lowest_converging(lambda dt: _with(plan, **{"migration.max_downtime": dt}), lo, hi)
+    return _lowest_converging(lambda dt: plan.with_(**{"migration.max_downtime": dt}), lo, hi)
 
 
 @dataclass
@@ -115,7 +110,7 @@ def monte_carlo(plan: Plan, spread: float, samples: int = 300, seed: int = 1) ->
         if plan.workload.disk.write_rate_Bps > 0:
             changes["workload.disk.write_rate"] = max(
                 0.0, plan.workload.disk.write_rate_Bps * (1 + spread * rng.standard_normal()))
-        sample = plan.replace(**changes) if spread > 0 and changes else plan
+        sample = plan.with_(**changes) if spread > 0 and changes else plan
         results.append(simulate(sample, timeline=False))
     conv = [r for r in results if r.converged]
 
@@ -144,7 +139,7 @@ def recommendations(plan: Plan, *, max_total_time_s: float | None = None, max_do
     post-copy window loses the VM); XBZRLE; and each orchestration policy.
     """
     from .policies import POLICIES
-    from .units import fmt_duration
+    from .model.units import fmt_duration
 
     limit_dt = max_downtime_s if max_downtime_s is not None else plan.migration.max_downtime_s
     limit_bw = max_bandwidth_Bps if max_bandwidth_Bps is not None else plan.link.bandwidth_Bps
@@ -152,24 +147,22 @@ def recommendations(plan: Plan, *, max_total_time_s: float | None = None, max_do
     dt = min_downtime_s(plan)
     if dt is not None and dt <= limit_dt and dt > plan.migration.max_downtime_s:
         candidates.append((f"raise max downtime to {dt * 1050:.0f} ms",
-                           _with(plan, **{"migration.max_downtime": dt * 1.05})))
+                           plan.with_(**{"migration.max_downtime": dt * 1.05})))
     bw = min_bandwidth_Bps(plan)
     if bw is not None and bw <= limit_bw and bw > plan.link.bandwidth_Bps:
         candidates.append((f"raise bandwidth to {bw * 1.05 * 8 / 1e9:.3g} Gbit/s",
-                           _with(plan, **{"link.bandwidth": bw * 1.05})))
+                           plan.with_(**{"link.bandwidth": bw * 1.05})))
     if allow_auto_converge:
-        candidates.append(("auto-converge", _with(plan, **{"aids.auto_converge.enabled": True})))
+        candidates.append(("auto-converge", plan.with_(**{"aids.auto_converge.enabled": True})))
     if allow_postcopy:
-        candidates.append(("post-copy after 2 iterations", _with(plan, **{
+        candidates.append(("post-copy after 2 iterations", plan.with_(**{
             "aids.postcopy.enabled": True, "aids.postcopy.after_iterations": 2})))
-    candidates.append(("XBZRLE (cache 10 % of RAM)", _with(plan, **{
+    candidates.append(("XBZRLE (cache 10 % of RAM)", plan.with_(**{
         "aids.xbzrle.enabled": True, "aids.xbzrle.cache_size": plan.vm.memory_bytes / 10})))
     if allow_policies:
         for name in sorted(POLICIES):
             if name != "qemu" and (allow_postcopy or "post-copy" not in name):
-                data = plan.to_dict()
-                data["policy"] = {"name": name}
-                candidates.append((f"policy {name}", Plan.from_dict(data)))
+                candidates.append((f"policy {name}", plan.with_(policy=name)))
     out = []
     for name, candidate in candidates:
         r = simulate(candidate, timeline=False)

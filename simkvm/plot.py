@@ -24,7 +24,7 @@ from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from .result import Result  # noqa: E402
+from .model.result import Result  # noqa: E402
 
 MiB = 2**20
 GiB = 2**30

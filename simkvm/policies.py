@@ -3,7 +3,7 @@
 Each policy is one small class, read from its project's source
 (shared/reference/policies.md). It never touches QEMU or the simulator
 directly: it looks at a :class:`Snapshot` every ``poll_interval_s`` and
-returns :class:`~simkvm.result.Action` requests. The simulator's controller
+returns :class:`~simkvm.model.result.Action` requests. The simulator's controller
 process and the real executor's monitor both feed it and carry its actions
 out, so there is one implementation of each policy, not two.
 
@@ -27,12 +27,12 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import PlanError
-from .result import Action
-from .units import parse_duration, parse_rate
+from .model.errors import PlanError
+from .model.result import Action
+from .model.units import parse_duration, parse_rate
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .plan import Plan, PolicySpec
+    from .model.plan import Plan, PolicySpec
 
 GiB = 2**30
 
@@ -152,7 +152,7 @@ class Nova(Policy):
             changes["aids.postcopy.enabled"] = True
         elif self.permit_auto_converge:  # nova: auto-converge only when post-copy is not in use
             changes["aids.auto_converge.enabled"] = True
-        return plan.replace(**changes) if changes else plan
+        return plan.with_(**changes) if changes else plan
 
     def start(self, elapsed_s: float) -> list[Action]:
         self._applied = 0
@@ -210,7 +210,7 @@ class OVirt(Policy):
         self._last_iteration = 0
 
     def configure(self, plan: "Plan") -> "Plan":
-        return plan.replace(**self._aids) if self._aids else plan
+        return plan.with_(**self._aids) if self._aids else plan
 
     def start(self, elapsed_s: float) -> list[Action]:
         return [Action(elapsed_s, "set_downtime", self.initial_downtime_s)]
@@ -255,7 +255,7 @@ class KubeVirt(Policy):
         self._paused = False
 
     def configure(self, plan: "Plan") -> "Plan":
-        return plan.replace(**{"aids.postcopy.enabled": True}) if self.allow_post_copy else plan
+        return plan.with_(**{"aids.postcopy.enabled": True}) if self.allow_post_copy else plan
 
     def observe(self, s: Snapshot) -> list[Action]:
         if s.in_postcopy:
@@ -291,7 +291,7 @@ class Proxmox(Policy):
 
     def configure(self, plan: "Plan") -> "Plan":
         cache = 2 ** int(math.log2(max(plan.vm.memory_bytes / 10, 4096)))
-        return plan.replace(**{"aids.auto_converge.enabled": True, "aids.xbzrle.enabled": True,
+        return plan.with_(**{"aids.auto_converge.enabled": True, "aids.xbzrle.enabled": True,
                                "aids.xbzrle.cache_size": cache})
 
     def start(self, elapsed_s: float) -> list[Action]:

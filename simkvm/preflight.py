@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .errors import EnvironmentProblem, UserError
-from .plan import Plan
-from .units import fmt_bytes, fmt_duration, fmt_rate
+from .model.errors import EnvironmentProblem, UserError
+from .model.plan import Plan
+from .model.units import fmt_bytes, fmt_duration, fmt_rate
 
 GO, GO_WITH_SETTINGS, NO_GO = "GO", "GO-WITH-SETTINGS", "NO-GO"
 EXIT_CODES = {GO: 0, GO_WITH_SETTINGS: 1, NO_GO: 3}
@@ -208,7 +208,7 @@ def preflight(domain: str, src_uri: str, dst_uri: str, *, plan: Plan | None = No
             changes["link.capacity"] = bandwidth_Bps
     if max_downtime_s is not None:
         changes["migration.max_downtime"] = max_downtime_s
-    base = base.replace(**changes) if changes else base
+    base = base.with_(**changes) if changes else base
 
     conn = _open(src_uri, "source")
     try:

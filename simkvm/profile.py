@@ -22,8 +22,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import PlanError
 from .guestos import os_nonzero_bytes
+from .io import read_yaml
+from .model.errors import PlanError
+from .model import codec
+from .model.plan import Host, Plan
+from .model.units import parse_rate, parse_size
 
 SECTIONS = ("host", "link", "guest", "network", "fit")
 LINK_KEYS = ("capacity", "efficiency")
@@ -37,8 +41,6 @@ def load_profile(profile: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         data: Any = dict(profile)
         where = "profile"
     else:
-        from .plan import read_yaml
-
         p = Path(profile)
         where = f"profile {p}"
         if not p.exists():
@@ -56,13 +58,15 @@ def load_profile(profile: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         bad = [k for k in prof[section] if k not in known]
         if bad:
             raise PlanError(f"{where}: unknown {section} key {bad[0]!r}; known: {', '.join(known)}")
+    try:  # the host keys and units, checked against the plan schema now: one line if wrong
+        codec.build(Host, prof["host"], "host")
+    except PlanError as exc:
+        raise PlanError(f"{where}: {exc}") from None
     return prof
 
 
-def apply_profile(plan: Any, profile: Mapping[str, Any]) -> Any:
+def apply_profile(plan: Plan, profile: Mapping[str, Any]) -> Plan:
     """``plan`` with every constant of the profile forced (capacity never below the plan's bandwidth)."""
-    from .units import parse_rate, parse_size
-
     prof = load_profile(profile) if not {"host", "link", "guest", "network"} & set(profile) else profile
     changes: dict[str, Any] = {f"host.{k}": v for k, v in (prof.get("host") or {}).items()}
     link = prof.get("link") or {}
@@ -82,8 +86,8 @@ def apply_profile(plan: Any, profile: Mapping[str, Any]) -> Any:
     network = prof.get("network") or {}
     if network.get("reconvergence") is not None:
         changes["network.reconvergence"] = network["reconvergence"]
-    plan = plan.replace(**changes) if changes else plan
+    plan = plan.with_(**changes) if changes else plan
     if link.get("capacity") is not None:
         cap = parse_rate(link["capacity"], "profile link.capacity")
-        plan = plan.replace(**{"link.capacity": max(cap, plan.link.bandwidth_Bps)})
+        plan = plan.with_(**{"link.capacity": max(cap, plan.link.bandwidth_Bps)})
     return plan

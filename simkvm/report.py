@@ -4,8 +4,8 @@ Used for predictions and measurements alike (the schema is the same).
 """
 from __future__ import annotations
 
-from .result import Result
-from .units import fmt_bytes, fmt_duration, fmt_rate
+from .model.result import Result
+from .model.units import fmt_bytes, fmt_duration, fmt_rate
 
 _VERDICT = {
     "converged": "CONVERGES",

@@ -5,7 +5,7 @@ many plans?". A sweep spec names a base plan and axes (dotted plan keys with
 value lists, linear ranges or log ranges) and a sampling method (full grid,
 Latin hypercube, or plain random). Axis values are parsed **once**, with the
 unit of the plan field they set, into SI numbers; each scenario is then the
-base :class:`~simkvm.plan.Plan` with those fields replaced and re-validated,
+base :class:`~simkvm.model.plan.Plan` with those fields replaced and re-validated,
 which costs microseconds instead of the ~0.5 ms of ``Plan.from_dict``. That
 matters because a prediction itself costs only ~0.1 ms.
 
@@ -38,9 +38,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import PlanError, UserError
-from .plan import Plan, _convert, key_of
-from .result import ROUND_COLUMNS, Result
+from .model.errors import PlanError, UserError
+from .io import read_yaml
+from .load import plan_from_dict, plan_from_file
+from .model import codec
+from .model.plan import Plan
+from .model.result import ROUND_COLUMNS, Result
 from .sim import simulate
 
 #: Default scenarios per task: large enough that pickling and scheduling a task (~ms)
@@ -150,8 +153,6 @@ def load_spec(spec: Mapping[str, Any] | str | Path, chunk: int | None = None) ->
     """Compile a spec (dict or YAML path) into a :class:`SweepSpec`; every mistake is one UserError."""
     where = Path.cwd()
     if isinstance(spec, (str, Path)):
-        from .plan import read_yaml
-
         path = Path(spec)
         spec = read_yaml(path, "sweep spec")
         where = path.resolve().parent
@@ -184,12 +185,12 @@ def _load_base(base: Any, where: Path) -> Plan:
         if not path.exists():
             raise UserError(f"base plan {str(path)!r} does not exist (paths are relative to the spec file)")
         try:
-            return Plan.from_file(path)
+            return plan_from_file(path)
         except UserError as exc:
             raise UserError(f"base plan {path}: {exc}") from None
     if isinstance(base, Mapping):
         try:
-            return Plan.from_dict(base)
+            return plan_from_dict(base)
         except UserError as exc:
             raise UserError(f"base plan: {exc}") from None
     raise UserError(f"sweep spec 'base' must be a plan file path or a plan mapping, got {base!r}")
@@ -197,38 +198,15 @@ def _load_base(base: Any, where: Path) -> Plan:
 
 def _resolve(key: str, base: Plan) -> tuple[tuple[str | int, ...], str, Any]:
     """Walk a dotted YAML key through the plan's dataclasses: (steps, leaf field name, leaf type)."""
-    node_type: Any = Plan
-    node: Any = base
-    steps: list[str | int] = []
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, tuple):  # a list section such as vm.disks: the part is an index
-            if not part.isdigit() or int(part) >= len(node):
-                raise UserError(f"unknown axis {key!r}: {'.'.join(parts[:i])} has {len(node)} item(s), "
-                                f"index {part!r} is not one of them")
-            steps.append(int(part))
-            node, node_type = node[int(part)], typing.get_args(node_type)[0]
-            if last:
-                return tuple(steps), parts[i - 1], node_type
-            continue
-        if not dataclasses.is_dataclass(node_type):
-            raise UserError(f"unknown axis {key!r}: {'.'.join(parts[:i])} is a value, not a section")
-        fields = {key_of(f.name): f for f in dataclasses.fields(node_type)}
-        if part not in fields:
-            raise UserError(f"unknown axis {key!r}: no key {part!r} here; known keys: {', '.join(sorted(fields))}")
-        name = fields[part].name
-        steps.append(name)
-        node_type = typing.get_type_hints(node_type)[name]
-        node = getattr(node, name)
-        if last:
-            return tuple(steps), name, node_type
-    raise UserError(f"unknown axis {key!r}")  # pragma: no cover - empty key
+    try:
+        return codec.resolve(base, key)
+    except PlanError as exc:
+        raise UserError(str(exc).replace("unknown key", "unknown axis", 1)) from None
 
 
 def _parse_value(name: str, hint: Any, value: Any, where: str) -> Any:
     """A value with the unit rules of the field it sets (the plan's own converter)."""
-    return _convert(name, hint, value, where)
+    return codec.convert(name, hint, value, where)
 
 
 def _axis(key: str, raw: Any, base: Plan) -> Axis:
@@ -307,22 +285,11 @@ def _samples(samples: Any) -> tuple[str, int, int]:
 
 
 # ------------------------------------------------------------------ computing a chunk
-def _replace(node: Any, path: Sequence[str | int], value: Any) -> Any:
-    """A copy of frozen ``node`` with the field at ``path`` set: the same plan ``from_dict`` would build."""
-    head, rest = path[0], path[1:]
-    if isinstance(head, int):
-        items = list(node)
-        items[head] = _replace(items[head], rest, value) if rest else value
-        return tuple(items)
-    new = _replace(getattr(node, head), rest, value) if rest else value
-    return dataclasses.replace(node, **{head: new})
-
-
 def scenario_plan(spec: SweepSpec, values: Sequence[Any]) -> Plan:
     """The plan of one scenario, validated (raises PlanError when the combination is impossible)."""
     plan = spec.base
     for axis, value in zip(spec.axes, values):
-        plan = _replace(plan, axis.path, value)
+        plan = codec.set_in(plan, axis.path, value)
     plan.validate()
     return plan
 

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from simkvm.errors import EnvironmentProblem
+from simkvm.model.errors import EnvironmentProblem
 
 SHARED_CACHE = "/var/cache/simkvm-testbed"
 

@@ -19,7 +19,7 @@ BUSY = {
 
 
 def busy(**changes) -> Plan:
-    return Plan.from_dict(BUSY).replace(**changes)
+    return Plan.from_dict(BUSY).with_(**changes)
 
 
 def test_busy_plan_does_not_converge_plain():
@@ -122,11 +122,11 @@ def test_xbzrle_sends_deltas_for_a_cached_working_set():
     small_wss = busy(**{"workload.memory.wss": "256MiB", "workload.memory.dirty_rate": "400MiB/s",
                         "migration.max_iterations": 8})
     plain = simulate(small_wss)
-    xb = simulate(small_wss.replace(**{"aids.xbzrle.enabled": True, "aids.xbzrle.cache_size": "512MiB"}))
+    xb = simulate(small_wss.with_(**{"aids.xbzrle.enabled": True, "aids.xbzrle.cache_size": "512MiB"}))
     assert xb.rounds["xbzrle_pages"].sum() > 0
     assert xb.rounds["xbzrle_pages"].iloc[:2].sum() == 0  # not during the first pass
     assert xb.converged and not plain.converged
-    tiny = simulate(small_wss.replace(**{"aids.xbzrle.enabled": True, "aids.xbzrle.cache_size": "1MiB"}))
+    tiny = simulate(small_wss.with_(**{"aids.xbzrle.enabled": True, "aids.xbzrle.cache_size": "1MiB"}))
     # a cache of 256 pages for a 65536-page working set hits ~0.4 % of the re-sent pages
     assert tiny.rounds["xbzrle_pages"].sum() < 0.05 * xb.rounds["xbzrle_pages"].sum()
     assert not tiny.converged
@@ -136,7 +136,7 @@ def test_multifd_spreads_page_cpu_over_channels():
     cpu_bound = Plan.from_dict({"vm": {"memory": "8GiB"}, "link": {"bandwidth": "100Gbit/s"},
                                 "host": {"page_cost": "2us"}})
     one = simulate(cpu_bound)
-    four = simulate(cpu_bound.replace(**{"aids.multifd.enabled": True, "aids.multifd.channels": 4}))
+    four = simulate(cpu_bound.with_(**{"aids.multifd.enabled": True, "aids.multifd.channels": 4}))
     wire_s = 4104 / 12.5e9  # per page on 100 Gbit/s
     ratio = four.rounds["memory_bps"].iloc[0] / one.rounds["memory_bps"].iloc[0]
     assert ratio == pytest.approx((wire_s + 2e-6) / (wire_s + 2e-6 / 4), rel=1e-6)
@@ -145,11 +145,11 @@ def test_multifd_spreads_page_cpu_over_channels():
 def test_compression_cuts_wire_bytes_and_is_cpu_bound():
     plan = Plan.from_dict({"vm": {"memory": "4GiB"}, "link": {"bandwidth": "1Gbit/s"}})
     plain = simulate(plan)
-    comp = simulate(plan.replace(**{"aids.multifd.enabled": True, "aids.compression.method": "zstd",
+    comp = simulate(plan.with_(**{"aids.multifd.enabled": True, "aids.compression.method": "zstd",
                                     "aids.compression.ratio": 0.25}))
     assert comp.ram_transferred_bytes == pytest.approx(plain.ram_transferred_bytes * (0.25 * 4096 + 8) / 4104,
                                                        rel=0.01)
-    slow_cpu = simulate(plan.replace(**{"aids.multifd.enabled": True, "aids.compression.method": "zlib",
+    slow_cpu = simulate(plan.with_(**{"aids.multifd.enabled": True, "aids.compression.method": "zlib",
                                         "aids.compression.throughput": "10MiB/s"}))
     assert slow_cpu.precopy_time_s > plain.precopy_time_s * 3
 

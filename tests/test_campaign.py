@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from simkvm.profile import apply_profile
-from simkvm.validation.calibrate import CalibrationRun, fit, load_profile, profile_dict, with_constants, write_profile
+from simkvm.load import load_plan
+from simkvm.profile import apply_profile, load_profile
+from simkvm.validation.calibrate import CalibrationRun, fit, profile_dict, with_constants, write_profile
 from simkvm.validation.report import metrics
 from simkvm.validation.runner import run_campaign
 from simkvm.validation.spec import load_campaign, parse_campaign, run_id
 from simkvm.validation.store import RunStore, result_columns
-from simkvm.errors import UserError
-from simkvm.plan import Plan
+from simkvm.model.errors import UserError
+from simkvm.model.plan import Plan
 from simkvm.sim import simulate
 
 MiB = 2**20
@@ -396,7 +397,7 @@ def test_calibration_recovers_known_constants(tmp_path):
     write_profile(path, profile_dict(out))
     prof = load_profile(path)
     assert prof["fit"]["runs"] == out["fit"]["runs"]
-    via_plan = Plan.from_dict({"profile": str(path)})
+    via_plan = load_plan({"profile": str(path)})
     assert via_plan.host.start_destination_s == pytest.approx(0.6, rel=1e-5)
     assert via_plan.link.capacity_Bps == pytest.approx(c["capacity_Bps"], rel=1e-5)
     applied = apply_profile(_plan(256 * MiB, 0, 0, 32 * MiB, 0.3), prof)

@@ -38,11 +38,11 @@ def test_predict_plan_file_human_output():
 
 
 def test_flags_override_the_file_and_json_agrees_with_api():
-    from simkvm import Plan, simulate
+    from simkvm import load_plan, simulate
 
     out = run("predict", "plans/example.yaml", "--bandwidth", "25Gbit/s", "--json")
     data = json.loads(out.stdout)
-    expected = simulate(Plan.from_file("plans/example.yaml").replace(**{"link.bandwidth": "25Gbit/s"}))
+    expected = simulate(load_plan("plans/example.yaml").with_(**{"link.bandwidth": "25Gbit/s"}))
     assert data["total_time_s"] == pytest.approx(expected.total_time_s)
     assert data["iterations"] == expected.iterations
 

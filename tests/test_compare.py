@@ -12,8 +12,8 @@ import pytest
 
 from simkvm.cli import main
 from simkvm.compare import compare, format_comparison, load_pair, to_jsonable
-from simkvm.errors import UserError
-from simkvm.result import ROUND_COLUMNS, Result
+from simkvm.model.errors import UserError
+from simkvm.model.result import ROUND_COLUMNS, Result
 
 MiB = 2**20
 

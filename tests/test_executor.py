@@ -14,8 +14,8 @@ import pytest
 from simkvm.executor.guestplan import plan_for_guest, workload_sections
 from simkvm.executor.monitor import JobMonitor, Sample, build_rounds, build_timeline, phase_of
 from simkvm.executor.prepare import DomainDisk, volume_xml
-from simkvm.plan import Plan
-from simkvm.result import ROUND_COLUMNS, Result
+from simkvm.model.plan import Plan
+from simkvm.model.result import ROUND_COLUMNS, Result
 
 MiB = 2**20
 OFFSET = 0.5  # our clock = libvirt's job time + 0.5 s (the preparation before migrate3)
@@ -310,7 +310,7 @@ def test_non_converging_migration_is_aborted_at_max_time_and_the_vm_stays(testbe
     assert result.meta["removed_disks"] == [f"/var/lib/libvirt/images/{name}.qcow2"]
     # measured up to the abort, in the same schema
     assert result.iterations >= 1 and len(result.round_records) == result.iterations
-    assert result.timeline_records[-1][1] == "aborted"
+    assert result.timeline_records[-1].phase == "aborted"
     # the guest goes on with intact memory and disk
     last = max(ln.line_no for ln in console_lines(name, testbed=testbed))
     wait_for_console(name, lambda ln: ln.kind == "CHECK", 20, after_line=last, testbed=testbed)

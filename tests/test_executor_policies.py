@@ -12,8 +12,8 @@ import pytest
 
 from simkvm.executor.control import snapshot_from_stats
 from simkvm.executor.run import _aid_flags_and_params, aid_support_problem
-from simkvm.plan import Plan
-from simkvm.result import Result
+from simkvm.model.plan import Plan
+from simkvm.model.result import Result
 
 MiB = 2**20
 
@@ -75,7 +75,7 @@ def test_multifd_compression_needs_libvirt_9_4():
 
 
 def test_executor_accepts_policies_but_refuses_dirty_limit():
-    from simkvm.errors import UserError
+    from simkvm.model.errors import UserError
     from simkvm.executor.run import _check_plan
 
     _check_plan(Plan.from_dict({"policy": "nova", "aids": {"pause": {"after_iterations": 3}}}))
@@ -125,7 +125,7 @@ def test_plain_precopy_does_not_converge_but_auto_converge_does(testbed, guest):
     it reaches 3 MiB/s at 99 %. With a 300 ms limit the throttle ramp (60, 80, 99 %) lets it converge.
     Seen once on the testbed: the guest kernel crashed right after resuming on b (QEMU 7.2 TCG
     dirty-tracking bug hitting kernel memory); then the executor says so and this test xfails."""
-    from simkvm.errors import MigrationFailed
+    from simkvm.model.errors import MigrationFailed
     from simkvm.sim import simulate
     from simkvm.testbed.guest import console_path
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from simkvm.executor.guestplan import reported_layouts
-from simkvm.plan import Plan
+from simkvm.model.plan import Plan
 from simkvm.sim import simulate
 from simkvm.sim.layout import slices
 

@@ -23,7 +23,7 @@ def test_grid_cells_agree_with_individual_simulations():
     cells = planner.grid(plan, bws, dts)
     assert len(cells) == 9
     for cell in cells:
-        r = simulate(plan.replace(**{"link.bandwidth": cell["bandwidth_Bps"],
+        r = simulate(plan.with_(**{"link.bandwidth": cell["bandwidth_Bps"],
                                      "migration.max_downtime": cell["max_downtime_s"]}))
         assert cell["converged"] == r.converged
         if r.converged:
@@ -34,16 +34,16 @@ def test_min_bandwidth_converges_and_5_percent_less_does_not():
     plan = Plan.from_dict(PLAN)
     bw = planner.min_bandwidth_Bps(plan)
     assert bw is not None
-    assert simulate(plan.replace(**{"link.bandwidth": bw})).converged
-    assert not simulate(plan.replace(**{"link.bandwidth": bw * 0.95})).converged
+    assert simulate(plan.with_(**{"link.bandwidth": bw})).converged
+    assert not simulate(plan.with_(**{"link.bandwidth": bw * 0.95})).converged
 
 
 def test_min_downtime_converges_and_5_percent_less_does_not():
-    plan = Plan.from_dict(PLAN).replace(**{"workload.memory.wss": "4GiB", "workload.memory.dirty_rate": "400MiB/s"})
+    plan = Plan.from_dict(PLAN).with_(**{"workload.memory.wss": "4GiB", "workload.memory.dirty_rate": "400MiB/s"})
     dt = planner.min_downtime_s(plan)
     assert dt is not None
-    assert simulate(plan.replace(**{"migration.max_downtime": dt})).converged
-    assert not simulate(plan.replace(**{"migration.max_downtime": dt * 0.95})).converged
+    assert simulate(plan.with_(**{"migration.max_downtime": dt})).converged
+    assert not simulate(plan.with_(**{"migration.max_downtime": dt * 0.95})).converged
 
 
 def test_monte_carlo_with_zero_spread_is_the_point_prediction():
@@ -59,7 +59,7 @@ def test_monte_carlo_with_zero_spread_is_the_point_prediction():
 def test_monte_carlo_spread_near_the_boundary_is_uncertain():
     plan = Plan.from_dict(PLAN)
     bw = planner.min_bandwidth_Bps(plan)
-    mc = planner.monte_carlo(plan.replace(**{"link.bandwidth": bw * 1.02}), 0.2, samples=60)
+    mc = planner.monte_carlo(plan.with_(**{"link.bandwidth": bw * 1.02}), 0.2, samples=60)
     assert 0.0 < mc.converged_probability < 1.0
 
 

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 
 import simkvm  # noqa: E402
 from simkvm import plot  # noqa: E402
-from simkvm.result import Action  # noqa: E402
+from simkvm.model.result import Action  # noqa: E402
 
 UNIT = re.compile(r"\[[^\]]+\]")
 
@@ -27,7 +27,7 @@ def _plan(**changes):
         "workload": {"memory": {"model": "uniform", "dirty_rate": "100MiB/s", "wss": "1GiB"}},
         "link": {"bandwidth": "10Gbit/s"}, "migration": {"max_downtime": "300ms"},
     })
-    return base.replace(**changes) if changes else base
+    return base.with_(**changes) if changes else base
 
 
 def _readable(fig) -> None:
@@ -85,7 +85,7 @@ def test_timeline_of_a_failed_migration_has_no_downtime_and_says_so():
 
 
 def test_timeline_shades_postcopy_and_lists_each_policy_action_in_its_lane():
-    plan = simkvm.Plan.from_file("plans/nonconverging.yaml").replace(policy="ovirt-post-copy")
+    plan = simkvm.load_plan("plans/nonconverging.yaml").with_(policy="ovirt-post-copy")
     r = simkvm.simulate(plan)
     assert r.outcome == "postcopy"
     fig = plot.timeline(r)
@@ -166,7 +166,7 @@ def test_convergence_map_boundary_lies_where_simulate_flips(grid_table):
             x = x_mib * plot.MiB
             lo, hi = rates[rates < x].max(), rates[rates > x].min()
             assert x == pytest.approx((lo + hi) / 2)  # halfway between the two grid points
-            ok = [simkvm.simulate(base.replace(**{"workload.memory.dirty_rate": r, "link.bandwidth": bw,
+            ok = [simkvm.simulate(base.with_(**{"workload.memory.dirty_rate": r, "link.bandwidth": bw,
                                                   "migration.max_downtime": 0.05}), timeline=False).converged
                   for r in (lo, hi)]
             assert ok[0] != ok[1], f"boundary at {x_mib:.0f} MiB/s, {bw * 8e-9:.2g} Gbit/s does not separate"
@@ -223,8 +223,8 @@ def test_ratio_curve_effect_lines_policy_comparison_and_fleet_times_are_readable
     sim_series = [l for l in fig.axes[0].lines if l.get_label().startswith("simulated")]
     assert len(sim_series) == grid_table["link.bandwidth"].nunique()
     _readable(plot.effect_lines(grid_table, "workload.memory.dirty_rate", series="migration.max_downtime"))
-    plan = simkvm.Plan.from_file("plans/nonconverging.yaml")
-    results = {p: simkvm.simulate(plan.replace(policy=p), timeline=False) for p in ("qemu", "proxmox")}
+    plan = simkvm.load_plan("plans/nonconverging.yaml")
+    results = {p: simkvm.simulate(plan.with_(policy=p), timeline=False) for p in ("qemu", "proxmox")}
     fig = plot.policy_comparison(results)
     _readable(fig)
     assert len(fig.axes[0].patches) == 2

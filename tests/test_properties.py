@@ -76,7 +76,7 @@ def test_doubling_bandwidth_never_sends_more_ram(p: Plan):
     r1 = simulate(p)
     if not r1.converged:
         return
-    r2 = simulate(p.replace(**{"link.bandwidth": 2 * p.link.bandwidth_Bps}))
+    r2 = simulate(p.with_(**{"link.bandwidth": 2 * p.link.bandwidth_Bps}))
     assert r2.converged
     one_check = p.workload.memory.dirty_rate_Bps * 0.1 * (4096 + 8) / 4096
     assert r2.ram_transferred_bytes <= r1.ram_transferred_bytes * (1 + 1e-9) + one_check

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from simkvm.load import load_plan
 from simkvm import Plan, simulate
 from simkvm.sim.guest import Guest
 
@@ -163,7 +164,7 @@ def test_disk_writes_above_mirror_bandwidth_never_get_ready():
     assert r.iterations == 0  # RAM migration never started
     assert r.total_time_s == pytest.approx(200.0)
     # write-blocking mirrors never fall behind: they get ready after one pass
-    blocking = simulate(p.replace(**{"migration.mirror_mode": "write_blocking"}))
+    blocking = simulate(p.with_(**{"migration.mirror_mode": "write_blocking"}))
     assert blocking.converged
 
 
@@ -243,7 +244,7 @@ def test_rounds_use_libvirt_job_stat_names():
 
 
 def test_plan_round_trips_through_its_dict():
-    p = Plan.from_file("plans/example.yaml")
+    p = load_plan("plans/example.yaml")
     assert Plan.from_dict(p.to_dict()) == p
 
 
@@ -266,7 +267,7 @@ def test_zero_layout_end_sends_the_untouched_top_of_ram_last():
     assert run.wire_bytes_per_page() == p.host.zero_page_bytes  # only zero pages left
     # when max-bandwidth is the limit the layout barely changes the totals (only what is
     # left at the first sync differs: zero pages vs a mix)
-    spread = simulate(p.replace(**{"vm.zero_layout": "spread"}))
+    spread = simulate(p.with_(**{"vm.zero_layout": "spread"}))
     end = simulate(p)
     assert end.ram_transferred_bytes == pytest.approx(spread.ram_transferred_bytes, rel=0.01)
 

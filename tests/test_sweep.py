@@ -16,14 +16,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from simkvm.load import load_plan
 from simkvm import Plan, simulate
-from simkvm.errors import UserError
-from simkvm.plan import set_path
+from simkvm.model.errors import UserError
+from simkvm.io import set_path
 from simkvm.sweep import DEFAULT_CHUNK, RESULT_COLUMNS, load_spec, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "experiments" / "sweep_example.yaml"
-BASE = Plan.from_file(ROOT / "plans" / "example.yaml").to_dict()
+BASE = load_plan(ROOT / "plans" / "example.yaml").to_dict()
 AXES = {
     "workload.memory.dirty_rate": ["10MiB/s", "400MiB/s", "1GiB/s"],
     "link.bandwidth": {"log": ["1Gbit/s", "10Gbit/s"], "num": 4},

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from simkvm.errors import UserError
+from simkvm.model.errors import UserError
 
 pytestmark = pytest.mark.testbed
 

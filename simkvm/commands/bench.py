@@ -7,8 +7,10 @@ import os
 import platform
 import sys
 import time
+from typing import Any, Callable
 
-from ..plan import Plan
+from .. import planner
+from ..model.plan import Plan
 from ..sim import simulate
 
 
@@ -40,6 +42,24 @@ def measure(plan: Plan, seconds: float) -> tuple[float, int]:
             return n / elapsed, result.iterations
 
 
+def timed(f: Callable[[], Any], n: int = 1) -> float:
+    """Seconds per call of ``f``."""
+    start = time.perf_counter()
+    for _ in range(n):
+        f()
+    return (time.perf_counter() - start) / n
+
+
+def plan_change_figures(plan: Plan) -> dict[str, float]:
+    """The paths that change a plan many times: one ``with_``, the planner's bisection, Monte Carlo."""
+    return {
+        "plan_change_us": round(1e6 * timed(lambda: plan.with_(**{"link.bandwidth": 2e9,
+                                                                   "migration.max_downtime": 0.2}), 300), 1),
+        "min_bandwidth_search_s": round(timed(lambda: planner.min_bandwidth_Bps(plan)), 3),
+        "monte_carlo_200_s": round(timed(lambda: planner.monte_carlo(plan, 0.2, samples=200)), 3),
+    }
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.sweep:
         from ..sweep import bench_sweep  # the sweep issue's benchmark
@@ -51,6 +71,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     fast = simulate(fine_plan, timeline=False)
     ref = simulate(fine_plan, reference=True, timeline=False)
     agree = abs(fast.total_time_s - ref.total_time_s) / ref.total_time_s
+    changes = plan_change_figures(fine_plan)
     figures = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "predictions_per_s_16GiB": round(small, 1),
@@ -59,6 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "iterations_1TiB": big_iter,
         "slowdown_1TiB_vs_16GiB": round(small / big, 3),
         "fast_vs_reference_total_time_rel_diff": agree,
+        **changes,
     }
     if args.json:
         json.dump(figures, sys.stdout, indent=2)
@@ -70,6 +92,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"1 TiB / 16 GiB cost ratio: {small / big:.2f}x (target <= 2); per iteration: "
               f"{1e6 / small / small_iter:.0f} us vs {1e6 / big / big_iter:.0f} us")
         print(f"fast vs reference mode, total time: {agree:.2e} relative difference (target < 1e-2)")
+        print(f"plan changes (16 GiB plan): {changes['plan_change_us']:.0f} us per with_; planner min-bandwidth "
+              f"search {changes['min_bandwidth_search_s']:.2f} s; Monte Carlo, 200 samples "
+              f"{changes['monte_carlo_200_s']:.2f} s")
     return 0
 
 

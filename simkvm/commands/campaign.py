@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from ..errors import UserError
+from ..model.errors import UserError
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -24,7 +24,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..validation.calibrate import load_profile
+    from ..profile import load_profile
     from ..validation.report import format_report, report, report_plots
     from ..validation.store import RunStore
 

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .. import planner
-from ..units import fmt_bytes, fmt_duration, fmt_rate, parse_duration, parse_fraction, parse_rate
+from ..model.units import fmt_bytes, fmt_duration, fmt_rate, parse_duration, parse_fraction, parse_rate
 from .predict import add_plan_flags, plan_from_args
 
 DEFAULT_BANDWIDTHS = "100Mbit/s,1Gbit/s,2.5Gbit/s,10Gbit/s,25Gbit/s,40Gbit/s,100Gbit/s"

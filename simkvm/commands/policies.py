@@ -5,19 +5,17 @@ import argparse
 import json
 import sys
 
-from ..plan import Plan
+from ..model.plan import Plan
 from ..policies import POLICIES
 from ..sim import simulate
-from ..units import fmt_bytes, fmt_duration
+from ..model.units import fmt_bytes, fmt_duration
 from .predict import add_plan_flags, plan_from_args
 
 
 def compare_policies(plan: Plan, names: list[str] | None = None) -> list[dict]:
     rows = []
     for name in names or sorted(POLICIES, key=lambda n: (n != "qemu", n)):
-        data = plan.to_dict()
-        data["policy"] = {"name": name}
-        r = simulate(Plan.from_dict(data), timeline=False)
+        r = simulate(plan.with_(policy=name), timeline=False)
         rows.append({"policy": name, "outcome": r.outcome, "total_time_s": r.total_time_s,
                      "downtime_s": r.downtime_s, "iterations": r.iterations,
                      "bytes": r.ram_transferred_bytes + r.disk_transferred_bytes,

@@ -6,8 +6,10 @@ import json
 import sys
 from typing import Any
 
-from ..errors import UserError
-from ..plan import Plan, set_path
+from ..model.errors import UserError
+from ..io import read_yaml, set_path
+from ..load import plan_from_dict
+from ..model.plan import Plan
 from ..report import format_result
 from ..sim import simulate
 
@@ -63,8 +65,6 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     """The plan file (or the built-in defaults) with the flags applied on top."""
     data: dict[str, Any] = {}
     if args.plan:
-        from ..plan import read_yaml
-
         loaded = read_yaml(args.plan)
         if not isinstance(loaded, dict):
             raise UserError(f"{args.plan}: a plan file must be a mapping of sections (vm:, workload:, link:, ...)")
@@ -85,7 +85,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
             set_path(data, "vm.disks", [{"path": "/var/lib/libvirt/images/vm.qcow2", "size": given["disk"]}])
     if "disk_write_rate" in given and "disk_wss" not in given:
         if "wss" not in ((data.get("workload") or {}).get("disk") or {}):
-            from ..units import parse_size
+            from ..model.units import parse_size
 
             disk_size = given.get("disk") or (((data.get("vm") or {}).get("disks") or [{}])[0].get("size"))
             size = parse_size(disk_size, "--disk") if disk_size is not None else 2**30
@@ -99,7 +99,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         given["policy"] = {**data["policy"], "name": given["policy"]}
     for key, value in given.items():
         set_path(data, PLAN_FLAGS[key], value)
-    return Plan.from_dict(data)
+    return plan_from_dict(data)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -5,8 +5,8 @@ import argparse
 import json
 import sys
 
-from ..errors import UserError
-from ..units import parse_duration, parse_rate
+from ..model.errors import UserError
+from ..model.units import parse_duration, parse_rate
 
 EPILOG = """exit codes:
   0  GO                plain pre-copy meets the constraints
@@ -27,10 +27,10 @@ def _periods(text: str) -> list[float]:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     from ..executor.cli import _host_uri
-    from ..plan import Plan
+    from ..load import plan_from_file
     from ..preflight import format_report, preflight
 
-    plan = Plan.from_file(args.plan) if args.plan else None
+    plan = plan_from_file(args.plan) if args.plan else None
     report = preflight(
         args.domain, _host_uri(args.src), _host_uri(args.dst), plan=plan,
         max_downtime_s=parse_duration(args.max_downtime, "--max-downtime") if args.max_downtime else None,

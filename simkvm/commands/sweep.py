@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import UserError
+from ..model.errors import UserError
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

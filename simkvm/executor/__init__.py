@@ -1,6 +1,6 @@
 """The executor: run a plan's migration for real through libvirt and measure it.
 
-``execute(plan, domain, src_uri, dst_uri)`` returns a :class:`~simkvm.result.Result`
+``execute(plan, domain, src_uri, dst_uri)`` returns a :class:`~simkvm.model.result.Result`
 with ``source='measured'`` in exactly the simulator's schema, so
 ``simkvm.compare.compare(simulate(plan), execute(plan, ...))`` is a join.
 

@@ -7,10 +7,11 @@ import logging
 import sys
 from typing import Any
 
-from ..errors import MigrationFailed, UserError
-from ..plan import Plan
-from ..result import Result
-from ..units import parse_duration
+from ..model.errors import MigrationFailed, UserError
+from ..load import plan_from_file
+from ..model.plan import Plan
+from ..model.result import Result
+from ..model.units import parse_duration
 
 
 def _host_uri(value: str) -> str:
@@ -52,7 +53,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from .guestplan import plan_for_domain
     from .run import execute
 
-    plan = Plan.from_file(args.plan)
+    plan = plan_from_file(args.plan)
     src, dst = _host_uri(args.src), _host_uri(args.dst)
     timeout_s = parse_duration(args.timeout, "--timeout", allow_zero=False) if args.timeout else None
     _setup_logging(args.quiet)

@@ -4,23 +4,14 @@ The policy objects are the simulator's own (:mod:`simkvm.policies`): one
 implementation of each. Here they see a :class:`~simkvm.policies.Snapshot`
 built from libvirt's job stats (:func:`snapshot_from_stats`) every
 ``policy.poll_interval_s``, and their actions become libvirt calls
-(:meth:`Controller.apply`):
-
-==================  ==========================================
-set_downtime        ``virDomainMigrateSetMaxDowntime`` (ms)
-set_bandwidth       ``virDomainMigrateSetMaxSpeed`` (MiB/s)
-start_postcopy      ``virDomainMigrateStartPostCopy``
-pause               ``virDomainSuspend`` (forced completion)
-abort               the executor cancels the job (``virDomainAbortJob``)
-throttle            QEMU's own auto-converge: only recorded, from
-                    ``auto_converge_throttle`` in the job stats (each
-                    rise; the reset at the end is not an action)
-==================  ==========================================
-
-The plan's after-N-iterations rules (``aids.postcopy.after_iterations``,
-``aids.pause.after_iterations``) fire as in the simulator: once
-``memory_iteration`` exceeds N. Every action lands in :attr:`Controller.actions`
-(time since the executor's t=0, like the simulator's clock).
+(:meth:`Controller.apply`, through :func:`simkvm.control.dispatch`: the
+table of what each action does is there, shared with the simulator). QEMU's
+own auto-converge throttle is only recorded, from ``auto_converge_throttle``
+in the job stats (each rise; the reset at the end is not an action). The
+plan's after-N-iterations rules fire as in the simulator
+(:func:`simkvm.control.due_escalations`). Every action lands in
+:attr:`Controller.actions` (time since the executor's t=0, like the
+simulator's clock).
 
 The controller runs inside the executor's polling loop (one thread talks to
 the domain); it never waits on anything but the libvirt call it makes.
@@ -32,9 +23,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..plan import Plan
+from ..control import dispatch, due_escalations
+from ..model.plan import Plan
+from ..model.result import Action
 from ..policies import Policy, Snapshot
-from ..result import Action
 
 log = logging.getLogger("simkvm.executor")
 
@@ -81,6 +73,8 @@ class Controller:
     abort_reason: str | None = None
     _next_observe_s: float = math.inf
     _throttle: float = 0.0
+    _now_s: float = 0.0  # the poll an action is carried out in
+    _iteration: int = 0
 
     # ------------------------------------------------------------ the clock
     def start(self, now_s: float) -> None:
@@ -119,53 +113,56 @@ class Controller:
                 break
 
     def _after_iterations_rules(self, now_s: float, iteration: int) -> None:
-        """The plan's own escalation (simkvm.sim.ram._after_iterations_rules)."""
-        pc, pause = self.plan.aids.postcopy, self.plan.aids.pause
-        if pc.enabled and pc.after_iterations and iteration > pc.after_iterations \
-                and self.postcopy_requested_s is None:
-            self.apply(Action(now_s, "start_postcopy"), now_s, iteration=iteration)
-        if pause.after_iterations and iteration > pause.after_iterations and self.suspended_s is None:
-            self.apply(Action(now_s, "pause"), now_s, iteration=iteration)
+        for kind in due_escalations(self.plan.aids, iteration, postcopy_requested=self.postcopy_requested_s is not None,
+                                    paused=self.suspended_s is not None):
+            self.apply(Action(now_s, kind), now_s, iteration=iteration)
 
     # ------------------------------------------------------------ the actions
     def apply(self, action: Action, now_s: float, *, iteration: int) -> None:
-        """Carry out one action through libvirt and record it (as simkvm.sim.controller.apply)."""
+        """Carry out one action through libvirt and record it (as the simulator's controller does)."""
         import libvirt
 
         kind, value = action.action, action.value
+        self._now_s, self._iteration = now_s, iteration
         try:
-            if kind == "set_downtime":
-                ms = max(1, int(round(float(value) * 1000)))
-                self.dom.migrateSetMaxDowntime(ms, 0)
-                self.max_downtime_s = ms / 1000.0
-                self.on_downtime(self.max_downtime_s)
-            elif kind == "set_bandwidth":
-                self.dom.migrateSetMaxSpeed(max(1, int(round(float(value) / 2**20))), 0)
-            elif kind == "start_postcopy":
-                if not self.plan.aids.postcopy.enabled or self.postcopy_requested_s is not None:
-                    return  # libvirt would refuse: the job was not started with VIR_MIGRATE_POSTCOPY
-                self.postcopy_requested_s = now_s
-                if iteration >= 1:
-                    self._start_postcopy(now_s)
-            elif kind == "pause":
-                if self.suspended_s is not None:
-                    return
-                self.dom.suspend()
-                self.suspended_s = now_s
-            elif kind == "abort":
-                name = self.policy.name if self.policy is not None else "qemu"
-                from ..units import fmt_duration
-
-                self.abort_reason = (f"aborted by policy {name!r} at {fmt_duration(now_s)}; "
-                                     f"the VM keeps running on the source")
-            else:
-                self.notes.append(f"unknown action {kind!r} at {now_s:.2f} s ignored")
-                return
+            done = dispatch(self, action, postcopy_enabled=self.plan.aids.postcopy.enabled,
+                            policy_name=self.policy.name if self.policy is not None else "qemu", now_s=now_s)
         except libvirt.libvirtError as exc:
             self.notes.append(f"{kind} at {now_s:.2f} s failed: {exc.get_error_message()}")
             log.warning("%s failed: %s", kind, exc.get_error_message())
             return
-        self._record(now_s, kind, value)
+        if done is None:
+            self.notes.append(f"unknown action {kind!r} at {now_s:.2f} s ignored")
+        elif done:
+            self._record(now_s, kind, value)
+
+    # the Actuator (simkvm.control): each action as libvirt calls
+    def set_downtime(self, seconds: float) -> None:
+        ms = max(1, int(round(seconds * 1000)))
+        self.dom.migrateSetMaxDowntime(ms, 0)
+        self.max_downtime_s = ms / 1000.0
+        self.on_downtime(self.max_downtime_s)
+
+    def set_bandwidth(self, bytes_per_s: float) -> None:
+        self.dom.migrateSetMaxSpeed(max(1, int(round(bytes_per_s / 2**20))), 0)
+
+    def start_postcopy(self) -> bool:
+        if self.postcopy_requested_s is not None:
+            return False
+        self.postcopy_requested_s = self._now_s
+        if self._iteration >= 1:  # during the disk mirror, the request waits for RAM migration (tick)
+            self._start_postcopy(self._now_s)
+        return True
+
+    def pause(self) -> bool:
+        if self.suspended_s is not None:
+            return False
+        self.dom.suspend()
+        self.suspended_s = self._now_s
+        return True
+
+    def abort(self, reason: str) -> None:
+        self.abort_reason = reason  # the executor cancels the job
 
     def _start_postcopy(self, now_s: float) -> None:
         import libvirt

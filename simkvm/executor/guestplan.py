@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..plan import Plan
+from ..model.plan import Plan
 from .prepare import domain_disks
 
 
@@ -33,7 +33,7 @@ def workload_sections(w: dict[str, Any]) -> dict[str, Any]:
 def plan_for_guest(plan: Plan, workload: dict[str, Any], memory_bytes: float,
                    disks: list[dict[str, Any]]) -> Plan:
     """``plan`` with ``vm`` and ``workload`` replaced by what the guest is and does."""
-    return plan.replace(**{
+    return plan.with_(**{
         "vm.memory": float(memory_bytes),
         "vm.zero_fraction": float(workload.get("zero_fraction", plan.vm.zero_fraction)),
         "vm.disks": disks,
@@ -43,7 +43,7 @@ def plan_for_guest(plan: Plan, workload: dict[str, Any], memory_bytes: float,
 
 def plan_for_domain(plan: Plan, domain: str, src_uri: str) -> Plan:
     """Read the running ``domain`` on ``src_uri`` and return the plan to predict it with."""
-    from ..errors import UserError
+    from ..model.errors import UserError
     from ..testbed.guest import read_guest_workload
     from .run import _libvirt, _open
 
@@ -66,7 +66,7 @@ def plan_for_domain(plan: Plan, domain: str, src_uri: str) -> Plan:
         workload = {**workload, "zero_fraction": max(0.0, 1.0 - nonzero / memory)}
     plan = plan_for_guest(plan, workload, memory, disks)
     layouts = reported_layouts(report, memory)
-    return plan.replace(**layouts) if layouts else plan
+    return plan.with_(**layouts) if layouts else plan
 
 
 def guest_report(domain: str) -> dict[str, str] | None:

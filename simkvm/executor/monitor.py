@@ -3,7 +3,7 @@
 The executor polls ``virDomainGetJobStats`` every few tens of milliseconds and
 listens for ``VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION``; this module keeps
 those observations (:class:`JobMonitor`) and, once the job is over, builds the
-``rounds`` and ``timeline`` tables of :mod:`simkvm.result` from them
+``rounds`` and ``timeline`` tables of :mod:`simkvm.model.result` from them
 (:func:`build_rounds`, :func:`build_timeline`). It talks to no daemon, so the
 conversion is tested with made-up samples.
 
@@ -14,7 +14,7 @@ phase); :meth:`JobMonitor.libvirt_offset_s` is the median of (our clock at
 the sample - libvirt's elapsed time), which converts one into the other
 without the jitter of single RPC round trips.
 
-Row semantics (as in :mod:`simkvm.result`): row *i* is the period during
+Row semantics (as in :mod:`simkvm.model.result`): row *i* is the period during
 which ``memory_iteration`` equals *i*. Its start time is the iteration event
 for *i* when that arrived before the first sample showing *i* (events come
 right at QEMU's bitmap sync; samples up to one poll interval later), else

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
 
-from ..plan import Plan
-from ..units import fmt_bytes
+from ..model.plan import Plan
+from ..model.units import fmt_bytes
 
 #: What a running QEMU needs beyond guest RAM (TCG translation cache, device emulation).
 QEMU_OVERHEAD_BYTES = 64 * 2**20

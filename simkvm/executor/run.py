@@ -16,7 +16,7 @@
    like guestperf does.
 3. **Completion**: verify the destination VM runs (resuming it when we paused
    the guest to force completion), read the completed job's statistics and
-   fill a :class:`~simkvm.result.Result` (``source='measured'``, outcome
+   fill a :class:`~simkvm.model.result.Result` (``source='measured'``, outcome
    ``converged``, ``postcopy`` or ``paused``, with every action taken).
 
 Whatever goes wrong (a limit, a libvirt error, Ctrl-C or SIGTERM), the job is
@@ -36,11 +36,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ..errors import EnvironmentProblem, MigrationFailed, UserError
-from ..plan import Plan
+from ..model.errors import EnvironmentProblem, MigrationFailed, UserError
+from ..model.plan import Plan
 from ..policies import Policy, make_policy
-from ..result import Result
-from ..units import fmt_bytes, fmt_duration, fmt_rate
+from ..model.result import Result
+from ..model.units import fmt_bytes, fmt_duration, fmt_rate
 from .control import Controller
 from .locate import Location, locate, redact_uri, settle
 from .monitor import JobMonitor, Sample, build_rounds, build_timeline

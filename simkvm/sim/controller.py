@@ -5,8 +5,9 @@ feeds from libvirt's job stats; here they see the simulated state.
 """
 from __future__ import annotations
 
+from ..control import dispatch, due_escalations
+from ..model.result import Action
 from ..policies import Policy, Snapshot
-from ..result import Action
 from .state import Run
 
 
@@ -39,27 +40,49 @@ def controller(run: Run, policy: Policy):
             apply(run, action)
 
 
-def apply(run: Run, action: Action) -> None:
-    """Carry out one action the way libvirt would, and wake the RAM loop to look again."""
-    kind = action.action
-    if kind == "set_downtime":
-        run.max_downtime_s = float(action.value)  # migrateSetMaxDowntime
-    elif kind == "set_bandwidth":
-        run.bandwidth_Bps = float(action.value)  # migrateSetMaxSpeed
-    elif kind == "start_postcopy":
-        if not run.aids.postcopy.enabled:
-            return  # libvirt refuses: the migration was not started with VIR_MIGRATE_POSTCOPY
-        run.postcopy_requested = True
-    elif kind == "pause":
-        if not run.guest.running:
-            return
-        run.pause_guest()
+class SimActuator:
+    """The simulated run as libvirt would change it (simkvm.control.Actuator)."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def set_downtime(self, seconds: float) -> None:
+        self.run.max_downtime_s = seconds  # migrateSetMaxDowntime
+
+    def set_bandwidth(self, bytes_per_s: float) -> None:
+        self.run.bandwidth_Bps = bytes_per_s  # migrateSetMaxSpeed
+
+    def start_postcopy(self) -> bool:
+        self.run.postcopy_requested = True
+        return True
+
+    def pause(self) -> bool:
+        if not self.run.guest.running:
+            return False
+        self.run.pause_guest()  # records the action itself
+        return True
+
+    def abort(self, reason: str) -> None:
+        self.run.abort_requested = True  # the engine says why when it ends the run
+
+
+def apply(run: Run, action: Action, *, wake: bool = True) -> None:
+    """Carry out one action the way libvirt would and record it; wake the RAM loop to look again."""
+    done = dispatch(SimActuator(run), action, postcopy_enabled=run.aids.postcopy.enabled,
+                    policy_name=run.plan.policy.name, now_s=run.env.now)
+    if done is False:
+        return
+    if action.action != "pause":
+        run.rec.actions.append(Action(run.env.now, action.action, action.value))
+    if wake:
         _wake(run)
-        return  # pause_guest records the action itself
-    elif kind == "abort":
-        run.abort_requested = True
-    run.rec.actions.append(Action(run.env.now, kind, action.value))
-    _wake(run)
+
+
+def after_iterations_rules(run: Run) -> None:
+    """The plan's own escalation, from inside the RAM loop (no wake: the loop is running)."""
+    for kind in due_escalations(run.aids, run.iteration, postcopy_requested=run.postcopy_requested,
+                                paused=not run.guest.running):
+        apply(run, Action(run.env.now, kind), wake=False)
 
 
 def _wake(run: Run) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from ..units import fmt_bytes, fmt_duration, fmt_rate
+from ..model.units import fmt_bytes, fmt_duration, fmt_rate
 from .state import Run
 
 

@@ -11,11 +11,11 @@ import math
 
 import simpy
 
-from ..plan import Plan
-from ..result import Result
-from ..units import fmt_bytes
+from ..model.plan import Plan
+from ..model.result import Result
+from ..control import abort_message
+from ..model.units import fmt_bytes, fmt_duration
 from ..policies import make_policy
-from ..units import fmt_duration
 from .controller import controller
 from .diagnose import converged_reason, memory_reason
 from .mirror import mirror, mirror_limit_reason
@@ -90,7 +90,7 @@ def migration(run: Run):
 
 
 def _policy_abort_reason(run: Run) -> str:
-    return f"aborted by policy {run.plan.policy.name!r} at {fmt_duration(run.env.now)}; the VM keeps running on the source"
+    return abort_message(run.plan.policy.name, run.env.now)
 
 
 def destination_refusal(plan: Plan) -> str | None:

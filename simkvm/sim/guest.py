@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import simpy
 
-from ..plan import Plan
+from ..model.plan import Plan
 
 HOT_PERIOD_S = 0.01  # how often the OS's hot pages are rewritten: dirty again within any round
 

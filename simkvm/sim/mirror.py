@@ -102,7 +102,7 @@ def mirror_limit_reason(run: Run) -> str:
     plan, guest = run.plan, run.guest
     speed = mirror_speed_Bps(run, len(plan.migrated_disks))
     granule_rate = guest.disk_granule_writes_per_s * guest.granule_bytes
-    from ..units import fmt_rate
+    from ..model.units import fmt_rate
 
     return (
         f"disk writes exceed mirror bandwidth: the guest dirties {fmt_rate(granule_rate)} of disk "

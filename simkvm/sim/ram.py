@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from .controller import after_iterations_rules
 from .state import Run
 
 
@@ -48,7 +49,7 @@ def precopy(run: Run):
                 return "switchover"  # migration_completion()
             if run.max_iterations and run.iteration > run.max_iterations:
                 return "max_iterations"
-            _after_iterations_rules(run)
+            after_iterations_rules(run)
             continue
         # ram_save_iterate() until the next check that sees pending below the threshold.
         wait, at_check = _until_below_threshold(run, pages_per_s, threshold_pages, check_every)
@@ -66,16 +67,6 @@ def precopy(run: Run):
         run.sending(0.0)
         if timed_out and env.now >= run.deadline_s:
             return "max_time"
-
-
-def _after_iterations_rules(run: Run) -> None:
-    """The plan's own escalation: post-copy or pause once N iterations are done."""
-    pc, pause = run.aids.postcopy, run.aids.pause
-    if pc.enabled and pc.after_iterations and run.iteration > pc.after_iterations and not run.postcopy_requested:
-        run.postcopy_requested = True
-        run.rec.action(run.env.now, "start_postcopy")
-    if pause.after_iterations and run.iteration > pause.after_iterations and run.guest.running:
-        run.pause_guest()
 
 
 def _until_below_threshold(run: Run, pages_per_s: float, threshold_pages: float,

@@ -1,20 +1,20 @@
 """The one place where the simulator writes down what happened.
 
 Processes report events (a round began, a phase changed, a controller acted);
-the recorder turns them into the rows of :mod:`simkvm.result`, so the
+the recorder turns them into the rows of :mod:`simkvm.model.result`, so the
 algorithms stay free of bookkeeping.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from ..result import Action
+from ..model.result import Action, TimelinePoint
 
 
 class Recorder:
     def __init__(self, keep_timeline: bool = True) -> None:
         self.rounds: list[dict[str, Any]] = []
-        self.timeline: list[tuple] = []
+        self.timeline: list[TimelinePoint] = []
         self.actions: list[Action] = []
         self.keep_timeline = keep_timeline
 
@@ -37,8 +37,8 @@ class Recorder:
     def point(self, time_s: float, phase: str, iteration: int, mem_remaining: float, mem_processed: float,
               disk_remaining: float, disk_processed: float) -> None:
         if self.keep_timeline:
-            self.timeline.append((time_s, phase, iteration, mem_remaining, mem_processed, disk_remaining,
-                                  disk_processed))
+            self.timeline.append(TimelinePoint(time_s, phase, iteration, mem_remaining, mem_processed,
+                                               disk_remaining, disk_processed))
 
     def action(self, time_s: float, action: str, value: float | None = None) -> None:
         self.actions.append(Action(time_s=time_s, action=action, value=value))

@@ -14,7 +14,7 @@ import simpy
 
 from typing import Protocol
 
-from ..plan import Plan
+from ..model.plan import Plan
 from . import layout
 from .guest import Guest
 from .recorder import Recorder

@@ -1,7 +1,7 @@
 """`simkvm testbed ...`: bring the two-host libvirt testbed up and down, and
 start a guest with a chosen workload on it.
 
-Sizes and rates are parsed here, once, with simkvm.units; everything below
+Sizes and rates are parsed here, once, with simkvm.model.units; everything below
 works in bytes and bytes per second.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ import json
 import time
 from typing import Any
 
-from ..errors import UserError
-from ..units import fmt_bytes, fmt_duration, fmt_rate, parse_fraction, parse_rate, parse_size
+from ..model.errors import UserError
+from ..model.units import fmt_bytes, fmt_duration, fmt_rate, parse_fraction, parse_rate, parse_size
 from .hosts import DEFAULT_DISK_CAPACITY_BYTES, HOST_NAMES, Testbed
 
 

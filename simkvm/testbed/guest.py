@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 from xml.sax.saxutils import escape, quoteattr
 
-from ..errors import EnvironmentProblem, UserError
+from ..model.errors import EnvironmentProblem, UserError
 from .hosts import POOL_NAME, SETUP_HINT, Testbed, _import_libvirt
 from .network import GuestNetwork, guest_mac
 

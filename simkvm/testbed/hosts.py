@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from ..errors import EnvironmentProblem, UserError
+from ..model.errors import EnvironmentProblem, UserError
 
 DEFAULT_STATE_DIR = "/var/lib/simkvm-testbed"
 DEFAULT_BASE_PORT = 16591

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..errors import EnvironmentProblem
+from ..model.errors import EnvironmentProblem
 
 PROBE_INTERVAL_S = 0.005
 

@@ -41,12 +41,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import PlanError, UserError
 from ..guestos import kernel_free_reserve_bytes, os_nonzero_bytes
+from ..model.errors import PlanError, UserError
 from ..io import atomic_write
-from ..plan import Host, Plan, key_of
-from ..profile import load_profile as _load
-from ..result import Result
+from ..model.codec import key_of
+from ..model.plan import Host, Plan
+from ..model.result import Result
 from ..sim import simulate
 from .search import coordinate_search, run_terms
 from .store import RunStore, plan_of_run
@@ -64,33 +64,22 @@ SEARCHED: tuple[tuple[str, float, float, float], ...] = (
 HOST_FIELDS = {f.name for f in dataclasses.fields(Host)}
 
 
-# ------------------------------------------------------------------ profiles
-def load_profile(path: str | Path) -> dict[str, Any]:
-    """A profile file as ``{"host", "link", "guest", "fit"}``, its host keys checked against the plan schema."""
-    try:
-        prof = _load(path)
-        Plan.from_dict({"host": prof["host"]})  # validates the keys and units now, one line if wrong
-    except PlanError as exc:
-        raise UserError(f"profile {path}: {exc}") from None
-    return prof
-
-
 def with_constants(plan: Plan, c: Mapping[str, float]) -> Plan:
-    """Fast path (no unit parsing): host fields and capacity_Bps set from SI values."""
-    host = {k: v for k, v in c.items() if k in HOST_FIELDS}
-    link = plan.link
+    """``plan`` with the fitted constants ``c`` (SI, by field name): host fields, the wire's capacity
+    (never below the bandwidth) and the guest image's own corrections."""
+    changes: dict[str, Any] = {f"host.{key_of(k)}": v for k, v in c.items() if k in HOST_FIELDS}
     if "capacity_Bps" in c:
-        link = dataclasses.replace(link, capacity_Bps=max(float(c["capacity_Bps"]), link.bandwidth_Bps))
+        changes["link.capacity"] = max(float(c["capacity_Bps"]), plan.link.bandwidth_Bps)
     vm = plan.vm
     if c.get("os_nonzero_bytes"):
-        zf = vm.zero_fraction - os_nonzero_bytes(vm.memory_bytes, c["os_nonzero_bytes"], True) / vm.memory_bytes
-        vm = dataclasses.replace(vm, zero_fraction=min(1.0, max(0.0, zf)))
+        nonzero = os_nonzero_bytes(vm.memory_bytes, c["os_nonzero_bytes"], True)
+        changes["vm.zero_fraction"] = min(1.0, max(0.0, vm.zero_fraction - nonzero / vm.memory_bytes))
     if c.get("background_dirty_rate_Bps"):
-        vm = dataclasses.replace(vm, background_dirty_rate_Bps=c["background_dirty_rate_Bps"],
-                                 background_wss_bytes=min(c.get("background_wss_bytes", 16 * 2**20), vm.memory_bytes))
+        changes["vm.background_dirty_rate"] = c["background_dirty_rate_Bps"]
+        changes["vm.background_wss"] = min(c.get("background_wss_bytes", 16 * 2**20), vm.memory_bytes)
     if c.get("background_hot_bytes"):
-        vm = dataclasses.replace(vm, background_hot_bytes=min(c["background_hot_bytes"], vm.memory_bytes))
-    return dataclasses.replace(plan, host=dataclasses.replace(plan.host, **host), link=link, vm=vm)
+        changes["vm.background_hot"] = min(c["background_hot_bytes"], vm.memory_bytes)
+    return plan.with_(**changes)
 
 
 # ------------------------------------------------------------------ the data

@@ -31,8 +31,8 @@ import hashlib
 import math
 from typing import Any, Mapping
 
-from ..errors import UserError
-from ..units import parse_duration, parse_rate, parse_size
+from ..model.errors import UserError
+from ..model.units import parse_duration, parse_rate, parse_size
 
 MiB = 2**20
 #: The guest reserves 24 MiB of headroom below MemAvailable (workload.c, setup_memory()) and
@@ -232,7 +232,7 @@ def expanded_text(path: str) -> str:
     """The campaign file's scenarios, hand-written and drawn, as one YAML list (the pre-registration)."""
     import yaml
 
-    from ..plan import read_yaml
+    from ..io import read_yaml
 
     data = read_yaml(path, "campaign file")
     if not isinstance(data, Mapping):

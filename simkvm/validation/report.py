@@ -11,10 +11,9 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .. import planner
-from ..errors import UserError
-from ..profile import apply_profile
+from ..model.errors import UserError
+from ..profile import apply_profile, load_profile
 from ..sim import simulate
-from .calibrate import load_profile
 from .spec import DOWNTIME_TOL_ABS_S, DOWNTIME_TOL_REL, NEAR_BOUNDARY_FRAC, MiB
 from .store import RunStore, plan_of_run, result_columns
 

@@ -31,13 +31,12 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .. import planner
-from ..errors import UserError
+from ..model.errors import UserError
 from ..io import atomic_write
-from ..plan import Plan
-from ..profile import apply_profile
-from ..result import Result
+from ..model.plan import Plan
+from ..profile import apply_profile, load_profile
+from ..model.result import Result
 from ..sim import simulate
-from .calibrate import load_profile
 from .spec import Campaign, Scenario, run_id
 from .store import HEAVY_LOAD_1M, RunStore, result_columns
 

@@ -7,7 +7,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..result import Result
+from ..model.result import Result
 
 
 def _median_dirty_rate(res: Result) -> float | None:

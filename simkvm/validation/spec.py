@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import UserError
-from ..units import parse_duration, parse_fraction, parse_rate, parse_size
+from ..io import read_yaml
+from ..model.errors import UserError
+from ..model.units import parse_duration, parse_fraction, parse_rate, parse_size
 
 MiB = 2**20
 ROLES = ("calibration", "validation")
@@ -203,8 +204,6 @@ def parse_campaign(data: Any, name: str = "campaign") -> Campaign:
 
 
 def load_campaign(path: str | Path) -> Campaign:
-    from ..plan import read_yaml
-
     p = Path(path)
     c = parse_campaign(read_yaml(p, "campaign file"), p.stem)
     return dataclasses.replace(c, source=str(p))

@@ -16,10 +16,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import UserError
+from ..model.errors import UserError
 from ..io import atomic_write
-from ..plan import Plan
-from ..result import ROUND_COLUMNS, Result
+from ..model.plan import Plan
+from ..model.result import ROUND_COLUMNS, Result
 from .spec import Scenario
 
 # ------------------------------------------------------------------ the output directory

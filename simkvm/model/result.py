@@ -17,9 +17,11 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
+
+from .errors import UserError
 
 #: Columns of ``Result.rounds``, in order. The first ones are libvirt job-stat names.
 ROUND_COLUMNS: tuple[str, ...] = (
@@ -41,15 +43,19 @@ ROUND_COLUMNS: tuple[str, ...] = (
     "xbzrle_pages",  # pages sent as XBZRLE deltas during this period
 )
 
-TIMELINE_COLUMNS: tuple[str, ...] = (
-    "time_s",
-    "phase",  # prepare | mirror | precopy | switchover | postcopy | network | done
-    "memory_iteration",
-    "memory_remaining",
-    "memory_processed",
-    "disk_remaining",
-    "disk_processed",
-)
+class TimelinePoint(NamedTuple):
+    """One point of the progress timeline (both sources): where the migration stood at ``time_s``."""
+
+    time_s: float
+    phase: str  # prepare | mirror | precopy | switchover | postcopy | network | done | aborted
+    memory_iteration: int
+    memory_remaining: float | None
+    memory_processed: float | None
+    disk_remaining: float | None
+    disk_processed: float | None
+
+
+TIMELINE_COLUMNS: tuple[str, ...] = TimelinePoint._fields
 
 OUTCOMES = ("converged", "postcopy", "paused", "aborted", "not_converged", "refused")
 
@@ -93,10 +99,14 @@ class Result:
     postcopy_pages_on_demand: float = 0.0  # pages the destination faulted in over the network
     postcopy_degradation_s: float = 0.0  # guest time spent waiting on those faults
     round_records: list[dict[str, Any]] = field(default_factory=list, repr=False)
-    timeline_records: list[tuple] = field(default_factory=list, repr=False)
+    timeline_records: list[TimelinePoint] = field(default_factory=list, repr=False)
     actions: list[Action] = field(default_factory=list)
     plan: dict[str, Any] | None = field(default=None, repr=False)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.timeline_records and not isinstance(self.timeline_records[0], TimelinePoint):
+            self.timeline_records = [TimelinePoint(*p) for p in self.timeline_records]
 
     # DataFrames are built on demand: a sweep of a million simulations never pays for them.
     @property
@@ -134,7 +144,7 @@ class Result:
         """The JSON object of ``simkvm predict --json`` and ``simkvm migrate --json``."""
         out = self.summary()
         out["rounds"] = [{k: _clean(r.get(k)) for k in ROUND_COLUMNS} for r in self.round_records]
-        out["timeline"] = [dict(zip(TIMELINE_COLUMNS, map(_clean, t))) for t in self.timeline_records]
+        out["timeline"] = [{k: _clean(v) for k, v in t._asdict().items()} for t in self.timeline_records]
         out["actions"] = [a.to_dict() for a in self.actions]
         out["meta"] = self.meta
         if self.plan is not None:
@@ -150,14 +160,12 @@ class Result:
         kwargs = {k: v for k, v in data.items() if k in names and k not in ("actions",)}
         res = cls(**kwargs)
         res.round_records = [dict(r) for r in data.get("rounds", [])]
-        res.timeline_records = [tuple(t.get(c) for c in TIMELINE_COLUMNS) for t in data.get("timeline", [])]
+        res.timeline_records = [TimelinePoint(*(t.get(c) for c in TIMELINE_COLUMNS)) for t in data.get("timeline", [])]
         res.actions = [Action(**a) for a in data.get("actions", [])]
         return res
 
     @classmethod
     def from_json_file(cls, path: str) -> "Result":
-        from .errors import UserError
-
         data = read_json(path)
         if not isinstance(data, dict) or "converged" not in data:
             raise UserError(f"{path}: not a simkvm result (no 'converged' key); make it with --json")
@@ -166,8 +174,6 @@ class Result:
 
 def read_json(path: str) -> Any:
     """A result file's JSON, or one line saying why it cannot be read."""
-    from .errors import UserError
-
     try:
         with open(path) as fh:
             return json.load(fh)
