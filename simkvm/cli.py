@@ -24,8 +24,8 @@ COMMAND_MODULES = [
     "simkvm.commands.policies",
     "simkvm.commands.bench",
     "simkvm.commands.sweep",
-    "simkvm.testbed.cli",
-    "simkvm.executor.cli",
+    "simkvm.commands.testbed",
+    "simkvm.commands.migrate",
     "simkvm.commands.campaign",
     "simkvm.commands.preflight",
 ]

@@ -26,7 +26,7 @@ def _periods(text: str) -> list[float]:
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    from ..executor.cli import _host_uri
+    from .migrate import _host_uri
     from ..load import plan_from_file
     from ..preflight import format_report, preflight
 
@@ -47,7 +47,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from ..executor.cli import add_domain_and_hosts
+    from .migrate import add_domain_and_hosts
 
     p = sub.add_parser(
         "preflight", help="measure a running VM's dirty rate, check the destination: GO / GO-WITH-SETTINGS / NO-GO",

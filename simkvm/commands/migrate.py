@@ -50,8 +50,8 @@ def _setup_logging(quiet: bool) -> None:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from ..sim import simulate
-    from .guestplan import plan_for_domain
-    from .run import execute
+    from ..executor.guestplan import plan_for_domain
+    from ..executor.run import execute
 
     plan = plan_from_file(args.plan)
     src, dst = _host_uri(args.src), _host_uri(args.dst)
@@ -94,7 +94,7 @@ def _testbed_probe(domain: str) -> Any:
     """A prober for a testbed guest started with --network (its READY line says its address)."""
     from ..testbed.hosts import Testbed
     from ..testbed.network import GuestNetwork
-    from .guestplan import guest_report
+    from ..executor.guestplan import guest_report
 
     report = guest_report(domain) or {}
     ip = str(report.get("ip", "none")).split("/")[0]

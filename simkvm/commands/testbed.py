@@ -13,7 +13,7 @@ from typing import Any
 
 from ..model.errors import UserError
 from ..model.units import fmt_bytes, fmt_duration, fmt_rate, parse_fraction, parse_rate, parse_size
-from .hosts import DEFAULT_DISK_CAPACITY_BYTES, HOST_NAMES, Testbed
+from ..testbed.hosts import DEFAULT_DISK_CAPACITY_BYTES, HOST_NAMES, Testbed
 
 
 def add_commands(subparsers: Any) -> None:
@@ -96,7 +96,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from .network import GuestNetwork
+    from ..testbed.network import GuestNetwork
 
     tb = Testbed()
     tb.down()
@@ -106,7 +106,7 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _guest(args: argparse.Namespace) -> int:
-    from .guest import define_guest, wait_ready
+    from ..testbed.guest import define_guest, wait_ready
 
     timeout_s = float(args.timeout) if args.timeout.replace(".", "", 1).isdigit() else None
     if timeout_s is None or timeout_s <= 0:
@@ -115,7 +115,7 @@ def _guest(args: argparse.Namespace) -> int:
     started = time.monotonic()
     net, ip = None, None
     if args.network:
-        from .network import GuestNetwork
+        from ..testbed.network import GuestNetwork
 
         net = GuestNetwork(tb.base_port)
         net.up()
