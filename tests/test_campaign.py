@@ -346,6 +346,10 @@ def test_report_metrics_from_known_rows():
     assert m["total_time_p90_rel_err"] == pytest.approx(0.1 + 0.7 * (0.2 - 0.1))
     assert m["downtime_within_tolerance_share"] == pytest.approx(3 / 4)
     assert m["bytes_median_rel_err"] == pytest.approx((0.04 + 0.10) / 2)
+    assert m["total_time_max_rel_err"] == pytest.approx(0.2) and m["total_time_over_15pct"] == ["c-r1"]
+    ram = sorted(abs(0.5 * p - 0.75 * mm) / (0.75 * mm) for mm, p in ((100e6, 104e6), (100e6, 90e6), (200e6, 202e6),
+                                                                         (50e6, 55e6)))
+    assert m["ram_bytes_median_rel_err"] == pytest.approx((ram[1] + ram[2]) / 2)
     assert m["iterations_exact_share"] == pytest.approx(3 / 4)
     assert m["iterations_within_one_share"] == 1.0  # the one miss (5 vs 6) is a near tie
     assert m["near_boundary_runs"] == 1 and m["verdict_runs"] == 6
@@ -354,6 +358,90 @@ def test_report_metrics_from_known_rows():
     mean = sum(times_a) / 2
     cv = math.sqrt(sum((t - mean) ** 2 for t in times_a) / 1) / mean
     assert m["repeat_scenarios"] == 1 and m["repeat_total_time_cv_median"] == pytest.approx(cv)
+
+
+# ------------------------------------------------------------------ families, blind, clamps
+def _knob_row(rid, memory_mib, bw_mib, rate_mib, disk_write_mib=0.0, **kw):
+    return {"run_id": rid, "scenario": rid.rsplit("-r", 1)[0], "role": "validation",
+            "memory_bytes": memory_mib * MiB, "bandwidth_Bps": bw_mib * MiB, "dirty_rate_Bps": rate_mib * MiB,
+            "disk_write_rate_Bps": disk_write_mib * MiB, "wss_bytes": 256 * MiB, "pattern": "random",
+            "zero_fraction": 0.5, "disk_bytes": 256 * MiB, "disk_wss_bytes": 16 * MiB, "io_size_bytes": 4096,
+            "max_downtime_s": 0.3, "max_time_s": 60.0, "max_iterations": 30, "storage": "non_shared_disk", **kw}
+
+
+def test_families_split_runs_at_the_declared_bounds():
+    import pandas as pd
+
+    from simkvm.validation.evaluate import by_family
+
+    rows = pd.DataFrame([
+        _knob_row("a-r1", 767, 47, 0),        # small, slow link, idle
+        _knob_row("b-r1", 768, 48, 23.9),     # middle (768 is in), middle link, ratio < 0.5
+        _knob_row("c-r1", 1536, 128, 64, 1),  # middle (1.5 GiB is in), fast link, ratio 0.5, writer
+        _knob_row("d-r1", 1600, 256, 256, 4),  # large, fast, ratio 1, writer
+    ])
+    fam = by_family(rows, lambda r: {"runs": sorted(r["run_id"])})
+    assert fam["guest_size"] == {"< 768 MiB": {"runs": ["a-r1"]}, "768 MiB - 1.5 GiB": {"runs": ["b-r1", "c-r1"]},
+                                 "> 1.5 GiB": {"runs": ["d-r1"]}}
+    assert fam["link"] == {"16-48 MiB/s": {"runs": ["a-r1"]}, "48-128 MiB/s": {"runs": ["b-r1"]},
+                           "128-256 MiB/s": {"runs": ["c-r1", "d-r1"]}}
+    assert fam["dirty_ratio"] == {"idle": {"runs": ["a-r1"]}, "< 0.5": {"runs": ["b-r1"]},
+                                  "0.5 - 1": {"runs": ["c-r1"]}, ">= 1": {"runs": ["d-r1"]}}
+    assert fam["disk_writer"] == {"none": {"runs": ["a-r1", "b-r1"]}, "writer": {"runs": ["c-r1", "d-r1"]}}
+
+
+def test_blind_prediction_is_what_simkvm_predict_gives_for_the_planners_plan(tmp_path, capsys):
+    """The oracle: the plan a planner writes by hand (human units, zero share 0.5), through the CLI."""
+    import pandas as pd
+
+    from simkvm.validation.evaluate import blind_rows
+    from simkvm.cli import main
+
+    profile = str(ROOT / "profiles" / "testbed.yaml")
+    rows = pd.DataFrame([_knob_row("x-r1", 1024, 64, 24, 1, zero_fraction=0.2, min_bandwidth_Bps=None)])
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        f"name: x\nprofile: {profile}\n"
+        "vm: {memory: 1GiB, zero_fraction: 0.5, disks: [{path: /var/lib/libvirt/images/vm.qcow2, size: 256MiB}]}\n"
+        "workload: {memory: {model: uniform, dirty_rate: 24MiB/s, wss: 256MiB},\n"
+        "           disk: {write_rate: 1MiB/s, wss: 16MiB, io_size: 4KiB}}\n"
+        "link: {bandwidth: 64MiB/s}\n"
+        "migration: {max_downtime: 300ms, max_time: 60s, max_iterations: 30, storage: non_shared_disk}\n")
+    assert main(["predict", str(plan), "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    got = blind_rows(rows, profile).iloc[0]
+    assert got["predicted_total_time_s"] == pytest.approx(want["total_time_s"], rel=1e-9)
+    assert got["predicted_ram_bytes"] == pytest.approx(want["ram_transferred_bytes"], rel=1e-9)
+    assert got["predicted_iterations"] == want["iterations"] and bool(got["predicted_converged"]) == want["converged"]
+
+
+def test_clamped_guest_is_explained_not_a_failed_canary(tmp_path):
+    from simkvm.validation.evaluate import canary_ok, clamped
+
+    store = RunStore(tmp_path)
+    store.runs_dir.mkdir(parents=True)
+    clamp = "SIMKVM ERROR wanted 167772160 bytes of arena, only 164814848 allocatable; clamping"
+    consoles = {"a-r1": {"checks": 9, "failed_checks": [], "errors": [clamp]},
+                "b-r1": {"checks": 9, "failed_checks": ["CHECK mem=bad page=7"], "errors": [clamp]},
+                "c-r1": {"checks": 9, "failed_checks": [], "errors": ["SIMKVM ERROR mmap canary: no memory"]},
+                "d-r1": {"checks": 0, "failed_checks": [], "errors": []}}
+    for rid, con in consoles.items():
+        store.path(rid, "measured").write_text(json.dumps({"meta": {"guest_console": con}}))
+    assert clamped(store, consoles) == {rid: {"wanted_bytes": 167772160.0, "allocatable_bytes": 164814848.0}
+                                        for rid in ("a-r1", "b-r1")}
+    assert [canary_ok(store, rid) for rid in consoles] == [True, False, False, False]
+
+
+def test_heavy_load_and_starved_guests_are_flagged():
+    import pandas as pd
+
+    from simkvm.validation.evaluate import heavy_load, rate_shortfall
+
+    rows = pd.DataFrame([_knob_row("a-r1", 512, 64, 10, load_1m=0.5, load_1m_end=0.7, guest_mem_Bps=10 * MiB),
+                         _knob_row("b-r1", 512, 64, 10, load_1m=0.5, load_1m_end=6.0, guest_mem_Bps=8.9 * MiB),
+                         _knob_row("c-r1", 512, 64, 0, load_1m=5.0, load_1m_end=None, guest_mem_Bps=0.0)])
+    assert list(heavy_load(rows, 4.0)) == [False, True, True]
+    assert rate_shortfall(rows) == ["b-r1"]
 
 
 # ------------------------------------------------------------------ calibration

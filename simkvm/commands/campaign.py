@@ -28,9 +28,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..validation.report import format_report, report, report_plots
     from ..validation.store import RunStore
 
-    rep = report(args.directory, args.profile)
+    rep = report(args.directory, args.profile, blind=not args.no_blind)
+    if args.lofo:
+        from ..validation.evaluate import leave_one_family_out
+
+        rep["leave_one_family_out"] = leave_one_family_out(args.directory, args.lofo, full_profile=args.profile)
     if args.json:
-        print(json.dumps({**rep["metrics"], "profile": rep["profile"], "excluded_fit_runs": rep["excluded"]},
+        extra = {k: rep[k] for k in ("families", "blind", "blind_families", "clamped", "heavy_load", "rate_shortfall",
+                                     "leave_one_family_out") if k in rep}
+        print(json.dumps({**rep["metrics"], "profile": rep["profile"], "excluded_fit_runs": rep["excluded"], **extra},
                          indent=1))
     else:
         print(format_report(rep))
@@ -90,6 +96,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("directory", help="campaign output directory")
     rep.add_argument("--profile", help="re-predict every held-out run with this profile (default: stored predictions)")
     rep.add_argument("--json", action="store_true", help="print the figures as one JSON object (fractions)")
+    rep.add_argument("--no-blind", action="store_true",
+                     help="skip the blind figures (predictions from the planner's plan, no guest report)")
+    rep.add_argument("--lofo", metavar="PROFILE_OUT",
+                     help="leave one family out: calibrate without the calibration guests above 1 GiB (profile "
+                          "written here), score the held-out guests above 1.5 GiB")
     rep.add_argument("--plots", help="write scatter plots and per-scenario timelines (PNG) into this directory")
     rep.set_defaults(func=cmd_report)
 

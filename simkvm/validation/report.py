@@ -6,7 +6,7 @@ The figures (:func:`metrics`) are computed from ``runs.csv`` rows, over the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -72,6 +72,7 @@ def metrics(rows) -> dict[str, Any]:
     pb = np.asarray(both["predicted_ram_bytes"], float) + np.asarray(both["predicted_disk_bytes"], float)
     mb = np.asarray(both["measured_ram_bytes"], float) + np.asarray(both["measured_disk_bytes"], float)
     b_rel = _rel(pb, mb)
+    ram_p, ram_m = np.asarray(both["predicted_ram_bytes"], float), np.asarray(both["measured_ram_bytes"], float)
     it_diff = np.asarray(both["predicted_iterations"], float) - np.asarray(both["measured_iterations"], float)
     it_ok = it_diff == 0
     # one sync more or less is a near tie: the pending pages at a check a few % either side of the
@@ -95,12 +96,16 @@ def metrics(rows) -> dict[str, Any]:
         "compared_runs": int(len(both)),
         "total_time_median_rel_err": _stat(t_rel, 50),
         "total_time_p90_rel_err": _stat(t_rel, 90),
+        "total_time_max_rel_err": float(np.max(t_rel)) if len(t_rel) else None,
+        "total_time_over_15pct": [str(x) for x in both["run_id"][t_rel > 0.15]],
         "total_time_bias": _stat(_signed_rel(both["predicted_total_time_s"], both["measured_total_time_s"]), 50),
         "downtime_within_tolerance_share": float(d_ok.mean()) if len(both) else None,
         "downtime_median_abs_err_s": _stat(np.abs(dp - dm), 50),
         "downtime_bias_s": _stat(dp - dm, 50),
         "bytes_median_rel_err": _stat(b_rel, 50),
         "bytes_bias": _stat(_signed_rel(pb, mb), 50),
+        "ram_bytes_median_rel_err": _stat(_rel(ram_p, ram_m), 50),
+        "ram_bytes_bias": _stat(_signed_rel(ram_p, ram_m), 50),
         "iterations_exact_share": float(it_ok.mean()) if len(both) else None,
         "iterations_within_one_share": float(it_near.mean()) if len(both) else None,
         "service_interruption_runs": int(len(si_ok)),
@@ -148,27 +153,38 @@ def held_out(rows, excluded_ids: Iterable[str] = ()):
 
 def repredict(store: RunStore, rows, profile: Mapping[str, Any], profile_name: str):
     """Rows with the predicted_* columns (and min bandwidth) recomputed under ``profile``."""
-    rows = rows.copy()
-    rows["profile"] = rows["profile"].astype(object)
-    boundary_cache: dict[tuple, float | None] = {}
-    for i, rid in enumerate(rows["run_id"]):
-        plan = apply_profile(plan_of_run(store, rid), profile)
+    plans = [apply_profile(plan_of_run(store, rid), profile) for rid in rows["run_id"]]
+    rows = with_predictions(rows, plans)
+    rows["profile"] = profile_name
+    return rows
+
+
+def with_predictions(rows, plans: Sequence[Any]):
+    """Rows with the predicted_* columns from simulating ``plans`` (one per row) and the lowest
+    converging bandwidth (once per scenario: its repeats share their knobs)."""
+    rows = rows.copy().reset_index(drop=True)
+    boundary_cache: dict[str, float | None] = {}
+    for i, plan in enumerate(plans):
         res = simulate(plan, timeline=False)
         for k, v in result_columns("predicted", res).items():
             if k not in rows:
                 rows[k] = None
             rows[k] = rows[k].astype(object)
             rows.at[i, k] = v
-        key = (rows.at[i, "scenario"],)
+        key = str(rows.at[i, "scenario"])
         if key not in boundary_cache:
             boundary_cache[key] = planner.min_bandwidth_Bps(plan, lo=1e6, hi=1e10)
         rows.at[i, "min_bandwidth_Bps"] = boundary_cache[key]
-        rows.at[i, "profile"] = profile_name
     return rows
 
 
-def report(directory: str | Path, profile_path: str | None = None) -> dict[str, Any]:
-    """``{"metrics", "rows", "profile", "excluded"}`` for the held-out runs of a campaign directory."""
+def report(directory: str | Path, profile_path: str | None = None, *, extras: bool = True,
+           blind: bool = True) -> dict[str, Any]:
+    """``{"metrics", "rows", "profile", "excluded"}`` for the held-out runs of a campaign directory.
+
+    ``extras``: also the figures per family, blind (``blind``: predicted from the planner's plan)
+    and the runs that need a word (:func:`.evaluate.extend`).
+    """
     store = RunStore(directory)
     rows = store.rows()
     excluded: list[str] = []
@@ -184,7 +200,13 @@ def report(directory: str | Path, profile_path: str | None = None) -> dict[str, 
         raise UserError(f"{directory}: no held-out (role: validation) runs to report on"
                         + (f" that {profile_path} was not fitted on" if excluded else ""))
     m = metrics(rows)
-    return {"metrics": m, "rows": rows, "profile": profile_path, "excluded": excluded}
+    rep = {"metrics": m, "rows": rows, "profile": profile_path, "excluded": excluded}
+    if extras:
+        from .evaluate import extend
+        from .store import HEAVY_LOAD_1M
+
+        extend(rep, store, metrics, HEAVY_LOAD_1M, blind=blind)
+    return rep
 
 
 def _ms(x: float | None) -> str:
@@ -203,13 +225,15 @@ def format_report(rep: Mapping[str, Any]) -> str:
         f"held-out runs: {m['held_out_runs']} ({m['compared_runs']} converged on both sides; {src})",
         "",
         f"{'figure':44s} {'value':>10s}   target",
-        f"{'total time: median relative error':44s} {_pct(m['total_time_median_rel_err']):>10s}   <= 5 %",
-        f"{'total time: 90th percentile relative error':44s} {_pct(m['total_time_p90_rel_err']):>10s}   <= 10 %",
+        f"{'total time: median relative error':44s} {_pct(m['total_time_median_rel_err']):>10s}   <= 3 %",
+        f"{'total time: 90th percentile relative error':44s} {_pct(m['total_time_p90_rel_err']):>10s}   <= 6 %",
+        f"{'total time: largest relative error':44s} {_pct(m['total_time_max_rel_err']):>10s}   <= 15 %",
         f"{'total time: median signed error (bias)':44s} {_pct(m['total_time_bias']):>10s}",
-        f"{'downtime within max(30 ms, 25 %)':44s} {_pct(m['downtime_within_tolerance_share']):>10s}   >= 90 %",
+        f"{'downtime within max(30 ms, 25 %)':44s} {_pct(m['downtime_within_tolerance_share']):>10s}   >= 95 %",
         f"{'downtime: median signed error (bias)':44s} "
         f"{'n/a' if m['downtime_bias_s'] is None else format(m['downtime_bias_s'] * 1000, '.0f') + ' ms':>10s}",
-        f"{'bytes (RAM + disk): median relative error':44s} {_pct(m['bytes_median_rel_err']):>10s}   <= 5 %",
+        f"{'RAM bytes: median relative error':44s} {_pct(m['ram_bytes_median_rel_err']):>10s}   <= 3 %",
+        f"{'bytes (RAM + disk): median relative error':44s} {_pct(m['bytes_median_rel_err']):>10s}",
         f"{'bytes: median signed error (bias)':44s} {_pct(m['bytes_bias']):>10s}",
         f"{'iteration count exact':44s} {_pct(m['iterations_exact_share']):>10s}   >= 80 %",
         f"{'iteration count within one':44s} {_pct(m['iterations_within_one_share']):>10s}",
@@ -224,6 +248,11 @@ def format_report(rep: Mapping[str, Any]) -> str:
     ]
     if m["verdict_wrong"]:
         lines.append(f"wrong verdicts: {', '.join(m['verdict_wrong'])}")
+    if m.get("total_time_over_15pct"):
+        lines.append(f"total time off by more than 15 %: {', '.join(m['total_time_over_15pct'])}")
+    from .evaluate import format_extras
+
+    lines += format_extras(rep)
     lines += ["", f"{'run':24s} {'verdict m/p':>21s} {'time m/p [s]':>13s} {'downtime m/p [ms]':>17s} "
                   f"{'MiB m/p':>11s} {'iter m/p':>8s}"]
     for _, r in rows.iterrows():
