@@ -33,7 +33,7 @@ def test_every_text_block_is_generated_recorded_or_usage():
 
 def test_shown_outputs_are_what_the_commands_print_today():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme.py"), "--check"], capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr
 
 
@@ -45,16 +45,16 @@ def test_the_checker_sees_a_changed_number(tmp_path):
     stale = tmp_path / "README.md"
     stale.write_text("\n".join(lines))
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme.py"), "--check", "--readme", str(stale)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 1 and "edited by hand" in proc.stdout
 
 
-PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.DOTALL)
 
 
 @pytest.mark.parametrize("code", PYTHON_BLOCKS, ids=[f"python-block-{i}" for i in range(len(PYTHON_BLOCKS))])
 def test_python_examples_run(code):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
