@@ -33,58 +33,95 @@ def grid(plan: Plan, bandwidths_Bps: Sequence[float], downtimes_s: Sequence[floa
     return cells
 
 
+def _converges(result: Result) -> bool:
+    return result.converged
+
+
 def _lowest_converging(make: Callable[[float], Plan], lo: float, hi: float, rel_tol: float = 0.005,
-                       steps: int = 24) -> float | None:
-    """Lowest x in [lo, hi] (log scale) from which on every coarse point converges, refined by bisection."""
+                       steps: int = 24, ok: Callable[[Result], bool] = _converges) -> float | None:
+    """Lowest x in [lo, hi] (log scale) from which on every coarse point is ``ok`` (by default: converges),
+    refined by bisection."""
     xs = np.geomspace(lo, hi, steps)
-    ok = [simulate(make(x), timeline=False).converged for x in xs]
-    if not ok[-1]:
+    good_at = [ok(simulate(make(x), timeline=False)) for x in xs]
+    if not good_at[-1]:
         return None
     i = len(xs) - 1
-    while i > 0 and ok[i - 1]:
+    while i > 0 and good_at[i - 1]:
         i -= 1
     if i == 0:
         return float(xs[0])
     bad, good = float(xs[i - 1]), float(xs[i])
     while good / bad - 1 > rel_tol:
         mid = math.sqrt(bad * good)
-        if simulate(make(mid), timeline=False).converged:
+        if ok(simulate(make(mid), timeline=False)):
             good = mid
         else:
             bad = mid
     return good
 
 
-def min_bandwidth_Bps(plan: Plan, lo: float = 1e6, hi: float = 1e11) -> float | None:
-    """Lowest migration bandwidth at which the plan converges with its own downtime limit."""
+def _within(max_total_time_s: float | None) -> Callable[[Result], bool]:
+    """Converges, and (when a limit is given) within ``max_total_time_s``."""
+    if max_total_time_s is None:
+        return _converges
+    return lambda r: r.converged and r.total_time_s <= max_total_time_s
+
+
+def min_bandwidth_Bps(plan: Plan, lo: float = 1e6, hi: float = 1e11, *,
+                      max_total_time_s: float | None = None) -> float | None:
+    """Lowest migration bandwidth at which the plan converges with its own downtime limit (and, given
+    ``max_total_time_s``, finishes within it)."""
+    return _lowest_converging(lambda bw: _at_bandwidth(plan, bw), lo, hi, ok=_within(max_total_time_s))
+
+
+def _at_bandwidth(plan: Plan, bandwidth_Bps: float) -> Plan:
+    """The plan at another bandwidth; a raw link speed below it rises with it."""
+    changes: dict[str, Any] = {"link.bandwidth": bandwidth_Bps}
     cap = plan.link.capacity_Bps
-
-    def make(bw: float) -> Plan:
-        changes: dict[str, Any] = {"link.bandwidth": bw}
-        if cap is not None and cap < bw:
-            changes["link.capacity"] = bw
-        return plan.with_(**changes)
-
-    return _lowest_converging(make, lo, hi)
+    if cap is not None and cap < bandwidth_Bps:
+        changes["link.capacity"] = bandwidth_Bps
+    return plan.with_(**changes)
 
 
-def min_downtime_s(plan: Plan, lo: float = 0.001, hi: float = 2000.0) -> float | None:
-    """Smallest downtime limit at which the plan converges at its own bandwidth."""
-    return _lowest_converging(lambda dt: plan.with_(**{"migration.max_downtime": dt}), lo, hi)
+def min_downtime_s(plan: Plan, lo: float = 0.001, hi: float = 2000.0, *,
+                   max_total_time_s: float | None = None) -> float | None:
+    """Smallest downtime limit at which the plan converges at its own bandwidth (and, given
+    ``max_total_time_s``, finishes within it)."""
+    return _lowest_converging(lambda dt: plan.with_(**{"migration.max_downtime": dt}), lo, hi,
+                              ok=_within(max_total_time_s))
 
 
 @dataclass
 class MonteCarlo:
+    """The odds, and percentiles of time and downtime over the ``converged_samples`` that converged
+    (a run that gives up has no migration time to speak of)."""
+
     samples: int
     converged_probability: float
     total_time_percentiles_s: dict[str, float | None]
     downtime_percentiles_s: dict[str, float | None]
     results: list[Result] = field(default_factory=list, repr=False)
+    converged_samples: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"samples": self.samples, "converged_probability": self.converged_probability,
+        return {"samples": self.samples, "converged_samples": self.converged_samples,
+                "converged_probability": self.converged_probability,
+                "percentiles_over": "converged samples",
                 "total_time_percentiles_s": self.total_time_percentiles_s,
                 "downtime_percentiles_s": self.downtime_percentiles_s}
+
+    def summary(self) -> str:
+        """One line for a report: the odds, then the percentiles and what they are taken over."""
+        from .model.units import fmt_duration
+
+        head = (f"{self.samples} samples: P(converge) = {self.converged_probability:.0%} "
+                f"({self.converged_samples} of {self.samples})")
+        if not self.converged_samples:
+            return head + "; no sample converged, so no time percentiles"
+        pct = "/".join(fmt_duration(v) if v is not None else "-" for v in self.total_time_percentiles_s.values())
+        dpct = "/".join(fmt_duration(v) if v is not None else "-" for v in self.downtime_percentiles_s.values())
+        return (head + f"; over the {self.converged_samples} converged: total time p50/p90/p99 = {pct}, "
+                f"downtime p50/p90/p99 = {dpct}")
 
 
 def monte_carlo(plan: Plan, spread: float, samples: int = 300, seed: int = 1) -> MonteCarlo:
@@ -125,33 +162,64 @@ def monte_carlo(plan: Plan, spread: float, samples: int = 300, seed: int = 1) ->
         total_time_percentiles_s=pct([r.total_time_s for r in conv]),
         downtime_percentiles_s=pct([r.downtime_s for r in conv]),
         results=results,
+        converged_samples=len(conv),
     )
 
 
-def recommendations(plan: Plan, *, max_total_time_s: float | None = None, max_downtime_s: float | None = None,
-                    max_bandwidth_Bps: float | None = None, allow_auto_converge: bool = True,
-                    allow_postcopy: bool = True, allow_policies: bool = True) -> list[dict[str, Any]]:
+@dataclass
+class Advice:
+    """Settings that meet the constraints (best first), and notes on what was not offered and why."""
+
+    settings: list[dict[str, Any]]
+    notes: list[str]
+
+
+def recommendations(plan: Plan, **constraints: Any) -> list[dict[str, Any]]:
+    """The settings of :func:`advise` (best first)."""
+    return advise(plan, **constraints).settings
+
+
+def advise(plan: Plan, *, max_total_time_s: float | None = None, max_downtime_s: float | None = None,
+           max_bandwidth_Bps: float | None = None, allow_auto_converge: bool = True,
+           allow_postcopy: bool = True, allow_policies: bool = True) -> Advice:
     """Settings that meet the constraints, best first (lowest risk, then shortest total time).
 
-    Candidates: the plan as it is; the smallest downtime limit that converges; the smallest
-    bandwidth that converges (if the link allows it); auto-converge (risk: the guest's CPU
-    is throttled); post-copy after two iterations (risk: a network failure during the
-    post-copy window loses the VM); XBZRLE; and each orchestration policy.
+    Candidates: the plan as it is; the smallest downtime limit (up to ``max_downtime_s``) and the
+    smallest bandwidth (up to ``max_bandwidth_Bps``, the most the link can give) at which the plan
+    converges and, given ``max_total_time_s``, finishes in time; auto-converge (risk: the guest's CPU
+    is throttled); post-copy after two iterations (risk: a network failure during the post-copy
+    window loses the VM); XBZRLE; and each orchestration policy. A bandwidth raise is only offered
+    when the caller says how much the link can give: the notes say so, and what it would take.
     """
     from .policies import POLICIES
-    from .model.units import fmt_duration
+    from .model.units import fmt_bits, fmt_duration
 
     limit_dt = max_downtime_s if max_downtime_s is not None else plan.migration.max_downtime_s
-    limit_bw = max_bandwidth_Bps if max_bandwidth_Bps is not None else plan.link.bandwidth_Bps
+    notes: list[str] = []
     candidates: list[tuple[str, Plan]] = [("plain pre-copy as planned", plan)]
-    dt = min_downtime_s(plan)
-    if dt is not None and dt <= limit_dt and dt > plan.migration.max_downtime_s:
-        candidates.append((f"raise max downtime to {dt * 1050:.0f} ms",
-                           plan.with_(**{"migration.max_downtime": dt * 1.05})))
-    bw = min_bandwidth_Bps(plan)
-    if bw is not None and bw <= limit_bw and bw > plan.link.bandwidth_Bps:
-        candidates.append((f"raise bandwidth to {bw * 1.05 * 8 / 1e9:.3g} Gbit/s",
-                           plan.with_(**{"link.bandwidth": bw * 1.05})))
+    as_planned = simulate(plan, timeline=False)
+    if _within(max_total_time_s)(as_planned):
+        needs = None  # the plan already works: no raise needed
+    else:
+        dt = min_downtime_s(plan, max_total_time_s=max_total_time_s)
+        if dt is not None and plan.migration.max_downtime_s < dt <= limit_dt:
+            candidates.append((f"raise max downtime to {fmt_duration(min(dt * 1.05, limit_dt))}",
+                               plan.with_(**{"migration.max_downtime": min(dt * 1.05, limit_dt)})))
+        needs = min_bandwidth_Bps(plan, max_total_time_s=max_total_time_s)
+        goal = "converge" + (f" within {fmt_duration(max_total_time_s)}" if max_total_time_s is not None else "")
+        if needs is None:
+            notes.append(f"no bandwidth up to 800 Gbit/s makes it {goal} with {fmt_duration(limit_dt)} downtime")
+        elif needs <= plan.link.bandwidth_Bps:
+            pass
+        elif max_bandwidth_Bps is None:
+            notes.append(f"no bandwidth raise offered: it needs {fmt_bits(needs)} to {goal}; give --max-bandwidth "
+                         f"(the most the link can give) to allow raising it")
+        elif needs > max_bandwidth_Bps:
+            notes.append(f"no bandwidth raise offered: it needs {fmt_bits(needs)} to {goal}, more than the "
+                         f"{fmt_bits(max_bandwidth_Bps)} the link can give")
+        else:
+            raised = min(needs * 1.05, max_bandwidth_Bps)
+            candidates.append((f"raise bandwidth to {fmt_bits(raised)}", _at_bandwidth(plan, raised)))
     if allow_auto_converge:
         candidates.append(("auto-converge", plan.with_(**{"aids.auto_converge.enabled": True})))
     if allow_postcopy:
@@ -165,7 +233,7 @@ def recommendations(plan: Plan, *, max_total_time_s: float | None = None, max_do
                 candidates.append((f"policy {name}", plan.with_(policy=name)))
     out = []
     for name, candidate in candidates:
-        r = simulate(candidate, timeline=False)
+        r = as_planned if candidate is plan else simulate(candidate, timeline=False)
         if not r.converged or r.downtime_s > limit_dt * 1.5 + 0.1:
             continue
         if max_total_time_s is not None and r.total_time_s > max_total_time_s:
@@ -187,4 +255,4 @@ def recommendations(plan: Plan, *, max_total_time_s: float | None = None, max_do
                     "max_downtime_s": candidate.migration.max_downtime_s,
                     "bandwidth_Bps": candidate.link.bandwidth_Bps})
     out.sort(key=lambda rec: (rec["risk_score"], rec["total_time_s"]))
-    return out
+    return Advice(out, notes)

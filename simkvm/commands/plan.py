@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .. import planner
-from ..model.units import fmt_bytes, fmt_duration, fmt_rate, parse_duration, parse_fraction, parse_rate
+from ..model.units import fmt_bits, fmt_bytes, fmt_duration, fmt_rate, parse_duration, parse_fraction, parse_rate
 from .predict import add_plan_flags, plan_from_args
 
 DEFAULT_BANDWIDTHS = "100Mbit/s,1Gbit/s,2.5Gbit/s,10Gbit/s,25Gbit/s,40Gbit/s,100Gbit/s"
@@ -27,21 +27,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
         "min_bandwidth_Bps": planner.min_bandwidth_Bps(plan),
         "min_downtime_s": planner.min_downtime_s(plan),
         "grid": cells,
-        "recommendations": planner.recommendations(
-            plan,
-            max_total_time_s=parse_duration(args.max_total_time, "--max-total-time") if args.max_total_time else None,
-            max_bandwidth_Bps=parse_rate(args.max_bandwidth, "--max-bandwidth") if args.max_bandwidth else None,
-            max_downtime_s=parse_duration(args.max_allowed_downtime, "--max-allowed-downtime")
-            if args.max_allowed_downtime else None,
-            allow_auto_converge=not args.no_auto_converge, allow_postcopy=not args.no_postcopy),
     }
+    advice = planner.advise(
+        plan,
+        max_total_time_s=parse_duration(args.max_total_time, "--max-total-time") if args.max_total_time else None,
+        max_bandwidth_Bps=parse_rate(args.max_bandwidth, "--max-bandwidth") if args.max_bandwidth else None,
+        max_downtime_s=parse_duration(args.max_allowed_downtime, "--max-allowed-downtime")
+        if args.max_allowed_downtime else None,
+        allow_auto_converge=not args.no_auto_converge, allow_postcopy=not args.no_postcopy)
+    out["recommendations"], out["notes"] = advice.settings, advice.notes
     if args.uncertainty:
         spread = parse_fraction(args.uncertainty, "--uncertainty")
-        out["monte_carlo"] = planner.monte_carlo(plan, spread, samples=args.samples, seed=args.seed).to_dict()
+        mc = planner.monte_carlo(plan, spread, samples=args.samples, seed=args.seed)
+        out["monte_carlo"] = mc.to_dict()
     if args.plot:
         from .. import plot
 
-        plot.save(plot.verdict_grid(cells, title=f"{plan.name}: predicted total time"), args.plot)
+        plot.save(plot.verdict_grid(cells, title=f"{plan.name}: predicted total time",
+                                    min_bandwidth_Bps=out["min_bandwidth_Bps"],
+                                    max_downtime_s=plan.migration.max_downtime_s), args.plot)
+        print(f"grid written to {args.plot}", file=sys.stderr)
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         print()
@@ -52,26 +57,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(header)
     for bw in bws:
         row = [c for c in cells if c["bandwidth_Bps"] == bw]
-        print(f"{fmt_rate(bw):>24}" + "".join(
+        print(f"{fmt_bits(bw):>24}" + "".join(
             f"{fmt_duration(c['total_time_s']) if c['converged'] else 'no':>12}" for c in row))
     print()
     mb, md = out["min_bandwidth_Bps"], out["min_downtime_s"]
     print(f"minimum bandwidth for {fmt_duration(plan.migration.max_downtime_s)} downtime: "
-          + (f"{fmt_rate(mb)} ({mb * 8 / 1e9:.3g} Gbit/s)" if mb else "none up to 100 GB/s"))
-    print(f"minimum downtime at {fmt_rate(plan.link.bandwidth_Bps)}: " + (fmt_duration(md) if md else "none up to 2000 s"))
+          + (f"{fmt_bits(mb)} ({fmt_rate(mb)})" if mb else "none up to 800 Gbit/s"))
+    print(f"minimum downtime at {fmt_bits(plan.link.bandwidth_Bps)}: "
+          + ("none up to 2000 s" if not md else "1 ms or less" if md <= 0.001 else fmt_duration(md)))
     print()
     print("recommended settings (best first):")
     if not out["recommendations"]:
-        print("  none meets the constraints with plain pre-copy")
+        print("  none meets the constraints")
     for i, rec in enumerate(out["recommendations"], 1):
         print(f"  {i}. {rec['setting']}: total {fmt_duration(rec['total_time_s'])}, downtime "
               f"{fmt_duration(rec['downtime_s'])}, {fmt_bytes(rec['bytes'])} sent, risk: {rec['risk']}")
+    for note in out["notes"]:
+        print(f"  note: {note}")
     if "monte_carlo" in out:
-        mc = out["monte_carlo"]
         print()
-        print(f"uncertainty {args.uncertainty} ({mc['samples']} samples): P(converge) = "
-              f"{mc['converged_probability']:.0%}; total time p50/p90/p99 = "
-              + "/".join(fmt_duration(v) if v is not None else "-" for v in mc["total_time_percentiles_s"].values()))
+        print(f"uncertainty {args.uncertainty}, {mc.summary()}")
     return 0
 
 

@@ -24,6 +24,7 @@ PLAN_FLAGS: dict[str, str] = {
     "disk_allocated": "vm.disks.0.allocated",
     "disk_write_rate": "workload.disk.write_rate",
     "disk_wss": "workload.disk.wss",
+    "disk_io_size": "workload.disk.io_size",
     "bandwidth": "link.bandwidth",
     "capacity": "link.capacity",
     "max_downtime": "migration.max_downtime",
@@ -49,6 +50,8 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--disk-allocated", help="allocated part of that disk (default: all)")
     g.add_argument("--disk-write-rate", help="guest disk writes, e.g. 5MiB/s")
     g.add_argument("--disk-wss", help="disk area the guest writes to (default: 1GiB or the disk)")
+    g.add_argument("--disk-io-size", help="size of one guest disk write (default 4KiB, the page and file system "
+                                          "block size: the mirror copies a 64KiB granule per write)")
     g.add_argument("--bandwidth", help="migration bandwidth, e.g. 1Gbit/s or 125MiB/s")
     g.add_argument("--capacity", help="raw link speed for the final copy (default: = bandwidth)")
     g.add_argument("--max-downtime", help="downtime limit, e.g. 300ms")

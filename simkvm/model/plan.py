@@ -112,7 +112,7 @@ class DiskWorkload:
 
     write_rate_Bps: float = 0.0
     wss_bytes: float | None = None
-    io_size_bytes: float = 4096
+    io_size_bytes: float = 4096  # one default for plans, CLI and fleet CSVs: the page / file system block
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,27 @@ def settled_remaining_pages(run: Run, pages_per_s: float) -> float:
     return r
 
 
+def mirror_share_clause(run: Run) -> str:
+    """When the ready disk mirror's copies of new guest writes take a real share of the link, that is
+    the cause to name first: the RAM rounds only see what the mirror leaves them."""
+    share = run.mirror_bg_Bps / max(run.capacity_Bps(), 1e-9)
+    if share < 0.1:
+        return ""
+    dsk = run.plan.workload.disk
+    return (f"disk mirror takes {fmt_rate(run.mirror_bg_Bps)} ({share:.0%}) of the link for the guest's disk "
+            f"writes ({fmt_rate(dsk.write_rate_Bps)} in {fmt_bytes(dsk.io_size_bytes)} writes, each dirtying a "
+            f"{fmt_bytes(run.guest.granule_bytes)} mirror granule), leaving RAM {fmt_rate(run.link_capacity_Bps())}: "
+            "lower the disk write rate, raise the bandwidth, or give the real write size (workload.disk.io_size, "
+            "--disk-io-size). RAM: ")
+
+
 def memory_reason(run: Run, why: str) -> str:
     """Explain an abort during RAM pre-copy (``why``: max_iterations or max_time)."""
+    mirror = mirror_share_clause(run)
+    return mirror + _memory_reason(run, why) if mirror else _memory_reason(run, why)
+
+
+def _memory_reason(run: Run, why: str) -> str:
     plan, guest = run.plan, run.guest
     page = run.page_bytes
     c = run.normal_page_wire
