@@ -203,15 +203,7 @@ def format_comparison(comparison: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------- plotting
 def plot(predicted: Result, measured: Result, path: str) -> None:
-    """Remaining RAM (solid) and disk (dashed) over time, predicted and measured on one figure."""
+    """Remaining RAM (solid) and disk (dashed) over time, both results on one figure in one unit."""
     from . import plot as plots
 
-    fig, ax = plots.plt.subplots(figsize=(9, 5))
-    plots.timeline(predicted, label="predicted", ax=ax, color="tab:blue")
-    plots.timeline(measured, label="measured", ax=ax, color="tab:red")
-    name = (predicted.plan or {}).get("name") or (measured.plan or {}).get("name")
-    ax.set_title(f"Predicted vs measured{': ' + name if name else ''} (total {fmt_duration(predicted.total_time_s)}"
-                 f" predicted, {fmt_duration(measured.total_time_s)} measured; "
-                 f"{predicted.iterations} vs {measured.iterations} iterations)", fontsize=10)
-    ax.set_xlabel("time since preparation started [s]")
-    plots.save(fig, path)
+    plots.save(plots.comparison(predicted, measured), path)

@@ -25,6 +25,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from .model.result import Result  # noqa: E402
+from .model.units import fmt_bits, fmt_duration  # noqa: E402
 
 MiB = 2**20
 GiB = 2**30
@@ -95,8 +96,30 @@ def _action_text(action: str, value: float | None) -> str:
     return action.replace("_", " ") + ("" if value is None else f" {value:g}")
 
 
+#: Time axes in the unit a reader thinks in: seconds up to 10 minutes, then minutes, then hours.
+_TIME_UNITS = (("s", 1.0, 600.0), ("min", 60.0, 3 * 3600.0), ("h", 3600.0, math.inf))
+
+
+def time_unit(longest_s: float) -> tuple[str, float]:
+    """(unit, seconds per unit) for a time axis whose longest value is ``longest_s``."""
+    for name, scale, up_to in _TIME_UNITS:
+        if longest_s <= up_to:
+            return name, scale
+    raise AssertionError("unreachable")
+
+
+def size_unit(largest_bytes: float) -> tuple[str, float]:
+    """(unit, bytes per unit) for remaining data: GiB above 4 GiB, else MiB."""
+    return ("GiB", GiB) if largest_bytes > 4 * GiB else ("MiB", MiB)
+
+
+def _largest_remaining(result: Result) -> float:
+    tl = result.timeline
+    return float(max(tl["memory_remaining"].max(), tl["disk_remaining"].max())) if len(tl) else 0.0
+
+
 def timeline(result: Result, *, label: str | None = None, ax=None, color: str | None = None,
-             unit: str | None = None):
+             unit: str | None = None, time: str | None = None, downtime_color: str = "red"):
     """Remaining RAM and disk vs time, iterations marked, downtime shaded red, post-copy shaded
     purple, controller actions as dotted lines.
 
@@ -104,8 +127,9 @@ def timeline(result: Result, *, label: str | None = None, ax=None, color: str | 
     lists them (one row per kind, each with its value, e.g. "150 ms", "30 %"), so a policy
     that acts twenty times does not bury the curves in text. RAM is drawn from the first
     pre-copy sync on (before it nothing is in the bitmap yet). ``unit`` is ``MiB`` or ``GiB``
-    (default: GiB for VMs over 4 GiB when this call owns the figure; MiB when drawing into a
-    shared ``ax``, so two results on one axis use one unit).
+    (default: GiB above 4 GiB); ``time`` is ``s``, ``min`` or ``h`` (default: by the length of the
+    migration). Two results on one ``ax`` must be drawn with the same units: :func:`comparison`
+    does that.
     """
     fig = lane = None
     if ax is None:
@@ -115,49 +139,70 @@ def timeline(result: Result, *, label: str | None = None, ax=None, color: str | 
         else:
             fig, ax = plt.subplots(figsize=(10, 4.8))
     tl = result.timeline
-    name = label or result.source
-    if unit is None:
-        big = len(tl) and max(tl["memory_remaining"].max(), tl["disk_remaining"].max()) > 4 * GiB
-        unit = "GiB" if fig is not None and big else "MiB"
+    name = label or ("predicted" if result.source == "simulated" else "measured")
+    unit = unit or size_unit(_largest_remaining(result))[0]
     scale = GiB if unit == "GiB" else MiB
+    tname = time or time_unit(result.total_time_s)[0]
+    tscale = {n: s for n, s, _ in _TIME_UNITS}[tname]
     if len(tl):
         ram = tl[tl["memory_iteration"] >= 1]
-        line, = ax.plot(ram["time_s"], ram["memory_remaining"] / scale, color=color, marker=".", markersize=4,
-                        label=f"RAM remaining ({name})")
+        line, = ax.plot(ram["time_s"] / tscale, ram["memory_remaining"] / scale, color=color, marker=".",
+                        markersize=4, label=f"RAM remaining ({name})")
         color = color or line.get_color()
         if tl["disk_remaining"].max() > 0:
-            ax.plot(tl["time_s"], tl["disk_remaining"] / scale, linestyle="--", color=color,
+            ax.plot(tl["time_s"] / tscale, tl["disk_remaining"] / scale, linestyle="--", color=color,
                     label=f"disk mirror remaining ({name})")
     rounds = result.rounds
     for i, t in enumerate(rounds["time_elapsed_s"]):
-        ax.axvline(t, color=color or "grey", alpha=0.15, linewidth=0.8,
+        ax.axvline(t / tscale, color=color or "grey", alpha=0.15, linewidth=0.8,
                    label="memory iteration (bitmap sync)" if i == 0 and fig is not None else None)
     stop, postcopy_start, end = _switch_times(result)
     if result.downtime_s > 0 and stop is not None:
-        ax.axvspan(stop, stop + result.downtime_s, color="red", alpha=0.3,
-                   label=f"downtime {result.downtime_s * 1000:.0f} ms ({name})")
+        ax.axvspan(stop / tscale, (stop + result.downtime_s) / tscale, color=downtime_color, alpha=0.3,
+                   label=f"downtime {fmt_duration(result.downtime_s)} ({name})")
     if postcopy_start is not None and end is not None and end > postcopy_start:
-        ax.axvspan(postcopy_start, end, color="tab:purple", alpha=0.15,
+        ax.axvspan(postcopy_start / tscale, end / tscale, color="tab:purple", alpha=0.15,
                    label=f"post-copy: VM runs on destination ({name})")
     for a in result.actions:
-        ax.axvline(a.time_s, color=_ACTION_COLOURS.get(a.action, "tab:gray"), linestyle=":", linewidth=1.1)
+        ax.axvline(a.time_s / tscale, color=_ACTION_COLOURS.get(a.action, "tab:gray"), linestyle=":", linewidth=1.1)
     if lane is not None:
-        _action_lane(lane, result.actions)
-    ax.set_xlabel("time since start of migration [s]")
+        _action_lane(lane, result.actions, tscale)
+    ax.set_xlabel(f"time since start of migration [{tname}]")
     ax.set_ylabel(f"remaining [{unit}]")
     ax.set_ylim(bottom=0)
     verdict = "converged" if result.outcome == "converged" else result.outcome.replace("_", " ")
     policy = result.meta.get("policy")
     (lane or ax).set_title(
         f"Migration timeline{' (' + str(policy) + ')' if policy and policy != 'qemu' else ''}: "
-        f"{verdict}, {result.iterations} iterations, total {result.total_time_s:.3g} s, "
-        f"downtime {result.downtime_s * 1000:.0f} ms")
+        f"{verdict}, {result.iterations} iterations, total {fmt_duration(result.total_time_s)}, "
+        f"downtime {fmt_duration(result.downtime_s)}")
     ax.legend(loc="best", fontsize=8, framealpha=0.9)
     ax.grid(alpha=0.3)
     return fig or ax.figure
 
 
-def _action_lane(lane, actions: Sequence[Any]) -> None:
+def comparison(first: Result, second: Result, *, labels: tuple[str, str] | None = None, title: str | None = None):
+    """Two results on one axis in one unit (the timeline's: GiB above 4 GiB, minutes past 10 min), each
+    in its own colour, downtime included. Labels default to what each result is ("predicted",
+    "measured"); two of a kind are told apart ("predicted 1", "predicted 2")."""
+    kinds = ["predicted" if r.source == "simulated" else "measured" for r in (first, second)]
+    if labels is None:
+        labels = (f"{kinds[0]} 1", f"{kinds[1]} 2") if kinds[0] == kinds[1] else (kinds[0], kinds[1])
+    unit, _ = size_unit(max(_largest_remaining(first), _largest_remaining(second)))
+    tname, _ = time_unit(max(first.total_time_s, second.total_time_s))
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for result, label, colour, down in ((first, labels[0], "tab:blue", "tab:cyan"),
+                                        (second, labels[1], "tab:red", "tab:orange")):
+        timeline(result, label=label, ax=ax, color=colour, unit=unit, time=tname, downtime_color=down)
+    name = (first.plan or {}).get("name") or (second.plan or {}).get("name")
+    ax.set_title(title or (f"{labels[0]} vs {labels[1]}{': ' + name if name else ''} (total "
+                           f"{fmt_duration(first.total_time_s)} / {fmt_duration(second.total_time_s)}; "
+                           f"{first.iterations} / {second.iterations} iterations)"), fontsize=10)
+    ax.set_xlabel(f"time since preparation started [{tname}]")
+    return fig
+
+
+def _action_lane(lane, actions: Sequence[Any], tscale: float = 1.0) -> None:
     """One row per kind of action, a marker at each, its value written above it unless the
     previous label of that row is too close (the marker still shows it happened)."""
     kinds = list(dict.fromkeys(a.action for a in actions))
@@ -167,12 +212,12 @@ def _action_lane(lane, actions: Sequence[Any]) -> None:
     for a in actions:
         row = kinds.index(a.action)
         c = _ACTION_COLOURS.get(a.action, "tab:gray")
-        lane.plot([a.time_s], [row], marker="v", color=c, markersize=6, linestyle="none")
+        lane.plot([a.time_s / tscale], [row], marker="v", color=c, markersize=6, linestyle="none")
         if a.time_s - last_label.get(a.action, -math.inf) > 0.06 * span:
             last_label[a.action] = a.time_s
             text = _action_text(a.action, a.value).split(" ", 1)[-1] if a.value is not None else ""
             if text:
-                lane.annotate(text, (a.time_s, row), xytext=(0, 5), textcoords="offset points", fontsize=7,
+                lane.annotate(text, (a.time_s / tscale, row), xytext=(0, 5), textcoords="offset points", fontsize=7,
                               ha="center", va="bottom", color=c)
     lane.set_yticks(range(len(kinds)), [k.replace("start_", "").replace("_", " ") for k in kinds], fontsize=8)
     lane.set_ylim(-0.6, len(kinds) - 0.1)
@@ -197,7 +242,8 @@ def _switch_times(result: Result) -> tuple[float | None, float | None, float | N
 
 
 def bytes_per_iteration(result: Result):
-    """Bytes sent and bytes newly dirtied in each iteration."""
+    """Bytes sent and bytes newly dirtied in each iteration, on a log axis: the first pass (all of RAM)
+    is orders of magnitude above the rounds that decide convergence."""
     fig, ax = plt.subplots(figsize=(8, 4))
     r = result.rounds
     ax.bar(r["memory_iteration"] - 0.2, r["sent_bytes"] / MiB, width=0.4, label="sent during the iteration")
@@ -205,24 +251,45 @@ def bytes_per_iteration(result: Result):
     if len(r):
         ax.axhline(float(r["threshold_bytes"].iloc[-1]) / MiB, color="black", linestyle="--", linewidth=0.8,
                    label="switchover threshold (bandwidth x max downtime)")
+    ax.set_yscale("log")
+    _plain_ticks(ax.yaxis)
+    ax.set_xticks(list(r["memory_iteration"]))
     ax.set_xlabel("memory iteration (dirty-sync-count) [count]")
     ax.set_ylabel("data [MiB]")
     ax.set_title("Bytes per pre-copy iteration")
-    ax.legend()
-    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    ax.grid(alpha=0.3, axis="y", which="both")
     return fig
 
 
+def _plain_ticks(axis) -> None:
+    """Log-axis tick labels as plain numbers (0.1, 1, 10, 1,000), not 10^k."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:.3g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+#: Validation tolerances (README "Validation"): (relative, absolute in the plotted unit) per figure.
+TOLERANCES = {"downtime": (0.25, 30.0)}  # downtime within max(30 ms, 25 %)
+
+
 def predicted_vs_measured(predicted: Sequence[float], measured: Sequence[float], *, what: str = "total time",
-                          unit: str = "s"):
-    """Scatter with the y = x line and +-10 % band."""
+                          unit: str = "s", tolerance: tuple[float, float] | None = None):
+    """Scatter with the y = x line and the tolerance band: ``tolerance = (relative, absolute)`` shades
+    ``|predicted - measured| <= max(absolute, relative x measured)`` (default: the figure's rule from
+    :data:`TOLERANCES`, else +-10 %)."""
+    rel, absolute = tolerance or TOLERANCES.get(what, (0.10, 0.0))
     fig, ax = plt.subplots(figsize=(5, 5))
     p, m = np.asarray(predicted, float), np.asarray(measured, float)
-    ax.scatter(m, p, s=18, label="migration")
+    ax.scatter(m, p, s=18, label="migration", zorder=3)
     hi = float(max(p.max(initial=0), m.max(initial=0))) * 1.05 or 1.0
-    xs = np.linspace(0, hi, 10)
+    xs = np.linspace(0, hi, 200)
+    band = np.maximum(absolute, rel * xs)
     ax.plot(xs, xs, color="black", linewidth=0.8, label="exact")
-    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="grey", alpha=0.2, label="+-10 %")
+    rule = f"max({absolute:g} {unit}, {rel:.0%})" if absolute else f"+-{rel:.0%}"
+    ax.fill_between(xs, np.maximum(xs - band, 0), xs + band, color="grey", alpha=0.2, label=f"within {rule}")
     ax.set_xlim(0, hi)
     ax.set_ylim(0, hi)
     ax.set_xlabel(f"measured {what} [{unit}]")
@@ -233,28 +300,85 @@ def predicted_vs_measured(predicted: Sequence[float], measured: Sequence[float],
     return fig
 
 
-def verdict_grid(cells: list[dict], *, title: str = "Predicted total migration time"):
-    """Heatmap bandwidth x max downtime coloured by total time; non-converging cells grey."""
+def verdict_grid(cells: list[dict], *, title: str = "Predicted total migration time",
+                 min_bandwidth_Bps: float | None = None, max_downtime_s: float | None = None):
+    """Bandwidth x max downtime, each cell coloured and labelled with the total time, grey where it does
+    not converge; both axes logarithmic with the grid's own values as ticks; the convergence boundary
+    (between the last failing and the first converging bandwidth of each column) drawn, and the
+    plan's minimum bandwidth at its downtime marked when given."""
     bws = sorted({c["bandwidth_Bps"] for c in cells})
     dts = sorted({c["max_downtime_s"] for c in cells})
     z = np.full((len(bws), len(dts)), np.nan)
     for c in cells:
         if c["converged"]:
             z[bws.index(c["bandwidth_Bps"]), dts.index(c["max_downtime_s"])] = c["total_time_s"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.set_facecolor("#dddddd")
-    mesh = ax.imshow(z, origin="lower", aspect="auto", cmap="viridis")
-    for i in range(len(bws)):
-        for j in range(len(dts)):
-            ax.text(j, i, "no" if np.isnan(z[i, j]) else f"{z[i, j]:.3g}s", ha="center", va="center", fontsize=7,
-                    color="black" if np.isnan(z[i, j]) else "white")
-    ax.set_xticks(range(len(dts)), [f"{d * 1000:g} ms" for d in dts])
-    ax.set_yticks(range(len(bws)), [f"{b * 8 / 1e9:.3g} Gbit/s" for b in bws])
+    yv, xv = np.array(bws) * 8 / 1e9, np.array(dts) * 1000  # Gbit/s, ms
+    ye, xe = _edges(yv, True), _edges(xv, True)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    finite = z[np.isfinite(z)]
+    lo, hi = (finite.min(), finite.max()) if len(finite) else (1.0, 2.0)
+    norm = LogNorm(lo, hi) if lo > 0 and hi / lo > 30 else Normalize(lo, hi if hi > lo else lo + 1)
+    cmap = plt.get_cmap("viridis")
+    ax.pcolormesh(xe, ye, np.where(np.isnan(z), 1.0, np.nan), cmap=matplotlib.colors.ListedColormap(["#d0d0d0"]),
+                  vmin=0, vmax=1)
+    mesh = ax.pcolormesh(xe, ye, np.ma.masked_invalid(z), cmap=cmap, norm=norm)
+    for i, y in enumerate(yv):
+        for j, x in enumerate(xv):
+            v = z[i, j]
+            if np.isnan(v):
+                ax.text(x, y, "no", ha="center", va="center", fontsize=8, color="black")
+                continue
+            r, g, b, _ = cmap(norm(v))
+            ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"  # readable on its cell
+            ax.text(x, y, fmt_duration(v), ha="center", va="center", fontsize=8, color=ink)
+    handles = [Patch(facecolor="#d0d0d0", edgecolor="grey", label="does not converge")]
+    bx, by = _grid_boundary(np.isfinite(z), xe, ye)
+    if len(bx):
+        ax.plot(bx, by, color="tab:red", linewidth=2.2)
+        handles.append(Line2D([], [], color="tab:red", linewidth=2.2, label="convergence boundary (grid)"))
+    if min_bandwidth_Bps is not None:
+        my = min_bandwidth_Bps * 8 / 1e9
+        ax.axhline(my, color="tab:orange", linestyle="--", linewidth=1.2)
+        mx = (max_downtime_s * 1000) if max_downtime_s is not None else None
+        if mx is not None:
+            ax.plot([mx], [my], marker="*", markersize=14, color="tab:orange", markeredgecolor="black")
+        at = f" at {fmt_duration(max_downtime_s)}" if max_downtime_s is not None else ""
+        handles.append(Line2D([], [], color="tab:orange", linestyle="--", marker="*" if mx is not None else None,
+                              label=f"minimum bandwidth{at}: {fmt_bits(min_bandwidth_Bps)}"))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(xe[0], xe[-1])
+    ax.set_ylim(ye[0], ye[-1])
+    ax.set_xticks(xv, [f"{v:g}" for v in xv])
+    ax.set_yticks(yv, [f"{v:g}" for v in yv])
+    ax.minorticks_off()
     ax.set_xlabel("max downtime [ms]")
     ax.set_ylabel("bandwidth [Gbit/s]")
-    ax.set_title(title + " (grey: does not converge)")
-    fig.colorbar(mesh, ax=ax, label="total time [s]")
+    ax.set_title(title)
+    bar = fig.colorbar(mesh, ax=ax, label="total time [s]")
+    if isinstance(norm, LogNorm):
+        _plain_ticks(bar.ax.yaxis)
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.14), ncol=2, frameon=False)
     return fig
+
+
+def _grid_boundary(ok: np.ndarray, xe: np.ndarray, ye: np.ndarray) -> tuple[list[float], list[float]]:
+    """A step line along the cell edges below the first converging row of each column (the lowest
+    bandwidth from which on every cell converges); a column that never converges draws nothing."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for j in range(ok.shape[1]):
+        col = ok[:, j]
+        if not col[-1]:
+            continue
+        i = len(col) - 1
+        while i > 0 and col[i - 1]:
+            i -= 1
+        if i == 0:
+            continue  # converges at every bandwidth of the grid: the boundary is below it
+        xs += [float(xe[j]), float(xe[j + 1])]
+        ys += [float(ye[i]), float(ye[i])]
+    return xs, ys
 
 
 # ------------------------------------------------------------------ many migrations (sweeps)
@@ -294,96 +418,122 @@ def convergence_map(df, x: str = DIRTY_RATE, y: str = BANDWIDTH, *, color: str =
     ``invalid``) are left out. Other swept columns must be fixed by the caller (filter the
     table), otherwise they are pooled the same way.
     """
-    from matplotlib.colors import ListedColormap
-
-    if RATIO in (x, y):
-        df = with_ratio(df)
-    for c in (x, y, color, "converged"):
-        if c not in df.columns:
-            raise ValueError(f"column {c!r} is not in the sweep table; columns: {', '.join(map(str, df.columns))}")
-    df = df[df["outcome"] != "invalid"] if "outcome" in df.columns else df
-    if df.empty:
-        raise ValueError("the sweep table has no valid scenario to draw")
-    swept = downtime in df.columns and downtime not in (x, y)
-    limits = [float(v) for v in sorted(df[downtime].unique())] if swept else [None]
+    grid = _MapGrid(df, x, y, color, downtime, max_cells)
+    limits = grid.limits
     if boundaries is None:
         boundaries = limits if len(limits) <= 6 else [limits[int(round(i))] for i in np.linspace(0, len(limits) - 1, 6)]
     if color_at is None:
         color_at = limits[-1]
-    _, _, xs_ = quantity(x)
-    _, _, ys_ = quantity(y)
-    clabel, cunit, cscale = quantity(color)
-    xall, yall = df[x].to_numpy(float) / xs_, df[y].to_numpy(float) / ys_
-    logx, logy = _spans_decades(xall), _spans_decades(yall)
-    xc, xe, xbin = _cells(xall, logx, max_cells)
-    yc, ye, ybin = _cells(yall, logy, max_cells)
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(10.5, 5.5))
+    share, value = grid.cells(color_at)
+    handles = _map_background(ax, grid, share, value, color_at)
+    handles += _map_boundaries(ax, grid, boundaries, color_at, share)
+    if grid.logx:
+        ax.set_xscale("log")
+        _plain_ticks(ax.xaxis)
+    if grid.logy:
+        ax.set_yscale("log")
+        _plain_ticks(ax.yaxis)
+    ax.set_xlim(grid.xe[0], grid.xe[-1])
+    ax.set_ylim(grid.ye[0], grid.ye[-1])
+    if RATIO in (x, y):
+        (ax.axvline if x == RATIO else ax.axhline)(1.0, color="black", linewidth=0.8, linestyle=":")
+        handles.append(Line2D([], [], color="black", linestyle=":", label="dirty rate = bandwidth"))
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
+    # Off the data: below the axes, so no boundary or cell hides behind it.
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.13), ncol=2, frameon=False)
+    ax.set_title(title or f"Convergence map: {grid.clabel} over {quantity(x)[0]} x {quantity(y)[0]}")
+    return fig or ax.figure
 
-    def grids(limit: float | None) -> tuple[np.ndarray, np.ndarray]:
+
+class _MapGrid:
+    """A sweep table binned onto the map's cells: which cell each scenario falls in, and per cell the
+    share that converges and the median colour value, for one downtime limit at a time."""
+
+    def __init__(self, df, x: str, y: str, color: str, downtime: str, max_cells: int) -> None:
+        if RATIO in (x, y):
+            df = with_ratio(df)
+        for c in (x, y, color, "converged"):
+            if c not in df.columns:
+                raise ValueError(f"column {c!r} is not in the sweep table; columns: {', '.join(map(str, df.columns))}")
+        df = df[df["outcome"] != "invalid"] if "outcome" in df.columns else df
+        if df.empty:
+            raise ValueError("the sweep table has no valid scenario to draw")
+        self.downtime = downtime if downtime in df.columns and downtime not in (x, y) else None
+        self.limits: list[float | None] = (
+            [float(v) for v in sorted(df[downtime].unique())] if self.downtime else [None])
+        self.clabel, self.cunit, cscale = quantity(color)
+        xall, yall = df[x].to_numpy(float) / quantity(x)[2], df[y].to_numpy(float) / quantity(y)[2]
+        self.logx, self.logy = _spans_decades(xall), _spans_decades(yall)
+        self.xc, self.xe, self.xbin = _cells(xall, self.logx, max_cells)
+        self.yc, self.ye, self.ybin = _cells(yall, self.logy, max_cells)
+        self.dt = df[downtime].to_numpy(float) if self.downtime else None
+        self.conv = df["converged"].to_numpy(bool)
+        self.val = df[color].to_numpy(float) / cscale
+
+    def cells(self, limit: float | None) -> tuple[np.ndarray, np.ndarray]:
         """Share converging and median colour value per cell (nan: no scenario in the cell)."""
-        mask = np.ones(len(df), bool) if limit is None else np.isclose(df[downtime].to_numpy(float), limit)
+        mask = np.ones(len(self.conv), bool) if limit is None else np.isclose(self.dt, limit)
         if not mask.any():
-            raise ValueError(f"no scenario with {downtime} = {limit!r}; the table has {limits}")
-        ix, iy = xbin[mask], ybin[mask]
-        conv = df["converged"].to_numpy(bool)[mask]
-        val = df[color].to_numpy(float)[mask] / cscale
-        share = np.full((len(yc), len(xc)), np.nan)
-        value = np.full((len(yc), len(xc)), np.nan)
-        cell = iy * len(xc) + ix
+            raise ValueError(f"no scenario with {self.downtime} = {limit!r}; the table has {self.limits}")
+        cell = self.ybin[mask] * len(self.xc) + self.xbin[mask]
+        conv, val = self.conv[mask], self.val[mask]
+        share = np.full((len(self.yc), len(self.xc)), np.nan)
+        value = np.full_like(share, np.nan)
         order = np.argsort(cell, kind="stable")
-        cells, starts = np.unique(cell[order], return_index=True)
-        for k, (c, a) in enumerate(zip(cells, starts)):
-            b = starts[k + 1] if k + 1 < len(starts) else len(order)
-            members = order[a:b]
+        ids, starts = np.unique(cell[order], return_index=True)
+        for k, (c, a) in enumerate(zip(ids, starts)):
+            members = order[a:starts[k + 1] if k + 1 < len(starts) else len(order)]
             share.flat[c] = conv[members].mean()
             ok = members[conv[members]]
             if len(ok) and share.flat[c] >= 0.5:
                 value.flat[c] = np.median(val[ok])
         return share, value
 
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(8.5, 5.5))
-    fig_ = fig or ax.figure
-    share, value = grids(color_at)
+
+def _map_background(ax, grid: _MapGrid, share: np.ndarray, value: np.ndarray, color_at: float | None) -> list:
+    """Grey where it does not converge, the colour value where it does; returns the legend handles."""
+    from matplotlib.colors import ListedColormap
+
     finite = value[np.isfinite(value)]
     if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 30:
         norm = LogNorm(finite.min(), finite.max())
     else:
         norm = Normalize(*(finite.min(), finite.max()) if len(finite) else (0.0, 1.0))
     failing = np.where(share < 0.5, 1.0, np.nan)
-    ax.pcolormesh(xe, ye, np.ma.masked_invalid(failing), cmap=ListedColormap(["#d0d0d0"]), vmin=0, vmax=1)
-    mesh = ax.pcolormesh(xe, ye, np.ma.masked_invalid(value), cmap="viridis", norm=norm)
+    ax.pcolormesh(grid.xe, grid.ye, np.ma.masked_invalid(failing), cmap=ListedColormap(["#d0d0d0"]), vmin=0, vmax=1)
+    mesh = ax.pcolormesh(grid.xe, grid.ye, np.ma.masked_invalid(value), cmap="viridis", norm=norm)
     at_txt = f" at max downtime {color_at * 1000:g} ms" if color_at is not None else ""
-    fig_.colorbar(mesh, ax=ax, label=f"{clabel} [{cunit}]{at_txt}")
+    bar = ax.figure.colorbar(mesh, ax=ax, label=f"{grid.clabel} [{grid.cunit}]{at_txt}")
+    if isinstance(norm, LogNorm):
+        _plain_ticks(bar.ax.yaxis)
     handles = [Patch(facecolor="#d0d0d0", edgecolor="grey", label="does not converge" + at_txt)]
     if np.isnan(share).any():
         handles.append(Patch(facecolor="white", edgecolor="grey", label="no scenario in this cell"))
+    return handles
+
+
+def _map_boundaries(ax, grid: _MapGrid, boundaries: Sequence[float | None], color_at: float | None,
+                    share_at_color: np.ndarray) -> list:
+    """One contour where half the scenarios of a cell converge, per downtime limit; legend handles."""
+    handles = []
     styles = ["-", "--", "-.", ":"]
     cmap = plt.get_cmap("autumn")
     for i, limit in enumerate(boundaries):
-        conv = share if limit == color_at else grids(limit)[0]
+        conv = share_at_color if limit == color_at else grid.cells(limit)[0]
         finite_share = conv[np.isfinite(conv)]
         if not len(finite_share) or finite_share.min() >= 0.5 or finite_share.max() < 0.5:
             continue  # converges everywhere or nowhere: no boundary to draw
         c = cmap(i / max(len(boundaries) - 1, 1) * 0.8)
         ls = styles[i % len(styles)]
-        ax.contour(xc, yc, np.ma.masked_invalid(conv), levels=[0.5], colors=[c], linestyles=[ls], linewidths=2)
+        ax.contour(grid.xc, grid.yc, np.ma.masked_invalid(conv), levels=[0.5], colors=[c], linestyles=[ls],
+                   linewidths=2)
         lab = "convergence boundary" + (f", max downtime {limit * 1000:g} ms" if limit is not None else "")
         handles.append(Line2D([], [], color=c, linestyle=ls, linewidth=2, label=lab))
-    if logx:
-        ax.set_xscale("log")
-    if logy:
-        ax.set_yscale("log")
-    ax.set_xlim(xe[0], xe[-1])
-    ax.set_ylim(ye[0], ye[-1])
-    if RATIO in (x, y):
-        (ax.axvline if x == RATIO else ax.axhline)(1.0, color="black", linewidth=0.8, linestyle=":")
-        handles.append(Line2D([], [], color="black", linestyle=":", label="dirty rate = bandwidth"))
-    ax.set_xlabel(axis_label(x))
-    ax.set_ylabel(axis_label(y))
-    ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.9)
-    ax.set_title(title or f"Convergence map: {clabel} over {quantity(x)[0]} x {quantity(y)[0]}")
-    return fig_
+    return handles
 
 
 def _cells(values: np.ndarray, log: bool, max_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -21,6 +21,12 @@ from simkvm.model.result import Action  # noqa: E402
 UNIT = re.compile(r"\[[^\]]+\]")
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plot.plt.close("all")
+
+
 def _plan(**changes):
     base = simkvm.Plan.from_dict({
         "name": "t", "vm": {"memory": "4GiB", "disks": [{"size": "2GiB", "allocated": "1GiB"}]},
@@ -231,3 +237,117 @@ def test_ratio_curve_effect_lines_policy_comparison_and_fleet_times_are_readable
     fig = plot.fleet_times(["a", "b", "c"], [600, None, 3000], [True, False, True], window_s=3000)
     _readable(fig)
     assert "1 of 3 VMs fit" in fig.axes[0].get_title()  # 10 min, skip b, then 60 min > 50 min window
+
+
+# ------------------------------------------------------------------ what a planner reads at a glance
+def _no_power_ticks(fig) -> None:
+    """Tick labels are plain numbers, never 10^k mathtext."""
+    fig.canvas.draw()
+    for ax in fig.axes:
+        for tick in ax.get_xticklabels() + ax.get_yticklabels():
+            assert "^" not in tick.get_text(), tick.get_text()
+
+
+def test_verdict_grid_log_axes_boundary_minimum_and_readable_cell_text():
+    plan = simkvm.Plan.from_file("plans/nonconverging.yaml")
+    bws, dts = [1.25e7, 1.25e8, 3.125e8, 1.25e9, 5e9], [0.03, 0.3, 2.0]
+    cells = simkvm.planner.grid(plan, bws, dts)
+    mb = simkvm.planner.min_bandwidth_Bps(plan)
+    fig = plot.verdict_grid(cells, min_bandwidth_Bps=mb, max_downtime_s=0.3)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and ax.get_xscale() == "log"
+    assert ax.get_ylabel() == "bandwidth [Gbit/s]"
+    _no_power_ticks(fig)
+    # The boundary: a line between the last failing and the first converging bandwidth of each column.
+    boundary = [ln for ln in ax.lines if ln.get_color() == "tab:red"]
+    assert boundary
+    xs, ys = boundary[0].get_xdata(), boundary[0].get_ydata()
+    checked = 0
+    for x0, x1, level in zip(xs[::2], xs[1::2], ys[::2]):
+        for c in cells:
+            if x0 < c["max_downtime_s"] * 1000 < x1:
+                assert c["converged"] == (c["bandwidth_Bps"] * 8 / 1e9 > level), c
+                checked += 1
+    assert checked == len(cells)  # every column of this grid flips once
+    # The minimum bandwidth at the plan's downtime is marked where it is, in Gbit/s like the axis.
+    star = [ln for ln in ax.lines if ln.get_marker() == "*"]
+    assert star and star[0].get_ydata()[0] == pytest.approx(mb * 8 / 1e9)
+    assert any("minimum bandwidth" in t.get_text() and "Gbit/s" in t.get_text()
+               for t in ax.get_legend().get_texts())
+    # Every cell's text contrasts with its cell: dark ink on light cells, light ink on dark ones.
+    mesh = ax.collections[1]
+    for text in ax.texts:
+        if text.get_text() == "no":
+            continue
+        value = next(c["total_time_s"] for c in cells if c["converged"]
+                     and abs(c["max_downtime_s"] * 1000 - text.get_position()[0]) < 1e-6
+                     and abs(c["bandwidth_Bps"] * 8 / 1e9 - text.get_position()[1]) < 1e-9)
+        r, g, b, _ = mesh.cmap(mesh.norm(value))
+        cell_light = 0.299 * r + 0.587 * g + 0.114 * b
+        ink = np.array(matplotlib.colors.to_rgb(text.get_color())).mean()
+        assert abs(cell_light - ink) > 0.4, (text.get_text(), cell_light, ink)
+
+
+def test_plan_plot_says_where_it_wrote(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "grid.png"
+    proc = subprocess.run([sys.executable, "-m", "simkvm", "plan", "plans/nonconverging.yaml", "--bandwidths",
+                           "1Gbit/s,10Gbit/s", "--downtimes", "300ms", "--plot", str(out)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0 and out.stat().st_size > 0
+    assert f"written to {out}" in proc.stderr
+
+
+def test_bytes_per_iteration_is_on_a_log_axis():
+    fig = plot.bytes_per_iteration(simkvm.simulate(simkvm.Plan.from_file("plans/example.yaml")))
+    assert fig.axes[0].get_yscale() == "log"
+    _no_power_ticks(fig)
+
+
+def test_downtime_scatter_band_is_the_validation_rule():
+    """The shaded band is max(30 ms, 25 %): +-30 ms at 40 ms, +-100 ms at 400 ms."""
+    fig = plot.predicted_vs_measured([40, 400], [40, 400], what="downtime", unit="ms")
+    band = fig.axes[0].collections[-1].get_paths()[0].vertices
+    upper = band[band[:, 1] >= band[:, 0]]
+    upper = upper[np.argsort(upper[:, 0])]
+    for x, half in ((40, 30), (400, 100)):
+        assert np.interp(x, upper[:, 0], upper[:, 1]) == pytest.approx(x + half, rel=0.01)
+    assert any("max(30 ms, 25%)" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+
+
+def test_comparison_one_unit_distinct_downtime_colours_and_right_labels():
+    big = simkvm.Plan.from_file("plans/example.yaml")  # 16 GiB: GiB on the timeline
+    a = simkvm.simulate(big)
+    b = simkvm.simulate(big.with_(**{"link.bandwidth": "25Gbit/s"}))
+    fig = plot.comparison(a, b)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == plot.timeline(a).axes[0].get_ylabel() == "remaining [GiB]"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("predicted 1" in s for s in labels) and any("predicted 2" in s for s in labels)
+    assert not any("measured" in s for s in labels)  # two predictions: neither is called measured
+    downtime = [p for p in ax.patches if "downtime" in (p.get_label() or "")]
+    assert len(downtime) == 2
+    assert not np.allclose(downtime[0].get_facecolor(), downtime[1].get_facecolor())
+
+
+def test_long_timeline_is_in_minutes_or_hours():
+    plan = simkvm.Plan.from_file("plans/nonconverging.yaml")
+    short = plot.timeline(simkvm.simulate(_plan()))
+    assert short.axes[-1].get_xlabel().endswith("[s]")
+    long = simkvm.simulate(plan.with_(policy="nova"))  # hours of downtime steps
+    assert long.total_time_s > 3 * 3600
+    ax = plot.timeline(long).axes[-1]
+    assert ax.get_xlabel().endswith("[h]")
+    assert ax.get_xlim()[1] < 10  # hours, not seconds
+
+
+def test_convergence_map_legend_is_off_the_data_and_ticks_are_plain(grid_table):
+    fig = plot.convergence_map(grid_table)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    axes_box = ax.get_window_extent()
+    assert legend.y1 <= axes_box.y0 + 1  # below the axes, not over the cells
+    _no_power_ticks(fig)
