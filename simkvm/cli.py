@@ -15,6 +15,7 @@ import importlib
 import sys
 from typing import Sequence
 
+from . import __version__
 from .model.errors import EnvironmentProblem, MigrationFailed, UserError
 
 # Modules that contribute sub-commands, in the order of `simkvm --help`.
@@ -22,12 +23,14 @@ COMMAND_MODULES = [
     "simkvm.commands.predict",
     "simkvm.commands.plan",
     "simkvm.commands.policies",
+    "simkvm.commands.fleet",
     "simkvm.commands.bench",
     "simkvm.commands.sweep",
     "simkvm.commands.testbed",
     "simkvm.commands.migrate",
     "simkvm.commands.campaign",
     "simkvm.commands.preflight",
+    "simkvm.commands.tools",
 ]
 
 
@@ -40,6 +43,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="simkvm", description="Predict and check KVM/QEMU live migrations.")
+    parser.add_argument("--version", action="version", version=f"simkvm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         try:

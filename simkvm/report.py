@@ -7,7 +7,7 @@ from __future__ import annotations
 from .model.result import Result
 from .model.units import fmt_bytes, fmt_duration, fmt_rate
 
-_VERDICT = {
+VERDICT = {
     "converged": "CONVERGES",
     "postcopy": "CONVERGES via post-copy",
     "paused": "FORCED by pausing the guest",
@@ -17,12 +17,12 @@ _VERDICT = {
 }
 
 
-def format_result(result: Result, *, title: str | None = None, max_rows: int = 40) -> str:
+def format_result(result: Result, *, title: str | None = None, max_rows: int = 40, rounds: bool = True) -> str:
     what = "predicted" if result.source == "simulated" else "measured"
     lines = []
     if title:
         lines.append(title)
-    lines.append(f"verdict ({what}): {_VERDICT.get(result.outcome, result.outcome.upper())}")
+    lines.append(f"verdict ({what}): {VERDICT.get(result.outcome, result.outcome.upper())}")
     lines.append(f"  {result.reason}")
     lines.append("")
     rows = [
@@ -51,27 +51,33 @@ def format_result(result: Result, *, title: str | None = None, max_rows: int = 4
             value = "" if a.value is None else (
                 fmt_duration(a.value) if a.action == "set_downtime" else f"{a.value:g}")
             lines.append(f"  {fmt_duration(a.time_s):>9}  {a.action} {value}")
-    if result.round_records:
+    if rounds and result.round_records:
         lines.append("")
         lines.append(format_rounds(result, max_rows=max_rows))
     return "\n".join(lines)
 
 
-def format_rounds(result: Result, *, max_rows: int = 40) -> str:
-    header = f"{'iter':>4} {'start':>9} {'duration':>9} {'remaining':>11} {'sent':>11} {'dirtied':>11} " \
-             f"{'dirty rate':>12} {'bandwidth':>12} {'threshold':>11}"
-    out = [header]
-    records = result.round_records
-    shown = records if len(records) <= max_rows else records[: max_rows // 2] + [None] + records[-max_rows // 2:]
-    for r in shown:
-        if r is None:
-            out.append(f"{'...':>4}")
-            continue
+ROUND_HEADER = ("iter", "start", "duration", "remaining", "sent", "dirtied", "dirty rate", "bandwidth", "threshold")
+
+
+def round_rows(result: Result) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The per-iteration table as formatted cells (the text table and the HTML page share them)."""
+    rows = []
+    for r in result.round_records:
         rate = r.get("memory_dirty_rate") or 0.0
-        out.append(
-            f"{r['memory_iteration']:>4} {fmt_duration(r['time_elapsed_s']):>9} {fmt_duration(r.get('duration_s') or 0):>9} "
-            f"{fmt_bytes(r['memory_remaining']):>11} {fmt_bytes(r.get('sent_bytes') or 0):>11} "
-            f"{fmt_bytes(r.get('dirtied_bytes') or 0):>11} {rate:>8,.0f} p/s {fmt_rate(r.get('memory_bps') or 0):>12} "
-            f"{fmt_bytes(r.get('threshold_bytes') or 0):>11}"
-        )
+        rows.append((
+            str(r["memory_iteration"]), fmt_duration(r["time_elapsed_s"]), fmt_duration(r.get("duration_s") or 0),
+            fmt_bytes(r["memory_remaining"]), fmt_bytes(r.get("sent_bytes") or 0),
+            fmt_bytes(r.get("dirtied_bytes") or 0), f"{rate:,.0f} p/s", fmt_rate(r.get("memory_bps") or 0),
+            fmt_bytes(r.get("threshold_bytes") or 0)))
+    return ROUND_HEADER, rows
+
+
+def format_rounds(result: Result, *, max_rows: int = 40) -> str:
+    widths = (4, 9, 9, 11, 11, 11, 12, 12, 11)
+    header, rows = round_rows(result)
+    out = [" ".join(f"{h:>{w}}" for h, w in zip(header, widths))]
+    shown = rows if len(rows) <= max_rows else rows[: max_rows // 2] + [None] + rows[-max_rows // 2:]
+    for row in shown:
+        out.append(f"{'...':>4}" if row is None else " ".join(f"{c:>{w}}" for c, w in zip(row, widths)))
     return "\n".join(out)

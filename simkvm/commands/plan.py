@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import planner
 from ..model.units import fmt_bits, fmt_bytes, fmt_duration, fmt_rate, parse_duration, parse_fraction, parse_rate
-from .predict import add_plan_flags, plan_from_args
+from .predict import add_plan_flags, command_line, plan_from_args
 
 DEFAULT_BANDWIDTHS = "100Mbit/s,1Gbit/s,2.5Gbit/s,10Gbit/s,25Gbit/s,40Gbit/s,100Gbit/s"
 DEFAULT_DOWNTIMES = "30ms,100ms,300ms,1s,2s"
@@ -19,6 +19,9 @@ def _list(text: str, parse, what: str) -> list[float]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from ..htmlreport import check_target
+
+    check_target(args.html)
     plan = plan_from_args(args)
     bws = _list(args.bandwidths, parse_rate, "--bandwidths")
     dts = _list(args.downtimes, parse_duration, "--downtimes")
@@ -40,13 +43,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
         spread = parse_fraction(args.uncertainty, "--uncertainty")
         mc = planner.monte_carlo(plan, spread, samples=args.samples, seed=args.seed)
         out["monte_carlo"] = mc.to_dict()
-    if args.plot:
+    if args.plot or args.html:
         from .. import plot
 
-        plot.save(plot.verdict_grid(cells, title=f"{plan.name}: predicted total time",
-                                    min_bandwidth_Bps=out["min_bandwidth_Bps"],
-                                    max_downtime_s=plan.migration.max_downtime_s), args.plot)
-        print(f"grid written to {args.plot}", file=sys.stderr)
+        fig = plot.verdict_grid(cells, title=f"{plan.name}: predicted total time",
+                                min_bandwidth_Bps=out["min_bandwidth_Bps"], max_downtime_s=plan.migration.max_downtime_s)
+        if args.plot:
+            fig.savefig(args.plot, dpi=110, bbox_inches="tight")
+            print(f"grid written to {args.plot}", file=sys.stderr)
+        if args.html:
+            from .. import htmlreport
+
+            if "monte_carlo" in out:
+                out["monte_carlo_summary"] = f"uncertainty {args.uncertainty}, {mc.summary()}"
+            htmlreport.write(args.html, htmlreport.plan_page(plan, out, grid_figure=fig, command=command_line()))
+            out.pop("monte_carlo_summary", None)
+            print(f"report written to {args.html}", file=sys.stderr)
+        plot.plt.close(fig)
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         print()
@@ -95,5 +108,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=300, help="Monte Carlo samples (default 300)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--plot", metavar="PNG", help="draw the grid as a heatmap with the convergence boundary")
+    p.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page (verdict, tables, figures)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)

@@ -106,6 +106,9 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from ..htmlreport import check_target
+
+    check_target(args.html)
     plan = plan_from_args(args)
     result = simulate(plan, reference=args.reference)
     result.plan = plan.to_dict()
@@ -119,7 +122,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         plot.save(plot.timeline(result), args.plot)
         print(f"timeline written to {args.plot}", file=sys.stderr)
+    if args.html:
+        from .. import htmlreport
+
+        htmlreport.write(args.html, htmlreport.predict_page(result, command=command_line()))
+        print(f"report written to {args.html}", file=sys.stderr)
     return 0
+
+
+def command_line() -> str:
+    """What the user typed, for the report's header."""
+    import shlex
+
+    return "simkvm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -130,6 +145,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--compact", action="store_true", help="with --json: on one line")
     p.add_argument("--plot", metavar="PNG", help="also draw the timeline to this file")
+    p.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page (verdict, tables, figures)")
     p.add_argument("--reference", action="store_true",
                    help="walk QEMU's loop check by check instead of jumping between events (slow; for checks)")
     p.set_defaults(func=cmd_predict)
