@@ -172,3 +172,19 @@ def plan_page(plan, out: dict[str, Any], *, grid_figure=None, command: str | Non
         parts.append(section("Uncertainty", paragraph(out["monte_carlo_summary"])))
     parts.append(plan_parts(plan.to_dict()))
     return page(f"simkvm plan: {plan.name}", *parts, command=command)
+
+
+def compare_page(first, second, comparison_text: str, *, command: str | None = None) -> str:
+    """Prediction against measurement: both verdicts, the error table as the command prints it, one figure."""
+    from . import plot
+
+    kinds = ["predicted" if r.source == "simulated" else "measured" for r in (first, second)]
+    agree = first.outcome == second.outcome
+    name = (first.plan or {}).get("name") or (second.plan or {}).get("name") or "migration"
+    box = verdict(f"{kinds[0]} {first.outcome}, {kinds[1]} {second.outcome}: "
+                  + ("they agree" if agree else "they disagree"), tone="good" if agree else "bad")
+    parts = [box, section("Errors (predicted - measured)", text(comparison_text)),
+             section("Timeline", figure(plot.comparison(first, second), "both results over time")),
+             section(f"{kinds[0].capitalize()} result", *result_parts(first, with_figures=False)),
+             section(f"{kinds[1].capitalize()} result", *result_parts(second, with_figures=False))]
+    return page(f"simkvm compare: {name}", *parts, command=command)

@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from simkvm import Plan, simulate
+from simkvm import load_plan, simulate
 
 
 class _Page(HTMLParser):
@@ -69,7 +69,7 @@ def test_predict_html_has_the_verdict_rounds_and_inline_figures(tmp_path):
     proc = _run("predict", "plans/example.yaml", "--html", str(out))
     assert proc.returncode == 0 and f"report written to {out}" in proc.stderr
     page = _page(out)
-    result = simulate(Plan.from_file("plans/example.yaml"))
+    result = simulate(load_plan("plans/example.yaml"))
     text = " ".join(page.text)
     assert "predicted: CONVERGES" in text and result.reason in text
     rounds = next(t for t in page.tables if t[0][0] == "iter")
@@ -118,3 +118,17 @@ def test_html_into_a_missing_directory_is_one_line_exit_2(command, tmp_path):
     proc = _run(*command, "--html", str(tmp_path / "nope" / "r.html"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_compare_html_has_both_verdicts_the_error_table_and_one_figure(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(_run("predict", "plans/example.yaml", "--json").stdout)
+    b.write_text(_run("predict", "plans/example.yaml", "--bandwidth", "25Gbit/s", "--json").stdout)
+    out = tmp_path / "compare.html"
+    proc = _run("compare", str(a), str(b), "--html", str(out))
+    assert proc.returncode == 0, proc.stderr
+    page = _page(out)
+    text = " ".join(page.text)
+    assert "predicted converged, predicted converged: they agree" in text
+    assert "total time" in text and len(page.images) == 1
+    assert sum(t[0][0] == "iter" for t in page.tables) == 2  # each result's rounds

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from simkvm import Plan, planner, simulate
+from simkvm import Plan, load_plan, planner, simulate
 
 PLAN = {
     "vm": {"memory": "4GiB", "zero_fraction": 0.1},
@@ -79,7 +79,7 @@ def test_plan_cli_json(tmp_path):
 def test_bandwidth_raise_meets_the_time_limit_and_less_does_not():
     """The issue's case: 20 s is out of reach at 10 Gbit/s; the recommended raise reaches it, and the
     bandwidth it was bisected from, 5 % lower, does not."""
-    plan = Plan.from_file("plans/example.yaml")
+    plan = load_plan("plans/example.yaml")
     limit = 20.0
     assert simulate(plan, timeline=False).total_time_s > limit
     advice = planner.advise(plan, max_total_time_s=limit, max_bandwidth_Bps=25e9 / 8)
@@ -93,7 +93,7 @@ def test_bandwidth_raise_meets_the_time_limit_and_less_does_not():
 
 
 def test_without_max_bandwidth_a_note_says_why_no_raise():
-    plan = Plan.from_file("plans/example.yaml")
+    plan = load_plan("plans/example.yaml")
     advice = planner.advise(plan, max_total_time_s=20.0)
     assert not any(r["setting"].startswith("raise bandwidth") for r in advice.settings)
     assert any("--max-bandwidth" in n and "Gbit/s" in n for n in advice.notes), advice.notes
@@ -102,7 +102,7 @@ def test_without_max_bandwidth_a_note_says_why_no_raise():
 
 
 def test_monte_carlo_says_its_percentiles_are_over_converged_samples():
-    plan = Plan.from_file("plans/nonconverging.yaml")
+    plan = load_plan("plans/nonconverging.yaml")
     mc = planner.monte_carlo(plan, 0.2, samples=40, seed=3)
     assert mc.converged_samples == sum(r.converged for r in mc.results)
     assert mc.converged_probability == mc.converged_samples / 40

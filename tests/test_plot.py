@@ -249,7 +249,7 @@ def _no_power_ticks(fig) -> None:
 
 
 def test_verdict_grid_log_axes_boundary_minimum_and_readable_cell_text():
-    plan = simkvm.Plan.from_file("plans/nonconverging.yaml")
+    plan = simkvm.load_plan("plans/nonconverging.yaml")
     bws, dts = [1.25e7, 1.25e8, 3.125e8, 1.25e9, 5e9], [0.03, 0.3, 2.0]
     cells = simkvm.planner.grid(plan, bws, dts)
     mb = simkvm.planner.min_bandwidth_Bps(plan)
@@ -301,7 +301,7 @@ def test_plan_plot_says_where_it_wrote(tmp_path):
 
 
 def test_bytes_per_iteration_is_on_a_log_axis():
-    fig = plot.bytes_per_iteration(simkvm.simulate(simkvm.Plan.from_file("plans/example.yaml")))
+    fig = plot.bytes_per_iteration(simkvm.simulate(simkvm.load_plan("plans/example.yaml")))
     assert fig.axes[0].get_yscale() == "log"
     _no_power_ticks(fig)
 
@@ -318,7 +318,7 @@ def test_downtime_scatter_band_is_the_validation_rule():
 
 
 def test_comparison_one_unit_distinct_downtime_colours_and_right_labels():
-    big = simkvm.Plan.from_file("plans/example.yaml")  # 16 GiB: GiB on the timeline
+    big = simkvm.load_plan("plans/example.yaml")  # 16 GiB: GiB on the timeline
     a = simkvm.simulate(big)
     b = simkvm.simulate(big.with_(**{"link.bandwidth": "25Gbit/s"}))
     fig = plot.comparison(a, b)
@@ -333,7 +333,7 @@ def test_comparison_one_unit_distinct_downtime_colours_and_right_labels():
 
 
 def test_long_timeline_is_in_minutes_or_hours():
-    plan = simkvm.Plan.from_file("plans/nonconverging.yaml")
+    plan = simkvm.load_plan("plans/nonconverging.yaml")
     short = plot.timeline(simkvm.simulate(_plan()))
     assert short.axes[-1].get_xlabel().endswith("[s]")
     long = simkvm.simulate(plan.with_(policy="nova"))  # hours of downtime steps

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from simkvm.errors import UserError
-from simkvm.units import fmt_bits, fmt_bytes, fmt_duration, parse_rate, parse_size
+from simkvm.model.errors import UserError
+from simkvm.model.units import fmt_bits, fmt_bytes, fmt_duration, parse_rate, parse_size
 
 GiB = 2**30
 

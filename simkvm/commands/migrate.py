@@ -111,6 +111,9 @@ def _testbed_probe(domain: str) -> Any:
 def cmd_compare(args: argparse.Namespace) -> int:
     from ..compare import compare, format_comparison, load_pair, plot, to_jsonable
 
+    from ..htmlreport import check_target
+
+    check_target(args.html)
     predicted, measured = load_pair(args.predicted, args.measured)
     if predicted.source == "measured" and measured.source == "simulated":
         raise UserError("the first file is a measurement and the second a prediction; "
@@ -123,6 +126,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.plot:
         plot(predicted, measured, args.plot)
         print(f"figure written to {args.plot}", file=sys.stderr)
+    if args.html:
+        from .. import htmlreport
+        from .predict import command_line
+
+        htmlreport.write(args.html, htmlreport.compare_page(predicted, measured, format_comparison(comparison),
+                                                            command=command_line()))
+        print(f"report written to {args.html}", file=sys.stderr)
     return 0
 
 
@@ -165,4 +175,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("measured", nargs="?", help="measured result JSON")
     c.add_argument("--plot", metavar="PNG", help="draw remaining RAM and disk over time for both")
     c.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    c.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page (verdicts, table, figure)")
     c.set_defaults(func=cmd_compare)
