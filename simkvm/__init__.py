@@ -5,14 +5,16 @@ model of QEMU's pre-copy and libvirt's disk mirror; the executor
 (``simkvm migrate``) runs the same plan on real libvirt. Both return a
 :class:`Result` with the same fields and per-iteration ``rounds`` table.
 """
-from .model.errors import EnvironmentProblem, MigrationFailed, PlanError, SimkvmError, UserError
+from . import (
+    planner,
+    policies,
+    sweep,  # noqa: F401  simkvm.sweep(spec) -> DataFrame; simkvm.sweep.run_sweep(...)
+)
 from .load import load_plan
+from .model.errors import EnvironmentProblem, MigrationFailed, PlanError, SimkvmError, UserError
 from .model.plan import Plan
 from .model.result import Result
 from .sim import simulate
-from . import planner
-from . import policies
-from . import sweep  # noqa: F401  simkvm.sweep(spec) -> DataFrame; simkvm.sweep.run_sweep(...)
 
 __version__ = "0.1.0"
 

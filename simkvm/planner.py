@@ -191,8 +191,8 @@ def advise(plan: Plan, *, max_total_time_s: float | None = None, max_downtime_s:
     window loses the VM); XBZRLE; and each orchestration policy. A bandwidth raise is only offered
     when the caller says how much the link can give: the notes say so, and what it would take.
     """
-    from .policies import POLICIES
     from .model.units import fmt_bits, fmt_duration
+    from .policies import POLICIES
 
     limit_dt = max_downtime_s if max_downtime_s is not None else plan.migration.max_downtime_s
     notes: list[str] = []

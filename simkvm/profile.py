@@ -24,8 +24,8 @@ from typing import Any, Mapping
 
 from .guestos import os_nonzero_bytes
 from .io import read_yaml
-from .model.errors import PlanError
 from .model import codec
+from .model.errors import PlanError
 from .model.plan import Host, Plan
 from .model.units import parse_rate, parse_size
 

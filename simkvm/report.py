@@ -62,7 +62,7 @@ ROUND_HEADER = ("iter", "start", "duration", "remaining", "sent", "dirtied", "di
 
 def round_rows(result: Result) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
     """The per-iteration table as formatted cells (the text table and the HTML page share them)."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in result.round_records:
         rate = r.get("memory_dirty_rate") or 0.0
         rows.append((
@@ -77,7 +77,9 @@ def format_rounds(result: Result, *, max_rows: int = 40) -> str:
     widths = (4, 9, 9, 11, 11, 11, 12, 12, 11)
     header, rows = round_rows(result)
     out = [" ".join(f"{h:>{w}}" for h, w in zip(header, widths))]
-    shown = rows if len(rows) <= max_rows else rows[: max_rows // 2] + [None] + rows[-max_rows // 2:]
+    shown: list[tuple[str, ...] | None] = list(rows)
+    if len(rows) > max_rows:
+        shown = shown[: max_rows // 2] + [None] + shown[-max_rows // 2:]
     for row in shown:
         out.append(f"{'...':>4}" if row is None else " ".join(f"{c:>{w}}" for c, w in zip(row, widths)))
     return "\n".join(out)

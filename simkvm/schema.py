@@ -51,13 +51,13 @@ def _field(name: str, hint: Any) -> dict[str, Any]:
         return _quantity(suffix)
     if "fraction" in name:
         return _quantity("_frac")
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _object(hint)
     if origin in (typing.Union, types.UnionType):  # a name or a list of shares (layouts)
         return {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "number", "minimum": 0}}]}
     if origin is tuple and args and args[-1] is Ellipsis:
         item = args[0]
-        if dataclasses.is_dataclass(item):
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
             return {"type": "array", "items": _object(item)}
         if typing.get_origin(item) is tuple:  # (interval, bytes) pairs of a measured curve
             return {"type": "array", "items": {"type": "array", "prefixItems": [_quantity("_s"), _quantity("_bytes")],

@@ -38,10 +38,10 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .model.errors import PlanError, UserError
 from .io import read_yaml
 from .load import plan_from_dict, plan_from_file
 from .model import codec
+from .model.errors import PlanError, UserError
 from .model.plan import Plan
 from .model.result import ROUND_COLUMNS, Result
 from .sim import simulate
@@ -557,9 +557,9 @@ def _run_dask(spec: SweepSpec, tasks: Iterator[tuple[int, range, list]], schedul
         raise UserError(f"cannot reach the Dask scheduler {scheduler!r}: {exc}") from None
     try:
         spec_future = client.scatter(spec, broadcast=True)
-        tasks = list(tasks)
-        futures = client.map(_dask_task, [spec_future] * len(tasks), [t[0] for t in tasks],
-                             [t[1] for t in tasks], [t[2] for t in tasks], [rounds] * len(tasks), pure=False)
+        todo = list(tasks)
+        futures = client.map(_dask_task, [spec_future] * len(todo), [t[0] for t in todo],
+                             [t[1] for t in todo], [t[2] for t in todo], [rounds] * len(todo), pure=False)
         try:
             for fut in as_completed(futures):
                 store(*fut.result())

@@ -48,8 +48,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_expand(args: argparse.Namespace) -> int:
-    from ..validation.spec import load_campaign
     from ..validation.design import expanded_text
+    from ..validation.spec import load_campaign
 
     text = expanded_text(args.campaign)
     campaign = load_campaign(args.campaign)  # every drawn scenario passes the same checks as a written one

@@ -14,8 +14,8 @@ import sys
 from typing import Any
 
 from .. import planner
-from ..sim import simulate
 from ..model.units import fmt_bits, fmt_duration, parse_duration, parse_rate
+from ..sim import simulate
 
 
 def assess(csv: str, *, bandwidth: str, max_downtime: str, window: str,

@@ -7,9 +7,8 @@ import logging
 import sys
 from typing import Any
 
-from ..model.errors import MigrationFailed, UserError
 from ..load import plan_from_file
-from ..model.plan import Plan
+from ..model.errors import MigrationFailed, UserError
 from ..model.result import Result
 from ..model.units import parse_duration
 
@@ -49,9 +48,9 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from ..sim import simulate
     from ..executor.guestplan import plan_for_domain
     from ..executor.run import execute
+    from ..sim import simulate
 
     plan = plan_from_file(args.plan)
     src, dst = _host_uri(args.src), _host_uri(args.dst)
@@ -92,9 +91,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def _testbed_probe(domain: str) -> Any:
     """A prober for a testbed guest started with --network (its READY line says its address)."""
+    from ..executor.guestplan import guest_report
     from ..testbed.hosts import Testbed
     from ..testbed.network import GuestNetwork
-    from ..executor.guestplan import guest_report
 
     report = guest_report(domain) or {}
     ip = str(report.get("ip", "none")).split("/")[0]
@@ -110,7 +109,6 @@ def _testbed_probe(domain: str) -> Any:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from ..compare import compare, format_comparison, load_pair, plot, to_jsonable
-
     from ..htmlreport import check_target
 
     check_target(args.html)

@@ -6,9 +6,9 @@ import json
 import sys
 
 from ..model.plan import Plan
+from ..model.units import fmt_bytes, fmt_duration
 from ..policies import POLICIES
 from ..sim import simulate
-from ..model.units import fmt_bytes, fmt_duration
 from .predict import add_plan_flags, plan_from_args
 
 

@@ -6,9 +6,9 @@ import json
 import sys
 from typing import Any
 
-from ..model.errors import UserError
 from ..io import read_yaml, set_path
 from ..load import plan_from_dict
+from ..model.errors import UserError
 from ..model.plan import Plan
 from ..report import format_result
 from ..sim import simulate

@@ -26,9 +26,9 @@ def _periods(text: str) -> list[float]:
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    from .migrate import _host_uri
     from ..load import plan_from_file
     from ..preflight import format_report, preflight
+    from .migrate import _host_uri
 
     plan = plan_from_file(args.plan) if args.plan else None
     report = preflight(

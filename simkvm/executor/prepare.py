@@ -104,7 +104,7 @@ def domain_disks(dom: Any, src_conn: Any) -> list[DomainDisk]:
             backing_path = backing.get("file")
             bfmt = d.find("backingStore/format")
             backing_format = bfmt.get("type") if bfmt is not None else None
-        disks.append(DomainDisk(target.get("dev"), path, fmt, int(capacity), int(allocation),
+        disks.append(DomainDisk(target.get("dev", ""), path, fmt, int(capacity), int(allocation),
                                 backing_path, backing_format))
     return disks
 

@@ -38,9 +38,9 @@ from typing import Any, Iterator
 
 from ..model.errors import EnvironmentProblem, MigrationFailed, UserError
 from ..model.plan import Plan
-from ..policies import Policy, make_policy
 from ..model.result import Result
 from ..model.units import fmt_bytes, fmt_duration, fmt_rate
+from ..policies import Policy, make_policy
 from .control import Controller
 from .locate import Location, locate, redact_uri, settle
 from .monitor import JobMonitor, Sample, build_rounds, build_timeline

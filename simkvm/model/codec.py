@@ -13,12 +13,12 @@ import dataclasses
 import functools
 import types
 import typing
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .errors import PlanError
 from .units import parse_duration, parse_fraction, parse_rate, parse_size
 
-SUFFIX_PARSERS = {
+SUFFIX_PARSERS: dict[str, Callable[..., float]] = {
     "_bytes": parse_size,
     "_Bps": parse_rate,
     "_s": parse_duration,
@@ -166,7 +166,7 @@ def resolve(root: Any, key: str) -> tuple[Path, str, Any]:
     List sections take an index (``vm.disks.0.size``), checked against ``root``'s own list.
     """
     if not any(p.isdigit() for p in key.split(".")):
-        return _resolve_type(type(root), key)
+        return _resolve_type(type(root), key)  # type: ignore[arg-type]
     node_type: Any = type(root)
     node: Any = root
     steps: list[str | int] = []

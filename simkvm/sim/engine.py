@@ -11,9 +11,9 @@ import math
 
 import simpy
 
+from ..control import abort_message
 from ..model.plan import Plan
 from ..model.result import Result
-from ..control import abort_message
 from ..model.units import fmt_bytes, fmt_duration
 from ..policies import make_policy
 from .controller import controller
@@ -29,7 +29,7 @@ def simulate(plan: Plan, *, reference: bool = False, timeline: bool = True) -> R
     """Predict one migration. ``reference`` walks QEMU's loop check by check (slow, for proofs)."""
     env = simpy.Environment()
     _, process = start_migration(env, plan, reference=reference, timeline=timeline)
-    return env.run(until=process)
+    return env.run(until=process)  # type: ignore[return-value]  # the process returns the Result
 
 
 def start_migration(env: simpy.Environment, plan: Plan, *, reference: bool = False, timeline: bool = True,
@@ -139,8 +139,8 @@ def _finish(run: Run, *, converged: bool, outcome: str, reason: str) -> Result:
         precopy_time_s=max(stop - ram_start, 0.0) if run.ram_start_s else 0.0,
         network_convergence_s=network,
         postcopy_time_s=(now - run.resume_s) if outcome == "postcopy" else 0.0,
-        postcopy_pages_on_demand=getattr(run, "postcopy_pages", 0.0),
-        postcopy_degradation_s=getattr(run, "postcopy_degradation_s", 0.0),
+        postcopy_pages_on_demand=run.postcopy_pages,
+        postcopy_degradation_s=run.postcopy_degradation_s,
         ram_transferred_bytes=run.ram_sent,
         disk_transferred_bytes=run.disk_processed,
         disk_background_bytes=run.disk_background,

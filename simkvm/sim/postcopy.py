@@ -19,7 +19,7 @@ DISCARD_BYTES_PER_PAGE = 8  # a dirty page costs about one range entry in the di
 
 
 def postcopy(run: Run):
-    env, plan, host = run.env, run.plan, run.plan.host
+    env, host = run.env, run.plan.host
     run.phase = "switchover"
     yield from stop_and_complete_mirrors(run)
     capacity = run.capacity_Bps()  # the rate limit is lifted: all the link (or share) gives

@@ -9,10 +9,9 @@ algorithms they mirror.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import simpy
-
-from typing import Protocol
 
 from ..model.plan import Plan
 from . import layout
@@ -56,6 +55,8 @@ class Run:
         self.aids = plan.aids
         # Requests a controller (policy) or an after-N-iterations rule makes.
         self.postcopy_requested = False
+        self.postcopy_pages = 0.0  # pages the destination faulted in over the network (post-copy)
+        self.postcopy_degradation_s = 0.0  # guest time spent waiting on those faults
         self.abort_requested = False
         self.paused_s = math.nan  # when the guest was suspended (pause aid), if it was
         self.in_postcopy = False

@@ -42,7 +42,7 @@ def mirror_completion_s(plan) -> float:
 
 
 def switchover(run: Run):
-    env, plan, host = run.env, run.plan, run.plan.host
+    env, host = run.env, run.plan.host
     run.phase = "switchover"
     yield from stop_and_complete_mirrors(run)
     capacity = run.capacity_Bps()  # the rate limit is lifted: all the link (or share) gives

@@ -42,9 +42,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..guestos import kernel_free_reserve_bytes, os_nonzero_bytes
-from ..model.errors import PlanError, UserError
 from ..io import atomic_write
 from ..model.codec import key_of
+from ..model.errors import UserError
 from ..model.plan import Host, Plan
 from ..model.result import Result
 from ..sim import simulate
@@ -181,7 +181,7 @@ def fit_guest_os(runs: Sequence[CalibrationRun], c: Mapping[str, float] | None =
         cc = {**(c or {}), **out, "background_dirty_rate_Bps": rate_Bps}
         return float(sum(simulate(with_constants(r.plan, cc), timeline=False).normal_pages for r in measured))
 
-    lo, hi = 0.0, 16 * 2**20
+    lo, hi = 0.0, 16.0 * 2**20
     if shown(lo) >= target:  # the hot pages alone account for it
         out["background_dirty_rate_Bps"] = 0.0
         return out
@@ -249,13 +249,13 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
         how["dirty_rate_factor"] = "guest's achieved / nominal rate (start of the search)"
     with_disk = [r for r in runs if r.plan.migrated_disks and r.measured.disk_mirror_time_s > 0]
     if with_disk:
-        errs = {}
+        errs: dict[Any, float] = {}
         for flag in (True, False):
             cc = {**c, "mirror_zero_accounted": flag}
             errs[flag] = sum(((simulate(with_constants(r.plan, cc), timeline=False).disk_mirror_time_s
                                - r.measured.disk_mirror_time_s) / r.measured.disk_mirror_time_s) ** 2
                              for r in with_disk)
-        c["mirror_zero_accounted"] = min(errs, key=errs.get)
+        c["mirror_zero_accounted"] = min(errs, key=errs.__getitem__)
         how["mirror_zero_accounted"] = "the value that predicts the mirror time better"
     writers = [r for r in runs if r.plan.migrated_disks and r.plan.workload.disk.write_rate_Bps > 0
                and r.measured.converged and r.measured.disk_transferred_bytes > 0]
@@ -265,7 +265,7 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
             cc = {**c, "mirror_granularity_bytes": gran}
             errs[gran] = sum(math.log(max(simulate(with_constants(r.plan, cc), timeline=False).disk_transferred_bytes,
                                           1.0) / r.measured.disk_transferred_bytes) ** 2 for r in writers)
-        c["mirror_granularity_bytes"] = min(errs, key=errs.get)
+        c["mirror_granularity_bytes"] = min(errs, key=errs.__getitem__)
         how["mirror_granularity_bytes"] = "the power of 4 that predicts the disk bytes of disk-writing runs best"
     if writers:
         c["mirror_drain_s"] = _drain_s(writers, c)

@@ -17,6 +17,7 @@ from ..sim import simulate
 from .spec import DOWNTIME_TOL_ABS_S, DOWNTIME_TOL_REL, NEAR_BOUNDARY_FRAC, MiB
 from .store import RunStore, plan_of_run, result_columns
 
+
 # ------------------------------------------------------------------ the report
 def pd_numeric(col: Any) -> Any:
     """A column as floats, empty cells (runs without a measurement) as NaN."""
@@ -282,8 +283,9 @@ def report_plots(store: RunStore, rep: Mapping[str, Any], out_dir: str | Path, *
     written = []
     for col, what, unit, scale in (("total_time_s", "total time", "s", 1.0), ("downtime_s", "downtime", "ms", 1000.0),
                                    ("total_bytes", "bytes sent", "MiB", 1 / MiB)):
-        fig = plot.predicted_vs_measured(np.asarray(both[f"predicted_{col}"], float) * scale,
-                                         np.asarray(both[f"measured_{col}"], float) * scale, what=what, unit=unit)
+        fig = plot.predicted_vs_measured((np.asarray(both[f"predicted_{col}"], float) * scale).tolist(),
+                                         (np.asarray(both[f"measured_{col}"], float) * scale).tolist(),
+                                         what=what, unit=unit)
         path = out / f"scatter_{col}.png"
         plot.save(fig, str(path))
         plt.close(fig)

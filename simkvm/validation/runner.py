@@ -31,15 +31,16 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .. import planner
-from ..model.errors import UserError
 from ..io import atomic_write
+from ..model.errors import UserError
 from ..model.plan import Plan
-from ..profile import apply_profile, load_profile
 from ..model.result import Result
+from ..profile import apply_profile, load_profile
 from ..sim import simulate
 from .evaluate import CLAMP_RE
 from .spec import Campaign, Scenario, run_id
 from .store import HEAVY_LOAD_1M, RunStore, result_columns
+
 
 # ------------------------------------------------------------------ the machine
 def machine_meta() -> dict[str, Any]:

@@ -12,7 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..io import read_yaml
 from ..model.errors import UserError
@@ -22,7 +22,7 @@ MiB = 2**20
 ROLES = ("calibration", "validation")
 PATTERNS = ("random", "seq")
 STORAGES = ("non_shared_disk", "non_shared_inc")
-BANDWIDTH_RANGE_Bps = (16 * MiB, 256 * MiB)
+BANDWIDTH_RANGE_Bps = (16.0 * MiB, 256.0 * MiB)
 DOWNTIME_RANGE_S = (0.020, 2.0)
 MEMORY_MAX_BYTES = 2048 * MiB  # two guests of this size (source + destination) fit the 24 GiB machine
 NEAR_BOUNDARY_FRAC = 0.10  # verdicts within 10 % of the minimum bandwidth are not judged
@@ -97,7 +97,7 @@ class Campaign:
         return [(s, k) for s in self.select(only) for k in range(1, s.repeats + 1)]
 
 
-_KEY_PARSERS = {
+_KEY_PARSERS: dict[str, Callable[..., float]] = {
     "memory": parse_size, "disk": parse_size, "wss": parse_size, "disk_wss": parse_size, "io_size": parse_size,
     "dirty_rate": parse_rate, "disk_write_rate": parse_rate, "bandwidth": parse_rate,
     "max_downtime": parse_duration, "max_time": parse_duration, "zero_fraction": parse_fraction,

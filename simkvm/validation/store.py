@@ -16,8 +16,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..model.errors import UserError
 from ..io import atomic_write
+from ..model.errors import UserError
 from ..model.plan import Plan
 from ..model.result import ROUND_COLUMNS, Result
 from .spec import Scenario
