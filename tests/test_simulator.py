@@ -321,7 +321,7 @@ def test_kernel_reserve_is_the_high_watermarks_and_lowmem_reserve():
 def test_kernel_reserve_grows_with_ram_and_moves_the_zero_share():
     """The profile's correction scales: the measured 1 GiB guest (issue 11) saw 80 MiB of its
     reported non-zero memory as zero, the 256 MiB ones 11 MiB; a constant cannot do both."""
-    from simkvm.calibrate import apply_profile
+    from simkvm.profile import apply_profile
     from simkvm.guestos import kernel_free_reserve_bytes
 
     sizes = [2**28, 2**29, 2**30, 2**31, 2**34]
