@@ -18,7 +18,7 @@ import pytest
 from simkvm.load import load_plan
 from simkvm.profile import apply_profile, load_profile
 from simkvm.validation.calibrate import CalibrationRun, fit, profile_dict, with_constants, write_profile
-from simkvm.validation.report import metrics
+from simkvm.validation.metrics import metrics
 from simkvm.validation.runner import run_campaign
 from simkvm.validation.spec import load_campaign, parse_campaign, run_id
 from simkvm.validation.store import RunStore, result_columns

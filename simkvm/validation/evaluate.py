@@ -1,6 +1,6 @@
 """Where is the model right, and where not? The held-out figures split by family, blind, and left out.
 
-The pooled figures (:func:`.report.metrics`) say how right the model is on
+The pooled figures (:func:`.metrics.metrics`) say how right the model is on
 average over a campaign's held-out runs. This module answers the questions a planner
 asks next, over the same runs and with the same keys:
 
@@ -92,7 +92,7 @@ def blind_plan_dict(row: Mapping[str, Any], profile_path: str | None) -> dict[st
 def blind_rows(rows, profile_path: str | None):
     """Rows with the predicted_* columns (and the boundary) from the blind plan, as ``simkvm predict`` gives."""
     from ..load import load_plan
-    from .report import with_predictions
+    from .metrics import with_predictions
 
     # load_plan: as simkvm predict reads a plan file (the profile's host and link sections)
     return with_predictions(rows, [load_plan(blind_plan_dict(r, profile_path)) for r in rows.to_dict("records")])
@@ -163,7 +163,7 @@ def leave_one_family_out(directory: str | Path, profile_out: str | Path, *, fit_
     from ..model.errors import UserError
     from ..profile import load_profile
     from .calibrate import calibrate
-    from .report import held_out, metrics, repredict
+    from .metrics import held_out, metrics, repredict
     from .store import RunStore
 
     store = RunStore(directory)
