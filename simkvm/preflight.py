@@ -187,7 +187,7 @@ def preflight(domain: str, src_uri: str, dst_uri: str, *, plan: Plan | None = No
     import libvirt
 
     from .executor.prepare import Refusal, check_destination, domain_disks
-    from .executor.run import _host_info, _open
+    from .libvirt_api import connect, host_info, lookup_domain
     from .planner import recommendations as recommend
     from .sim import simulate
     from .sim.switchover import fixed_downtime_s
@@ -210,20 +210,16 @@ def preflight(domain: str, src_uri: str, dst_uri: str, *, plan: Plan | None = No
         changes["migration.max_downtime"] = max_downtime_s
     base = base.with_(**changes) if changes else base
 
-    conn = _open(src_uri, "source")
+    conn = connect(src_uri, "source")
     try:
-        dconn = _open(dst_uri, "destination")
+        dconn = connect(dst_uri, "destination")
         try:
-            try:
-                dom = conn.lookupByName(domain)
-            except libvirt.libvirtError:
-                names = ", ".join(d.name() for d in conn.listAllDomains(0)) or "none"
-                raise UserError(f"domain {domain!r} is not defined on {src_uri} (domains there: {names})") from None
+            dom = lookup_domain(conn, domain, src_uri)
             if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
                 raise UserError(f"domain {domain!r} on {src_uri} is not running; preflight measures a running guest")
             memory = float(dom.maxMemory()) * 1024
             disks = domain_disks(dom, conn) if base.migration.storage != "shared" else []
-            dst_name = _host_info(dconn, dst_uri).get("hostname") or dst_uri
+            dst_name = host_info(dconn, dst_uri).get("hostname") or dst_uri
             destination_problem = None
             try:
                 check_destination(base, dom, dconn, disks, dst_name)

@@ -122,11 +122,6 @@ KNOWN_UP = {
     ("simkvm.executor.guestplan", "simkvm.testbed.guest"), ("simkvm.executor.run", "simkvm.testbed.network"),
 }
 KNOWN_PRIVATE = {
-    ("simkvm.commands.preflight", "simkvm.commands.migrate._host_uri"),
-    ("simkvm.executor.guestplan", "simkvm.executor.run._libvirt"),
-    ("simkvm.executor.guestplan", "simkvm.executor.run._open"),
-    ("simkvm.preflight", "simkvm.executor.run._host_info"), ("simkvm.preflight", "simkvm.executor.run._open"),
-    ("simkvm.testbed.guest", "simkvm.testbed.hosts._import_libvirt"),
     ("simkvm.validation.runner", "simkvm.executor.run._signals_as_interrupt"),
 }
 

@@ -11,18 +11,7 @@ from ..load import plan_from_file
 from ..model.errors import MigrationFailed, UserError
 from ..model.result import Result
 from ..model.units import parse_duration
-
-
-def _host_uri(value: str) -> str:
-    """A libvirt URI, or a testbed host name ('a', 'b') as a shorthand for its URI."""
-    if "://" in value or value.startswith(("qemu:", "test:")):
-        return value
-    from ..testbed.hosts import HOST_NAMES, Testbed
-
-    if value in HOST_NAMES:
-        return Testbed().uri(value)
-    raise UserError(f"--src/--dst must be a libvirt URI like qemu+tcp://127.0.0.1:16591/system "
-                    f"or a testbed host ({', '.join(HOST_NAMES)}), got {value!r}")
+from .hosts import add_domain_and_hosts, host_uri
 
 
 def _format(result: Result, title: str) -> str:
@@ -53,7 +42,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from ..sim import simulate
 
     plan = plan_from_file(args.plan)
-    src, dst = _host_uri(args.src), _host_uri(args.dst)
+    src, dst = host_uri(args.src), host_uri(args.dst)
     timeout_s = parse_duration(args.timeout, "--timeout", allow_zero=False) if args.timeout else None
     _setup_logging(args.quiet)
     predicted = None
@@ -132,13 +121,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                                             command=command_line()))
         print(f"report written to {args.html}", file=sys.stderr)
     return 0
-
-
-def add_domain_and_hosts(p: argparse.ArgumentParser) -> None:
-    """--domain, --src, --dst: the VM and the two hosts (URIs, or testbed hosts a/b; see _host_uri)."""
-    p.add_argument("--domain", required=True, help="name of the running domain on the source")
-    p.add_argument("--src", required=True, help="source libvirt URI (or testbed host 'a'/'b')")
-    p.add_argument("--dst", required=True, help="destination libvirt URI (or testbed host 'a'/'b')")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

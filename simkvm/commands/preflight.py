@@ -7,6 +7,7 @@ import sys
 
 from ..model.errors import UserError
 from ..model.units import parse_duration, parse_rate
+from .hosts import add_domain_and_hosts, host_uri
 
 EPILOG = """exit codes:
   0  GO                plain pre-copy meets the constraints
@@ -28,11 +29,10 @@ def _periods(text: str) -> list[float]:
 def cmd_preflight(args: argparse.Namespace) -> int:
     from ..load import plan_from_file
     from ..preflight import format_report, preflight
-    from .migrate import _host_uri
 
     plan = plan_from_file(args.plan) if args.plan else None
     report = preflight(
-        args.domain, _host_uri(args.src), _host_uri(args.dst), plan=plan,
+        args.domain, host_uri(args.src), host_uri(args.dst), plan=plan,
         max_downtime_s=parse_duration(args.max_downtime, "--max-downtime") if args.max_downtime else None,
         bandwidth_Bps=parse_rate(args.bandwidth, "--bandwidth") if args.bandwidth else None,
         max_total_time_s=parse_duration(args.max_total_time, "--max-total-time") if args.max_total_time else None,
@@ -47,7 +47,6 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from .migrate import add_domain_and_hosts
 
     p = sub.add_parser(
         "preflight", help="measure a running VM's dirty rate, check the destination: GO / GO-WITH-SETTINGS / NO-GO",

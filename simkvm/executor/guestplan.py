@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..libvirt_api import connect, lookup_domain
 from ..model.plan import Plan
 from .prepare import domain_disks
 
@@ -43,17 +44,11 @@ def plan_for_guest(plan: Plan, workload: dict[str, Any], memory_bytes: float,
 
 def plan_for_domain(plan: Plan, domain: str, src_uri: str) -> Plan:
     """Read the running ``domain`` on ``src_uri`` and return the plan to predict it with."""
-    from ..model.errors import UserError
     from ..testbed.guest import read_guest_workload
-    from .run import _libvirt, _open
 
-    libvirt = _libvirt()
-    conn = _open(src_uri, "source")
+    conn = connect(src_uri, "source")
     try:
-        try:
-            dom = conn.lookupByName(domain)
-        except libvirt.libvirtError:
-            raise UserError(f"domain {domain!r} is not defined on {src_uri}") from None
+        dom = lookup_domain(conn, domain, src_uri)
         workload = read_guest_workload(dom)
         disks = [{"path": d.path, "size": float(d.capacity_bytes), "allocated": float(min(d.allocation_bytes,
                   d.capacity_bytes)), "format": d.format} for d in domain_disks(dom, conn)]

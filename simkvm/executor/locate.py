@@ -23,15 +23,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
+from ..libvirt_api import RUNNING_STATES, STATE_NAMES
+
 T = TypeVar("T")
 
 #: How long one question to a host may take before its answer counts as unknown.
 ASK_TIMEOUT_S = 10.0
 
-STATE_NAMES = {0: "no state", 1: "running", 2: "blocked", 3: "paused", 4: "shutting down", 5: "shut off",
-               6: "crashed", 7: "suspended (PM)"}
-#: States in which a guest's CPUs run (libvirt reports a busy vCPU as blocked at times).
-RUNNING_STATES = ("running", "blocked")
 
 
 class Unanswered(Exception):

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Callable
 from xml.sax.saxutils import escape, quoteattr
 
+from ..libvirt_api import import_libvirt
 from ..model.errors import EnvironmentProblem, UserError
-from .hosts import POOL_NAME, SETUP_HINT, Testbed, _import_libvirt
+from .hosts import POOL_NAME, SETUP_HINT, Testbed
 from .network import GuestNetwork, guest_mac
 
 METADATA_URI = "urn:x-simkvm:workload:1"
@@ -263,7 +264,7 @@ def volume_xml(name: str, capacity_bytes: int) -> str:
 
 def create_volume(conn: Any, name: str, capacity_bytes: int, *, replace: bool = False) -> str:
     """Create ``<name>.qcow2`` in the host's default pool; return its path."""
-    libvirt = _import_libvirt()
+    libvirt = import_libvirt()
     pool = conn.storagePoolLookupByName(POOL_NAME)
     pool.refresh(0)
     try:
@@ -323,7 +324,7 @@ def define_guest(
         disk_write_rate_Bps=float(disk_write_rate_Bps), disk_wss_bytes=int(disk_wss_bytes),
         io_size_bytes=int(io_size_bytes),
     )
-    libvirt = _import_libvirt()
+    libvirt = import_libvirt()
     tb = testbed or Testbed()
     image = build_initramfs(tb)
     if replace:
@@ -349,7 +350,7 @@ def define_guest(
 
 def remove_guest(name: str, *, testbed: Testbed | None = None) -> None:
     """Destroy and undefine ``name`` and delete its volume on every host."""
-    libvirt = _import_libvirt()
+    libvirt = import_libvirt()
     tb = testbed or Testbed()
     for state in tb.iter_hosts():
         conn = tb.connect(state.name)
@@ -381,7 +382,7 @@ def read_guest_workload(dom: Any) -> dict[str, Any]:
     zero_fraction, disk_write_rate_Bps, disk_wss_bytes, io_size_bytes.
     Works on either host (the metadata migrates with the domain).
     """
-    libvirt = _import_libvirt()
+    libvirt = import_libvirt()
     try:
         text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_URI, 0)
     except libvirt.libvirtError as exc:
@@ -398,7 +399,7 @@ def create_destination_disks(dom: Any, dconn: Any) -> list[str]:
     """Create, on the destination, an empty volume of the same size and format
     at the same path for each of ``dom``'s file disks (step 1 of a
     non-shared-storage migration). Returns the paths created."""
-    libvirt = _import_libvirt()
+    libvirt = import_libvirt()
     root = ET.fromstring(dom.XMLDesc(0))
     created = []
     dpool = dconn.storagePoolLookupByName(POOL_NAME)
