@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
+from .libvirt_api import connect, host_info, import_libvirt, lookup_domain
 from .model.errors import EnvironmentProblem, UserError
 from .model.plan import Plan
 from .model.units import fmt_bytes, fmt_duration, fmt_rate
@@ -184,14 +185,46 @@ def preflight(domain: str, src_uri: str, dst_uri: str, *, plan: Plan | None = No
     ``reasons``, ``recommended``, ``dirty_curve``, ``plan``, ``prediction``,
     ``recommendations``, ``destination`` and ``vm``.
     """
-    import libvirt
-
-    from .executor.prepare import Refusal, check_destination, domain_disks
-    from .libvirt_api import connect, host_info, lookup_domain
     from .planner import recommendations as recommend
     from .sim import simulate
     from .sim.switchover import fixed_downtime_s
 
+    periods = _checked_periods(periods_s, max_downtime_s, max_total_time_s)
+    base = _base_plan(plan, bandwidth_Bps, max_downtime_s)
+    seen = _look(domain, src_uri, dst_uri, base, periods, progress)
+    used = _measured_plan(base, domain, seen)
+
+    constraints = Constraints(max_downtime_s=used.migration.max_downtime_s, max_total_time_s=max_total_time_s)
+    predicted = simulate(used, timeline=False)
+    prediction = {k: predicted.summary()[k] for k in PREDICTION_FIELDS}
+    recs: list[dict[str, Any]] = []
+    slack = fixed_downtime_s(used)
+    problem = seen["destination_problem"]
+    if problem is None and shortfalls(prediction, constraints, downtime_slack_s=slack):
+        recs = recommend(used, max_total_time_s=max_total_time_s, max_downtime_s=constraints.max_downtime_s)
+    answer, reasons, best = verdict(prediction, recs, constraints, destination_problem=problem,
+                                    downtime_slack_s=slack)
+    return {
+        "verdict": answer,
+        "exit_code": EXIT_CODES[answer],
+        "reasons": reasons,
+        "recommended": best,
+        "domain": domain,
+        "vm": {"memory_bytes": seen["memory"], "disks": _disk_sections(seen["disks"])},
+        "dirty_curve": seen["measured"],
+        "destination": {"host": seen["dst_name"], "free_memory_bytes": seen["free_mem"],
+                        "free_disk_bytes": seen["free_disk"], "problem": problem},
+        "constraints": {"max_downtime_s": constraints.max_downtime_s, "max_total_time_s": max_total_time_s,
+                        "bandwidth_Bps": used.link.bandwidth_Bps},
+        "prediction": prediction,
+        "recommendations": recs,
+        "plan": used.to_dict(),
+    }
+
+
+def _checked_periods(periods_s: Sequence[float], max_downtime_s: float | None,
+                     max_total_time_s: float | None) -> list[float]:
+    """The dirty-rate periods, sorted; one UserError line for any input libvirt or the verdict cannot take."""
     periods = sorted({float(p) for p in periods_s})
     if not periods or any(p < 1 or p > 60 or p != int(p) for p in periods):
         raise UserError(f"periods must be whole seconds from 1 s to 60 s (libvirt's dirty-rate calculation), "
@@ -200,6 +233,11 @@ def preflight(domain: str, src_uri: str, dst_uri: str, *, plan: Plan | None = No
         raise UserError("--max-downtime must be > 0, e.g. 300ms")
     if max_total_time_s is not None and max_total_time_s <= 0:
         raise UserError("--max-total-time must be > 0, e.g. 60s")
+    return periods
+
+
+def _base_plan(plan: Plan | None, bandwidth_Bps: float | None, max_downtime_s: float | None) -> Plan:
+    """The plan's link and knobs with the command line's bandwidth and downtime limit over them."""
     base = plan or Plan()
     changes: dict[str, Any] = {}
     if bandwidth_Bps is not None:
@@ -208,8 +246,15 @@ def preflight(domain: str, src_uri: str, dst_uri: str, *, plan: Plan | None = No
             changes["link.capacity"] = bandwidth_Bps
     if max_downtime_s is not None:
         changes["migration.max_downtime"] = max_downtime_s
-    base = base.with_(**changes) if changes else base
+    return base.with_(**changes) if changes else base
 
+
+def _look(domain: str, src_uri: str, dst_uri: str, base: Plan, periods: Sequence[float],
+          progress: bool) -> dict[str, Any]:
+    """What the two hosts say: the running VM (memory, disks, dirty rates) and what the destination has free."""
+    from .executor.prepare import Refusal, check_destination, domain_disks
+
+    libvirt = import_libvirt()
     conn = connect(src_uri, "source")
     try:
         dconn = connect(dst_uri, "destination")
@@ -217,63 +262,47 @@ def preflight(domain: str, src_uri: str, dst_uri: str, *, plan: Plan | None = No
             dom = lookup_domain(conn, domain, src_uri)
             if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
                 raise UserError(f"domain {domain!r} on {src_uri} is not running; preflight measures a running guest")
-            memory = float(dom.maxMemory()) * 1024
-            disks = domain_disks(dom, conn) if base.migration.storage != "shared" else []
-            dst_name = host_info(dconn, dst_uri).get("hostname") or dst_uri
-            destination_problem = None
+            seen: dict[str, Any] = {"memory": float(dom.maxMemory()) * 1024}
+            seen["disks"] = disks = domain_disks(dom, conn) if base.migration.storage != "shared" else []
+            seen["dst_name"] = host_info(dconn, dst_uri).get("hostname") or dst_uri
+            seen["destination_problem"] = None
             try:
-                check_destination(base, dom, dconn, disks, dst_name)
+                check_destination(base, dom, dconn, disks, seen["dst_name"])
             except Refusal as refusal:
-                destination_problem = str(refusal)
-            free_mem, free_disk = _destination_free(dconn, disks)
-            measured = measure_dirty_rate(conn, dom, periods, progress=progress)
+                seen["destination_problem"] = str(refusal)
+            seen["free_mem"], seen["free_disk"] = _destination_free(dconn, disks)
+            seen["measured"] = measure_dirty_rate(conn, dom, periods, progress=progress)
         finally:
             dconn.close()
     finally:
         conn.close()
+    return seen
 
-    points = curve_points([(m["period_s"], m["megabytes_per_second"]) for m in measured])
+
+def _disk_sections(disks: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{"path": d.path, "size": float(d.capacity_bytes),
+             "allocated": float(min(d.allocation_bytes, d.capacity_bytes)), "format": d.format} for d in disks]
+
+
+def _measured_plan(base: Plan, domain: str, seen: Mapping[str, Any]) -> Plan:
+    """``base`` with the VM as measured: its memory, disks, dirty-rate curve and the destination's room."""
+    memory = seen["memory"]
+    points = curve_points([(m["period_s"], m["megabytes_per_second"]) for m in seen["measured"]])
     points = [[t, min(b, memory)] for t, b in points]
     workload: dict[str, Any] = {"model": "idle"}
     if points and points[-1][1] > 0:
         workload = {"model": "curve", "points": points}
     data = base.to_dict()
     data["vm"]["memory"] = memory
-    data["vm"]["disks"] = [{"path": d.path, "size": float(d.capacity_bytes),
-                            "allocated": float(min(d.allocation_bytes, d.capacity_bytes)), "format": d.format}
-                           for d in disks]
+    data["vm"]["disks"] = _disk_sections(seen["disks"])
     data["workload"]["memory"] = workload
     if not data["vm"]["disks"]:
         data["workload"]["disk"] = {"write_rate": 0.0}
-    data["destination"] = {"free_memory": float(free_mem), "free_disk": None if free_disk is None else float(free_disk)}
+    free_disk = seen["free_disk"]
+    data["destination"] = {"free_memory": float(seen["free_mem"]),
+                           "free_disk": None if free_disk is None else float(free_disk)}
     data["name"] = f"preflight-{domain}"
-    used = Plan.from_dict(data)
-
-    constraints = Constraints(max_downtime_s=used.migration.max_downtime_s, max_total_time_s=max_total_time_s)
-    predicted = simulate(used, timeline=False)
-    prediction = {k: predicted.summary()[k] for k in PREDICTION_FIELDS}
-    recs: list[dict[str, Any]] = []
-    slack = fixed_downtime_s(used)
-    if destination_problem is None and shortfalls(prediction, constraints, downtime_slack_s=slack):
-        recs = recommend(used, max_total_time_s=max_total_time_s, max_downtime_s=constraints.max_downtime_s)
-    answer, reasons, best = verdict(prediction, recs, constraints, destination_problem=destination_problem,
-                                    downtime_slack_s=slack)
-    return {
-        "verdict": answer,
-        "exit_code": EXIT_CODES[answer],
-        "reasons": reasons,
-        "recommended": best,
-        "domain": domain,
-        "vm": {"memory_bytes": memory, "disks": data["vm"]["disks"]},
-        "dirty_curve": measured,
-        "destination": {"host": dst_name, "free_memory_bytes": free_mem, "free_disk_bytes": free_disk,
-                        "problem": destination_problem},
-        "constraints": {"max_downtime_s": constraints.max_downtime_s, "max_total_time_s": max_total_time_s,
-                        "bandwidth_Bps": used.link.bandwidth_Bps},
-        "prediction": prediction,
-        "recommendations": recs,
-        "plan": used.to_dict(),
-    }
+    return Plan.from_dict(data)
 
 
 # ----------------------------------------------------------------- the report

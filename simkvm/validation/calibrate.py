@@ -211,14 +211,53 @@ def objective(runs: Sequence[CalibrationRun], c: Mapping[str, float]) -> tuple[f
 
 
 def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int = 3000) -> dict[str, Any]:
-    """Fit the host constants on ``runs``; returns ``{"constants": SI dict, "fit": info}``."""
+    """Fit the host constants on ``runs``; returns ``{"constants": SI dict, "fit": info}``.
+
+    First what can be read off the measurements (:func:`direct_estimates`), then the rest by
+    re-simulating the runs (a coordinate search), then the mirror's drain again.
+    """
     if not runs:
         raise UserError("no calibration runs to fit on")
+    c, how = direct_estimates(runs)
+    writers = [r for r in runs if r.plan.migrated_disks and r.plan.workload.disk.write_rate_Bps > 0
+               and r.measured.converged and r.measured.disk_transferred_bytes > 0]
+    if writers:
+        c["mirror_drain_s"] = _drain_s(writers, c)
+    # ---- by re-simulating the runs
+    start_obj, _ = objective(runs, c)
+    evals = 0
+    if search:
+        c, _, evals = coordinate_search(lambda x: objective(runs, x)[0], c, SEARCHED, max_evals=max_evals)
+        for name, *_ in SEARCHED:
+            how.setdefault(name, "coordinate search re-simulating the runs")
+            if how[name].startswith("guest"):
+                how[name] += ", then coordinate search"
+    if writers:  # again: what the search leaves of it
+        c["mirror_drain_s"] = _drain_s(writers, c)
+        how["mirror_drain_s"] = ("median downtime the model misses on disk-writing runs (read off before "
+                                 "the search, so it does not bend the other constants, and again after)")
+    at_bound = [name for name, lo, hi, _ in SEARCHED if search and (c[name] <= lo or c[name] >= hi)]
+    final, terms = objective(runs, c)
+    return {"constants": c, "fit": {
+        "runs": [r.run_id for r in runs], "method": how, "objective_start": _round(start_obj),
+        "objective": _round(final), "objective_terms": {k: _round(v) for k, v in terms.items()},
+        "evaluations": evals, "at_bound": at_bound, "residuals": residuals(runs, c)}}
+
+
+GUEST_HOW = {"os_nonzero_bytes": "idle calibration runs: zero pages QEMU counted, less the kernel's "
+                                 "free-page reserve (simkvm.guestos)",
+             "background_hot_bytes": "known: the testbed guest's TLB-flush regions (not fitted)",
+             "background_dirty_rate_Bps": "idle calibration runs: the rate whose simulation (hot pages "
+                                          "included) sends the normal pages QEMU counted",
+             "background_wss_bytes": "fixed (16 MiB)"}
+
+
+def direct_estimates(runs: Sequence[CalibrationRun]) -> tuple[dict[str, float], dict[str, str]]:
+    """The constants read off the measurements (defaults for the rest), and how each was found."""
     base = Host()
     c: dict[str, float] = {f.name: getattr(base, f.name) for f in dataclasses.fields(Host)}
     c["capacity_Bps"] = max(r.plan.link.bandwidth_Bps for r in runs) * 4
     how: dict[str, str] = {}
-    # ---- directly from the measurements
     pb = fit_page_bytes(runs)
     if pb is not None:
         c["page_header_bytes"], c["device_state_bytes"] = pb
@@ -230,14 +269,8 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
         how[k] = "median preparation time of the runs"
     guest = fit_guest_os(runs, c)
     c.update(guest)
-    guest_how = {"os_nonzero_bytes": "idle calibration runs: zero pages QEMU counted, less the kernel's "
-                                     "free-page reserve (simkvm.guestos)",
-                 "background_hot_bytes": "known: the testbed guest's TLB-flush regions (not fitted)",
-                 "background_dirty_rate_Bps": "idle calibration runs: the rate whose simulation (hot pages "
-                                              "included) sends the normal pages QEMU counted",
-                 "background_wss_bytes": "fixed (16 MiB)"}
     for k in guest:
-        how[k] = guest_how.get(k, "idle calibration runs")
+        how[k] = GUEST_HOW.get(k, "idle calibration runs")
     probed = [r.measured.service_interruption_s - r.measured.downtime_s for r in runs
               if r.measured.converged and r.measured.service_interruption_measured]
     if probed:  # what the network adds after the resume (the bridge learning the new port)
@@ -247,6 +280,13 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
     if factor is not None:
         c["dirty_rate_factor"] = float(np.clip(factor, 0.05, 3.0))
         how["dirty_rate_factor"] = "guest's achieved / nominal rate (start of the search)"
+    _fit_mirror(runs, c, how)
+    return c, how
+
+
+def _fit_mirror(runs: Sequence[CalibrationRun], c: dict[str, float], how: dict[str, str]) -> None:
+    """Whether zero blocks count against the mirror's speed, and its granularity: the values that
+    predict the mirror time and the disk bytes best."""
     with_disk = [r for r in runs if r.plan.migrated_disks and r.measured.disk_mirror_time_s > 0]
     if with_disk:
         errs: dict[Any, float] = {}
@@ -267,39 +307,22 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
                                           1.0) / r.measured.disk_transferred_bytes) ** 2 for r in writers)
         c["mirror_granularity_bytes"] = min(errs, key=errs.__getitem__)
         how["mirror_granularity_bytes"] = "the power of 4 that predicts the disk bytes of disk-writing runs best"
-    if writers:
-        c["mirror_drain_s"] = _drain_s(writers, c)
-    # ---- by re-simulating the runs
-    start_obj, _ = objective(runs, c)
-    evals = 0
-    if search:
-        c, _, evals = coordinate_search(lambda x: objective(runs, x)[0], c, SEARCHED, max_evals=max_evals)
-        for name, *_ in SEARCHED:
-            how.setdefault(name, "coordinate search re-simulating the runs")
-            if how[name].startswith("guest"):
-                how[name] += ", then coordinate search"
-    if writers:  # again: what the search leaves of it
-        c["mirror_drain_s"] = _drain_s(writers, c)
-        how["mirror_drain_s"] = ("median downtime the model misses on disk-writing runs (read off before "
-                                 "the search, so it does not bend the other constants, and again after)")
-    at_bound = [name for name, lo, hi, _ in SEARCHED if search and (c[name] <= lo or c[name] >= hi)]
-    final, terms = objective(runs, c)
-    residuals = {}
+
+
+def residuals(runs: Sequence[CalibrationRun], c: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+    """Per run, what the fitted constants still miss (predicted - measured, where both converged)."""
+    out = {}
     for r in runs:
         pred = simulate(with_constants(r.plan, c), timeline=False)
-        residuals[r.run_id] = {
+        both = r.measured.converged and pred.converged
+        out[r.run_id] = {
             "total_time_rel": _round((pred.total_time_s - r.measured.total_time_s) / r.measured.total_time_s)
-            if r.measured.converged and pred.converged else None,
-            "downtime_s": _round(pred.downtime_s - r.measured.downtime_s) if r.measured.converged and pred.converged
-            else None,
-            "iterations": int(pred.iterations - r.measured.iterations)
-            if r.measured.converged and pred.converged else None,
+            if both else None,
+            "downtime_s": _round(pred.downtime_s - r.measured.downtime_s) if both else None,
+            "iterations": int(pred.iterations - r.measured.iterations) if both else None,
             "verdict_agrees": bool(pred.converged == r.measured.converged),
         }
-    return {"constants": c, "fit": {
-        "runs": [r.run_id for r in runs], "method": how, "objective_start": _round(start_obj),
-        "objective": _round(final), "objective_terms": {k: _round(v) for k, v in terms.items()},
-        "evaluations": evals, "at_bound": at_bound, "residuals": residuals}}
+    return out
 
 
 def _drain_s(writers: Sequence[CalibrationRun], c: Mapping[str, Any]) -> float:
