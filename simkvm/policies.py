@@ -1,7 +1,7 @@
 """Orchestration policies: what Nova, oVirt, KubeVirt and Proxmox do to a migration that drags on.
 
-Each policy is one small class, read from its project's source
-(shared/reference/policies.md). It never touches QEMU or the simulator
+Each policy is one small class, read from its project's source (each class names the
+file it follows). It never touches QEMU or the simulator
 directly: it looks at a :class:`Snapshot` every ``poll_interval_s`` and
 returns :class:`~simkvm.model.result.Action` requests. The simulator's controller
 process and the real executor's monitor both feed it and carry its actions

@@ -1,6 +1,6 @@
 """RAM pre-copy, as QEMU's migration thread runs it (migration.c / ram.c).
 
-Read it next to shared/reference/qemu-precopy.md, "The main loop". The fast
+Read it next to QEMU's migration_thread() and ram_find_and_save_block(). The fast
 mode jumps straight to the next point where QEMU would look at its pending
 estimate and find it below the threshold (pending only falls while pages are
 sent, because pages dirtied since the last sync are not counted until the
