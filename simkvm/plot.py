@@ -24,6 +24,7 @@ from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from .model.codec import key_of  # noqa: E402
 from .model.result import Result  # noqa: E402
 from .model.units import fmt_bits, fmt_duration  # noqa: E402
 
@@ -33,9 +34,10 @@ GBIT_Bps = 1e9 / 8
 
 #: The classic pre-copy ratio: a column :func:`convergence_map` derives from a sweep table.
 RATIO = "dirty_rate/bandwidth"
-DIRTY_RATE = "workload.memory.dirty_rate"
-BANDWIDTH = "link.bandwidth"
-DOWNTIME = "migration.max_downtime"
+# Sweep table columns: the plan key with its field's unit suffix (simkvm.sweep).
+DIRTY_RATE = "workload.memory.dirty_rate_Bps"
+BANDWIDTH = "link.bandwidth_Bps"
+DOWNTIME = "migration.max_downtime_s"
 
 #: How a column is shown: its last dotted part -> (label, display unit, SI value of one display unit).
 #: Sweep tables hold SI numbers named by plan key, so this is the only unit conversion the plots need.
@@ -63,7 +65,11 @@ QUANTITIES: dict[str, tuple[str, str, float]] = {
 
 def quantity(column: str) -> tuple[str, str, float]:
     """(label, unit, scale) for a sweep column; unknown columns are shown as they are, unit '-'."""
-    leaf = column if column in QUANTITIES else column.rsplit(".", 1)[-1]
+    if column in QUANTITIES:
+        return QUANTITIES[column]
+    leaf = column.rsplit(".", 1)[-1]
+    if leaf not in QUANTITIES and "." in column:  # an axis column: the plan key's leaf without its unit suffix
+        leaf = key_of(leaf)
     return QUANTITIES.get(leaf, (leaf.replace("_", " "), "-", 1.0))
 
 

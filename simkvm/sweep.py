@@ -56,7 +56,8 @@ RESULT_COLUMNS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(Result)
     if f.name not in ("source", "round_records", "timeline_records", "actions", "plan", "meta")
 )
-_INT_RESULTS = {"iterations", "memory_iteration"}  # memory_iteration: of the rounds table
+# Page counts are whole pages (the model's closed forms give fractions; a table shows pages).
+_INT_RESULTS = {"iterations", "memory_iteration", "zero_pages", "normal_pages", "postcopy_pages_on_demand"}
 _BOOL_RESULTS = {"converged"}
 _STR_RESULTS = {"reason", "outcome"}
 
@@ -80,6 +81,14 @@ class Axis:
     values: tuple[Any, ...]
     interval: tuple[float, float, bool] | None = None
     integer: bool = False
+
+    @property
+    def column(self) -> str:
+        """The table column: the plan key with its field's unit suffix (``link.bandwidth_Bps``), like the
+        result columns (``total_time_s``)."""
+        last = self.path[-1]
+        return self.key.rsplit(".", 1)[0] + "." + last if isinstance(last, str) and "." in self.key else (
+            last if isinstance(last, str) else self.key)
 
     def at(self, u: np.ndarray) -> list[Any]:
         """Values for points ``u`` in [0, 1): continuous over the interval, else by list index."""
@@ -303,7 +312,7 @@ def compute_chunk(spec: SweepSpec, ids: range, values: list[tuple[Any, ...]], ro
     """
     cols: dict[str, list[Any]] = {"scenario": list(ids)}
     for j, axis in enumerate(spec.axes):
-        cols[axis.key] = [v[j] for v in values]
+        cols[axis.column] = [v[j] for v in values]
     out: dict[str, list[Any]] = {c: [] for c in RESULT_COLUMNS}
     per_round: dict[str, list[Any]] | None = {"scenario": [], **{c: [] for c in ROUND_COLUMNS}} if rounds else None
     for sid, vals in zip(ids, values):
@@ -366,7 +375,7 @@ def _frame(cols: Mapping[str, list[Any]], spec: SweepSpec | None = None):
         if c in _BOOL_RESULTS:
             df[c] = df[c].astype(bool)
         elif c in _INT_RESULTS:
-            df[c] = df[c].astype("int64")
+            df[c] = np.round(df[c].astype("float64")).astype("int64")
         elif c in _STR_RESULTS or df[c].dtype == object:
             df[c] = df[c].astype(str)  # pandas' own string dtype, as Parquet reads it back
         elif c in RESULT_COLUMNS or c in ROUND_COLUMNS:
@@ -416,13 +425,91 @@ def _atomic_parquet(df, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_table(df, path: Path, csv: bool) -> None:
+def _write_table(df, path: Path, csv: bool, metadata: Mapping[str, Any] | None = None) -> None:
+    """The table, atomically; a Parquet file also carries ``metadata`` (spec, seed, version, column units)
+    under the key ``simkvm`` of its schema, where :func:`read_metadata` finds it."""
     tmp = path.with_name(path.name + ".tmp")
     if csv:
         df.to_csv(tmp, index=False)
-    else:
+    elif metadata is None:
         df.to_parquet(tmp, index=False)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        merged = {**(table.schema.metadata or {}), b"simkvm": json.dumps(metadata, default=repr).encode()}
+        pq.write_table(table.replace_schema_metadata(merged), tmp)
     os.replace(tmp, path)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """What a sweep wrote into its Parquet file: ``spec`` (base plan, axes, samples), ``seed``,
+    ``simkvm_version``, ``fingerprint`` and ``columns`` (name -> unit and meaning)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    if b"simkvm" not in meta:
+        raise UserError(f"{path}: no simkvm metadata (not written by simkvm sweep, or by a version before 0.1)")
+    return json.loads(meta[b"simkvm"])
+
+
+#: What each result column means; the unit comes from the name's suffix (see :func:`column_unit`).
+RESULT_MEANINGS: dict[str, str] = {
+    "converged": "the migration completed (pre-copy, post-copy or a forced pause)",
+    "reason": "why, in one line", "outcome": "converged, postcopy, paused, aborted, not_converged, refused, or "
+                                              "invalid (the scenario's plan is impossible; reason says why)",
+    "total_time_s": "from the start of preparation to the end of the job",
+    "downtime_s": "VM paused (QEMU's downtime)", "service_interruption_s": "downtime + network re-learning",
+    "setup_time_s": "preparation: checks, disks, paused destination",
+    "disk_mirror_time_s": "until every disk mirror is ready", "precopy_time_s": "RAM migration until the VM stops",
+    "postcopy_time_s": "post-copy phase", "network_convergence_s": "network re-learning after the resume",
+    "ram_transferred_bytes": "RAM bytes sent (libvirt memory_processed)",
+    "disk_transferred_bytes": "mirror bytes until RAM migration starts (libvirt disk_processed)",
+    "disk_background_bytes": "mirror copies of guest writes after that",
+    "total_transferred_bytes": "RAM + disk (libvirt data_processed)",
+    "zero_pages": "zero pages sent as headers", "normal_pages": "pages sent in full",
+    "iterations": "QEMU's dirty-sync-count (libvirt memory_iteration)",
+    "guest_cpu_lost_s": "guest CPU time lost to auto-converge throttling",
+    "postcopy_pages_on_demand": "pages the destination faulted in over the network",
+    "postcopy_degradation_s": "guest time spent waiting on those faults",
+}
+
+
+def column_unit(column: str) -> str:
+    """The unit a column's name carries (``_s`` seconds, ``_bytes`` bytes, ``_Bps`` bytes/s, ``_frac`` share)."""
+    for suffix, unit in (("_Bps", "bytes/s"), ("_bytes", "bytes"), ("_s", "seconds"), ("_frac", "fraction 0-1"),
+                         ("pages", "pages")):
+        if column.endswith(suffix):
+            return unit
+    if "_pages_" in column:
+        return "pages"
+    if column in ("iterations", "scenario") or column.endswith(("iterations", "channels")):
+        return "count"
+    if column in ("converged",):
+        return "true/false"
+    return "fraction 0-1" if "fraction" in column else "-"
+
+
+def describe_columns(spec: SweepSpec | None = None) -> list[tuple[str, str, str]]:
+    """(column, unit, meaning) of a sweep table, in order: scenario, the spec's axes, the results."""
+    rows = [("scenario", "count", "scenario id (0..n-1), the table's order")]
+    for a in (spec.axes if spec else ()):
+        rows.append((a.column, column_unit(a.column), f"axis {a.key}"))
+    return rows + [(c, column_unit(c), RESULT_MEANINGS.get(c, "")) for c in RESULT_COLUMNS]
+
+
+def sweep_metadata(spec: SweepSpec) -> dict[str, Any]:
+    from . import __version__
+
+    return {
+        "simkvm_version": __version__, "seed": spec.seed, "fingerprint": spec.fingerprint(),
+        "spec": {"base": spec.base.to_dict(),
+                 "axes": {a.key: ({"interval": list(a.interval)} if a.interval else {"values": list(a.values)})
+                          for a in spec.axes},
+                 "samples": {"method": spec.method, "n": spec.n, "seed": spec.seed}, "chunk": spec.chunk},
+        "columns": {c: {"unit": u, "meaning": m} for c, u, m in describe_columns(spec)},
+    }
 
 
 def rounds_path(output: str | Path) -> Path:
@@ -493,13 +580,13 @@ def run_sweep(spec: Mapping[str, Any] | str | Path | SweepSpec, output: str | Pa
             else:
                 frames.append(memory[k][0 if kind == "table" else 1])
         return pd.concat(frames, ignore_index=True) if frames else _frame(
-            {"scenario": [], **{a.key: [] for a in compiled.axes}, **{c: [] for c in RESULT_COLUMNS}})
+            {"scenario": [], **{a.column: [] for a in compiled.axes}, **{c: [] for c in RESULT_COLUMNS}})
 
     table = gather("table")
     if rounds:
         table.attrs["rounds"] = gather("rounds")
     if out_path is not None:
-        _write_table(table, out_path, csv)
+        _write_table(table, out_path, csv, sweep_metadata(compiled))
         if rounds:
             _write_table(table.attrs["rounds"], rounds_path(out_path), csv)
         if not keep_parts:

@@ -162,8 +162,8 @@ def test_convergence_map_boundary_lies_where_simulate_flips(grid_table):
     assert "dirty rate [MiB/s]" == ax.get_xlabel() and "bandwidth [Gbit/s]" == ax.get_ylabel()
     points = np.concatenate(plot.boundary_points(fig))
     assert len(points)
-    rates = np.sort(grid_table["workload.memory.dirty_rate"].unique())
-    bws = np.sort(grid_table["link.bandwidth"].unique())
+    rates = np.sort(grid_table["workload.memory.dirty_rate_Bps"].unique())
+    bws = np.sort(grid_table["link.bandwidth_Bps"].unique())
     base = simkvm.Plan.from_dict(GRID_SPEC["base"])
     checked = 0
     for bw in bws:
@@ -190,12 +190,12 @@ def test_convergence_map_draws_one_boundary_per_downtime_limit_and_greys_failure
     assert any("does not converge" in t for t in legend)
     # The colour layer shows only converging cells at the most permissive limit (1 s).
     coloured = np.ma.count(ax.collections[1].get_array())
-    at_1s = grid_table[np.isclose(grid_table["migration.max_downtime"], 1.0)]
+    at_1s = grid_table[np.isclose(grid_table["migration.max_downtime_s"], 1.0)]
     assert coloured == int(at_1s["converged"].sum())
 
 
 def test_convergence_map_on_the_ratio_axis_has_its_unit_and_the_rho_1_line(grid_table):
-    fig = plot.convergence_map(grid_table, x=plot.RATIO, y="link.bandwidth")
+    fig = plot.convergence_map(grid_table, x=plot.RATIO, y="link.bandwidth_Bps")
     _readable(fig)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "dirty rate / bandwidth [dimensionless]"
@@ -204,8 +204,8 @@ def test_convergence_map_on_the_ratio_axis_has_its_unit_and_the_rho_1_line(grid_
 
 def test_convergence_map_refuses_ratio_without_bandwidth_column(grid_table):
     with pytest.raises(ValueError, match="one value is enough"):
-        plot.convergence_map(grid_table.drop(columns=["link.bandwidth"]), x=plot.RATIO,
-                             y="migration.max_downtime")
+        plot.convergence_map(grid_table.drop(columns=["link.bandwidth_Bps"]), x=plot.RATIO,
+                             y="migration.max_downtime_s")
 
 
 def test_geometric_series_matches_a_saturation_free_guest():
@@ -223,12 +223,12 @@ def test_geometric_series_matches_a_saturation_free_guest():
 
 
 def test_ratio_curve_effect_lines_policy_comparison_and_fleet_times_are_readable(grid_table):
-    one = grid_table[np.isclose(grid_table["migration.max_downtime"], 0.05)]
+    one = grid_table[np.isclose(grid_table["migration.max_downtime_s"], 0.05)]
     fig = plot.ratio_curve(one, memory_bytes=4 * 2**30)
     _readable(fig)
     sim_series = [l for l in fig.axes[0].lines if l.get_label().startswith("simulated")]
-    assert len(sim_series) == grid_table["link.bandwidth"].nunique()
-    _readable(plot.effect_lines(grid_table, "workload.memory.dirty_rate", series="migration.max_downtime"))
+    assert len(sim_series) == grid_table["link.bandwidth_Bps"].nunique()
+    _readable(plot.effect_lines(grid_table, "workload.memory.dirty_rate_Bps", series="migration.max_downtime_s"))
     plan = simkvm.load_plan("plans/nonconverging.yaml")
     results = {p: simkvm.simulate(plan.with_(policy=p), timeline=False) for p in ("qemu", "proxmox")}
     fig = plot.policy_comparison(results)
