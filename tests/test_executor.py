@@ -325,11 +325,19 @@ def test_non_converging_migration_is_aborted_at_max_time_and_the_vm_stays(testbe
 
     plan_file = testbed.state_dir / "exec-nc-plan.json"
     plan_file.write_text(json.dumps(plan.to_dict()))
+    import os
+
+    state = testbed.state_dir / "exec-nc-state"
     proc = subprocess.Popen(
         [sys.executable, "-m", "simkvm", "migrate", str(plan_file), "--domain", name, "--src", testbed.uri("a"),
          "--dst", testbed.uri("b"), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "SIMKVM_STATE_DIR": str(state)},
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a shell's '&' would ignore SIGINT
-    time.sleep(4)
+    deadline = time.monotonic() + 60  # until the job runs (its journal says so), then 3 s more
+    while time.monotonic() < deadline and not any(
+            '"migrate3"' in p.read_text() for p in (state / "journal").glob("*.jsonl")):
+        time.sleep(0.1)
+    time.sleep(3)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)  # impatient user: must not cut the abort short
@@ -475,3 +483,106 @@ def test_unreachable_destination_is_unknown_and_the_paused_source_is_not_resumed
     assert f"virsh -c {testbed.uri('b')} domstate {name}" in where
     assert f"virsh -c {testbed.uri('a')} resume {name}" in where
     assert f"virsh -c {testbed.uri('a')} destroy {name}" in where
+
+
+# ------------------------------------------------------------------ a host that never answers (defect 6)
+@pytest.fixture
+def silent_listener():
+    """A TCP port that accepts connections and never says a word (a frozen daemon looks like this)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"qemu+tcp://127.0.0.1:{server.getsockname()[1]}/system", held
+    stop.set()
+    thread.join()
+    for c in held:
+        c.close()
+    server.close()
+
+
+def _migrate_proc(plan_file, src: str, dst: str, *extra: str):
+    import signal
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "simkvm", "migrate", str(plan_file), "--domain", "g", "--src", src,
+                             "--dst", dst, "--quiet", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def test_a_host_that_never_answers_is_given_up_on_with_one_line(tmp_path, silent_listener):
+    uri, _ = silent_listener
+    plan = tmp_path / "p.yaml"
+    plan.write_text("link: {bandwidth: 32MiB/s}\n")
+    started = time.monotonic()
+    proc = _migrate_proc(plan, uri, uri, "--connect-timeout", "2s", "--json")
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - started < 15
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "did not answer within 2 s" in lines[0], err
+    assert json.loads(out)["outcome"] == "refused"  # --json: a result on this failure path too
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_is_honoured_while_a_host_does_not_answer(tmp_path, silent_listener, sig):
+    import signal
+
+    plan = tmp_path / "p.yaml"
+    plan.write_text("link: {bandwidth: 32MiB/s}\n")
+    uri, accepted = silent_listener
+    proc = _migrate_proc(plan, uri, uri, "--json")  # default connect timeout: 30 s
+    deadline = time.monotonic() + 30
+    while not accepted and time.monotonic() < deadline:  # simkvm is waiting for the host's answer
+        time.sleep(0.1)
+    time.sleep(0.5)
+    sent = time.monotonic()
+    proc.send_signal(getattr(signal, sig))
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 5, err
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and f"interrupted by {sig}" in err
+    assert json.loads(out)["outcome"] == "aborted"
+
+
+@pytest.mark.testbed
+def test_destination_space_is_checked_against_what_the_disk_can_grow_to(testbed, guest, tmp_path, capsys):
+    """Defect 5: a 64 MiB disk with little written yet, a destination pool of 24 MiB. The mirror copies
+    every cluster the guest writes during the copy, so the disk can grow to 64 MiB there: refused up front
+    (it used to pass on the current allocation and fill the pool mid-copy)."""
+    from simkvm.cli import main
+
+    testbed.up({"a": 4 * 2**30, "b": 24 * MiB})
+    try:
+        name = guest("exec-grow", disk_bytes=64 * MiB)
+        conn = testbed.connect("a")
+        try:
+            allocated = conn.storageVolLookupByPath(f"/var/lib/libvirt/images/{name}.qcow2").info()[2]
+        finally:
+            conn.close()
+        assert allocated < 16 * MiB  # what the old check compared with the pool: it would have passed
+        plan = tmp_path / "plan.yaml"
+        plan.write_text("link: {bandwidth: 32MiB/s}\n")
+        code = main(["migrate", str(plan), "--domain", name, "--src", testbed.uri("a"), "--dst", testbed.uri("b"),
+                     "--quiet"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and len(err) == 1 and "can grow to" in err[0], err
+        assert _volumes(testbed, "b") == []
+    finally:
+        testbed.up()

@@ -8,7 +8,8 @@ import sys
 from typing import Any
 
 from ..load import plan_from_file
-from ..model.errors import MigrationFailed, UserError
+from ..model.errors import EnvironmentProblem, MigrationFailed, UserError
+from ..model.plan import Plan
 from ..model.result import Result
 from ..model.units import parse_duration
 from .hosts import add_domain_and_hosts, host_uri
@@ -44,6 +45,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     plan = plan_from_file(args.plan)
     src, dst = host_uri(args.src), host_uri(args.dst)
     timeout_s = parse_duration(args.timeout, "--timeout", allow_zero=False) if args.timeout else None
+    connect_timeout_s = parse_duration(args.connect_timeout, "--connect-timeout", allow_zero=False)
     _setup_logging(args.quiet)
     predicted = None
     if args.predict:
@@ -54,12 +56,25 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             print(_format(predicted, f"simkvm predict: {plan.name} (guest {args.domain})"))
             print()
     probe = _testbed_probe(args.domain) if args.probe else None
+    options = dict(migrate_uri=args.migrate_uri, connect_timeout_s=connect_timeout_s, tls=args.tls,
+                   peer_to_peer=args.p2p, tunnelled=args.tunnelled, persist=not args.no_persist_destination,
+                   undefine_source=not args.keep_source_definition)
+    if args.dry_run:
+        from ..executor.run import Execution
+
+        would = Execution(plan=plan, domain=args.domain, src_uri=src, dst_uri=dst, **options).dry_run()
+        if args.json:
+            _dump(would, args.compact)
+        else:
+            for key, value in would.items():
+                print(f"{key}: {value}")
+        return 0 if would["would_migrate"] else 1
     try:
-        measured = execute(plan, args.domain, src, dst, migrate_uri=args.migrate_uri, timeout_s=timeout_s,
-                           probe=probe)
-    except MigrationFailed as exc:
-        partial = getattr(exc, "result", None)
-        if args.json and partial is not None:
+        measured = execute(plan, args.domain, src, dst, timeout_s=timeout_s, probe=probe,
+                           remove_source_images=args.remove_source_image, **options)
+    except (MigrationFailed, UserError, EnvironmentProblem) as exc:
+        if args.json:  # a result on every failure path, so a script never parses nothing
+            partial = getattr(exc, "result", None) or _failure_result(plan, exc)
             _dump(partial.to_dict() if predicted is None else
                   {"predicted": predicted.to_dict(), "measured": partial.to_dict()}, args.compact)
         raise
@@ -73,9 +88,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
             print()
             print(format_comparison(compare(predicted, measured)))
-    if not measured.converged:
+    if not measured.converged or measured.meta.get("downtime_bound_exceeded"):
         raise MigrationFailed(measured.reason, measured.meta.get("vm_location", "unknown"))
     return 0
+
+
+def _failure_result(plan: Plan, exc: Exception) -> Result:
+    """The result of a migration that failed before measuring anything (cannot connect, not running, ...)."""
+    where = exc.vm_location if isinstance(exc, MigrationFailed) else "where it was: simkvm changed nothing"
+    return Result(converged=False, outcome="refused" if not isinstance(exc, MigrationFailed) else "aborted",
+                  reason=str(exc), source="measured", plan=plan.to_dict(), meta={"vm_location": where})
 
 
 def _testbed_probe(domain: str) -> Any:
@@ -94,6 +116,20 @@ def _testbed_probe(domain: str) -> Any:
         raise UserError(f"--probe: the testbed network ({net.bridge}) is not up; `simkvm testbed guest --network` "
                         f"creates it")
     return net.probe(ip)
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from ..executor.recover import recover
+
+    src, dst = _host_uri(args.src), _host_uri(args.dst)
+    rec = recover(args.domain, src, dst)
+    if args.json:
+        _dump({"ok": rec.ok, "vm_location": rec.location, "found": rec.found, "done": rec.done, "left": rec.left,
+               "journal": rec.journal}, False)
+    else:
+        for line in rec.lines():
+            print(f"simkvm recover: {line}")
+    return 0 if rec.ok else 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -129,7 +165,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Live-migrate a running domain as the plan says (bandwidth, max downtime, storage, limits), "
                     "creating its empty disks on the destination first, and measure it in the same schema as "
                     "simkvm predict. Exit 0 when it converged, 1 when it did not or was refused/aborted (the "
-                    "message says where the VM is), 2 on bad input or an unready machine.")
+                    "message says where the VM is), 2 on bad input or an unready machine. Before each step it "
+                    "writes a journal ($SIMKVM_STATE_DIR/journal) that simkvm recover reads if it is cut short.",
+        epilog="real hosts, over ssh: simkvm migrate plan.yaml --domain web1 "
+               "--src qemu+ssh://root@hostA.example/system --dst qemu+ssh://root@hostB.example/system "
+               "--dry-run (then without --dry-run); the data goes to tcp://hostB.example unless --migrate-uri "
+               "says otherwise. Passwords in URIs are never printed.")
     p.add_argument("plan", help="plan file (YAML): link, migration and limits are used")
     add_domain_and_hosts(p)
     p.add_argument("--json", action="store_true", help="print the measured result as JSON (simkvm predict --json "
@@ -138,13 +179,49 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predict", action="store_true",
                    help="first simulate the same plan with the VM and workload read from the guest's definition")
     p.add_argument("--timeout", help="abort after this long (overrides migration.max_time), e.g. 60s")
-    p.add_argument("--migrate-uri", default="tcp://127.0.0.1",
-                   help="address the migration data goes to (VIR_MIGRATE_PARAM_URI; default tcp://127.0.0.1)")
+    p.add_argument("--remove-source-image", action="store_true",
+                   help="after a successful migration, delete the source's copies of the migrated disk images "
+                        "(kept by default; the message names them and the command that deletes them)")
+    p.add_argument("--connect-timeout", default="30s",
+                   help="give up on a host that accepts the connection but does not answer within this long "
+                        "(default 30s); once connected, libvirt keepalive closes a connection to a host that stops "
+                        "answering for about 8 s")
+    p.add_argument("--migrate-uri", default=None,
+                   help="address the migration data goes to (VIR_MIGRATE_PARAM_URI); default: the host of --dst "
+                        "(qemu+ssh://root@b.example/system -> tcp://b.example)")
+    p.add_argument("--tls", action="store_true", help="encrypt the migration stream (VIR_MIGRATE_TLS; needs "
+                                                        "libvirt's migrate_tls certificates on both hosts)")
+    p.add_argument("--p2p", action="store_true",
+                   help="peer-to-peer: the source's libvirtd connects to --dst itself (VIR_MIGRATE_PEER2PEER)")
+    p.add_argument("--tunnelled", action="store_true",
+                   help="send the migration data through the libvirtd connection (VIR_MIGRATE_TUNNELLED, "
+                        "implies --p2p)")
+    p.add_argument("--no-persist-destination", action="store_true",
+                   help="leave the domain transient on the destination (default: a persistent domain is "
+                        "defined there too, VIR_MIGRATE_PERSIST_DEST)")
+    p.add_argument("--keep-source-definition", action="store_true",
+                   help="keep the (inactive) definition on the source (default: removed, "
+                        "VIR_MIGRATE_UNDEFINE_SOURCE)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="connect and check everything, print the images, flags and parameters it would use, "
+                        "change nothing (exit 0 if it would migrate, 1 if refused)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--probe", action="store_true",
                    help="testbed guests started with --network: ping the guest every 5 ms through the "
                         "migration and measure the service interruption")
     p.set_defaults(func=cmd_migrate)
+
+    r = sub.add_parser(
+        "recover", help="after a migration was cut short: find the job or its leftovers on both hosts and settle them",
+        description="Reads the migration's journal (written by simkvm migrate before each step, in "
+                    "$SIMKVM_STATE_DIR/journal, default /var/lib/simkvm/journal for root) and asks both hosts where "
+                    "the domain is; cancels a job left running, resumes a source only when the destination surely "
+                    "does not run the VM, removes a stale paused copy or an unfinished incoming one, and deletes the "
+                    "images the journal says simkvm created. Exit 0 when the VM runs on exactly one host and nothing "
+                    "is left over, 1 otherwise (the output says what is left and the command for it).")
+    add_domain_and_hosts(r)
+    r.add_argument("--json", action="store_true", help="print what was found and done as JSON")
+    r.set_defaults(func=cmd_recover)
 
     c = sub.add_parser(
         "compare", help="predicted vs measured: totals and per-iteration errors, optionally a plot",

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any, Callable, TypeVar
 
 from ..libvirt_api import RUNNING_STATES, STATE_NAMES
@@ -29,6 +30,9 @@ T = TypeVar("T")
 
 #: How long one question to a host may take before its answer counts as unknown.
 ASK_TIMEOUT_S = 10.0
+#: After a handover the destination did not confirm: how long to keep asking it (every RECONNECT_EVERY_S).
+RECONNECT_WINDOW_S = 20.0
+RECONNECT_EVERY_S = 2.0
 
 
 
@@ -144,6 +148,7 @@ class Location:
     destination: HostView
     stopped_on_source: bool = True
     resumed_source: bool = False  # settle() resumed a paused source
+    fenced_source: bool = False  # settle() paused the source libvirt had resumed (the destination may run it)
 
     @property
     def destination_cannot_run(self) -> bool:
@@ -190,8 +195,10 @@ class Location:
                     f"{dst.virsh('domstate', d)} --reason, and if it runs there, one copy must go "
                     f"({dst.virsh('destroy', d)} keeps the source's)")
         if src.state == "paused" and not dst.known:
-            return (f"unknown: paused on the source ({src.name}) and {unreachable}; simkvm did not resume the "
-                    f"source, as the guest may run on the destination. Find out with "
+            did = ("simkvm paused the source again (libvirt had resumed it after a handover the destination "
+                   "never confirmed)" if self.fenced_source else "simkvm did not resume the source")
+            return (f"unknown: paused on the source ({src.name}) and {unreachable}; {did}, as the guest may run "
+                    f"on the destination. Find out with "
                     f"{dst.virsh('domstate', d)} --reason: if it runs there, remove the source's copy "
                     f"({src.virsh('destroy', d)}); if it does not, resume the source ({src.virsh('resume', d)})")
         if src.state == "paused" and dst.state == "paused":
@@ -226,20 +233,43 @@ def locate(conn: Any, dconn: Any, domain: str, *, src: tuple[str, str], dst: tup
     return Location(domain, source, destination, stopped)
 
 
-def settle(location: Location, conn: Any, *, timeout_s: float = ASK_TIMEOUT_S) -> Location:
-    """Resume a source VM that libvirt left paused, only when the destination surely does not run it.
+def settle(location: Location, conn: Any, *, timeout_s: float = ASK_TIMEOUT_S,
+           window_s: float = RECONNECT_WINDOW_S) -> Location:
+    """Leave at most one running copy, and resume the source only when the destination surely has none.
 
-    Returns the location as it is afterwards (asked again).
+    After a switchover the destination did not confirm, libvirt resumes the
+    source (qemuMigrationSrcConfirmPhase, cancelled) although the destination
+    may already run the guest (its Finish phase resumed it, then its libvirtd
+    died before answering): measured on the testbed, both hosts then run it.
+    So when the destination cannot be asked after the guest stopped on the
+    source, the source is paused ("fenced") and the destination asked again
+    for up to ``window_s`` (a restarted libvirtd reconnects to its QEMUs): if
+    it then says it does not run the guest, the source is resumed.
     """
-    src, dst = location.source, location.destination
-    if src.state != "paused" or not location.destination_cannot_run or dst.state == "paused":
-        return location
     import libvirt
 
+    domain = location.domain
+    src, dst = location.source, location.destination
+    fenced = False
+    if location.stopped_on_source and not dst.known and src.state in ("running", "blocked", "paused"):
+        if src.running:
+            try:
+                call_with_timeout(lambda: conn.lookupByName(domain).suspend(), timeout_s, f"suspend on {src.name}")
+                fenced = True
+            except (libvirt.libvirtError, Unanswered):
+                pass
+        deadline = time.monotonic() + window_s
+        while not dst.known and time.monotonic() < deadline:
+            time.sleep(min(RECONNECT_EVERY_S, max(deadline - time.monotonic(), 0.0)))
+            dst = look(None, dst.uri, domain, "destination", dst.name, timeout_s=timeout_s)
+        location = replace(location, source=look(conn, src.uri, domain, "source", src.name, timeout_s=timeout_s),
+                           destination=dst, fenced_source=fenced)
+        src = location.source
+    if src.state != "paused" or not location.destination_cannot_run or dst.state == "paused":
+        return location
     try:
-        call_with_timeout(lambda: conn.lookupByName(location.domain).resume(), timeout_s,
-                          f"resume on {src.name}")
+        call_with_timeout(lambda: conn.lookupByName(domain).resume(), timeout_s, f"resume on {src.name}")
     except (libvirt.libvirtError, Unanswered):
         return location
-    again = look(conn, src.uri, location.domain, "source", src.name, timeout_s=timeout_s)
-    return Location(location.domain, again, dst, location.stopped_on_source, resumed_source=again.running)
+    again = look(conn, src.uri, domain, "source", src.name, timeout_s=timeout_s)
+    return replace(location, source=again, resumed_source=again.running, fenced_source=False)

@@ -24,6 +24,8 @@ from xml.sax.saxutils import escape
 from ..model.plan import Plan
 from ..model.units import fmt_bytes
 
+#: qcow2 header, refcount table and first refcount block, rounded up.
+QCOW2_HEADER_BYTES = 1 * 2**20
 #: What a running QEMU needs beyond guest RAM (TCG translation cache, device emulation).
 QEMU_OVERHEAD_BYTES = 64 * 2**20
 
@@ -36,9 +38,18 @@ class DomainDisk:
     path: str
     format: str  # qcow2 | raw
     capacity_bytes: int
-    allocation_bytes: int  # what it occupies on the source (the destination needs at most this)
+    allocation_bytes: int  # what it occupies on the source now
     backing_path: str | None = None
     backing_format: str | None = None
+
+    @property
+    def growth_bytes(self) -> int:
+        """What the destination's copy can grow to while the guest keeps writing: the virtual size
+        (a mirror copies every cluster the guest writes, up to all of them), plus qcow2's metadata
+        (one 8-byte L2 entry per 64 KiB cluster, refcounts, header) for qcow2."""
+        if self.format == "qcow2":
+            return self.capacity_bytes + self.capacity_bytes // 4096 + QCOW2_HEADER_BYTES
+        return self.capacity_bytes
 
 
 class Refusal(Exception):
@@ -140,7 +151,8 @@ class DiskPlacement:
     pool: Any
 
 
-def check_destination(plan: Plan, dom: Any, dst_conn: Any, disks: list[DomainDisk], dst_name: str) -> list[DiskPlacement]:
+def check_destination(plan: Plan, dom: Any, dst_conn: Any, disks: list[DomainDisk], dst_name: str,
+                      dst_uri: str | None = None) -> list[DiskPlacement]:
     """Raise :class:`Refusal` unless the destination can take the VM; returns where each disk goes."""
     import libvirt
 
@@ -182,9 +194,10 @@ def check_destination(plan: Plan, dom: Any, dst_conn: Any, disks: list[DomainDis
         else:
             raise Refusal(
                 f"refused: {disk.path} already exists on {dst_name}; simkvm never overwrites a disk. If it is a "
-                f"leftover, delete it with virsh vol-delete {name} --pool {pool.name()}"
+                f"leftover, delete it with virsh{' -c ' + dst_uri if dst_uri else ''} vol-delete {name} "
+                f"--pool {pool.name()}"
             )
-        need_per_pool[pool.name()] = need_per_pool.get(pool.name(), 0) + disk.allocation_bytes
+        need_per_pool[pool.name()] = need_per_pool.get(pool.name(), 0) + disk.growth_bytes
         placements.append(DiskPlacement(disk, pool))
     for placement in placements:
         pool = placement.pool
@@ -193,7 +206,8 @@ def check_destination(plan: Plan, dom: Any, dst_conn: Any, disks: list[DomainDis
         if available < need:
             raise Refusal(
                 f"refused: storage pool {pool.name()!r} on {dst_name} has {fmt_bytes(available)} free, the VM's "
-                f"disks there need {fmt_bytes(need)}; free space there or use shared storage"
+                f"disks there can grow to {fmt_bytes(need)} (their virtual size: the guest may write all of it "
+                f"during the copy); free space there or use shared storage"
             )
     return placements
 

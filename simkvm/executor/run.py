@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import socket
 import threading
 import time
@@ -42,17 +41,25 @@ from ..model.result import Result
 from ..model.units import fmt_bytes, fmt_duration, fmt_rate
 from ..policies import Policy, make_policy
 from .control import Controller
-from .locate import Location, locate, redact_uri, settle
+from .journal import Journal, NoJournal
+from .locate import ASK_TIMEOUT_S, Location, Unanswered, call_with_timeout, locate, redact_uri, settle
+from .signals import Interrupts, signals_as_interrupt
+from .signals import signals_as_interrupt as _signals_as_interrupt  # noqa: F401 - the campaign's import
 from .monitor import JobMonitor, Sample, build_rounds, build_timeline
 from .prepare import DestinationDisks, DomainDisk, Refusal, check_destination, create_disks, domain_disks
 
 log = logging.getLogger("simkvm.executor")
 
-DEFAULT_MIGRATE_URI = "tcp://127.0.0.1"
+DEFAULT_MIGRATE_URI = "tcp://127.0.0.1"  # the testbed's; real hosts: default_migrate_uri(dst_uri)
 POLL_S = 0.05  # <= 50 ms: iterations under TCG can be a few hundred ms long
-ABORT_WAIT_S = 300.0  # how long we wait for libvirt to finish cancelling before we say so
+ABORT_WAIT_S = 120.0  # how long we wait for libvirt to finish cancelling before we say so
 POLL_ERROR_GRACE_S = 10.0  # job-stat errors tolerated while migrate3 is still running
-SLOW_POLL_S = 0.5  # a job-stats call this slow delays the policy by more than a Nova poll
+SLOW_POLL_S = 0.5
+CONNECT_TIMEOUT_S = 30.0  # opening a connection (a listener that never answers)
+# Keepalive: a frozen daemon's connection is closed after about interval * (count + 1) s. Measured on the
+# testbed during migrations: job-stats latency is the same with and without it (median 3-7 ms, p95 25 ms).
+KEEPALIVE_INTERVAL_S = 2
+KEEPALIVE_COUNT = 3  # a job-stats call this slow delays the policy by more than a Nova poll
 NOTHING_CHANGED = "running on the source (nothing was changed)"
 
 
@@ -98,19 +105,39 @@ def _version(n: int) -> str:
     return f"{n // 1_000_000}.{n // 1000 % 1000}.{n % 1000}"
 
 
-def _open(uri: str, role: str) -> Any:
+def open_connection(uri: str, role: str, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
+    """A connection with libvirt keepalive, opened within ``timeout_s``.
+
+    A daemon that accepts and never answers would hold virConnectOpen for
+    ever (a frozen libvirtd, or any listener on that port): the open runs in
+    a thread we stop waiting for. Keepalive (libvirt pings the daemon every
+    KEEPALIVE_INTERVAL_S and closes the connection after KEEPALIVE_COUNT
+    unanswered ones) then bounds every later call the same way, including
+    migrate3's Finish on a destination that froze mid-migration.
+    """
     libvirt = _libvirt()
     ensure_event_loop()
+    shown = redact_uri(uri)
     try:
-        conn = libvirt.open(uri)
+        conn = call_with_timeout(lambda: libvirt.open(uri), timeout_s, f"connecting to the {role} host {shown}")
     except libvirt.libvirtError as exc:
         raise EnvironmentProblem(
-            f"cannot connect to the {role} host {uri}: {exc.get_error_message()}; is it running? "
-            f"(for the testbed: simkvm testbed up)"
+            f"cannot connect to the {role} host {shown}: {redact_uri(exc.get_error_message() or '')}; is it "
+            f"running? (for the testbed: simkvm testbed up)"
         ) from None
-    # No setKeepAlive: with the default event loop, its pings made every jobStats call
-    # around them wait 2-5 s on the testbed (measured), which blinds the monitor.
+    except Unanswered:
+        raise EnvironmentProblem(
+            f"the {role} host {shown} accepted the connection but did not answer within {timeout_s:g} s; "
+            f"is its libvirtd frozen or is something else listening there? (check with virsh -c {shown} version)"
+        ) from None
+    try:
+        conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+    except libvirt.libvirtError as exc:  # a local driver (test:///, qemu:///) has no keepalive
+        log.debug("no keepalive on %s: %s", shown, exc.get_error_message())
     return conn
+
+
+_open = open_connection  # the name preflight imports
 
 
 def _host_info(conn: Any, uri: str) -> dict[str, Any]:
@@ -122,42 +149,6 @@ def _host_info(conn: Any, uri: str) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - best effort for the report
             info[key] = None
     return info
-
-
-@contextlib.contextmanager
-def _signals_as_interrupt() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C while a migration runs, so both abort it cleanly."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def term(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    old = signal.signal(signal.SIGTERM, term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-@contextlib.contextmanager
-def _shielded() -> Iterator[None]:
-    """While we abort and clean up, a second Ctrl-C must not leave the VM half-migrated."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def busy(signum: int, _frame: Any) -> None:
-        log.warning("still aborting the migration (%s ignored): waiting until the VM is safe",
-                    signal.Signals(signum).name)
-
-    old = {s: signal.signal(s, busy) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 @dataclass
@@ -177,13 +168,21 @@ class Execution:
     domain: str
     src_uri: str
     dst_uri: str
-    migrate_uri: str = DEFAULT_MIGRATE_URI
+    migrate_uri: str | None = None  # default: the destination URI's host (default_migrate_uri)
     timeout_s: float | None = None  # default: plan.max_time_s
     poll_s: float = POLL_S
-    persist: bool = True  # a persistent source definition moves to the destination too
+    persist: bool = True  # a persistent source definition is defined on the destination too
+    undefine_source: bool = True  # ... and removed from the source (when it was persistent)
+    tls: bool = False
+    peer_to_peer: bool = False
+    tunnelled: bool = False
     # Optional: something that pings the guest (start(); stop() -> [(sent, replied|None), ...] in
     # time.monotonic() s), e.g. simkvm.testbed.network.Probe: the service interruption is then measured.
     probe: Any = None
+
+    downtime_bound_s: float = 0.0  # default: downtime_bound(plan)
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
+    remove_source_images: bool = False  # after a success, delete the source's copies of the migrated disks
 
     t0: float = 0.0
     conn: Any = None
@@ -201,6 +200,8 @@ class Execution:
     _error: BaseException | None = None
     _t_call: float | None = None
     _t_returned: float | None = None
+    interrupts: Interrupts = field(default_factory=Interrupts)
+    journal: Any = field(default_factory=NoJournal)  # a .journal.Journal once run() starts
     _event_ids: list[int] = field(default_factory=list)
     _dst_event_ids: list[int] = field(default_factory=list)
     _postcopy_stop_s: float | None = None  # source suspended for the post-copy switch (event)
@@ -212,53 +213,101 @@ class Execution:
     # ------------------------------------------------------------ the story
     def run(self) -> Result:
         self.t0 = time.monotonic()
+        if self.migrate_uri is None:
+            self.migrate_uri = default_migrate_uri(self.dst_uri)
         _check_plan(self.plan)
+        self.downtime_bound_s = self.downtime_bound_s or downtime_bound(self.plan)
         if self.plan.policy.name != "qemu":  # as simulate(): the orchestrator's own settings first
             self.policy = make_policy(self.plan)
             self.plan = self.policy.configure(self.plan)
         ensure_event_loop()
-        with _signals_as_interrupt():
+        self.journal = Journal(self.domain, self.src_uri, self.dst_uri)
+        self.meta["journal"] = str(self.journal.path)
+        if self.journal.problem:
+            log.warning("%s: simkvm recover will know less if this run is cut short", self.journal.problem)
+        with signals_as_interrupt() as self.interrupts:
+            stop: _Stop | None = None
             try:
-                self.connect()
-                problem = aid_support_problem(self.plan, self.meta["source"].get("libvirt_version"),
-                                              self.meta["source"].get("hypervisor_version"))
-                if problem:
-                    raise EnvironmentProblem(problem)
-                stop: _Stop | None = None
                 try:
-                    # ---- 1. preparation
-                    try:
-                        self.prepare()
-                    except Refusal as refusal:
-                        return self.refused(str(refusal))
+                    # ---- 1. preparation (a refusal changes nothing)
+                    self.connect_and_check_aids()
+                    self.prepare()
                     # ---- 2. migration
                     if self.probe is not None:
                         self.probe.start()
                     self.start_job()
                     stop = self.watch()
+                except Refusal as refusal:
+                    return self.refused(str(refusal))
                 except KeyboardInterrupt as exc:
                     why = exc.args[0] if exc.args else "SIGINT"
                     stop = _Stop("aborted", f"aborted: interrupted by {why} after {fmt_duration(self.now())}")
+                except (UserError, EnvironmentProblem) as exc:
+                    if self._worker is None and not self.created.paths:
+                        raise  # nothing was changed yet: the user's mistake or an unready machine
+                    stop = self._error_stop(exc)
                 except Exception as exc:  # noqa: BLE001 - every failure ends in the same safe abort
-                    libvirt = _libvirt()
-                    text = exc.get_error_message() if isinstance(exc, libvirt.libvirtError) else repr(exc)
-                    stop = _Stop("error", f"{type(exc).__name__} while migrating: {text}")
-                    self.meta["error"] = text
+                    stop = self._error_stop(exc)
                 # ---- 3. completion (or the abort)
                 if stop is None:
-                    return self.measure_network(self.complete())
+                    with self.interrupts.held("completing the migration (the VM already switched over)"):
+                        return self.measure_network(self.complete())
                 return self.abort(stop)
             finally:
                 if self.probe is not None:
                     with contextlib.suppress(Exception):
                         self.probe.stop()  # a no-op when measure_network already stopped it
                 self.close()
+                self.journal.write("done", vm_location=self.meta.get("vm_location"))
+                self.journal.close()
+
+    def dry_run(self) -> dict[str, Any]:
+        """Everything up to the migration, changing nothing: connect, check the destination, and say
+        which images would be created and which flags and parameters libvirt would get."""
+        libvirt = _libvirt()
+        if self.migrate_uri is None:
+            self.migrate_uri = default_migrate_uri(self.dst_uri)
+        _check_plan(self.plan)
+        try:
+            self.connect_and_check_aids()
+            dst_name = self.meta["destination"].get("hostname") or redact_uri(self.dst_uri)
+            refusal = None
+            placements = []
+            try:
+                self.check_destination_domain(dst_name)
+                self.disks = domain_disks(self.dom, self.conn) if self.plan.migration.storage != "shared" else []
+                placements = check_destination(self.plan, self.dom, self.dconn, self.disks, dst_name,
+                                       redact_uri(self.dst_uri))
+            except Refusal as exc:
+                refusal = str(exc)
+            flags, params = self.flags_and_params()
+        finally:
+            self.close()
+        names = {v: k for k, v in vars(libvirt).items() if k.startswith("VIR_MIGRATE_") and isinstance(v, int)
+                 and not k.startswith("VIR_MIGRATE_PARAM") and v and not v & (v - 1)}
+        return {
+            "would_migrate": refusal is None, "refused": refusal, "domain": self.domain,
+            "source": redact_uri(self.src_uri), "destination": redact_uri(self.dst_uri),
+            "migrate_uri": self.migrate_uri if not self.tunnelled else "(tunnelled through libvirtd)",
+            "flags": [names.get(1 << i, f"bit {i}") for i in range(flags.bit_length()) if flags >> i & 1],
+            "params": {k: v for k, v in params.items()},
+            "images_to_create": [f"{p.disk.path} ({fmt_bytes(p.disk.capacity_bytes)} {p.disk.format}, pool "
+                                 f"{p.pool.name()})" for p in placements],
+            "definitions": self.meta.get("definitions"),
+            "notes": self.meta.get("notes", []),
+        }
+
+    def _error_stop(self, exc: BaseException) -> "_Stop":
+        libvirt = _libvirt()
+        text = exc.get_error_message() if isinstance(exc, libvirt.libvirtError) else str(exc) or repr(exc)
+        self.meta["error"] = redact_uri(text)
+        return _Stop("error", f"{type(exc).__name__} while migrating: {redact_uri(text)}")
 
     # ------------------------------------------------------------ 1. preparation
     def connect(self) -> None:
         libvirt = _libvirt()
-        self.conn = _open(self.src_uri, "source")
-        self.dconn = _open(self.dst_uri, "destination")
+        self.conn = open_connection(self.src_uri, "source", self.connect_timeout_s)
+        self.dconn = open_connection(self.dst_uri, "destination", self.connect_timeout_s)
         try:
             self.dom = self.conn.lookupByName(self.domain)
         except libvirt.libvirtError:
@@ -267,8 +316,14 @@ class Execution:
                 from None
         state = self.dom.state()[0]
         if state != libvirt.VIR_DOMAIN_RUNNING:
-            raise UserError(f"domain {self.domain!r} on {self.src_uri} is not running (state {_state_name(state)}); "
-                            f"start it first (virsh -c {self.src_uri} start {self.domain})")
+            src = redact_uri(self.src_uri)
+            if state == libvirt.VIR_DOMAIN_PAUSED:
+                hint = (f"it is paused: check it runs nowhere else (virsh -c {redact_uri(self.dst_uri)} domstate "
+                        f"{self.domain}), then resume it (virsh -c {src} resume {self.domain}) or run simkvm "
+                        f"recover --domain {self.domain} --src {src} --dst {redact_uri(self.dst_uri)}")
+            else:
+                hint = f"start it first (virsh -c {src} start {self.domain})"
+            raise UserError(f"domain {self.domain!r} on {src} is not running (state {_state_name(state)}); {hint}")
         self.meta.update(
             domain=self.domain,
             source=_host_info(self.conn, self.src_uri),
@@ -278,25 +333,50 @@ class Execution:
             poll_interval_s=self.poll_s,
             policy=self.plan.policy.name,
         )
+        self.journal.write("connected", source=self.meta["source"].get("hostname"),
+                           destination=self.meta["destination"].get("hostname"),
+                           persistent=bool(self.dom.isPersistent()))
+
+    def connect_and_check_aids(self) -> None:
+        self.connect()
+        problem = aid_support_problem(self.plan, self.meta["source"].get("libvirt_version"),
+                                      self.meta["source"].get("hypervisor_version"))
+        if problem:
+            raise EnvironmentProblem(problem)
 
     def prepare(self) -> None:
         """Check the destination, then create the empty disks (remembered for the abort)."""
-        libvirt = _libvirt()
         dst_name = self.meta["destination"].get("hostname") or self.dst_uri
-        try:
-            other = self.dconn.lookupByName(self.domain)
-            if other.isActive():
-                raise Refusal(f"refused: a domain named {self.domain!r} is already running on {dst_name}")
-        except libvirt.libvirtError:
-            pass
+        self.check_destination_domain(dst_name)
         self.disks = domain_disks(self.dom, self.conn) if self.plan.migration.storage != "shared" else []
-        placements = check_destination(self.plan, self.dom, self.dconn, self.disks, dst_name)
+        placements = check_destination(self.plan, self.dom, self.dconn, self.disks, dst_name,
+                                       redact_uri(self.dst_uri))
         self.meta["checked_destination_s"] = self.now()
+        for placement in placements:
+            self.journal.write("creating_disk", path=placement.disk.path, pool=placement.pool.name())
         create_disks(placements, dst_name, incremental=self.plan.migration.storage == "non_shared_inc",
                      into=self.created)
         self.meta["created_disks"] = self.created.paths
+        for path in self.created.paths:
+            self.journal.write("created_disk", path=path)
         self.meta["disks"] = [d.__dict__ for d in self.disks]
         log.info("prepared %s: %d disk image(s) created on the destination", self.domain, len(self.created.paths))
+
+    def check_destination_domain(self, dst_name: str) -> None:
+        """Refuse when the destination has a domain of that name running or paused (an incoming one)."""
+        libvirt = _libvirt()
+        try:
+            state, reason = self.dconn.lookupByName(self.domain).state()
+        except libvirt.libvirtError:
+            state = None
+        if state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
+            raise Refusal(f"refused: a domain named {self.domain!r} is already running on {dst_name}")
+        if state == libvirt.VIR_DOMAIN_PAUSED:
+            what = ("an incoming migration of it is under way or was cut short there"
+                    if reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION else "it is paused there")
+            raise Refusal(f"refused: a domain named {self.domain!r} exists on {dst_name} ({what}); if no other "
+                          f"migration runs, settle it with simkvm recover --domain {self.domain} "
+                          f"--src {redact_uri(self.src_uri)} --dst {redact_uri(self.dst_uri)}")
 
     def refused(self, reason: str) -> Result:
         t = self.now()
@@ -322,13 +402,18 @@ class Execution:
             flags |= sync
         aid_flags, aid_params, aid_notes = _aid_flags_and_params(self.plan)
         flags |= aid_flags
-        if self.persist and self.dom.isPersistent():
-            flags |= libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        persistent = bool(self.dom.isPersistent())
+        if self.persist and persistent:
+            flags |= libvirt.VIR_MIGRATE_PERSIST_DEST
+        if self.undefine_source and persistent:
+            flags |= libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        flags |= self.transport_flags()
         bandwidth_MiBps = max(1, int(round(self.plan.link.bandwidth_Bps / 2**20)))
-        params: dict[str, Any] = {
-            libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: bandwidth_MiBps,
-            libvirt.VIR_MIGRATE_PARAM_URI: self.migrate_uri,
-        }
+        params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: bandwidth_MiBps}
+        if self.migrate_uri and not self.tunnelled:  # a tunnelled stream goes through the libvirtd connection
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = self.migrate_uri
+        self.meta["definitions"] = definitions_text(persistent, bool(flags & libvirt.VIR_MIGRATE_PERSIST_DEST),
+                                                    bool(flags & libvirt.VIR_MIGRATE_UNDEFINE_SOURCE))
         if self.disks and mig.storage != "shared":
             params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [d.target for d in self.disks]
         params.update(aid_params)
@@ -349,6 +434,17 @@ class Execution:
         self.meta.update(flags=flags, bandwidth_MiBps=bandwidth_MiBps, notes=notes,
                          migrate_disks=[d.target for d in self.disks])
         return flags, params
+
+    def transport_flags(self) -> int:
+        """TLS, peer-to-peer (the source's libvirtd drives the migration), tunnelled (through libvirtd's
+        own connection; needs peer-to-peer)."""
+        libvirt = _libvirt()
+        flags = libvirt.VIR_MIGRATE_TLS if self.tls else 0
+        if self.peer_to_peer or self.tunnelled:
+            flags |= libvirt.VIR_MIGRATE_PEER2PEER
+        if self.tunnelled:
+            flags |= libvirt.VIR_MIGRATE_TUNNELLED
+        return flags
 
     def start_job(self) -> None:
         """Downtime limit first (there is no migrate3 parameter for it), then migrate3 in a thread."""
@@ -377,6 +473,7 @@ class Execution:
             # The source pausing is the switchover (polling the state instead made
             # each poll wait up to 5 s for the domain lock on the testbed).
             if event == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
+                self.journal.write("switchover", detail=detail)
                 monitor.set_paused(self.now(), True)
                 if detail == libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY:
                     self._postcopy_stop_s = self.now()
@@ -406,12 +503,20 @@ class Execution:
 
         def migrate() -> None:
             try:
-                self._ddom = self.dom.migrate3(self.dconn, params, flags)
+                if flags & libvirt.VIR_MIGRATE_PEER2PEER:  # the source's libvirtd talks to the destination's
+                    self.dom.migrateToURI3(self.dst_uri, params, flags)
+                    self._ddom = self.dconn.lookupByName(self.domain)
+                else:
+                    self._ddom = self.dom.migrate3(self.dconn, params, flags)
             except BaseException as exc:  # noqa: BLE001 - handed to the watching thread
                 self._error = exc
             finally:
                 self._t_returned = self.now()
+                self.journal.write("migrate3_returned", ok=self._ddom is not None,
+                                   error=None if self._error is None else redact_uri(_error_text(self._error)))
                 self._done.set()
+
+        self.journal.write("migrate3", flags=flags, persist=bool(flags & libvirt.VIR_MIGRATE_PERSIST_DEST))
 
         self._t_call = self.now()
         self.meta["migrate3_called_s"] = self._t_call
@@ -465,6 +570,15 @@ class Execution:
             if max_iterations and iteration > max_iterations and not sample.paused:
                 return _Stop("not_converged", f"not converged: memory_iteration {iteration} exceeded "
                                               f"migration.max_iterations {max_iterations}")
+            # The plan's downtime is a bound we defend: a switchover that keeps the guest paused far
+            # longer (a destination frozen or dying at the handover) is cancelled while it still can be.
+            stopped_s = monitor.stopped_s
+            if (stopped_s is not None and controller.suspended_s is None and not controller.in_postcopy
+                    and self._dst_resumed_s is None and self.now() - stopped_s > self.downtime_bound_s):
+                return _Stop("error", f"the guest stayed paused {fmt_duration(self.now() - stopped_s)} in the "
+                             f"switchover, beyond the downtime bound {fmt_duration(self.downtime_bound_s)} "
+                             f"(migration.max_downtime {fmt_duration(plan.migration.max_downtime_s)}); "
+                             f"cancelled the switchover")
             if self.now() > deadline and not sample.paused:
                 what = "--timeout" if self.timeout_s is not None else "migration.max_time"
                 return _Stop("not_converged", f"not converged within {fmt_duration(deadline)} ({what}); "
@@ -509,21 +623,28 @@ class Execution:
         """
         libvirt = _libvirt()
         if self._error is not None:
-            return self.abort(_Stop("error", f"libvirt: {_error_text(self._error)}"))
+            return self.abort(_Stop("error", f"libvirt: {redact_uri(_error_text(self._error))}"))
         ddom = self._ddom
         controller = self.controller
         assert controller is not None
-        state, reason = ddom.state()
         resumed_by_us_s = None
-        if state == libvirt.VIR_DOMAIN_PAUSED and controller.suspended_s is not None:
-            ddom.resume()  # the guest was paused on purpose (forced completion): it runs on the destination now
-            resumed_by_us_s = self.now()
-            state, reason = ddom.state()
-            self.meta.setdefault("notes", []).append("simkvm resumed the destination VM it had paused on the source")
+        try:
+            state, reason = call_with_timeout(ddom.state, ASK_TIMEOUT_S, "the destination's domstate")
+            if state == libvirt.VIR_DOMAIN_PAUSED and controller.suspended_s is not None:
+                # the guest was paused on purpose (forced completion): it runs on the destination now
+                call_with_timeout(ddom.resume, ASK_TIMEOUT_S, "resume on the destination")
+                resumed_by_us_s = self.now()
+                state, reason = call_with_timeout(ddom.state, ASK_TIMEOUT_S, "the destination's domstate")
+                self.meta.setdefault("notes", []).append(
+                    "simkvm resumed the destination VM it had paused on the source")
+        except (libvirt.libvirtError, Unanswered) as exc:
+            state, reason = None, _error_text(exc)
         if state != libvirt.VIR_DOMAIN_RUNNING:
-            where = f"on the destination ({self.dst_uri}) but {_state_name(state)}, not running"
-            raise MigrationFailed(f"migration finished but the destination VM is {_state_name(state)}; "
-                                  f"check it with virsh -c {self.dst_uri} domstate {self.domain} --reason", where)
+            what = _state_name(state) if state is not None else f"unknown ({redact_uri(str(reason))})"
+            location = self._locate()
+            raise self._failed(f"migration finished but the destination VM is {what}; check it with "
+                               f"virsh -c {redact_uri(self.dst_uri)} domstate {self.domain} --reason",
+                               location.text())
         self.meta["vm_location"] = f"running on the destination ({self.meta['destination'].get('hostname')})"
         completed = _completed_stats(ddom)
         self.meta["completed_stats"] = dict(completed)
@@ -533,6 +654,7 @@ class Execution:
         except libvirt.libvirtError:
             pass
         self.meta["source_after"] = self._source_state()
+        source_images = self._source_images()
         monitor = self.monitor
         assert monitor is not None and self._t_returned is not None
         offset = monitor.libvirt_offset_s(fallback=self._t_call or 0.0)
@@ -593,6 +715,19 @@ class Execution:
             reason = _converged_reason(rounds, final_n, total, downtime)
         if note:
             reason = f"{reason} ({note})"
+        if source_images:
+            reason = f"{reason}; {source_images}"
+        self.meta["downtime_bound_s"] = self.downtime_bound_s
+        # libvirt's figure, and the one the lifecycle events show (source paused -> destination resumed)
+        seen = [t for t, paused in monitor.pauses if paused]
+        paused_s = downtime
+        if seen and self._dst_resumed_s is not None and self._dst_resumed_s >= seen[-1]:
+            paused_s = max(downtime, self._dst_resumed_s - seen[-1])
+        if outcome == "converged" and paused_s > self.downtime_bound_s:
+            self.meta["downtime_bound_exceeded"] = True
+            reason = (f"completed, but the guest was paused {fmt_duration(paused_s)}, beyond the downtime bound "
+                      f"{fmt_duration(self.downtime_bound_s)} (migration.max_downtime "
+                      f"{fmt_duration(self.plan.migration.max_downtime_s)}): {reason}")
         return Result(
             converged=True, outcome=outcome, reason=reason, source="measured", **self._times(offset, stop, total),
             downtime_s=downtime, service_interruption_s=downtime, postcopy_time_s=postcopy_s,
@@ -602,6 +737,32 @@ class Execution:
             iterations=final_n, round_records=rounds, timeline_records=timeline, actions=self._actions(),
             plan=self.plan.to_dict(), meta=self.meta,
         )
+
+    def _source_images(self) -> str:
+        """After a success: the source's copies of the migrated disks (a later migration back is refused while
+        they exist). Deleted with ``remove_source_images`` once the source no longer runs the VM; else said."""
+        libvirt = _libvirt()
+        paths = [d.path for d in self.disks]
+        if not paths:
+            return ""
+        src_host = self.meta.get("source", {}).get("hostname") or redact_uri(self.src_uri)
+        if self.remove_source_images and self.meta.get("source_after") in ("absent", "shut off"):
+            removed, problems = [], []
+            for path in paths:
+                try:
+                    call_with_timeout(lambda p=path: self.conn.storageVolLookupByPath(p).delete(0), ASK_TIMEOUT_S,
+                                      "vol-delete on the source")
+                    removed.append(path)
+                except (libvirt.libvirtError, Unanswered) as exc:
+                    problems.append(f"{path} ({_error_text(exc)})")
+            self.meta["removed_source_images"] = removed
+            if problems:
+                return f"could not delete the source image(s) {', '.join(problems)} on {src_host}"
+            return f"deleted the source image(s) {', '.join(removed)} on {src_host}"
+        self.meta["source_images_kept"] = paths
+        how = "; ".join(f"virsh -c {redact_uri(self.src_uri)} vol-delete {p}" for p in paths)
+        return (f"the source image(s) {', '.join(paths)} stay on {src_host} (a migration back needs them gone: "
+                f"{how}, or --remove-source-image next time)")
 
     def measure_network(self, result: Result, settle_s: float = 1.0) -> Result:
         """With a probe: the service interruption is the longest time no reply came, around the switch.
@@ -668,47 +829,84 @@ class Execution:
 
     # ------------------------------------------------------------ the abort
     def abort(self, stop: _Stop) -> Result:
-        """Cancel the job, make sure the VM runs on the source, delete only our images."""
+        """Cancel the job, make sure the VM runs on exactly one host, delete only our images."""
+        with self.interrupts.held("aborting the migration"):
+            return self._abort(stop)
+
+    def _abort(self, stop: _Stop) -> Result:
         libvirt = _libvirt()
         t_abort = self.now()
+        self.journal.write("aborting", reason=stop.reason)
         log.warning("%s; aborting the migration job", stop.reason)
-        with _shielded():
-            if self._worker is not None and not self._done.is_set():
+        if self.dom is None:  # interrupted while connecting: nothing was changed
+            self.meta["vm_location"] = NOTHING_CHANGED
+            return self.partial_result(stop, t_abort)
+        if self._worker is not None and not self._done.is_set():
+            monitor = self.monitor
+            if monitor is not None and monitor.stopped_s is not None and self.controller is not None \
+                    and self.controller.suspended_s is None:
+                # The switchover is under way: cancelling now races libvirt's completion of the disk
+                # mirrors (a job stuck with its mirror "concluded" blocked every later migration).
+                # It lasts at most the downtime bound: let it end, then see where the VM is.
+                log.warning("the switchover is under way: letting it end (at most %s)",
+                            fmt_duration(self.downtime_bound_s))
+                self._done.wait(max(self.downtime_bound_s - (self.now() - monitor.stopped_s), 0.0))
+            if not self._done.is_set():
                 try:
-                    self.dom.abortJob()
-                except libvirt.libvirtError as exc:
-                    self.meta.setdefault("notes", []).append(f"abortJob: {exc.get_error_message()}")
-                if not self._done.wait(ABORT_WAIT_S):
-                    where = self._locate().text()
-                    raise MigrationFailed(
-                        f"{stop.reason}; libvirt did not finish cancelling within {ABORT_WAIT_S:.0f} s; "
-                        f"check virsh -c {redact_uri(self.src_uri)} domjobinfo {self.domain}", where)
-            if self._ddom is not None and self._error is None:
-                log.warning("the migration completed before the abort took effect")
-                return self.complete(note=f"{stop.reason}, but the migration completed before the abort")
-            location = self._locate()
-            where = location.text()
-            on_source = location.on_source
-            problems: list[str] = []
-            if on_source and location.destination.not_running_for_sure:
-                problems = self.created.remove()
-            elif self.created.paths:
-                why = ("the VM is not safely on the source" if not on_source else
-                       f"the destination could not be asked ({location.destination.error})")
-                problems = [f"kept the destination images {self.created.paths}: {why}; once the VM is known to "
-                            f"run on the source only, delete them with " + "; ".join(
-                                f"virsh -c {redact_uri(self.dst_uri)} vol-delete {p}" for p in self.created.paths)]
+                    call_with_timeout(self.dom.abortJob, ASK_TIMEOUT_S, "abortJob")
+                except (libvirt.libvirtError, Unanswered) as exc:
+                    self.meta.setdefault("notes", []).append(f"abortJob: {_error_text(exc)}")
+            if not self._done.wait(ABORT_WAIT_S):
+                where = self._locate().text()
+                self.meta.update(vm_location=where)
+                raise self._failed(
+                    f"{stop.reason}; libvirt did not finish cancelling within {ABORT_WAIT_S:.0f} s; the job may "
+                    f"still be running: check virsh -c {redact_uri(self.src_uri)} domjobinfo {self.domain}, "
+                    f"cancel it with virsh -c {redact_uri(self.src_uri)} domjobabort {self.domain}, then "
+                    f"simkvm recover --domain {self.domain} --src {redact_uri(self.src_uri)} "
+                    f"--dst {redact_uri(self.dst_uri)}", where, stop, t_abort)
+        if self._ddom is not None and self._error is None:
+            log.warning("the migration completed before the abort took effect")
+            return self.complete(note=f"{stop.reason}, but the migration completed before the abort")
+        location = self._locate()
+        where = location.text()
+        on_source = location.on_source
+        problems: list[str] = []
+        if on_source and location.destination.not_running_for_sure:
+            paths = self.created.paths
+            problems = self.created.remove()
+            self.journal.write("removed_disks", paths=[p for p in paths if not any(p in m for m in problems)])
+        elif self.created.paths:
+            why = ("the VM is not safely on the source" if not on_source else
+                   f"the destination could not be asked ({location.destination.error})")
+            problems = [f"kept the destination images {self.created.paths}: {why}; once the VM is known to "
+                        f"run on the source only, delete them with " + "; ".join(
+                            f"virsh -c {redact_uri(self.dst_uri)} vol-delete {p}" for p in self.created.paths)]
         self.meta.update(vm_location=where, abort_requested_s=t_abort, abort_finished_s=self.now(),
                          removed_disks=[] if problems else self.meta.get("created_disks", []),
                          cleanup_problems=problems)
         if self._error is not None:
-            self.meta["migrate3_error"] = _error_text(self._error)
-        result = self.partial_result(stop, t_abort)
+            self.meta["migrate3_error"] = redact_uri(_error_text(self._error))
         if stop.outcome == "error" or not on_source:
-            exc = MigrationFailed(stop.reason + (f"; {'; '.join(problems)}" if problems else ""), where)
-            exc.result = result  # type: ignore[attr-defined]
-            raise exc
-        return result
+            raise self._failed(stop.reason + (f"; {'; '.join(problems)}" if problems else ""), where, stop, t_abort)
+        return self.partial_result(stop, t_abort)
+
+    def _failed(self, message: str, where: str, stop: _Stop | None = None, t_s: float | None = None
+                ) -> MigrationFailed:
+        """A MigrationFailed carrying what was measured (``.result``), so --json always has a result."""
+        self.meta["vm_location"] = where
+        t_s = self.now() if t_s is None else t_s
+        try:
+            result = self.partial_result(stop or _Stop("error", message), t_s)
+        except Exception:  # noqa: BLE001 - the failure matters more than a partial measurement
+            result = Result(converged=False, outcome="aborted", reason=message, source="measured",
+                            total_time_s=t_s, setup_time_s=t_s, plan=self.plan.to_dict(), meta=self.meta)
+        result.reason = message
+        if self.journal.path.exists():
+            message = f"{message} (journal: {self.journal.path})"
+        exc = MigrationFailed(message, where)
+        exc.result = result  # type: ignore[attr-defined]
+        return exc
 
     def partial_result(self, stop: _Stop, t_abort: float) -> Result:
         """What was measured up to the abort, in the same schema."""
@@ -792,9 +990,11 @@ class Execution:
                     pass
 
 
-def execute(plan: Plan, domain: str, src_uri: str, dst_uri: str, *, migrate_uri: str = DEFAULT_MIGRATE_URI,
+def execute(plan: Plan, domain: str, src_uri: str, dst_uri: str, *, migrate_uri: str | None = None,
             timeout_s: float | None = None, poll_s: float = POLL_S, persist: bool = True,
-            probe: Any = None) -> Result:
+            probe: Any = None, connect_timeout_s: float = CONNECT_TIMEOUT_S,
+            remove_source_images: bool = False, undefine_source: bool = True, tls: bool = False,
+            peer_to_peer: bool = False, tunnelled: bool = False) -> Result:
     """Migrate ``domain`` from ``src_uri`` to ``dst_uri`` as ``plan`` says, and measure it.
 
     Returns a measured :class:`Result` (outcome ``converged``, ``not_converged``
@@ -808,10 +1008,47 @@ def execute(plan: Plan, domain: str, src_uri: str, dst_uri: str, *, migrate_uri:
     if poll_s <= 0 or poll_s > 0.05:
         raise UserError(f"poll interval must be in (0, 50 ms], got {poll_s * 1000:g} ms")
     return Execution(plan=plan, domain=domain, src_uri=src_uri, dst_uri=dst_uri, migrate_uri=migrate_uri,
-                     timeout_s=timeout_s, poll_s=poll_s, persist=persist, probe=probe).run()
+                     timeout_s=timeout_s, poll_s=poll_s, persist=persist, probe=probe,
+                     connect_timeout_s=connect_timeout_s, remove_source_images=remove_source_images,
+                     undefine_source=undefine_source, tls=tls, peer_to_peer=peer_to_peer, tunnelled=tunnelled).run()
 
 
 # ----------------------------------------------------------------- helpers
+def default_migrate_uri(dst_uri: str) -> str | None:
+    """Where the migration data goes by default: the destination libvirt URI's own host
+    (qemu+ssh://root@b.example/system -> tcp://b.example); None for a local URI (libvirt then uses the
+    destination's hostname). Never 127.0.0.1 unless the destination is addressed as that."""
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(dst_uri).hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    return f"tcp://[{host}]" if ":" in host else f"tcp://{host}"
+
+
+def definitions_text(persistent: bool, persist_dest: bool, undefine_source: bool) -> str:
+    """What happens to the domain's definitions, said before the migration (and in the result)."""
+    if not persistent:
+        return "transient domain: no definition on either host before or after"
+    dest = "defined persistently on the destination" if persist_dest else "transient on the destination"
+    src = "its definition removed from the source" if undefine_source else "its definition kept (inactive) on the source"
+    return f"{dest}, {src}"
+
+
+#: The downtime we defend: this many times the plan's limit (QEMU's own estimate overshoots by a few
+#: rounds' worth on a busy link), and never under DOWNTIME_BOUND_MIN_S (libvirt's handover itself).
+DOWNTIME_BOUND_FACTOR = 10.0
+DOWNTIME_BOUND_MIN_S = 2.0
+
+
+def downtime_bound(plan: Plan) -> float:
+    """How long the guest may stay paused at the switchover before simkvm cancels it or calls it a failure."""
+    return max(DOWNTIME_BOUND_FACTOR * plan.migration.max_downtime_s, DOWNTIME_BOUND_MIN_S)
+
+
 def _check_plan(plan: Plan) -> None:
     """Every policy and aid runs for real except dirty-limit, which libvirt cannot switch on."""
     if plan.aids.dirty_limit.enabled:

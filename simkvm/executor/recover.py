@@ -1,0 +1,282 @@
+"""`simkvm recover`: after a migration was cut short, find what it left and put things right.
+
+The executor may have been killed at any instant (SIGKILL, a crash) or have
+left a state it could not settle (a destination that stopped answering).
+``recover(domain, src_uri, dst_uri)`` reads the migration's journal
+(:mod:`.journal`: the images it created, whether libvirt's job started) and
+asks both hosts (:mod:`.locate`), then acts, only where the answer is sure:
+
+1. a migration job still running on the source whose executor is gone is
+   cancelled (``virDomainAbortJob``), and we wait for libvirt to end it;
+2. where the VM is decides the rest, with "unknown" never taken for "not there":
+
+   ===========================  ==============================================
+   source / destination         action
+   ===========================  ==============================================
+   running / none               nothing (the VM is on the source)
+   paused / none                resume the source
+   running or paused / paused   destination paused by an unfinished incoming
+   (incoming)                   migration: destroy it there; resume the source
+   none or paused / running     the VM is on the destination: destroy the
+                                source's paused copy, move a persistent
+                                definition left on the source to the destination
+   running / running            nothing: two copies; say so (a person decides)
+   anything / unknown           nothing on the source; say how to find out
+   ===========================  ==============================================
+3. the journal's images on the destination are deleted once the VM runs on
+   the source only (never an image the journal does not name; others are
+   listed with the command that deletes them).
+
+Returns a :class:`Recovery`: what was found, what was done, where the VM is,
+and ``ok`` (the VM runs on exactly one host and nothing is left over).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..model.errors import EnvironmentProblem
+from .journal import JobRecord, jobs_for
+from .locate import ASK_TIMEOUT_S, HostView, Location, Unanswered, call_with_timeout, look, redact_uri
+
+JOB_END_WAIT_S = 60.0
+
+
+@dataclass
+class Recovery:
+    domain: str
+    found: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # what still needs a person, with the command
+    location: str = "unknown"
+    ok: bool = False
+    journal: str | None = None
+
+    def lines(self) -> list[str]:
+        out = [f"journal: {self.journal or 'none found'}"]
+        out += [f"found: {x}" for x in self.found]
+        out += [f"done: {x}" for x in self.done] or ["done: nothing needed doing"]
+        out += [f"left: {x}" for x in self.left]
+        out.append(f"VM is {self.location}")
+        return out
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"simkvm" in f.read()
+    except OSError:
+        return True
+
+
+def _connect(uri: str, role: str) -> Any:
+    from .run import open_connection
+
+    try:
+        return open_connection(uri, role, ASK_TIMEOUT_S)
+    except EnvironmentProblem:
+        return None
+
+
+def _ask(fn: Any, what: str) -> Any:
+    return call_with_timeout(fn, ASK_TIMEOUT_S, what)
+
+
+def _hostname(conn: Any, uri: str) -> str:
+    if conn is None:
+        return redact_uri(uri)
+    try:
+        return str(_ask(conn.getHostname, "hostname"))
+    except Exception:  # noqa: BLE001 - a name for messages only
+        return redact_uri(uri)
+
+
+def recover(domain: str, src_uri: str, dst_uri: str, *, journal_dir: Any = None) -> Recovery:
+    """Find the migration of ``domain`` from ``src_uri`` to ``dst_uri`` (or its leftovers) and settle it."""
+    import libvirt
+
+    rec = Recovery(domain)
+    jobs = jobs_for(domain, journal_dir)
+    job: JobRecord | None = next((j for j in jobs if not j.recovered), jobs[0] if jobs else None)
+    if job is not None:
+        rec.journal = str(job.path)
+        running = _pid_alive(job.pid) and job.pid != os.getpid() and not job.finished
+        if running:
+            rec.left.append(f"the migration's executor (pid {job.pid}) is still running: let it finish or stop it "
+                            f"(kill {job.pid}), then run simkvm recover again")
+            rec.location = "being migrated by a running simkvm"
+            return rec
+        rec.found.append(f"a migration journal with steps {', '.join(dict.fromkeys(job.steps()))}"
+                         + ("" if job.finished else " (cut short)"))
+    conn, dconn = _connect(src_uri, "source"), _connect(dst_uri, "destination")
+    src_name, dst_name = _hostname(conn, src_uri), _hostname(dconn, dst_uri)
+    try:
+        _end_stale_job(conn, domain, rec)
+        src = look(conn, src_uri, domain, "source", src_name)
+        dst = look(dconn, dst_uri, domain, "destination", dst_name)
+        rec.found.append(f"source {src_name}: {_describe(src)}; destination {dst_name}: {_describe(dst)}")
+        src, dst = _settle(conn, dconn, domain, src, dst, rec)
+        location = Location(domain, src, dst, stopped_on_source=True)
+        rec.location = location.text()
+        on_source = src.running and dst.not_running_for_sure
+        on_dest = dst.running and src.state == "absent"
+        if on_source:
+            _remove_images(dconn, job, domain, dst_uri, rec)
+        elif job is not None and job.created_disks and not on_dest:
+            rec.left.append("the destination images " + ", ".join(job.created_disks) + " are kept until the VM is "
+                            "known to run on the source only; run simkvm recover again then")
+        rec.ok = (on_source or on_dest) and not rec.left
+    finally:
+        for c in (conn, dconn):
+            if c is not None:
+                try:
+                    c.close()
+                except libvirt.libvirtError:
+                    pass
+    if job is not None and rec.ok:
+        from .journal import Journal
+
+        Journal.append(job.path, "recovered", vm_location=rec.location)
+    return rec
+
+
+def _describe(view: HostView) -> str:
+    if view.known:
+        return view.state if view.reason is None else f"{view.state} (reason {view.reason})"
+    return f"unknown ({view.error})"
+
+
+def _persistent(conn: Any, domain: str) -> bool:
+    try:
+        return bool(_ask(lambda: conn.lookupByName(domain).isPersistent(), "isPersistent"))
+    except Exception:  # noqa: BLE001 - absent or unknown: nothing persistent we can see
+        return False
+
+
+def _end_stale_job(conn: Any, domain: str, rec: Recovery) -> None:
+    """A migration job whose executor is gone holds the domain (and blocks every later migration)."""
+    import libvirt
+
+    if conn is None:
+        return
+    try:
+        dom = _ask(lambda: conn.lookupByName(domain), "lookup")
+        info = _ask(lambda: dom.jobInfo(), "jobInfo")
+    except (libvirt.libvirtError, Unanswered):
+        return
+    if not info or info[0] in (libvirt.VIR_DOMAIN_JOB_NONE, libvirt.VIR_DOMAIN_JOB_COMPLETED,
+                               libvirt.VIR_DOMAIN_JOB_FAILED, libvirt.VIR_DOMAIN_JOB_CANCELLED):
+        return
+    rec.found.append("a migration job still active on the source")
+    try:
+        _ask(dom.abortJob, "abortJob")
+    except (libvirt.libvirtError, Unanswered) as exc:
+        rec.found.append(f"abortJob refused: {getattr(exc, 'get_error_message', lambda: str(exc))()}")
+    deadline = time.monotonic() + JOB_END_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            if _ask(lambda: dom.jobInfo(), "jobInfo")[0] == libvirt.VIR_DOMAIN_JOB_NONE:
+                rec.done.append("cancelled the source's migration job")
+                return
+        except (libvirt.libvirtError, Unanswered):
+            return
+        time.sleep(0.5)
+    rec.left.append(f"the source's migration job did not end within {JOB_END_WAIT_S:.0f} s: "
+                    f"virsh -c {redact_uri(conn.getURI())} domjobabort {domain}")
+
+
+def _settle(conn: Any, dconn: Any, domain: str, src: HostView, dst: HostView, rec: Recovery
+            ) -> tuple[HostView, HostView]:
+    """Do the table's action; returns both views as they are afterwards."""
+    import libvirt
+
+    def act(c: Any, what: str, fn_name: str, uri: str) -> bool:
+        try:
+            _ask(lambda: getattr(c.lookupByName(domain), fn_name)(), what)
+            rec.done.append(what)
+            return True
+        except (libvirt.libvirtError, Unanswered) as exc:
+            rec.left.append(f"{what} failed ({getattr(exc, 'get_error_message', lambda: str(exc))()}): "
+                            f"virsh -c {redact_uri(uri)} {fn_name} {domain}")
+            return False
+
+    if not src.known or not dst.known:
+        return src, dst
+    if src.running and dst.running:
+        return src, dst
+    incoming = dst.state == "paused" and dst.reason in (libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
+                                                        libvirt.VIR_DOMAIN_PAUSED_STARTING_UP)
+    if incoming and src.state in ("running", "blocked", "paused"):
+        act(dconn, f"destroyed the unfinished incoming copy on {dst.name}", "destroy", dst.uri)
+    elif dst.running and src.state == "paused":
+        act(conn, f"destroyed the stale paused copy on {src.name} (the VM runs on {dst.name})", "destroy", src.uri)
+    if dst.running:
+        _move_definition(conn, dconn, domain, src, dst, rec)
+    src = look(conn, src.uri, domain, "source", src.name)
+    dst = look(dconn, dst.uri, domain, "destination", dst.name)
+    if src.state == "paused" and dst.not_running_for_sure:
+        act(conn, f"resumed the paused VM on {src.name} (the destination {dst.name} does not run it)",
+            "resume", src.uri)
+        src = look(conn, src.uri, domain, "source", src.name)
+    return src, dst
+
+
+def _move_definition(conn: Any, dconn: Any, domain: str, src: HostView, dst: HostView, rec: Recovery) -> None:
+    """The VM runs on the destination and a persistent definition stayed on the source: move it over
+    (what VIR_MIGRATE_PERSIST_DEST | VIR_MIGRATE_UNDEFINE_SOURCE would have done)."""
+    import libvirt
+
+    try:
+        sdom = _ask(lambda: conn.lookupByName(domain), "lookup")
+        if _ask(sdom.isActive, "isActive") or not _ask(sdom.isPersistent, "isPersistent"):
+            return
+        ddom = _ask(lambda: dconn.lookupByName(domain), "lookup")
+        if not _ask(ddom.isPersistent, "isPersistent"):
+            xml = _ask(lambda: sdom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE),
+                       "XMLDesc")
+            _ask(lambda: dconn.defineXML(xml), "defineXML")
+            rec.done.append(f"defined {domain} persistently on {dst.name} (from the source's definition)")
+        _ask(sdom.undefine, "undefine")
+        rec.done.append(f"removed the source's stale definition of {domain} from {src.name}")
+    except (libvirt.libvirtError, Unanswered) as exc:
+        rec.left.append(f"the source {src.name} keeps an inactive definition of {domain} "
+                        f"({getattr(exc, 'get_error_message', lambda: str(exc))()}): once sure the VM runs on "
+                        f"{dst.name}, virsh -c {redact_uri(src.uri)} undefine {domain}")
+
+
+def _remove_images(dconn: Any, job: JobRecord | None, domain: str, dst_uri: str, rec: Recovery) -> None:
+    """Delete the images the journal says the executor created on the destination (only those)."""
+    import libvirt
+
+    if job is None or dconn is None:
+        return
+    try:
+        for pool in _ask(lambda: dconn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE), "pools"):
+            _ask(lambda p=pool: p.refresh(0), "pool-refresh")
+    except (libvirt.libvirtError, Unanswered):
+        pass
+    for path in job.created_disks:
+        try:
+            vol = _ask(lambda p=path: dconn.storageVolLookupByPath(p), "vol lookup")
+        except libvirt.libvirtError:
+            continue  # already gone
+        except Unanswered:
+            rec.left.append(f"image {path} on the destination: virsh -c {redact_uri(dst_uri)} vol-delete {path}")
+            continue
+        try:
+            _ask(lambda v=vol: v.delete(0), "vol-delete")
+            rec.done.append(f"deleted the image {path} the migration had created on the destination")
+        except (libvirt.libvirtError, Unanswered) as exc:
+            rec.left.append(f"could not delete {path} on the destination "
+                            f"({getattr(exc, 'get_error_message', lambda: str(exc))()}): "
+                            f"virsh -c {redact_uri(dst_uri)} vol-delete {path}")
