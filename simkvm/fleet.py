@@ -5,7 +5,7 @@ place that turns such a row into a :class:`~simkvm.model.plan.Plan`, for the
 capacity-planning notebook and the figure scripts alike.
 
 Columns: name, memory, zero_fraction, disk, disk_allocated, dirty_rate, wss,
-disk_write_rate (optional: disk_wss, default 1 GiB; io_size, default 64 KiB).
+disk_write_rate (optional: disk_wss, default 1 GiB; io_size, default the plan's: 4 KiB).
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def vm_plan(row: Any, *, bandwidth: Any, max_downtime: Any, max_time: Any) -> Pl
                "disks": [{"size": get("disk"), "allocated": get("disk_allocated")}]},
         "workload": {"memory": {"model": "uniform", "dirty_rate": get("dirty_rate"), "wss": get("wss")},
                      "disk": {"write_rate": get("disk_write_rate"), "wss": get("disk_wss") or "1GiB",
-                              "io_size": get("io_size") or "64KiB"}},
+                              # the plan's own default write size (4 KiB) unless the CSV gives one
+                              **({"io_size": get("io_size")} if _given(get, "io_size") else {})}},
         "link": {"bandwidth": bandwidth},
         "migration": {"max_downtime": max_downtime, "max_time": max_time},
     })
@@ -51,3 +52,12 @@ def fleet_plans(csv: str | Path, *, bandwidth: Any, max_downtime: Any, max_time:
     fleet = read_fleet(csv)
     return {row["name"]: vm_plan(row, bandwidth=bandwidth, max_downtime=max_downtime, max_time=max_time)
             for _, row in fleet.iterrows()}
+
+
+def _given(get: Any, column: str) -> bool:
+    """A cell that is there and not empty (pandas reads an empty cell as NaN)."""
+    try:
+        value = get(column)
+    except (KeyError, IndexError):
+        return False
+    return value is not None and value == value and value != ""
