@@ -29,12 +29,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .model.errors import PlanError
 from .model.result import Action
-from .model.units import parse_duration, parse_rate
+from .model.units import GiB, parse_duration, parse_rate
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model.plan import Plan, PolicySpec
 
-GiB = 2**30
 
 
 @dataclass

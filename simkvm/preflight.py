@@ -26,12 +26,11 @@ from typing import Any, Mapping, Sequence
 from .libvirt_api import connect, host_info, import_libvirt, lookup_domain
 from .model.errors import EnvironmentProblem, UserError
 from .model.plan import Plan
-from .model.units import fmt_bytes, fmt_duration, fmt_rate
+from .model.units import MiB, fmt_bytes, fmt_duration, fmt_rate
 
 GO, GO_WITH_SETTINGS, NO_GO = "GO", "GO-WITH-SETTINGS", "NO-GO"
 EXIT_CODES = {GO: 0, GO_WITH_SETTINGS: 1, NO_GO: 3}
 DEFAULT_PERIODS_S = (1.0, 2.0, 4.0)
-MiB = 2**20
 #: The prediction's figures in the report.
 PREDICTION_FIELDS = ("converged", "outcome", "reason", "total_time_s", "downtime_s", "iterations",
                      "ram_transferred_bytes", "disk_transferred_bytes", "postcopy_time_s", "guest_cpu_lost_s")

@@ -16,9 +16,7 @@ from typing import Any, Callable, Mapping
 
 from . import codec
 from .errors import PlanError
-from .units import parse_rate
-
-PAGE_SIZE_BYTES = 4096
+from .units import PAGE_BYTES, parse_rate
 
 
 # --------------------------------------------------------------------- the VM
@@ -54,7 +52,7 @@ class VM:
     # over a large set cannot stand for them: it under-counts short rounds, over-counts long ones.
     background_hot_bytes: float = 0.0
     vcpus: int = 1
-    page_size_bytes: float = PAGE_SIZE_BYTES
+    page_size_bytes: float = PAGE_BYTES
 
 
 # --------------------------------------------------------------- the workload

@@ -15,6 +15,10 @@ import re
 
 from .errors import UserError
 
+KiB, MiB, GiB, TiB = 2**10, 2**20, 2**30, 2**40
+#: QEMU's target page on x86-64 (TARGET_PAGE_SIZE): the unit of the dirty bitmap and of a sent page.
+PAGE_BYTES = 4096
+
 # One rule for sizes and rates, case-sensitive like the SI and IEC symbols (and libvirt's units):
 #   B = byte, b = bit;  K/k = kilo, M = mega, G = giga, T = tera, P = peta (upper case);
 #   with "i" binary (KiB = 1024 B), without decimal (kB = KB = 1000 B);

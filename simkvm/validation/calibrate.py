@@ -47,11 +47,12 @@ from ..model.codec import key_of
 from ..model.errors import UserError
 from ..model.plan import Host, Plan
 from ..model.result import Result
+from ..model.units import PAGE_BYTES
 from ..sim import simulate
 from .search import coordinate_search, run_terms
 from .store import RunStore, plan_of_run
 
-PAGE = 4096.0
+PAGE = float(PAGE_BYTES)
 
 #: Searched constants: (name, lower bound, upper bound, eps of the log(x + eps) transform).
 SEARCHED: tuple[tuple[str, float, float, float], ...] = (

@@ -32,9 +32,8 @@ import math
 from typing import Any, Mapping
 
 from ..model.errors import UserError
-from ..model.units import parse_duration, parse_rate, parse_size
+from ..model.units import MiB, parse_duration, parse_rate, parse_size
 
-MiB = 2**20
 #: The guest reserves 24 MiB of headroom below MemAvailable (workload.c, setup_memory()) and
 #: its kernel holds the rest: measured at READY on the testbed, 256 MiB -> MemTotal 206 MiB,
 #: used 25 MiB (157 MiB allocatable); 2 GiB -> MemTotal 1967 MiB, used 106 MiB (1837 MiB).

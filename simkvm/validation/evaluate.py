@@ -23,7 +23,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-MiB = 2**20
+from ..model.units import MiB
+
 #: The planner's zero share when it does not know its guest (issue 11's blind mode).
 BLIND_ZERO_FRACTION = 0.5
 CLAMP_RE = re.compile(r"wanted (\d+) bytes of arena, only (\d+) allocatable; clamping")

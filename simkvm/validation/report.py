@@ -12,11 +12,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..model.errors import UserError
+from ..model.units import MiB
 from ..profile import apply_profile, load_profile
 from ..sim import simulate
 from .evaluate import extend, format_extras
 from .metrics import as_bool, held_out, metrics, repredict
-from .spec import MiB
 from .store import HEAVY_LOAD_1M, RunStore, plan_of_run
 
 

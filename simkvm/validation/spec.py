@@ -16,9 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..io import read_yaml
 from ..model.errors import UserError
-from ..model.units import parse_duration, parse_fraction, parse_rate, parse_size
+from ..model.units import MiB, parse_duration, parse_fraction, parse_rate, parse_size
 
-MiB = 2**20
 ROLES = ("calibration", "validation")
 PATTERNS = ("random", "seq")
 STORAGES = ("non_shared_disk", "non_shared_inc")
