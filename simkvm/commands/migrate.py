@@ -121,7 +121,7 @@ def _testbed_probe(domain: str) -> Any:
 def cmd_recover(args: argparse.Namespace) -> int:
     from ..executor.recover import recover
 
-    src, dst = _host_uri(args.src), _host_uri(args.dst)
+    src, dst = host_uri(args.src), host_uri(args.dst)
     rec = recover(args.domain, src, dst)
     if args.json:
         _dump({"ok": rec.ok, "vm_location": rec.location, "found": rec.found, "done": rec.done, "left": rec.left,

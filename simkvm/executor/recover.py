@@ -181,7 +181,7 @@ def _end_stale_job(conn: Any, domain: str, rec: Recovery) -> None:
     try:
         _ask(dom.abortJob, "abortJob")
     except (libvirt.libvirtError, Unanswered) as exc:
-        rec.found.append(f"abortJob refused: {getattr(exc, 'get_error_message', lambda: str(exc))()}")
+        rec.found.append(f"abortJob refused: {_error_text(exc)}")
     deadline = time.monotonic() + JOB_END_WAIT_S
     while time.monotonic() < deadline:
         try:
@@ -206,7 +206,7 @@ def _settle(conn: Any, dconn: Any, domain: str, src: HostView, dst: HostView, re
             rec.done.append(what)
             return True
         except (libvirt.libvirtError, Unanswered) as exc:
-            rec.left.append(f"{what} failed ({getattr(exc, 'get_error_message', lambda: str(exc))()}): "
+            rec.left.append(f"{what} failed ({_error_text(exc)}): "
                             f"virsh -c {redact_uri(uri)} {fn_name} {domain}")
             return False
 
@@ -250,7 +250,7 @@ def _move_definition(conn: Any, dconn: Any, domain: str, src: HostView, dst: Hos
         rec.done.append(f"removed the source's stale definition of {domain} from {src.name}")
     except (libvirt.libvirtError, Unanswered) as exc:
         rec.left.append(f"the source {src.name} keeps an inactive definition of {domain} "
-                        f"({getattr(exc, 'get_error_message', lambda: str(exc))()}): once sure the VM runs on "
+                        f"({_error_text(exc)}): once sure the VM runs on "
                         f"{dst.name}, virsh -c {redact_uri(src.uri)} undefine {domain}")
 
 
@@ -278,5 +278,11 @@ def _remove_images(dconn: Any, job: JobRecord | None, domain: str, dst_uri: str,
             rec.done.append(f"deleted the image {path} the migration had created on the destination")
         except (libvirt.libvirtError, Unanswered) as exc:
             rec.left.append(f"could not delete {path} on the destination "
-                            f"({getattr(exc, 'get_error_message', lambda: str(exc))()}): "
+                            f"({_error_text(exc)}): "
                             f"virsh -c {redact_uri(dst_uri)} vol-delete {path}")
+
+
+def _error_text(exc: BaseException) -> str:
+    """libvirt's own message for a libvirtError, else the exception's text."""
+    msg = getattr(exc, "get_error_message", None)
+    return msg() if callable(msg) else str(exc)

@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from ..model.errors import EnvironmentProblem, MigrationFailed, UserError
 from ..model.plan import Plan
@@ -43,10 +43,9 @@ from ..policies import Policy, make_policy
 from .control import Controller
 from .journal import Journal, NoJournal
 from .locate import ASK_TIMEOUT_S, Location, Unanswered, call_with_timeout, locate, redact_uri, settle
-from .signals import Interrupts, signals_as_interrupt
-from .signals import signals_as_interrupt as _signals_as_interrupt  # noqa: F401 - the campaign's import
 from .monitor import JobMonitor, Sample, build_rounds, build_timeline
 from .prepare import DestinationDisks, DomainDisk, Refusal, check_destination, create_disks, domain_disks
+from .signals import Interrupts, signals_as_interrupt
 
 log = logging.getLogger("simkvm.executor")
 

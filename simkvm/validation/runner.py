@@ -242,11 +242,11 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
     if not pending:
         return out
     tb = testbed or Testbed()
-    from ..executor.run import _signals_as_interrupt
+    from ..executor.signals import signals_as_interrupt
 
     lock = _campaign_lock(tb, store.dir)
     try:
-        with _signals_as_interrupt():  # SIGTERM: like Ctrl-C, the run's guest is cleaned up
+        with signals_as_interrupt():  # SIGTERM: like Ctrl-C, the run's guest is cleaned up
             return _run_pending(pending, todo, out, store, tb, profile, profile_path, probe_network, progress,
                                 keep_testbed, own_testbed=testbed is None, log=log)
     finally:
