@@ -17,7 +17,9 @@ def main() -> None:
     plan = simkvm.load_plan(args.plan)
     cells = planner.grid(plan, [parse_rate(x) for x in args.bandwidths.split(",")],
                          [parse_duration(x) for x in args.downtimes.split(",")])
-    common.save(plot.verdict_grid(cells, title=f"{plan.name}: predicted total time"), args.output)
+    common.save(plot.verdict_grid(cells, title=f"{plan.name}: predicted total time",
+                                  min_bandwidth_Bps=planner.min_bandwidth_Bps(plan),
+                                  max_downtime_s=plan.migration.max_downtime_s), args.output)
 
 
 if __name__ == "__main__":
