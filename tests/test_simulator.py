@@ -333,3 +333,37 @@ def test_kernel_reserve_grows_with_ram_and_moves_the_zero_share():
         plan = Plan.from_dict({"vm": {"memory": mem, "zero_fraction": 0.5}, "link": {"bandwidth": "1Gbit/s"}})
         zf = apply_profile(plan, prof).vm.zero_fraction
         assert zf == pytest.approx(0.5 + kernel_free_reserve_bytes(mem) / mem)
+
+
+# ---- QEMU's bandwidth figure (issue 11, rate-limited tails)
+def test_bandwidth_figure_is_the_last_windows_bytes():
+    """migration_update_counters(): threshold_size comes from the bytes the RAM stream carried
+    in the last 100 ms window, not from the rate the walk sends at now. A pass that ends in a
+    region of zero pages (a 9-byte header each, CPU-bound) shows that region's byte rate."""
+    page_cost, cap = 2e-6, 10e9
+    plan = Plan.from_dict({"vm": {"memory": "1GiB", "zero_fraction": 0.9, "zero_layout": "end"},
+                           "link": {"bandwidth": "64MiB/s", "capacity": cap},
+                           "host": {"page_cost": page_cost, "zero_page": 9, "sync_s_per_GiB": 0},
+                           "migration": {"max_downtime": "300ms"}})
+    r = simulate(plan)
+    zero_pages_per_s = 1 / (9 / cap + page_cost)  # the walk over zero pages: CPU-bound
+    assert r.round_records[1]["memory_bps"] == pytest.approx(9 * zero_pages_per_s, rel=1e-6)
+    assert r.round_records[1]["threshold_bytes"] == pytest.approx(9 * zero_pages_per_s * 0.3, rel=1e-6)
+
+
+def test_bandwidth_meter_interpolates_within_a_window():
+    import simpy
+
+    from simkvm.sim.state import Run
+
+    plan = Plan.from_dict({"vm": {"memory": "256MiB"}, "link": {"bandwidth": "64MiB/s"}})
+    env = simpy.Environment()
+    run = Run(env, plan)
+    run.meter()
+    assert run.bandwidth_estimate_Bps(123.0) == 123.0  # no full window yet: the rate being sent
+    for until, sent in ((0.05, 1e6), (0.15, 6e6), (0.17, 6e6)):
+        env.run(until=until)
+        run.ram_sent = sent
+        run.meter()
+    # window [0.07, 0.17]: 4e6 of the 5e6 sent in [0.05, 0.15], nothing after
+    assert run.bandwidth_estimate_Bps(0.0) == pytest.approx(4e6 / 0.1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from .controller import after_iterations_rules
-from .state import Run
+from .state import WINDOW_S, Run
 
 
 def precopy(run: Run):
@@ -25,6 +25,7 @@ def precopy(run: Run):
     run.guest.collect_memory()
     run.bitmap_sync()  # ... and the first sync: dirty-sync-count = 1 during the first pass
     _, bandwidth, _ = run.send_rate()
+    run.meter()
     run.record_round(0.0, bandwidth)
     at_check = True  # False: the walk only crossed into a slice of RAM with another page mix
     while True:
@@ -33,8 +34,10 @@ def precopy(run: Run):
         if run.postcopy_requested:
             return "postcopy"  # must-precopy data (none for RAM) <= threshold: postcopy_start()
         pages_per_s, rate, check_every = run.send_rate()
-        bandwidth = run.bandwidth_estimate_Bps(rate)  # what QEMU measured (one window behind a change)
+        bandwidth = run.bandwidth_estimate_Bps(rate)  # what QEMU measured over the last window
         threshold_pages = run.threshold_bytes(bandwidth) / run.page_bytes
+        # Where the figure settles once a whole window is sent at this rate (the jump's target).
+        settled_pages = run.threshold_bytes(rate) / run.page_bytes
         # migration_iteration_run(): estimate below threshold -> sync for the exact figure.
         if at_check and run.pending_pages < threshold_pages:
             cost = run.sync_cost_s()
@@ -52,11 +55,14 @@ def precopy(run: Run):
             after_iterations_rules(run)
             continue
         # ram_save_iterate() until the next check that sees pending below the threshold.
-        wait, at_check = _until_below_threshold(run, pages_per_s, threshold_pages, check_every)
+        figure = ("steady" if abs(bandwidth - rate) <= 1e-9 * rate
+                  else "rising" if run.meter_peak_Bps() <= rate * (1 + 1e-9) else "moving")
+        wait, at_check = _until_below_threshold(run, pages_per_s, settled_pages, check_every, figure)
         timed_out = env.now + wait > run.deadline_s
         if timed_out:
             wait = max(run.deadline_s - env.now, 0.0)
         start = env.now
+        run.meter()  # nothing was sent since the last point (a sync, a pause): the figure sees the gap
         run.sending(pages_per_s)
         if run.wakeable:
             run.wakeup = env.event()
@@ -65,21 +71,27 @@ def precopy(run: Run):
             yield env.timeout(wait)
         run.send_pages(pages_per_s * (env.now - start))
         run.sending(0.0)
+        run.meter()
         if timed_out and env.now >= run.deadline_s:
             return "max_time"
 
 
 def _until_below_threshold(run: Run, pages_per_s: float, threshold_pages: float,
-                           check_every: float) -> tuple[float, bool]:
+                           check_every: float, figure: str = "steady") -> tuple[float, bool]:
     """Seconds of sending until QEMU next checks and finds pending < threshold, or until the walk
     enters a slice of RAM with another page mix (the send rate changes; no check there).
-    The flag says which: True for a check (or an empty bitmap, which QEMU checks at once)."""
+    The flag says which: True for a check (or an empty bitmap, which QEMU checks at once).
+    ``threshold_pages`` is the threshold once QEMU's bandwidth figure shows this rate (a window
+    later). While the figure is still below it (``rising``) every check sees a lower threshold,
+    so a crossing at least a window away is exact; else (``moving``) only the next check is."""
     pending = run.pending_pages
     segment = run.segment_pages()
     segment_s = segment / pages_per_s  # this slice (or, if it is the last one pending, the bitmap) is done
     # Checks fall on a fixed grid from the start of RAM migration (window boundaries).
     since = run.env.now - run.ram_start_s
     crossing = 0.0 if run.reference else max(pending - threshold_pages, 0.0) / pages_per_s
+    if figure == "moving" or (figure == "rising" and crossing < WINDOW_S):
+        crossing = 0.0
     check = math.floor((since + crossing) / check_every + 1.0 - 1e-9) * check_every - since
     if check <= 1e-12:
         check = check_every

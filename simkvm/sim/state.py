@@ -38,8 +38,9 @@ class Run:
         # None: the plan's own link, whole. A drain's shared link (simkvm.drain.links) instead gives
         # this migration its share of the source's NIC, which changes as other migrations come and go.
         self.link = link
-        self._estimate_until_s = -math.inf  # QEMU's bandwidth figure lags a rate change until then
-        self._estimate_Bps = 0.0
+        # QEMU's bandwidth figure: what the RAM stream carried over the last 100 ms window. The
+        # meter keeps (time, ram_sent) where the send rate changed, back to one window ago.
+        self._meter: list[tuple[float, float]] = []
         self.reference = reference
         self.guest = Guest(env, plan)
         self.rec = Recorder(keep_timeline)
@@ -220,14 +221,45 @@ class Run:
             rate = min(rate, mf.channels * comp.throughput_Bps / self.page_bytes)
         return rate
 
+    def meter(self) -> None:
+        """Note what the RAM stream has carried so far (called where the send rate may change)."""
+        now, points = self.env.now, self._meter
+        if points and points[-1][0] == now:
+            points[-1] = (now, self.ram_sent)
+        else:
+            points.append((now, self.ram_sent))
+        while len(points) > 2 and points[1][0] <= now - WINDOW_S:
+            del points[0]
+
     def bandwidth_estimate_Bps(self, bandwidth_Bps: float) -> float:
-        """QEMU's bandwidth figure behind threshold_size: bytes sent in the last 100 ms window
-        (migration_update_counters()). Alone the rate is steady between checks and this is
-        ``bandwidth_Bps``; after a rate change (see rate_changed) it shows the old rate for a window."""
-        if self.env.now < self._estimate_until_s and self._estimate_Bps > 0:
-            return self._estimate_Bps
-        self._estimate_Bps = bandwidth_Bps
-        return bandwidth_Bps
+        """QEMU's bandwidth figure behind threshold_size and expected-downtime.
+
+        migration_update_counters() divides the bytes the migration stream carried since the
+        window began by the window's length, once >= 100 ms have passed (BUFFER_DELAY); the
+        count is the RAM stream's (QEMUFile + multifd), not the disk mirror's NBD connection.
+        So after the walk crosses from zero pages (a header each, CPU-bound) into normal ones,
+        or after a rate change, the figure still shows the last window's mix. Before a full
+        window has passed it is the rate being sent (``bandwidth_Bps``).
+        """
+        now, points = self.env.now, self._meter
+        since = now - WINDOW_S
+        if not points or points[0][0] > since + 1e-12:
+            return bandwidth_Bps
+        sent_then = points[0][1]
+        for (t0, b0), (t1, b1) in zip(points, points[1:]):
+            if t1 >= since:
+                sent_then = b0 + (b1 - b0) * (since - t0) / (t1 - t0) if t1 > t0 else b1
+                break
+        else:
+            sent_then = points[-1][1]
+        return (self.ram_sent - sent_then) / WINDOW_S
+
+    def meter_peak_Bps(self) -> float:
+        """The fastest rate sent within the last window (0 when nothing was): while it is at most
+        the rate sent now, QEMU's figure can only rise toward that rate."""
+        points, since = self._meter, self.env.now - WINDOW_S
+        return max(((b1 - b0) / (t1 - t0) for (t0, b0), (t1, b1) in zip(points, points[1:])
+                    if t1 > since and t1 > t0), default=0.0)
 
     def threshold_bytes(self, bandwidth_Bps: float) -> float:
         """threshold_size = bandwidth x downtime limit (avail-switchover-bandwidth overrides)."""
@@ -278,7 +310,6 @@ class Run:
     def rate_changed(self) -> None:
         """The link share or max-bandwidth changed: re-rate the send in flight now; QEMU's bandwidth
         figure (and so its threshold) follows in the next 100 ms window, when we look again."""
-        self._estimate_until_s = self.env.now + WINDOW_S
         self.env.timeout(WINDOW_S).callbacks.append(lambda _event: self.wake())
         self.wake()
 
