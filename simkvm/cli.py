@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from typing import Sequence
 
 from . import __version__
@@ -62,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    def one_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' hook
+        print(f"simkvm {args.command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = one_line
     try:
         return int(args.func(args) or 0)
     except (UserError, EnvironmentProblem) as exc:

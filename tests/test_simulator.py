@@ -367,3 +367,92 @@ def test_bandwidth_meter_interpolates_within_a_window():
         run.meter()
     # window [0.07, 0.17]: 4e6 of the 5e6 sent in [0.05, 0.15], nothing after
     assert run.bandwidth_estimate_Bps(0.0) == pytest.approx(4e6 / 0.1)
+
+
+# ---- host.qemu: the version's migration loop (issue 12)
+def _version_plan(version: str, **extra) -> Plan:
+    data = {"vm": {"memory": "8GiB", "zero_fraction": 0.1}, "link": {"bandwidth": "1Gbit/s"},
+            "workload": {"memory": {"model": "uniform", "dirty_rate": "150MiB/s", "wss": "6GiB"}},
+            "aids": {"auto_converge": {"enabled": True}},
+            "migration": {"max_downtime": "300ms", "max_time": "1200s"}, "host": {"qemu": version}}
+    for k, v in extra.items():
+        data.setdefault(k, {}).update(v)
+    return Plan.from_dict(data)
+
+
+def test_unknown_qemu_version_is_a_plan_error():
+    from simkvm.errors import PlanError
+
+    with pytest.raises(PlanError, match="host.qemu must be one of 7.2"):
+        Plan.from_dict({"host": {"qemu": "6.2"}})
+    assert Plan.from_dict({"host": {"qemu": 10}}).host.qemu == "10.0"  # YAML reads 10.0 as a number
+    assert Plan.from_dict({}).host.qemu == "7.2"
+    with pytest.raises(PlanError, match="needs QEMU >= 8.2"):
+        Plan.from_dict({"host": {"qemu": "8.1"}, "migration": {"avail_switchover_bandwidth": "10Gbit/s"}})
+    with pytest.raises(PlanError, match="needs QEMU >= 8.1"):
+        Plan.from_dict({"aids": {"dirty_limit": {"enabled": True}}})
+
+
+def test_auto_converge_timer_syncs_every_5s_from_qemu_9_2():
+    """cpu_throttle_dirty_sync_timer_tick(): with auto-converge, QEMU >= 9.2 syncs when no sync came
+    in the last 5 s tick (after the first pass); 7.2 syncs only when a pass ends. Iterations that
+    last longer than 5 s then get syncs on the 5 s grid, and throttling starts sooner."""
+    old, new = simulate(_version_plan("7.2")), simulate(_version_plan("10.0"))
+    start = new.round_records[0]["time_elapsed_s"]  # RAM migration (and the timer) start
+    first_pass_end = new.round_records[1]["time_elapsed_s"]
+    assert old.round_records[1]["time_elapsed_s"] == pytest.approx(first_pass_end)
+    ticks = [r["time_elapsed_s"] for r in new.round_records[2:]
+             if abs((r["time_elapsed_s"] - start) / 5 - round((r["time_elapsed_s"] - start) / 5)) < 1e-6]
+    assert len(ticks) >= 5 and all(b - a == pytest.approx(5.0) for a, b in zip(ticks, ticks[1:]))
+    gaps = [b["time_elapsed_s"] - a["time_elapsed_s"] for a, b in zip(new.round_records[1:], new.round_records[2:])]
+    # the tick after the pass-end sync sees a new count; the one after that syncs; then every tick
+    assert gaps[0] <= 10.0 + 1e-6 and max(gaps[1:]) <= 5.0 + 1e-6
+    assert max(b["time_elapsed_s"] - a["time_elapsed_s"]
+               for a, b in zip(old.round_records[1:], old.round_records[2:])) > 10
+    assert new.iterations > old.iterations and new.total_time_s < old.total_time_s
+    # the same plan without auto-converge: no timer, the versions agree
+    quiet = {"aids": {"auto_converge": {"enabled": False}}, "migration": {"max_time": "100s"}}
+    a, b = simulate(_version_plan("7.2", **quiet)), simulate(_version_plan("10.0", **quiet))
+    assert (a.iterations, a.total_time_s) == (b.iterations, b.total_time_s)
+
+
+def test_avail_switchover_bandwidth_replaces_the_measured_one_from_8_2():
+    plan = Plan.from_dict({"vm": {"memory": "4GiB"}, "link": {"bandwidth": "1Gbit/s"}, "host": {"qemu": "8.2"},
+                           "workload": {"memory": {"model": "uniform", "dirty_rate": "150MiB/s", "wss": "256MiB"}},
+                           "migration": {"max_downtime": "300ms", "max_time": "120s",
+                                         "avail_switchover_bandwidth": "10Gbit/s"}})
+    r = simulate(plan)  # the working set fits under 10 Gbit/s x 300 ms, not under 1 Gbit/s x 300 ms
+    assert r.converged
+    assert all(x["threshold_bytes"] == pytest.approx(1.25e9 * 0.3) for x in r.round_records[:-1])
+    assert not simulate(plan.replace(**{"migration.avail_switchover_bandwidth": None})).converged
+
+
+def test_multifd_zero_pages_spread_over_channels_from_qemu_9_0():
+    """7.2's migration thread checks every page for zeroes before handing normal pages to multifd
+    (ram_save_target_page); 9.0's channels do it (zero-page-detection=multifd). A zero-page pass
+    that is CPU-bound goes `channels` times faster on 9.0."""
+    data = {"vm": {"memory": "4GiB", "zero_fraction": 1.0}, "link": {"bandwidth": "100Gbit/s"},
+            "aids": {"multifd": {"enabled": True, "channels": 4}},
+            "host": {"page_cost": 1e-6, "zero_page": 9, "sync_s_per_GiB": 0}}
+    times = {}
+    for v in ("7.2", "9.0"):
+        r = simulate(Plan.from_dict({**data, "host": {**data["host"], "qemu": v}}))
+        times[v] = r.precopy_time_s
+    pages = 4 * 2**30 / 4096
+    per_page = 9 / 12.5e9
+    assert times["7.2"] == pytest.approx(pages * (1e-6 + per_page), rel=0.02)
+    assert times["9.0"] == pytest.approx(pages * (1e-6 / 4 + per_page), rel=0.02)
+
+
+def test_profile_version_warns_when_the_plan_predicts_another(tmp_path):
+    import warnings
+
+    from simkvm.model.plan import VersionWarning
+
+    prof = tmp_path / "p.yaml"
+    prof.write_text("host: {qemu: '7.2', page_cost: 1e-6}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Plan.from_dict({"profile": str(prof)}).host.qemu == "7.2"  # the profile's version by default
+    with pytest.warns(VersionWarning, match="calibrated on QEMU 7.2; this plan predicts QEMU 10.0"):
+        Plan.from_dict({"profile": str(prof), "host": {"qemu": "10.0"}})

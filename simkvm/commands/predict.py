@@ -116,7 +116,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         json.dump(result.to_dict(), sys.stdout, indent=None if args.compact else 2)
         sys.stdout.write("\n")
     else:
-        print(format_result(result, title=f"simkvm predict: {plan.name}"))
+        print(format_result(result, title=f"simkvm predict: {plan.name} (QEMU {plan.host.qemu} migration loop)"))
     if args.plot:
         from .. import plot
 

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from . import codec
 from .errors import PlanError
+from .qemu import KNOWN as QEMU_VERSIONS
+from .qemu import normalise as normalise_qemu
+from .qemu import qemu as qemu_version
 from .units import PAGE_BYTES, parse_rate
 
 
@@ -266,6 +270,8 @@ class Host:
     # this long after its tick, so a deadline on its poll grid has already passed
     # (Nova's "elapsed > step time" fires at the tick, not one poll later).
     job_query_s: float = 0.002
+    # The QEMU version whose migration loop to follow (simkvm.model.qemu: what changed since 7.2).
+    qemu: str = "7.2"
 
 
 @dataclass(frozen=True)
@@ -310,7 +316,18 @@ class Plan:
         if not isinstance(prof, Mapping):
             raise PlanError(f"profile {prof!r}: a profile file is read by simkvm.load_plan (or a plan file), "
                             f"not by Plan.from_dict")
+        own_host = data.get("host")
+        if isinstance(own_host, Mapping) and "qemu" in own_host:
+            data["host"] = own_host = {**own_host, "qemu": normalise_qemu(own_host["qemu"])}
         if prof.get("host"):
+            calibrated = prof["host"].get("qemu")
+            if calibrated is not None:
+                prof = {**prof, "host": {**prof["host"], "qemu": normalise_qemu(calibrated)}}
+                asked = own_host.get("qemu") if isinstance(own_host, Mapping) else None
+                if asked is not None and asked != prof["host"]["qemu"]:
+                    warnings.warn(f"the profile was calibrated on QEMU {prof['host']['qemu']}; this plan "
+                                  f"predicts QEMU {asked} (host.qemu): its constants may not carry over",
+                                  VersionWarning, stacklevel=2)
             data["host"] = {**prof["host"], **dict(data.get("host") or {})}
         plan = codec.build(cls, data, "")
         capacity = (prof.get("link") or {}).get("capacity")
@@ -497,6 +514,19 @@ def check_network_host(plan: Plan) -> None:
         raise PlanError("host.dirty_rate_factor must be >= 0")
 
 
+def check_qemu(plan: Plan) -> None:
+    """A QEMU version the model follows, and only what that version can do."""
+    if plan.host.qemu not in QEMU_VERSIONS:
+        raise PlanError(f"host.qemu must be one of {', '.join(QEMU_VERSIONS)} (the QEMU versions the model "
+                        f"follows); got {plan.host.qemu!r}")
+    version = qemu_version(plan.host.qemu)
+    if plan.aids.dirty_limit.enabled and not version.has_dirty_limit:
+        raise PlanError(f"aids.dirty_limit needs QEMU >= 8.1 (the dirty-limit capability); host.qemu is "
+                        f"{plan.host.qemu}")
+    if plan.migration.avail_switchover_bandwidth_Bps and not version.has_avail_switchover_bandwidth:
+        raise PlanError(f"migration.avail_switchover_bandwidth needs QEMU >= 8.2; host.qemu is {plan.host.qemu}")
+
+
 def check_aids(plan: Plan) -> None:
     """Convergence aids: throttle bounds, channels, compression (needs multifd)."""
     aids = plan.aids
@@ -527,6 +557,7 @@ SECTION_CHECKS: tuple[tuple[Callable[[Plan], None], frozenset[str]], ...] = (
     (check_disks, frozenset({"vm", "workload", "migration"})),
     (check_network_host, frozenset({"network", "host"})),
     (check_aids, frozenset({"aids"})),
+    (check_qemu, frozenset({"host", "aids", "migration"})),
 )
 
 
@@ -540,6 +571,10 @@ def _policy_data(policy: Any) -> Any:
         params = policy.pop("params", None) or {}
         return {"name": name, "params": {**dict(params), **policy}}
     return policy
+
+
+class VersionWarning(UserWarning):
+    """A plan predicts another QEMU version than its profile was calibrated on."""
 
 
 def _choice(value: str, allowed: tuple[str, ...], what: str) -> None:

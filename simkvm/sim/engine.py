@@ -155,6 +155,7 @@ def _finish(run: Run, *, converged: bool, outcome: str, reason: str) -> Result:
     )
     # What crossed the link: RAM, the mirror's copies (zero ranges skipped) and its background copies.
     result.meta["wire_bytes"] = run.ram_sent + run.disk_wire
+    result.meta["qemu"] = run.plan.host.qemu  # whose migration loop the prediction followed
     if not math.isfinite(result.total_time_s):  # pragma: no cover - guarded by validation
         raise RuntimeError("simulation produced an infinite time")
     return result

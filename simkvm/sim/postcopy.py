@@ -34,7 +34,7 @@ def postcopy(run: Run):
     run.phase = "postcopy"
     run.point()
     # The guest runs on the destination; the rest of RAM arrives in the background.
-    push_s = pages / run.unlimited_pages_per_s(run.wire_bytes_all_pending(), capacity)
+    push_s = pages / run.unlimited_pages_per_s(run.wire_bytes_all_pending(), capacity, run.zero_share(run.bitmap))
     on_demand = _faulted_pages(run, push_s)
     yield env.timeout(push_s)
     run.send_pages(pages)

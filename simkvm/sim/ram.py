@@ -27,10 +27,18 @@ def precopy(run: Run):
     _, bandwidth, _ = run.send_rate()
     run.meter()
     run.record_round(0.0, bandwidth)
+    if run.periodic_sync_s:
+        env.process(dirty_sync_timer(run))
     at_check = True  # False: the walk only crossed into a slice of RAM with another page mix
     while True:
         if run.abort_requested:
             return "aborted"  # migrate_cancel
+        requested, run.sync_requested = run.sync_requested, None
+        if requested == run.iteration:  # the auto-converge timer's sync (QEMU >= 9.2), unless one came
+            run.record_round(run.bitmap_sync(), run.bandwidth_estimate_Bps(run.send_rate()[1]))
+            if run.max_iterations and run.iteration > run.max_iterations:
+                return "max_iterations"
+            after_iterations_rules(run)
         if run.postcopy_requested:
             return "postcopy"  # must-precopy data (none for RAM) <= threshold: postcopy_start()
         pages_per_s, rate, check_every = run.send_rate()
@@ -72,8 +80,27 @@ def precopy(run: Run):
         run.send_pages(pages_per_s * (env.now - start))
         run.sending(0.0)
         run.meter()
+        if env.now < start + wait - 1e-12:
+            at_check = False  # woken early (a controller, the sync timer): QEMU checks at its own time
         if timed_out and env.now >= run.deadline_s:
             return "max_time"
+
+
+def dirty_sync_timer(run: Run):
+    """cpu_throttle_dirty_sync_timer_tick() (QEMU >= 9.2, auto-converge on): every 5 s, if no
+    bitmap sync happened since the last tick and the first pass is over, sync now, so that
+    auto-converge sees the dirty rate even while one iteration lasts long."""
+    env, last = run.env, 0
+    while True:
+        yield env.timeout(run.periodic_sync_s)
+        if run.phase != "precopy":
+            return
+        if run.iteration > 1 and run.iteration == last:
+            run.sync_requested = run.iteration
+            run.wake()
+            last = run.iteration + 1
+        else:
+            last = run.iteration
 
 
 def _until_below_threshold(run: Run, pages_per_s: float, threshold_pages: float,

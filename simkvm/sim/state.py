@@ -14,6 +14,7 @@ from typing import Protocol
 import simpy
 
 from ..model.plan import Plan
+from ..model.qemu import qemu
 from . import layout
 from .guest import Guest
 from .recorder import Recorder
@@ -42,6 +43,10 @@ class Run:
         # meter keeps (time, ram_sent) where the send rate changed, back to one window ago.
         self._meter: list[tuple[float, float]] = []
         self.reference = reference
+        self.qemu = qemu(plan.host.qemu)  # whose migration loop: what changed since 7.2
+        # QEMU >= 9.2 with auto-converge: a timer forces a bitmap sync when none came for 5 s.
+        self.periodic_sync_s = self.qemu.periodic_sync_s if plan.aids.auto_converge.enabled else 0.0
+        self.sync_requested: int | None = None  # the iteration a timer asked a sync in
         self.guest = Guest(env, plan)
         self.rec = Recorder(keep_timeline)
         host = plan.host
@@ -184,11 +189,27 @@ class Run:
         """Average wire bytes per page over everything pending (the stop-and-copy sends it all)."""
         return self._wire_per_page(self.bitmap) if self.cells else self.normal_page_cost()
 
-    def page_cpu_s(self) -> float:
-        """Migration CPU per page: the walk and zero check, XBZRLE encoding, spread over multifd channels."""
+    def page_cpu_s(self, zero_share: float = 0.0) -> float:
+        """Migration CPU per page: the walk and zero check, XBZRLE encoding, spread over multifd channels.
+
+        With multifd, QEMU >= 9.0 finds zero pages in the channels' threads too
+        (zero-page-detection=multifd); before, the migration thread checked every page
+        itself and only normal pages went to the channels, so zero pages did not spread."""
         cost = self.plan.host.page_cost_s + (self.aids.xbzrle.encode_cost_s if self.xbzrle_active else 0.0)
         mf = self.aids.multifd
-        return cost / mf.channels if mf.enabled else cost
+        if not mf.enabled:
+            return cost
+        if self.qemu.multifd_finds_zero_pages:
+            return cost / mf.channels
+        return zero_share * cost + (1 - zero_share) * cost / mf.channels
+
+    def zero_share(self, row: list[float] | None = None) -> float:
+        """Share of zero pages among the pending pages of ``row`` (default: the walk's slice)."""
+        if not self.cells:
+            return 0.0
+        row = self._slice() if row is None else row
+        pending = sum(row)
+        return row[-1] / pending if pending > 0 else 0.0
 
     def capacity_Bps(self) -> float:
         """What the wire carries for this migration now: the plan's link, or its share of a shared one."""
@@ -206,14 +227,14 @@ class Run:
         """
         c = self.wire_bytes_per_page()
         limited = self.bandwidth_Bps / c
-        unlimited = self.unlimited_pages_per_s(c, self.link_capacity_Bps())
+        unlimited = self.unlimited_pages_per_s(c, self.link_capacity_Bps(), self.zero_share())
         if limited <= unlimited:
             return limited, limited * c, WINDOW_S
         return unlimited, unlimited * c, ITERATE_MAX_S
 
-    def unlimited_pages_per_s(self, c: float, capacity_Bps: float) -> float:
+    def unlimited_pages_per_s(self, c: float, capacity_Bps: float, zero_share: float = 0.0) -> float:
         """Pages/s without max-bandwidth: the link, the migration CPU, multifd and compressor ceilings."""
-        rate = 1.0 / (c / capacity_Bps + self.page_cpu_s())
+        rate = 1.0 / (c / capacity_Bps + self.page_cpu_s(zero_share))
         mf, comp = self.aids.multifd, self.aids.compression
         if mf.enabled and mf.channel_throughput_Bps:
             rate = min(rate, mf.channels * mf.channel_throughput_Bps / c)
@@ -300,7 +321,7 @@ class Run:
     @property
     def wakeable(self) -> bool:
         """A controller or a shared link may change the rates mid-send: long sends can be cut short."""
-        return self.has_controller or self.link is not None
+        return self.has_controller or self.link is not None or bool(self.periodic_sync_s)
 
     def wake(self) -> None:
         """Cut the send in flight short: the process accounts what was sent and looks again."""
@@ -367,7 +388,8 @@ class Run:
         # still pending counts once; cpu_physical_memory_sync_dirty_bitmap) and recomputes the
         # rate once >= 1 s passed; auto-converge compares the same count with what was sent.
         self._rate_period_pages += new_total
-        if now - self._rate_period_start >= 1.0:
+        # migration_bitmap_sync(): "end_time > time_last_bitmap_sync + 1000" on the millisecond clock
+        if round(now * 1000) - round(self._rate_period_start * 1000) > 1000:
             self.trigger_throttle()
             self.dirty_rate_pps = self._rate_period_pages / (now - self._rate_period_start)
             self._rate_period_start = now

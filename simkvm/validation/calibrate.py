@@ -239,7 +239,7 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
                                  "the search, so it does not bend the other constants, and again after)")
     at_bound = [name for name, lo, hi, _ in SEARCHED if search and (c[name] <= lo or c[name] >= hi)]
     final, terms = objective(runs, c)
-    return {"constants": c, "fit": {
+    return {"constants": c, "qemu": calibrated_qemu(runs), "fit": {
         "runs": [r.run_id for r in runs], "method": how, "objective_start": _round(start_obj),
         "objective": _round(final), "objective_terms": {k: _round(v) for k, v in terms.items()},
         "evaluations": evals, "at_bound": at_bound, "residuals": residuals(runs, c)}}
@@ -326,6 +326,22 @@ def residuals(runs: Sequence[CalibrationRun], c: Mapping[str, float]) -> dict[st
     return out
 
 
+def calibrated_qemu(runs: Sequence[CalibrationRun]) -> str:
+    """The QEMU version the runs were measured on (libvirt's hypervisor version, e.g. 7.2.22 -> '7.2');
+    the plans' own host.qemu when the runs do not say (simulated runs)."""
+    from ..model.qemu import normalise
+
+    seen = set()
+    for r in runs:
+        v = ((r.measured.meta.get("source") or {}) if isinstance(r.measured.meta, dict) else {}).get(
+            "hypervisor_version")
+        seen.add(normalise(".".join(str(v).split(".")[:2])) if v else r.plan.host.qemu)
+    if len(seen) > 1:
+        raise UserError(f"calibration runs were measured on several QEMU versions ({', '.join(sorted(seen))}): "
+                        "calibrate each version's runs apart")
+    return seen.pop() if seen else "7.2"
+
+
 def _drain_s(writers: Sequence[CalibrationRun], c: Mapping[str, Any]) -> float:
     """The switchover time a disk-writing guest adds: its in-flight I/O drains at the stop."""
     cc = {**c, "mirror_drain_s": 0.0}
@@ -348,6 +364,7 @@ PROFILE_HOST_KEYS = ("start_destination_s", "setup_s", "page_header_bytes", "zer
 def profile_dict(fitted: Mapping[str, Any], *, source: str = "") -> dict[str, Any]:
     c = fitted["constants"]
     host = {key_of(k): (bool(c[k]) if isinstance(c[k], bool) else _round(float(c[k]))) for k in PROFILE_HOST_KEYS}
+    host["qemu"] = fitted.get("qemu", "7.2")  # the version calibrated on: plans predicting another get a warning
     guest = {}
     if c.get("os_nonzero_bytes") is not None:
         guest["os_nonzero"] = _round(float(c["os_nonzero_bytes"]))
