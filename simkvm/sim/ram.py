@@ -51,6 +51,8 @@ def precopy(run: Run):
             cost = run.sync_cost_s()
             if cost:
                 yield env.timeout(cost)
+                if check_every == WINDOW_S:  # rate-limited: the window still carries its whole budget
+                    run.meter_pause(cost)
             first_pass_done = run.iteration == 1
             dirtied = run.bitmap_sync()  # migration_bitmap_sync_precopy()
             run.record_round(dirtied, bandwidth)

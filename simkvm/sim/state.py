@@ -275,6 +275,12 @@ class Run:
             sent_then = points[-1][1]
         return (self.ram_sent - sent_then) / WINDOW_S
 
+    def meter_pause(self, seconds: float) -> None:
+        """A pause the bandwidth figure does not see: under max-bandwidth QEMU sends each 100 ms
+        window's byte budget whatever a sync took of it (migration_rate_limit sleeps only what is
+        left), while the simulator sends at the budget's pace: its figure must skip the pause."""
+        self._meter = [(t + seconds, b) for t, b in self._meter]
+
     def meter_peak_Bps(self) -> float:
         """The fastest rate sent within the last window (0 when nothing was): while it is at most
         the rate sent now, QEMU's figure can only rise toward that rate."""
