@@ -19,6 +19,7 @@ what the validation campaign does after mapping a real guest onto the plan.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,7 +27,8 @@ from .guestos import os_nonzero_bytes
 from .io import read_yaml
 from .model import codec
 from .model.errors import PlanError
-from .model.plan import Host, Plan
+from .model.plan import Host, Plan, VersionWarning
+from .model.qemu import normalise as normalise_qemu
 from .model.units import parse_rate, parse_size
 
 SECTIONS = ("host", "link", "guest", "network", "fit")
@@ -68,7 +70,13 @@ def load_profile(profile: str | Path | Mapping[str, Any]) -> dict[str, Any]:
 def apply_profile(plan: Plan, profile: Mapping[str, Any]) -> Plan:
     """``plan`` with every constant of the profile forced (capacity never below the plan's bandwidth)."""
     prof = load_profile(profile) if not {"host", "link", "guest", "network"} & set(profile) else profile
-    changes: dict[str, Any] = {f"host.{k}": v for k, v in (prof.get("host") or {}).items()}
+    host = prof.get("host") or {}
+    # the plan's QEMU version stays: the profile only says which one it was calibrated on
+    changes: dict[str, Any] = {f"host.{k}": v for k, v in host.items() if k != "qemu"}
+    if host.get("qemu") is not None and normalise_qemu(host["qemu"]) != plan.host.qemu:
+        warnings.warn(f"the profile was calibrated on QEMU {normalise_qemu(host['qemu'])}; this plan predicts "
+                      f"QEMU {plan.host.qemu} (host.qemu): its constants may not carry over", VersionWarning,
+                      stacklevel=2)
     link = prof.get("link") or {}
     if link.get("efficiency") is not None:
         changes["link.efficiency"] = link["efficiency"]

@@ -381,7 +381,7 @@ def _version_plan(version: str, **extra) -> Plan:
 
 
 def test_unknown_qemu_version_is_a_plan_error():
-    from simkvm.errors import PlanError
+    from simkvm.model.errors import PlanError
 
     with pytest.raises(PlanError, match="host.qemu must be one of 7.2"):
         Plan.from_dict({"host": {"qemu": "6.2"}})
@@ -424,7 +424,7 @@ def test_avail_switchover_bandwidth_replaces_the_measured_one_from_8_2():
     r = simulate(plan)  # the working set fits under 10 Gbit/s x 300 ms, not under 1 Gbit/s x 300 ms
     assert r.converged
     assert all(x["threshold_bytes"] == pytest.approx(1.25e9 * 0.3) for x in r.round_records[:-1])
-    assert not simulate(plan.replace(**{"migration.avail_switchover_bandwidth": None})).converged
+    assert not simulate(plan.with_(**{"migration.avail_switchover_bandwidth": None})).converged
 
 
 def test_multifd_zero_pages_spread_over_channels_from_qemu_9_0():
@@ -447,15 +447,19 @@ def test_multifd_zero_pages_spread_over_channels_from_qemu_9_0():
 def test_profile_version_warns_when_the_plan_predicts_another(tmp_path):
     import warnings
 
+    from simkvm.load import plan_from_dict
     from simkvm.model.plan import VersionWarning
+    from simkvm.profile import apply_profile
 
     prof = tmp_path / "p.yaml"
     prof.write_text("host: {qemu: '7.2', page_cost: 1e-6}\n")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert Plan.from_dict({"profile": str(prof)}).host.qemu == "7.2"  # the profile's version by default
+        assert plan_from_dict({"profile": str(prof)}).host.qemu == "7.2"  # the profile's version by default
     with pytest.warns(VersionWarning, match="calibrated on QEMU 7.2; this plan predicts QEMU 10.0"):
-        Plan.from_dict({"profile": str(prof), "host": {"qemu": "10.0"}})
+        plan_from_dict({"profile": str(prof), "host": {"qemu": "10.0"}})
+    with pytest.warns(VersionWarning):  # forcing a profile keeps the plan's version, and says so
+        assert apply_profile(Plan.from_dict({"host": {"qemu": "10.0"}}), str(prof)).host.qemu == "10.0"
 
 
 def test_rate_limited_windows_carry_their_budget_through_a_sync():

@@ -173,7 +173,7 @@ def plan_of_run(store: Any, rid: str) -> Plan:
     if not plan_dict:
         raise UserError(f"{store.path(rid, 'predicted')}: no plan stored with the prediction")
     plan_dict = dict(plan_dict)
-    plan_dict["host"] = {}
+    plan_dict["host"] = {k: v for k, v in (plan_dict.get("host") or {}).items() if k == "qemu"}  # the version stays
     plan_dict["link"] = {**plan_dict.get("link", {}), "capacity": None}
     nominal = (data.get("meta") or {}).get("guest_nominal") or {}
     plan_dict["vm"] = {**plan_dict.get("vm", {}), "background_dirty_rate": 0.0}
