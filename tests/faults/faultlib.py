@@ -1,0 +1,278 @@
+"""Fault injection on the real testbed: the tools the fault tests share (fixtures in conftest.py).
+
+A fault test starts ``simkvm migrate`` as a subprocess (so it can be killed
+like an operator's), injects one fault at a moment read from the
+migration's journal or from libvirt's events, then checks the truth against
+what simkvm said:
+
+* :func:`truth`: where the guest really runs, asked of each host's libvirtd
+  and, where a libvirtd is dead or frozen, of the kernel (a QEMU process
+  for the guest in that host's namespace, and whether its vCPUs use CPU);
+* canaries: the guest's own memory and disk checks (``SIMKVM CHECK`` lines)
+  resume after the fault on the host that runs it;
+* leftovers: images and definitions on either host that should not be there.
+
+Daemons are signalled by the pids the testbed recorded; a killed libvirtd
+is restarted *inside the same namespace* (:func:`restart_libvirtd`), as a
+service manager would, so it finds its QEMUs again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+MiB = 2**20
+#: 128 MiB guest, 32 MiB disk it writes, dirtying 1 MiB/s: a migration of ~8 s at 16 MiB/s under TCG.
+GUEST = dict(memory_bytes=128 * MiB, disk_bytes=32 * MiB, dirty_rate_Bps=1 * MiB, wss_bytes=16 * MiB,
+             disk_write_rate_Bps=256 * 1024, disk_wss_bytes=8 * MiB)
+PLAN = "name: fault\nlink: {bandwidth: 16MiB/s}\nmigration: {max_downtime: 50ms, max_time: 90s}\n"
+
+
+# ------------------------------------------------------------------ processes of a host
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def alive(pid: int | None) -> bool:
+    st = _stat(pid) if pid else None
+    return st is not None and st[0] != "Z"
+
+
+def namespace_pids(ns: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/mnt") == ns:
+                    out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def guest_qemu(testbed: Any, host: str, name: str) -> int | None:
+    """The QEMU process running guest ``name`` in host's namespace (libvirt names it guest=<name>)."""
+    ns = testbed._read_state()[host].mnt_ns
+    for pid in namespace_pids(ns):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and b"qemu-system" in cmd[0] and any(a.startswith(f"guest={name},".encode()) for a in cmd):
+            if alive(pid):
+                return pid
+    return None
+
+
+def cpu_busy(pid: int, over_s: float = 1.0) -> bool:
+    """The process used CPU over ``over_s`` (a running TCG guest that dirties memory does; a paused one not)."""
+    def ticks() -> int:
+        st = _stat(pid)
+        return int(st[11]) + int(st[12]) if st else 0
+    before = ticks()
+    time.sleep(over_s)
+    return ticks() - before >= 5  # >= 5 % of a core at 100 Hz
+
+
+def kill_libvirtd(testbed: Any, host: str, sig: int = signal.SIGKILL) -> int:
+    pid = testbed.host_state(host).libvirtd_pid
+    os.kill(pid, sig)
+    if sig == signal.SIGKILL:
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        try:
+            os.waitpid(pid, os.WNOHANG)  # our child when the session's testbed started it
+        except ChildProcessError:
+            pass
+    return pid
+
+
+def restart_libvirtd(testbed: Any, host: str) -> None:
+    """Start libvirtd again inside host's namespace (its QEMUs, /run and images are still there)."""
+    from simkvm.testbed.hosts import _which
+
+    state = testbed._read_state()[host]  # host_state() refuses an unhealthy host
+    anchor = next((p for p in namespace_pids(state.mnt_ns) if alive(p)), None)
+    assert anchor is not None, f"host {host}'s namespace is gone"
+    host_dir = testbed.host_dir(host)
+    nsargs = ["-m", "-u"]
+    if os.readlink(f"/proc/{anchor}/ns/net") != os.readlink("/proc/self/ns/net"):
+        nsargs.append("-n")
+    script = (f"echo $$ > {host_dir}/libvirtd.pid; "
+              f"exec {_which('libvirtd')} --listen >>{host_dir}/libvirtd.log 2>&1")
+    subprocess.Popen([_which("nsenter"), "-t", str(anchor), *nsargs, "--", "/bin/sh", "-c", script],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pid = testbed._read_pid(host_dir / "libvirtd.pid")
+        if pid and pid != state.libvirtd_pid and alive(pid):
+            states = testbed._read_state()
+            states[host] = dataclasses.replace(state, libvirtd_pid=pid)
+            testbed._write_state(states)
+            if testbed._healthy(states[host]):
+                try:
+                    conn = testbed.connect(host)
+                    conn.close()
+                    return
+                except Exception:  # noqa: BLE001 - still starting
+                    pass
+        time.sleep(0.2)
+    raise AssertionError(f"libvirtd of host {host} did not come back")
+
+
+# ------------------------------------------------------------------ the truth
+def libvirt_state(testbed: Any, host: str, name: str) -> str:
+    """running | paused | shut off | absent (libvirt's word), or unknown when its libvirtd does not answer."""
+    import libvirt
+
+    from simkvm.executor.locate import STATE_NAMES, call_with_timeout
+
+    try:
+        conn = call_with_timeout(lambda: testbed.connect(host), 5, "connect")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+    try:
+        return STATE_NAMES.get(call_with_timeout(lambda: conn.lookupByName(name).state()[0], 5, "state"), "?")
+    except libvirt.libvirtError:
+        return "absent"
+    except Exception:  # noqa: BLE001
+        return "unknown"
+    finally:
+        conn.close()
+
+
+def truth(testbed: Any, name: str) -> dict[str, str]:
+    """Per host: 'running' (vCPUs busy) / 'paused' (QEMU idle) / 'none' (no QEMU for the guest), from the kernel."""
+    out = {}
+    for host in ("a", "b"):
+        pid = guest_qemu(testbed, host, name)
+        out[host] = "none" if pid is None else ("running" if cpu_busy(pid) else "paused")
+    return out
+
+
+def running_hosts(testbed: Any, name: str) -> list[str]:
+    return [h for h, s in truth(testbed, name).items() if s == "running"]
+
+
+def canaries(testbed: Any, name: str, timeout_s: float = 40) -> str:
+    """'ok' when two fresh memory+disk checks by the guest both pass (it runs, its data survived),
+    else what went wrong."""
+    from simkvm.testbed.guest import console_lines, wait_for_console
+
+    last = max((ln.line_no for ln in console_lines(name, testbed=testbed)), default=0)
+    try:
+        first = wait_for_console(name, lambda ln: ln.kind == "CHECK", timeout_s, after_line=last, testbed=testbed)
+        second = wait_for_console(name, lambda ln: ln.kind == "CHECK", timeout_s, after_line=first.line_no,
+                                  testbed=testbed)
+    except Exception as exc:  # noqa: BLE001 - silent guest: not ok
+        return f"silent: {str(exc)[-600:]}"
+    bad = [c.raw for c in (first, second) if c.values.get("mem") != "ok" or c.values.get("disk") not in ("ok", "none")]
+    return "ok" if not bad else f"failed: {bad}"
+
+
+def volumes(testbed: Any, host: str) -> list[str]:
+    conn = testbed.connect(host)
+    try:
+        pool = conn.storagePoolLookupByName("default")
+        pool.refresh(0)
+        return sorted(pool.listVolumes())
+    finally:
+        conn.close()
+
+
+def defined(testbed: Any, host: str, name: str) -> bool:
+    import libvirt
+
+    conn = testbed.connect(host)
+    try:
+        conn.lookupByName(name)
+        return True
+    except libvirt.libvirtError:
+        return False
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------ a migration to hurt
+class Migration:
+    """``simkvm migrate --json`` of guest ``name`` a -> b in a subprocess, with its own journal dir."""
+
+    def __init__(self, testbed: Any, name: str, tmp: Path, plan: str = PLAN, *extra: str) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.state_dir = tmp / "state"
+        plan_file = tmp / "plan.yaml"
+        plan_file.write_text(plan)
+        env = {**os.environ, "SIMKVM_STATE_DIR": str(self.state_dir)}
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "simkvm", "migrate", str(plan_file), "--domain", name, "--src", testbed.uri("a"),
+             "--dst", testbed.uri("b"), "--json", "--quiet", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        self.out = self.err = ""
+
+    def journal_steps(self) -> list[str]:
+        steps: list[str] = []
+        for path in (self.state_dir / "journal").glob("*.jsonl"):
+            for line in path.read_text().splitlines():
+                try:
+                    steps.append(json.loads(line)["step"])
+                except (ValueError, KeyError):
+                    pass
+        return steps
+
+    def wait_step(self, step: str, timeout_s: float = 90) -> float:
+        """Wait until the journal shows ``step``; returns when (monotonic)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if step in self.journal_steps():
+                return time.monotonic()
+            if self.proc.poll() is not None:
+                self.finish(0)
+                pytest.fail(f"simkvm migrate ended before {step!r}: {self.err[-1500:]}")
+            time.sleep(0.01)
+        pytest.fail(f"no {step!r} in the journal within {timeout_s} s")
+
+    def finish(self, timeout_s: float = 150) -> int:
+        self.out, self.err = self.proc.communicate(timeout=timeout_s)
+        return self.proc.returncode
+
+    @property
+    def result(self) -> dict[str, Any]:
+        data = json.loads(self.out)
+        return data.get("measured", data)
+
+    @property
+    def said(self) -> str:
+        """The VM location simkvm reported (one line on stderr, or the JSON's meta)."""
+        try:
+            return str(self.result["meta"].get("vm_location", ""))
+        except (ValueError, KeyError):
+            return self.err
+
+
+
+
+RECORD = os.environ.get("SIMKVM_FAULT_RECORD")
+
+
+def record(fault: str, **fields: Any) -> None:
+    """One line per run for the fault campaign's table (scripts/fault_campaign.py), when it asks for them."""
+    if RECORD:
+        with open(RECORD, "a") as f:
+            f.write(json.dumps({"fault": fault, **fields}) + "\n")
