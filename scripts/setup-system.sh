@@ -17,6 +17,7 @@ PACKAGES=(
     linux-image-amd64 busybox-static
     gcc libc6-dev
     iproute2 kmod cpio
+    mmdebstrap  # scripts/setup-stack.sh builds the QEMU 10 / libvirt 11 root with it
 )
 
 if [[ $(id -u) -ne 0 ]]; then

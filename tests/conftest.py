@@ -8,9 +8,16 @@ finds it) and never touches a developer's ``simkvm testbed up`` or another
 session running at the same time. The guest build and libvirt's QEMU probe
 are cached in a shared directory so a fresh testbed still starts in < 1 s.
 
-Without the system packages the testbed tests are skipped on a developer's
-machine, but fail in CI (``CI=true``): there a missing package is a broken
-pipeline, not a reason to pass.
+The session testbed is parametrised by QEMU/libvirt stack (simkvm.testbed.stack):
+every test using it runs once on Debian 12's QEMU 7.2 / libvirt 9.0 and once on
+bookworm-backports' QEMU 10.0 / libvirt 11.3 (pytest groups the tests by stack,
+so each stack's testbed comes up once). SIMKVM_TESTBED_STACKS=debian12 (a
+comma-separated list) narrows that; a testbed chosen with SIMKVM_TESTBED_DIR
+runs on its own stack only (SIMKVM_TESTBED_STACK, else the default).
+
+Without the system packages (or a stack's root) the testbed tests are skipped on
+a developer's machine, but fail in CI (``CI=true``): there a missing package is a
+broken pipeline, not a reason to pass.
 """
 from __future__ import annotations
 
@@ -39,10 +46,16 @@ def _ports_free(base: int) -> bool:
     return True
 
 
-def _private_testbed_env() -> dict[str, str]:
+def _session_stacks() -> list[str]:
+    if os.environ.get("SIMKVM_TESTBED_DIR"):
+        return [os.environ.get("SIMKVM_TESTBED_STACK") or "default"]
+    return [s.strip() for s in os.environ.get("SIMKVM_TESTBED_STACKS", "debian12,backports").split(",") if s.strip()]
+
+
+def _private_testbed_env(stack: str) -> dict[str, str]:
     if os.environ.get("SIMKVM_TESTBED_DIR"):
         return {}  # the user chose a testbed: use it as is
-    env = {"SIMKVM_TESTBED_DIR": f"/var/lib/simkvm-testbed-pytest-{os.getpid()}",
+    env = {"SIMKVM_TESTBED_DIR": f"/var/lib/simkvm-testbed-pytest-{os.getpid()}", "SIMKVM_TESTBED_STACK": stack,
            "SIMKVM_TESTBED_CACHE": os.environ.get("SIMKVM_TESTBED_CACHE", SHARED_CACHE)}
     start = os.getpid() % 150
     for k in range(150):
@@ -53,17 +66,19 @@ def _private_testbed_env() -> dict[str, str]:
     pytest.fail("no free port pair for a private testbed between 30000 and 45000")
 
 
-@pytest.fixture(scope="session")
-def _testbed_session() -> Iterator[Any]:
+@pytest.fixture(scope="session", params=_session_stacks())
+def _testbed_session(request: pytest.FixtureRequest) -> Iterator[Any]:
     from simkvm.testbed import Testbed, check_environment
+    from simkvm.testbed.stack import get_stack
 
+    stack = request.param
     try:
-        check_environment()
+        check_environment(get_stack(None if stack == "default" else stack))
     except EnvironmentProblem as exc:
         if _in_ci():
             pytest.fail(f"CI=true and the testbed cannot run: {exc}", pytrace=False)
         pytest.skip(f"testbed prerequisites missing (not in CI, so skipping): {exc}")
-    env = _private_testbed_env()
+    env = _private_testbed_env(stack)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     tb = Testbed()

@@ -71,9 +71,29 @@ def test_up_is_idempotent_and_resizes_disk_space(testbed):
     assert {h.name: h.libvirtd_pid for h in testbed.iter_hosts()} == before
 
 
+def test_unknown_stack_is_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    from simkvm.testbed.hosts import Testbed
+
+    with pytest.raises(UserError, match="unknown testbed stack '9.9'; the stacks are debian12"):
+        Testbed(tmp_path / "tb", stack="9.9")
+    env = {**os.environ, "SIMKVM_TESTBED_DIR": str(tmp_path / "tb")}
+    proc = subprocess.run([sys.executable, "-m", "simkvm", "testbed", "up", "--stack", "9.9"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "unknown testbed stack" in proc.stderr
+
+
 def test_status_shows_two_distinct_hosts(testbed):
     status = testbed.status()
     hosts = status["hosts"]
+    # The daemons answering are the stack's: QEMU 7.2 / libvirt 9.0 or QEMU 10.0 / libvirt 11.3.
+    expected = {"7.2": ("7.2.", "9.0."), "10.0": ("10.0.", "11.3.")}[testbed.stack.qemu]
+    assert status["stack"]["name"] == testbed.stack.name
+    assert all(h["stack"] == testbed.stack.name for h in hosts)
+    assert all(h["qemu_version"].startswith(expected[0]) and h["libvirt_version"].startswith(expected[1])
+               for h in hosts), [(h["qemu_version"], h["libvirt_version"]) for h in hosts]
     assert [h["name"] for h in hosts] == ["a", "b"]
     assert all(h["running"] for h in hosts)
     assert hosts[0]["host_uuid"] != hosts[1]["host_uuid"]
@@ -172,6 +192,73 @@ def test_live_migration_non_shared_disk_keeps_guest_intact(guest, testbed):
         dst.close()
 
 
+def _listeners(pids: set[int]) -> list[str]:
+    """Local addresses ("127.0.0.1:52650") of the TCP sockets ``pids`` listen on (ss)."""
+    import re
+    import subprocess
+
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        owners = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+        if owners & pids:
+            found.append(line.split()[3])
+    return found
+
+
+def test_libvirtd_refuses_unprivileged_users(testbed):
+    """libvirtd is root-equivalent: only root may connect (issue 10: with auth_tcp = "none" on a TCP port,
+    `nobody` could define pools over /root). Its socket is mode 0700 and it has no TCP listener."""
+    import subprocess
+
+    sock = testbed.specs["a"].socket
+    probe = ["/usr/bin/python3", "-c",
+             "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1]); print('connected')", sock]
+    assert subprocess.run(probe, capture_output=True, text=True, timeout=30).stdout.strip() == "connected"
+    nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+    refused = subprocess.run(nobody + probe, capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "PermissionError" in refused.stderr, refused.stderr
+    virsh = subprocess.run(nobody + ["virsh", "-c", testbed.uri("a"), "list", "--all"],
+                           capture_output=True, text=True, timeout=30)
+    assert virsh.returncode != 0 and "Permission denied" in virsh.stderr, virsh.stderr
+    libvirtds = {h.libvirtd_pid for h in testbed.iter_hosts()}
+    assert len(libvirtds) == 2 and _listeners(libvirtds) == []
+
+
+def test_destination_listens_on_the_testbed_address_only(testbed, guest_factory):
+    """During a migration by simkvm's executor the destination QEMU listens for the migration stream and
+    serves the disk over NBD (writable, no auth): both on the address migrated to, never on every
+    interface (libvirt's default is 0.0.0.0)."""
+    import threading
+
+    from simkvm.executor import execute
+    from simkvm.model.plan import Plan
+    from simkvm.testbed.proc import comm, pids_in_ns
+
+    name = guest_factory("tb-listen", 256 * MiB, 64 * MiB, disk_write_rate_Bps=1 * MiB)
+    b_ns = next(h.mnt_ns for h in testbed.iter_hosts() if h.name == "b")
+    plan = Plan.from_dict({"name": "listen", "link": {"bandwidth": "16MiB/s"},
+                           "migration": {"max_downtime": "300ms", "max_time": "120s"}})
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(
+        execute(plan, name, testbed.uri("a"), testbed.uri("b"), migrate_uri=testbed.migration_uri("b"))))
+    thread.start()
+    seen: set[str] = set()
+    while thread.is_alive():
+        qemus = {p for p in pids_in_ns(b_ns) if comm(p).startswith("qemu-system")}
+        seen.update(_listeners(qemus))
+        time.sleep(0.1)
+    thread.join()
+    assert results and results[0].converged
+    ports = testbed.specs["b"]
+    address = testbed.migration_uri("b").removeprefix("tcp://")
+    # The migration stream and the NBD export: two listeners, in b's port range, on b's address.
+    assert len(seen) >= 2, seen
+    assert all(addr.rsplit(":", 1)[0] == address for addr in seen), seen
+    assert all(ports.migration_port_min <= int(addr.rsplit(":", 1)[1]) <= ports.migration_port_max
+               for addr in seen), seen
+
+
 def test_bad_guest_input_is_a_user_error(testbed):
     from simkvm.testbed import define_guest
 
@@ -204,9 +291,9 @@ def test_down_leaves_no_process_mount_or_file(testbed, guest):
     assert alive == []
     assert open("/proc/self/mounts").read() == root_mounts_before
     assert "/var/lib/libvirt" not in {line.split()[1] for line in root_mounts_before.splitlines()}
-    for port in (testbed.specs["a"].tcp_port, testbed.specs["b"].tcp_port):
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", port)) != 0
+    for spec in testbed.specs.values():
+        with socket.socket(socket.AF_UNIX) as s:
+            assert s.connect_ex(spec.socket) != 0
     assert not testbed.state_file.exists()
     assert not (testbed.state_dir / "hosts").exists()
     assert not testbed.console_dir.exists()

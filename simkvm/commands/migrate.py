@@ -15,6 +15,16 @@ from ..model.units import parse_duration
 from .hosts import add_domain_and_hosts, host_uri
 
 
+def _migrate_uri(args: argparse.Namespace) -> str:
+    """--migrate-uri, else the testbed destination's address (loopback, or its end of `testbed up --link`)."""
+    from ..testbed.hosts import HOST_NAMES, Testbed
+    from ..executor.run import DEFAULT_MIGRATE_URI
+
+    if args.migrate_uri:
+        return str(args.migrate_uri)
+    return Testbed().migration_uri(args.dst) if args.dst in HOST_NAMES else None
+
+
 def _format(result: Result, title: str) -> str:
     from ..report import format_result
 
@@ -56,7 +66,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             print(_format(predicted, f"simkvm predict: {plan.name} (guest {args.domain})"))
             print()
     probe = _testbed_probe(args.domain) if args.probe else None
-    options = dict(migrate_uri=args.migrate_uri, connect_timeout_s=connect_timeout_s, tls=args.tls,
+    options = dict(migrate_uri=_migrate_uri(args), connect_timeout_s=connect_timeout_s, tls=args.tls,
                    peer_to_peer=args.p2p, tunnelled=args.tunnelled, persist=not args.no_persist_destination,
                    undefine_source=not args.keep_source_definition)
     if args.dry_run:

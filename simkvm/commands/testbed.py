@@ -12,8 +12,9 @@ import time
 from typing import Any
 
 from ..model.errors import UserError
-from ..model.units import fmt_bytes, fmt_duration, fmt_rate, parse_fraction, parse_rate, parse_size
+from ..model.units import fmt_bytes, fmt_duration, fmt_rate, parse_duration, parse_fraction, parse_rate, parse_size
 from ..testbed.hosts import DEFAULT_DISK_CAPACITY_BYTES, HOST_NAMES, Testbed
+from ..testbed.stack import DEFAULT_STACK, STACKS
 
 
 def add_commands(subparsers: Any) -> None:
@@ -30,7 +31,25 @@ def add_commands(subparsers: Any) -> None:
                     help="space for disk images on each host (default 4GiB)")
     up.add_argument("--disk-capacity-b", default=None,
                     help="space on host b only, e.g. to make it too small for a guest's disk")
+    up.add_argument("--stack", default=None,
+                    help="QEMU/libvirt the hosts run: " + "; ".join(
+                        f"{name} or {s.qemu} = {s.description}" for name, s in STACKS.items())
+                    + f" (default {DEFAULT_STACK}, or env SIMKVM_TESTBED_STACK; install with scripts/setup-stack.sh)")
+    up.add_argument("--link", action="store_true",
+                    help="put the hosts in network namespaces joined by a veth pair ('simkvm testbed link' shapes "
+                         "and cuts it); default: both on loopback")
     up.set_defaults(func=_up)
+
+    link = tb_sub.add_parser(
+        "link", help="shape, cut or restore the link between the hosts (after 'up --link')",
+        description="netem on both ends of the hosts' veth pair. With no option: show the link.")
+    link.add_argument("--rate", default=None, help="bandwidth each way, e.g. 100Mbit/s or 12MiB/s")
+    link.add_argument("--delay", default=None, help="one-way delay, e.g. 5ms (the round trip is twice that)")
+    link.add_argument("--loss", default=None, help="share of packets dropped each way, e.g. 0.1%%")
+    link.add_argument("--clear", action="store_true", help="remove all shaping")
+    link.add_argument("--cut", action="store_true", help="take both ends down: no packet passes")
+    link.add_argument("--restore", action="store_true", help="bring both ends up again after --cut")
+    link.set_defaults(func=_link)
 
     status = tb_sub.add_parser("status", help="show the hosts, their URIs and domains")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -38,6 +57,13 @@ def add_commands(subparsers: Any) -> None:
 
     down = tb_sub.add_parser("down", help="stop both hosts and their guests, remove their state")
     down.set_defaults(func=_down)
+
+    canaries = tb_sub.add_parser(
+        "canaries", help="migrate a guest back and forth and count lost dirty pages (QEMU TCG's TLB bug)")
+    canaries.add_argument("--migrations", type=int, default=10, help="how many migrations (default 10)")
+    canaries.add_argument("--no-tlb-flush", action="store_true",
+                          help="switch the guest's TLB-flush workaround off (to see whether this stack needs it)")
+    canaries.set_defaults(func=_canaries)
 
     guest = tb_sub.add_parser("guest", help="define and start a workload guest on a host")
     guest.add_argument("name")
@@ -68,10 +94,10 @@ def _up(args: argparse.Namespace) -> int:
     if args.disk_capacity_b is not None:
         capacities = {"a": capacity, "b": int(parse_size(args.disk_capacity_b, "--disk-capacity-b", allow_zero=False))}
     started = time.monotonic()
-    status = Testbed().up(capacities)
+    status = Testbed(stack=args.stack).up(capacities, link=True if args.link else None)
     for host in status["hosts"]:
         print(f"host {host['name']}: {host['uri']}  uuid {host.get('host_uuid', '-')}  "
-              f"disk space {fmt_bytes(host.get('disk_capacity_bytes', 0))}")
+              f"disk space {fmt_bytes(host.get('disk_capacity_bytes', 0))}  {_versions(host)}")
     print(f"testbed up in {fmt_duration(time.monotonic() - started)} (state in {status['state_dir']})")
     return 0
 
@@ -86,13 +112,49 @@ def _status(args: argparse.Namespace) -> int:
             print(f"host {host['name']}: down ({host['uri']})")
             continue
         pool = host.get("pool") or {}
-        print(f"host {host['name']}: up  {host['uri']}  uuid {host['host_uuid']}  "
+        print(f"host {host['name']}: up  {host['uri']}  uuid {host['host_uuid']}  {_versions(host)}  "
               f"images {fmt_bytes(pool.get('allocation_bytes', 0))} used of {fmt_bytes(pool.get('capacity_bytes', 0))}")
         for dom in host["domains"]:
             print(f"  {dom['name']}: {dom['state']}")
+    link = status.get("link") or {}
+    if link.get("up"):
+        print(f"link: a {link['addresses']['a']} <-> b {link['addresses']['b']} "
+              f"({'carrier' if link['carrier'] else 'CUT'}; {link['qdisc'] or 'no shaping'})")
+    if any(h["running"] for h in status["hosts"]):
+        stack = status["stack"]
+        print(f"stack {stack['name']}: {stack['description']} (simulate with host.qemu: \"{stack['qemu']}\")")
     if not status["running"]:
         print("testbed is not (fully) running: 'simkvm testbed up' starts it")
     return 0 if status["running"] else 1
+
+
+def _link(args: argparse.Namespace) -> int:
+    actions = [args.clear, args.cut, args.restore, any(v is not None for v in (args.rate, args.delay, args.loss))]
+    if sum(actions) > 1:
+        raise UserError("give one of --rate/--delay/--loss, --clear, --cut, --restore")
+    link = Testbed().link()
+    if args.clear:
+        link.clear()
+    elif args.cut:
+        link.cut()
+    elif args.restore:
+        link.restore()
+    elif actions[3]:
+        link.shape(
+            rate_Bps=None if args.rate is None else parse_rate(args.rate, "--rate"),
+            delay_s=None if args.delay is None else parse_duration(args.delay, "--delay"),
+            loss=None if args.loss is None else parse_fraction(args.loss, "--loss"),
+        )
+    state = link.status()
+    if not state["up"]:
+        raise UserError("the testbed has no link; start it with 'simkvm testbed up --link'")
+    print(f"link: a {state['addresses']['a']} ({state['devices']['a']}) <-> b {state['addresses']['b']} "
+          f"({state['devices']['b']}), {'carrier' if state['carrier'] else 'CUT'}; {state['qdisc'] or 'no shaping'}")
+    return 0
+
+
+def _versions(host: dict[str, Any]) -> str:
+    return f"stack {host.get('stack', '-')} (QEMU {host.get('qemu_version', '?')}, libvirt {host.get('libvirt_version', '?')})"
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -103,6 +165,14 @@ def _down(args: argparse.Namespace) -> int:
     GuestNetwork(tb.base_port).down()
     print("testbed down")
     return 0
+
+
+def _canaries(args: argparse.Namespace) -> int:
+    from ..testbed.canary import main_counts
+
+    if not 1 <= args.migrations <= 1000:
+        raise UserError(f"--migrations must be between 1 and 1000, got {args.migrations}")
+    return main_counts(args)
 
 
 def _guest(args: argparse.Namespace) -> int:

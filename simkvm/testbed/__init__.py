@@ -18,6 +18,7 @@ from .guest import (
     create_destination_disks,
     create_volume,
     define_guest,
+    delete_volume,
     parse_console,
     read_guest_workload,
     remove_guest,
@@ -30,6 +31,6 @@ from .hosts import HOST_NAMES, POOL_NAME, POOL_PATH, HostState, Testbed, check_e
 __all__ = [
     "HOST_NAMES", "METADATA_URI", "POOL_NAME", "POOL_PATH", "ConsoleLine", "GuestImage", "GuestTimeout",
     "GuestWorkload", "HostState", "Testbed", "build_initramfs", "check_environment", "console_lines",
-    "console_path", "create_destination_disks", "create_volume", "define_guest", "parse_console",
+    "console_path", "create_destination_disks", "create_volume", "define_guest", "delete_volume", "parse_console",
     "read_guest_workload", "remove_guest", "volume_path", "wait_for_console", "wait_ready",
 ]

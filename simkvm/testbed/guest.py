@@ -28,7 +28,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 from ..libvirt_api import import_libvirt
 from ..model.errors import EnvironmentProblem, UserError
-from .hosts import POOL_NAME, SETUP_HINT, Testbed
+from .hosts import POOL_NAME, Testbed
+from .libvirtd import SETUP_HINT
 from .network import GuestNetwork, guest_mac
 
 METADATA_URI = "urn:x-simkvm:workload:1"
@@ -262,19 +263,32 @@ def volume_xml(name: str, capacity_bytes: int) -> str:
     )
 
 
-def create_volume(conn: Any, name: str, capacity_bytes: int, *, replace: bool = False) -> str:
-    """Create ``<name>.qcow2`` in the host's default pool; return its path."""
+def delete_volume(conn: Any, name: str) -> bool:
+    """Delete ``<name>.qcow2`` from the host's default pool, if there; True if it was. For the image a
+    migration leaves on its source (simkvm never overwrites a disk, so migrating back needs it gone)."""
     libvirt = import_libvirt()
     pool = conn.storagePoolLookupByName(POOL_NAME)
     pool.refresh(0)
     try:
-        existing = pool.storageVolLookupByName(f"{name}.qcow2")
+        pool.storageVolLookupByName(f"{name}.qcow2").delete(0)
     except libvirt.libvirtError:
-        existing = None
-    if existing is not None:
-        if not replace:
-            raise UserError(f"volume {name}.qcow2 already exists on {conn.getURI()}; remove the guest first")
-        existing.delete(0)
+        return False
+    return True
+
+
+def create_volume(conn: Any, name: str, capacity_bytes: int, *, replace: bool = False) -> str:
+    """Create ``<name>.qcow2`` in the host's default pool; return its path."""
+    libvirt = import_libvirt()
+    if replace:
+        delete_volume(conn, name)
+    pool = conn.storagePoolLookupByName(POOL_NAME)
+    pool.refresh(0)
+    try:
+        pool.storageVolLookupByName(f"{name}.qcow2")
+    except libvirt.libvirtError:
+        pass
+    else:
+        raise UserError(f"volume {name}.qcow2 already exists on {conn.getURI()}; remove the guest first")
     try:
         vol = pool.createXML(volume_xml(name, capacity_bytes), 0)
     except libvirt.libvirtError as exc:
@@ -297,7 +311,7 @@ def define_guest(
     accel: str = "qemu",
     host: str = "a",
     replace: bool = False,
-    tlb_flush: bool = True,
+    tlb_flush: bool | None = None,
     testbed: Testbed | None = None,
     network: "GuestNetwork | None" = None,
     ip: str | None = None,
@@ -308,9 +322,11 @@ def define_guest(
     ``replace=True`` removes an existing guest of that name (on every host)
     first; otherwise an existing one is a UserError.
 
-    ``tlb_flush=False`` turns off the guest's workaround for QEMU TCG losing
-    dirty pages during migration (see flush_tlb() in workload.c): only to
-    reproduce that bug; under KVM the workaround is merely a small cost.
+    ``tlb_flush``: the guest's workaround for QEMU TCG losing dirty pages
+    during migration (see flush_tlb() in workload.c). None: what the
+    testbed's stack needs (:attr:`~simkvm.testbed.stack.Stack.tlb_flush`,
+    measured with ``simkvm testbed canaries``); False only to reproduce the
+    bug; under KVM the workaround is merely a small cost.
 
     ``network`` (a :class:`~simkvm.testbed.network.GuestNetwork` that is up) and
     ``ip``: a virtio NIC on the testbed bridge, eth0 configured with ``ip``/24 by
@@ -326,6 +342,11 @@ def define_guest(
     )
     libvirt = import_libvirt()
     tb = testbed or Testbed()
+    if tlb_flush is None:
+        tlb_flush = tb.stack.tlb_flush
+    if network is not None and any(state.netns for state in tb.iter_hosts()):
+        raise UserError("a guest NIC on the probe bridge cannot reach hosts started with 'up --link' (they live "
+                        "in network namespaces of their own); bring the testbed up without --link for --network")
     image = build_initramfs(tb)
     if replace:
         remove_guest(name, testbed=tb)
@@ -365,12 +386,7 @@ def remove_guest(name: str, *, testbed: Testbed | None = None) -> None:
                     dom.destroy()
                 if persistent:
                     dom.undefine()
-            pool = conn.storagePoolLookupByName(POOL_NAME)
-            pool.refresh(0)
-            try:
-                pool.storageVolLookupByName(f"{name}.qcow2").delete(0)
-            except libvirt.libvirtError:
-                pass
+            delete_volume(conn, name)
         finally:
             conn.close()
 

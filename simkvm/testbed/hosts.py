@@ -25,8 +25,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -36,6 +34,11 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from ..model.errors import EnvironmentProblem, UserError
+from .link import Link
+from .libvirtd import HIDDEN_PREFIXES, SETUP_HINT, HostSpec, start_script, which, write_configs
+from .proc import (comm, mnt_ns, pid_alive, pids_in_ns, port_open, read_pid, signal_until_gone, subreaper, tail,
+                   unix_socket_open)
+from .stack import DEFAULT_STACK, Stack, get_stack
 
 DEFAULT_STATE_DIR = "/var/lib/simkvm-testbed"
 DEFAULT_BASE_PORT = 16591
@@ -44,30 +47,10 @@ HOST_NAMES: tuple[str, ...] = ("a", "b")
 POOL_NAME = "default"
 POOL_PATH = "/var/lib/libvirt/images"
 
-SETUP_HINT = "run 'bash scripts/setup-system.sh' as root (and 'pip install -e .[all]' for libvirt-python)"
-
-# Directories each host gets a private tmpfs over, with the sub-directories
-# libvirt expects to find (the tmpfs hides the packaged ones).
-_TMPFS_LAYOUT: dict[str, tuple[str, ...]] = {
-    "/run": ("libvirt", "libvirt/qemu", "lock"),
-    "/var/lib/libvirt": (
-        "images", "boot", "dnsmasq", "qemu", "qemu/channel", "qemu/channel/target",
-        "qemu/nvram", "qemu/save", "qemu/snapshot", "qemu/dump", "qemu/ram",
-    ),
-    "/var/log/libvirt": ("qemu",),
-}
-# /var/cache/libvirt is bound to a per-host directory in the build cache rather
-# than a tmpfs: libvirt keeps its QEMU capability probe there, and re-probing
-# QEMU costs ~8 s per host on every `up` (libvirt re-validates the cache
-# against the QEMU binary itself).
-_CACHE_MOUNT = "/var/cache/libvirt"
-# Directories that must never hold the state dir: the hosts hide them.
-_HIDDEN_PREFIXES = tuple(_TMPFS_LAYOUT) + (_CACHE_MOUNT, "/etc/libvirt")
-
 # Process names that may live in a host's namespace (used when the recorded
 # libvirtd is gone and we clean up what it left behind).
 _OWN_COMMS = frozenset({
-    "libvirtd", "virtlogd", "qemu-system-x86", "qemu-system-x86_64", "sh", "nsenter", "sleep",
+    "libvirtd", "virtlogd", "qemu-system-x86", "qemu-system-x86_64", "sh", "nsenter", "sleep", "chroot",
 })
 
 _REQUIRED_BINARIES: tuple[str, ...] = (
@@ -79,122 +62,32 @@ _STATIC_LIBC_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libc.a", "/usr/lib/libc.a"
 
 # ----------------------------------------------------------------- the model
 @dataclass(frozen=True)
-class HostSpec:
-    """Where one host listens: fixed by its index so two testbeds never clash."""
-
-    name: str
-    tcp_port: int
-    migration_port_min: int
-    migration_port_max: int
-
-    @property
-    def uri(self) -> str:
-        """The libvirt URI a client (or the executor) opens for this host."""
-        return f"qemu+tcp://127.0.0.1:{self.tcp_port}/system"
-
-
-@dataclass(frozen=True)
 class HostState:
     """What ``up`` recorded about a running host (``testbed.json``)."""
 
     name: str
     uri: str
-    tcp_port: int
+    tcp_port: int  # 0: libvirtd listens on its unix socket only (a TCP port in older state files)
     libvirtd_pid: int
     virtlogd_pid: int | None
     mnt_ns: str
     host_uuid: str
     disk_capacity_bytes: int
+    stack: str = DEFAULT_STACK
+    #: With a link (``up(link=True)``): the host's network namespace and its address on the link.
+    netns: str | None = None
+    address: str = "127.0.0.1"
 
 
-def host_specs(base_port: int) -> dict[str, HostSpec]:
-    """Host a listens on base_port, b on base_port + 1; migration ports (also
-    used for the NBD disk export) are 50-port ranges above base_port + 2000,
-    so testbeds with base ports 100 apart never overlap."""
+def host_specs(base_port: int, state_dir: Path) -> dict[str, HostSpec]:
+    """Each host's libvirtd socket is in its directory under ``state_dir``; migration ports
+    (also used for the NBD disk export) are 50-port ranges above base_port + 2000, so
+    testbeds with base ports 100 apart never overlap."""
     specs = {}
     for i, name in enumerate(HOST_NAMES):
         lo = base_port + 2000 + 50 * i
-        specs[name] = HostSpec(name, base_port + i, lo, lo + 49)
+        specs[name] = HostSpec(name, str(state_dir / "hosts" / name), lo, lo + 49)
     return specs
-
-
-# ---------------------------------------------------------------- utilities
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-
-
-@contextlib.contextmanager
-def _subreaper() -> Iterator[None]:
-    """While a host is killed, orphans of our descendants (virtlogd, once libvirtd is gone)
-    become our children, so :func:`_reap` can collect them too. Only for that window: kept
-    on, every QEMU libvirtd daemonizes would come to us."""
-    import ctypes
-
-    PR_SET_CHILD_SUBREAPER = 36
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        ok = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        libc, ok = None, False
-    try:
-        yield
-    finally:
-        if ok and libc is not None:
-            libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-
-
-def _reap(pids: Sequence[int]) -> None:
-    """Collect the exit status of those of ``pids`` that are our children (libvirtd when this
-    process ran ``up``), so no zombie is left; the others are their parents' business."""
-    for pid in pids:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-
-
-def _mnt_ns(pid: int | str) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/mnt")
-    except OSError:
-        return None
-
-
-def _comm(pid: int | str) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def _pids_in_ns(ns: str) -> list[int]:
-    """Every live process whose mount namespace is ``ns``."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid() and _mnt_ns(entry) == ns and _pid_alive(int(entry)):
-            out.append(int(entry))
-    return out
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 _libvirt_quiet = False
@@ -215,9 +108,10 @@ def _import_libvirt() -> Any:
     return libvirt
 
 
-def check_environment() -> None:
+def check_environment(stack: Stack | None = None) -> None:
     """Raise EnvironmentProblem naming everything missing, with the command
-    that fixes it, before ``up`` starts anything half-way."""
+    that fixes it, before ``up`` starts anything half-way (``stack``: also
+    check that this QEMU/libvirt stack is installed)."""
     missing = [b for b in _REQUIRED_BINARIES if shutil.which(b, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None]
     if not any(Path(p).exists() for p in _STATIC_LIBC_CANDIDATES):
         missing.append("static libc (libc6-dev)")
@@ -229,13 +123,8 @@ def check_environment() -> None:
         raise EnvironmentProblem(f"testbed prerequisites missing: {', '.join(missing)}; {SETUP_HINT}")
     if os.geteuid() != 0:
         raise EnvironmentProblem("the testbed needs root (it mounts tmpfs in namespaces and runs libvirtd); rerun as root")
-
-
-def _which(name: str) -> str:
-    path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-    if path is None:
-        raise EnvironmentProblem(f"{name} not found; {SETUP_HINT}")
-    return path
+    if stack is not None:
+        stack.check_installed()
 
 
 # ------------------------------------------------------------------ testbed
@@ -252,13 +141,15 @@ class Testbed:
         *,
         base_port: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        stack: str | None = None,
     ) -> None:
+        self._stack_name = stack
         self.state_dir = Path(state_dir or os.environ.get("SIMKVM_TESTBED_DIR") or DEFAULT_STATE_DIR).absolute()
         cache = cache_dir or os.environ.get("SIMKVM_TESTBED_CACHE")
         self._cache_dir = Path(cache).absolute() if cache else self.state_dir / "cache"
         for path in (self.state_dir, self._cache_dir):
             resolved = str(path.resolve())
-            for prefix in _HIDDEN_PREFIXES:
+            for prefix in HIDDEN_PREFIXES:
                 if resolved == prefix or resolved.startswith(prefix + "/"):
                     raise UserError(
                         f"testbed directory {resolved} is under {prefix}, which each host hides behind its own "
@@ -268,7 +159,18 @@ class Testbed:
         if not 1024 <= port <= 65000 - 2200:
             raise UserError(f"testbed base port must be between 1024 and 62800, got {port}")
         self.base_port = port
-        self.specs = host_specs(port)
+        self.specs = host_specs(port, self.state_dir)
+        if stack is not None:
+            get_stack(stack)  # an unknown name is the caller's mistake: say so now
+
+    @property
+    def stack(self) -> Stack:
+        """The QEMU/libvirt stack: the one asked for (argument, else env SIMKVM_TESTBED_STACK), else the
+        one the running hosts were started with, else the system's."""
+        if self._stack_name or os.environ.get("SIMKVM_TESTBED_STACK"):
+            return get_stack(self._stack_name)
+        recorded = {h.stack for h in self._read_state().values()}
+        return get_stack(recorded.pop() if len(recorded) == 1 else None)
 
     # -- paths
     @property
@@ -343,43 +245,77 @@ class Testbed:
     # -- health
     def _healthy(self, state: HostState) -> bool:
         return (
-            _pid_alive(state.libvirtd_pid)
-            and _comm(state.libvirtd_pid) == "libvirtd"
-            and _mnt_ns(state.libvirtd_pid) == state.mnt_ns
-            and _port_open(state.tcp_port)
+            pid_alive(state.libvirtd_pid)
+            and comm(state.libvirtd_pid) == "libvirtd"
+            and mnt_ns(state.libvirtd_pid) == state.mnt_ns
+            and (port_open(state.tcp_port) if state.tcp_port else unix_socket_open(self._spec(state.name).socket))
         )
 
     # -- lifecycle
-    def up(self, disk_capacity_bytes: int | Mapping[str, int] = DEFAULT_DISK_CAPACITY_BYTES) -> dict[str, Any]:
+    def up(self, disk_capacity_bytes: int | Mapping[str, int] = DEFAULT_DISK_CAPACITY_BYTES, *,
+           link: bool | None = None) -> dict[str, Any]:
         """Start both hosts (or keep them, if already healthy) and return status().
 
         ``disk_capacity_bytes`` sizes each host's /var/lib/libvirt tmpfs, where
         its disk images live; a mapping sets hosts separately (e.g.
         ``{"a": 4 << 30, "b": 64 << 20}`` for a destination too small for a
         disk). A running host whose capacity differs is resized in place.
+
+        ``link=True`` puts the hosts in their own network namespaces joined by
+        a veth pair (:mod:`simkvm.testbed.link`) that ``link()`` can shape and
+        cut; False: both on this machine's loopback; None: as they run now
+        (loopback for a fresh start).
         """
-        check_environment()
+        stack = self.stack
+        check_environment(stack)
         capacities = self._capacities(disk_capacity_bytes)
         with self._locked():
-            self._up_locked(capacities)
+            self._up_locked(capacities, stack, link)
         return self.status()
 
-    def _up_locked(self, capacities: Mapping[str, int]) -> None:
+    def link(self) -> Link:
+        """The link between the hosts (exists only after ``up(link=True)``)."""
+        return Link(self.base_port)
+
+    def migration_uri(self, name: str) -> str:
+        """Where a migration to host ``name`` sends its data (VIR_MIGRATE_PARAM_URI): its address on the
+        link, or loopback."""
+        state = self._read_state().get(name)
+        return f"tcp://{state.address if state is not None else '127.0.0.1'}"
+
+    def _up_locked(self, capacities: Mapping[str, int], stack: Stack, link: bool | None) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.console_dir.mkdir(parents=True, exist_ok=True)
         recorded = self._read_state()
+        running = {n: s for n, s in recorded.items() if self._healthy(s)}
+        if link is None:
+            link = any(s.netns for s in running.values())
+        if link:
+            self.link().up()
         new_state: dict[str, HostState] = {}
         for name in HOST_NAMES:
-            state = recorded.get(name)
-            if state is not None and self._healthy(state):
+            state = running.get(name)
+            if state is not None and bool(state.netns) != link:
+                raise UserError(
+                    f"testbed host {name} in {self.state_dir} runs {'with' if state.netns else 'without'} a link: "
+                    f"'simkvm testbed down' first (its guests go), then 'simkvm testbed up"
+                    f"{' --link' if link else ''}'"
+                )
+            if state is not None:
+                if state.stack != stack.name:
+                    raise UserError(
+                        f"testbed host {name} in {self.state_dir} runs stack {state.stack!r}, not {stack.name!r}: "
+                        f"'simkvm testbed down' first (its guests go), then 'simkvm testbed up --stack {stack.name}'"
+                    )
                 if state.disk_capacity_bytes != capacities[name]:
                     self._resize(state, capacities[name])
                     state = dataclasses.replace(state, disk_capacity_bytes=capacities[name])
                 new_state[name] = state
                 continue
-            if state is not None:
-                self._stop_host(state)  # stale: clean before restarting
-            new_state[name] = self._start_host(name, capacities[name])
+            stale = recorded.get(name)
+            if stale is not None:
+                self._stop_host(stale)  # stale: clean before restarting
+            new_state[name] = self._start_host(name, capacities[name], stack, link)
             self._write_state({**recorded, **new_state})
         self._write_state(new_state)
         # The first connection makes libvirtd probe QEMU (seconds when not
@@ -408,134 +344,53 @@ class Testbed:
                 f"({result.stderr.strip()}); delete volumes first or run 'simkvm testbed down' and up again"
             )
 
-    def _write_configs(self, spec: HostSpec, host_dir: Path, host_uuid: str) -> Path:
-        """A private copy of /etc/libvirt with this host's identity and ports."""
-        etc = host_dir / "etc-libvirt"
-        if etc.exists():
-            shutil.rmtree(etc)
-        shutil.copytree("/etc/libvirt", etc, symlinks=True)
-        # Nothing from the real machine should autostart in a testbed host.
-        for sub in ("qemu/networks/autostart", "storage/autostart", "qemu/autostart"):
-            shutil.rmtree(etc / sub, ignore_errors=True)
-        for stale in (etc / "qemu").glob("*.xml"):
-            stale.unlink()
-        with open(etc / "libvirtd.conf", "a") as f:
-            f.write(
-                "\n# --- simkvm testbed host {name} ---\n"
-                f'host_uuid = "{host_uuid}"\n'
-                "listen_tcp = 1\n"
-                "listen_tls = 0\n"  # without it libvirtd exits: no TLS certificates here
-                'listen_addr = "127.0.0.1"\n'
-                f'tcp_port = "{spec.tcp_port}"\n'
-                'auth_tcp = "none"\n'  # loopback-only testbed
-                "log_level = 3\n".format(name=spec.name)
-            )
-        with open(etc / "qemu.conf", "a") as f:
-            f.write(
-                f"\n# --- simkvm testbed host {spec.name} ---\n"
-                f"migration_port_min = {spec.migration_port_min}\n"
-                f"migration_port_max = {spec.migration_port_max}\n"
-                # QEMU as root without relabelling: both hosts open the same
-                # kernel, initramfs and console files; relabelling by one host
-                # (and restoring after a migration) would break the other.
-                'user = "root"\n'
-                'group = "root"\n'
-                "dynamic_ownership = 0\n"
-                "remember_owner = 0\n"
-                'security_driver = "none"\n'
-                # No systemd, maybe no writable cgroup tree: do not depend on it.
-                "cgroup_controllers = [ ]\n"
-                "namespaces = [ ]\n"
-            )
-        return etc
-
-    def _start_script(self, spec: HostSpec, host_dir: Path, etc: Path, capacity_bytes: int) -> Path:
-        """Shell run as the namespace's first process: mounts, virtlogd, then
-        exec libvirtd (so the recorded pid is libvirtd's)."""
-        lines = [
-            "#!/bin/sh",
-            "# Generated by simkvm.testbed.hosts: runs inside a private mount+UTS namespace.",
-            "set -e",
-            f"hostname simkvm-{spec.name}",
-        ]
-        for mountpoint, subdirs in _TMPFS_LAYOUT.items():
-            size = capacity_bytes if mountpoint == "/var/lib/libvirt" else 256 * 2**20
-            lines.append(f"mkdir -p {mountpoint}")
-            lines.append(f"mount -t tmpfs -o size={size},mode=0755 simkvm-{spec.name} {mountpoint}")
-            for sub in subdirs:
-                lines.append(f"mkdir -p {mountpoint}/{sub}")
-        # libvirt resolves its own hostname (getaddrinfo); without an entry
-        # that is a DNS timeout of several seconds on an offline machine.
-        hosts_file = host_dir / "hosts"
-        try:
-            base = Path("/etc/hosts").read_text()
-        except OSError:
-            base = "127.0.0.1 localhost\n"
-        hosts_file.write_text(base.rstrip("\n") + f"\n127.0.1.1 simkvm-{spec.name}\n")
-        libvirt_cache = self.cache_dir / f"libvirt-cache-{spec.name}"
-        (libvirt_cache / "qemu").mkdir(parents=True, exist_ok=True)
-        lines += [
-            f"mount --bind {libvirt_cache} {_CACHE_MOUNT}",
-            f"mount --bind {etc} /etc/libvirt",
-            f"mount --bind {hosts_file} /etc/hosts",
-            f"echo $$ > {host_dir}/libvirtd.pid",
-            f"{_which('virtlogd')} >>{host_dir}/virtlogd.log 2>&1 &",
-            f"echo $! > {host_dir}/virtlogd.pid",
-            f"exec {_which('libvirtd')} --listen >>{host_dir}/libvirtd.log 2>&1",
-        ]
-        script = host_dir / "start.sh"
-        script.write_text("\n".join(lines) + "\n")
-        return script
-
-    def _start_host(self, name: str, capacity_bytes: int) -> HostState:
+    def _start_host(self, name: str, capacity_bytes: int, stack: Stack, link: bool) -> HostState:
         spec = self._spec(name)
         host_dir = self.host_dir(name)
         if host_dir.exists():
             shutil.rmtree(host_dir)
-        host_dir.mkdir(parents=True)
-        if _port_open(spec.tcp_port):
-            raise EnvironmentProblem(
-                f"port {spec.tcp_port} for testbed host {name} is already in use by another program; "
-                "stop it, or pick other ports with SIMKVM_TESTBED_PORT"
-            )
+        host_dir.mkdir(parents=True, mode=0o700)  # libvirtd's sockets live here
         host_uuid = str(uuid.uuid4())
-        etc = self._write_configs(spec, host_dir, host_uuid)
-        script = self._start_script(spec, host_dir, etc, capacity_bytes)
+        netns, address = None, "127.0.0.1"
+        if link:
+            netns, address = self.link().netns(name), self.link().address(name)
+            spec = dataclasses.replace(spec, migration_address=address)
+        etc = write_configs(spec, host_dir, host_uuid, stack)
+        # libvirt's QEMU probe cache, per stack: each stack's libvirt probes its own QEMU.
+        cache_name = f"libvirt-cache-{spec.name}" if stack.root is None else f"libvirt-cache-{stack.name}-{spec.name}"
+        script = start_script(spec, host_dir, etc, capacity_bytes, stack, self.cache_dir / cache_name,
+                              (self.state_dir, self.cache_dir))
         # A new session, so the daemons outlive this process, as a CLI `up` requires; but
         # our own child (not `setsid -f`'s orphan), so that a `down` in the same process
         # (a pytest session) reaps libvirtd instead of leaving a `[libvirtd] <defunct>`
         # behind wherever PID 1 does not reap orphans (containers, sandboxes).
         with open(host_dir / "start.log", "wb") as log:
+            enter_net = [which("nsenter"), f"--net={self.link().netns_path(name)}", "--"] if netns else []
             subprocess.Popen(
-                [_which("unshare"), "--mount", "--uts", "--propagation", "private", "--", "/bin/sh", str(script)],
+                [*enter_net, which("unshare"), "--mount", "--uts", "--propagation", "private", "--",
+                 "/bin/sh", str(script)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + 30
         pid = None
         while time.monotonic() < deadline:
-            pid = self._read_pid(host_dir / "libvirtd.pid")
-            if pid and _comm(pid) == "libvirtd" and _port_open(spec.tcp_port):
+            pid = read_pid(host_dir / "libvirtd.pid")
+            if pid and comm(pid) == "libvirtd" and unix_socket_open(spec.socket):
                 break
-            if pid and not _pid_alive(pid):
+            if pid and not pid_alive(pid):
                 break
             time.sleep(0.1)
-        if not pid or not _pid_alive(pid) or not _port_open(spec.tcp_port):
-            log = _tail(host_dir / "libvirtd.log") + "\n" + _tail(host_dir / "start.log")
+        if not pid or not pid_alive(pid) or not unix_socket_open(spec.socket):
+            log = tail(host_dir / "libvirtd.log") + "\n" + tail(host_dir / "start.log")
             if pid:
-                self._kill_namespace(_mnt_ns(pid), pid)
+                self._kill_namespace(mnt_ns(pid), pid)
             raise EnvironmentProblem(f"libvirtd for testbed host {name} did not come up; its log ends:\n{log}")
         return HostState(
-            name=name, uri=spec.uri, tcp_port=spec.tcp_port, libvirtd_pid=pid,
-            virtlogd_pid=self._read_pid(host_dir / "virtlogd.pid"), mnt_ns=_mnt_ns(pid) or "",
-            host_uuid=host_uuid, disk_capacity_bytes=capacity_bytes,
+            name=name, uri=spec.uri, tcp_port=0, libvirtd_pid=pid,
+            virtlogd_pid=read_pid(host_dir / "virtlogd.pid"), mnt_ns=mnt_ns(pid) or "",
+            host_uuid=host_uuid, disk_capacity_bytes=capacity_bytes, stack=stack.name,
+            netns=netns, address=address,
         )
-
-    @staticmethod
-    def _read_pid(path: Path) -> int | None:
-        try:
-            return int(path.read_text().strip())
-        except (OSError, ValueError):
-            return None
 
     def _ensure_pool(self, name: str) -> None:
         """The "default" dir pool at /var/lib/libvirt/images, defined and active."""
@@ -569,19 +424,28 @@ class Testbed:
         (self.state_dir / ".lock").unlink(missing_ok=True)
 
     def _down_locked(self) -> None:
-        for state in self._read_state().values():
+        recorded = self._read_state()
+        for state in recorded.values():
             self._stop_host(state)
         # Also catch a host whose start was interrupted before it was recorded.
         for name in HOST_NAMES:
-            pid = self._read_pid(self.host_dir(name) / "libvirtd.pid")
-            if pid and _comm(pid) == "libvirtd":
-                ns = _mnt_ns(pid)
-                if ns and ns != _mnt_ns("self"):
+            pid = read_pid(self.host_dir(name) / "libvirtd.pid")
+            if pid and comm(pid) == "libvirtd":
+                ns = mnt_ns(pid)
+                if ns and ns != mnt_ns("self"):
                     self._kill_namespace(ns, pid)
+        self.link().down()  # after the hosts: nothing uses the namespaces any more
         for path in (self.state_dir / "hosts", self.console_dir):
             shutil.rmtree(path, ignore_errors=True)
         for path in (self.state_file, self.state_file.with_suffix(".tmp")):
             path.unlink(missing_ok=True)
+        # The mount point the hosts made for this state dir inside a stack's root (this
+        # testbed's own; the shared guest cache's stays: other testbeds may have it mounted).
+        for stack_name in {h.stack for h in recorded.values()}:
+            root = get_stack(stack_name).root
+            if root is not None:
+                with contextlib.suppress(OSError):
+                    (root / str(self.state_dir).lstrip("/")).rmdir()
 
     def _stop_host(self, state: HostState) -> None:
         # Destroy domains through libvirt first: QEMU then exits cleanly.
@@ -608,31 +472,14 @@ class Testbed:
         ours and everything in it goes; otherwise (pid reuse is possible) only
         processes with names a host runs are killed.
         """
-        if not ns or ns == _mnt_ns("self"):
-            pids = [p for p in (libvirtd_pid, *extra) if p and _pid_alive(p) and _comm(p) in _OWN_COMMS]
+        if not ns or ns == mnt_ns("self"):
+            pids = [p for p in (libvirtd_pid, *extra) if p and pid_alive(p) and comm(p) in _OWN_COMMS]
         else:
-            ours = bool(libvirtd_pid) and _mnt_ns(libvirtd_pid) == ns and _comm(libvirtd_pid) == "libvirtd"
-            pids = [p for p in _pids_in_ns(ns) if ours or _comm(p) in _OWN_COMMS]
-            pids += [p for p in extra if p and p not in pids and _pid_alive(p) and _comm(p) == "virtlogd"]
-        with _subreaper():
-            self._signal_until_gone(pids)
-
-    @staticmethod
-    def _signal_until_gone(pids: list[int]) -> None:
-        for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
-                time.sleep(0.05)
-            _reap(pids)
-            pids = [p for p in pids if _pid_alive(p)]
-            if not pids:
-                return
-        raise EnvironmentProblem(f"testbed processes {pids} survived SIGKILL; check 'ps -p {pids[0]}'")
+            ours = bool(libvirtd_pid) and mnt_ns(libvirtd_pid) == ns and comm(libvirtd_pid) == "libvirtd"
+            pids = [p for p in pids_in_ns(ns) if ours or comm(p) in _OWN_COMMS]
+            pids += [p for p in extra if p and p not in pids and pid_alive(p) and comm(p) == "virtlogd"]
+        with subreaper():
+            signal_until_gone(pids)
 
     # -- using a host
     def connect(self, name: str) -> Any:
@@ -651,7 +498,7 @@ class Testbed:
         """Run ``argv`` inside host ``name``'s mount+UTS namespace (so
         /var/lib/libvirt/images is that host's), e.g. ``["ls", "-l", POOL_PATH]``."""
         state = self.host_state(name)
-        cmd = [_which("nsenter"), "-t", str(state.libvirtd_pid), "-m", "-u", "--", *argv]
+        cmd = [which("nsenter"), "-t", str(state.libvirtd_pid), "-m", "-u", "--", *argv]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
         if check and result.returncode != 0:
             raise EnvironmentProblem(
@@ -660,8 +507,9 @@ class Testbed:
         return result
 
     def status(self) -> dict[str, Any]:
-        """``{"running": bool, "hosts": [{"name", "uri", "running", "host_uuid",
-        "libvirtd_pid", "disk_capacity_bytes", "pool": {...}, "domains": [...]}]}``."""
+        """``{"running": bool, "stack": {"name", "qemu", ...}, "hosts": [{"name", "uri", "running", "host_uuid",
+        "libvirtd_pid", "disk_capacity_bytes", "stack", "qemu_version", "libvirt_version", "pool": {...},
+        "domains": [...]}]}``; versions as the running daemons report them."""
         libvirt = None
         recorded = self._read_state()
         hosts = []
@@ -671,7 +519,8 @@ class Testbed:
             if state is not None and self._healthy(state):
                 entry.update(
                     running=True, host_uuid=state.host_uuid, libvirtd_pid=state.libvirtd_pid,
-                    disk_capacity_bytes=state.disk_capacity_bytes,
+                    migration_uri=f"tcp://{state.address}",
+                    disk_capacity_bytes=state.disk_capacity_bytes, stack=state.stack,
                 )
                 libvirt = libvirt or _import_libvirt()
                 try:
@@ -682,6 +531,8 @@ class Testbed:
                     try:
                         entry["host_uuid"] = _capabilities_uuid(conn) or state.host_uuid
                         entry["hostname"] = conn.getHostname()
+                        entry["qemu_version"] = _version(conn.getVersion())
+                        entry["libvirt_version"] = _version(conn.getLibVersion())
                         entry["domains"] = [_domain_summary(libvirt, d) for d in conn.listAllDomains(0)]
                         try:
                             pool = conn.storagePoolLookupByName(POOL_NAME)
@@ -694,7 +545,12 @@ class Testbed:
                     finally:
                         conn.close()
             hosts.append(entry)
-        return {"running": all(h["running"] for h in hosts), "state_dir": str(self.state_dir), "hosts": hosts}
+        stack = self.stack
+        return {"running": all(h["running"] for h in hosts), "state_dir": str(self.state_dir),
+                "stack": {"name": stack.name, "qemu": stack.qemu, "description": stack.description,
+                          "root": str(stack.root) if stack.root else None},
+                "link": self.link().status() if any(s.netns for s in recorded.values()) else {"up": False},
+                "hosts": hosts}
 
     def iter_hosts(self) -> Iterator[HostState]:
         """Recorded states of the running hosts."""
@@ -702,6 +558,11 @@ class Testbed:
             state = self._read_state().get(name)
             if state is not None and self._healthy(state):
                 yield state
+
+
+def _version(number: int) -> str:
+    """libvirt's version numbers (major * 1,000,000 + minor * 1,000 + release) as "10.0.2"."""
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
 
 def _capabilities_uuid(conn: Any) -> str | None:
