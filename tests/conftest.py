@@ -31,6 +31,9 @@ import pytest
 from simkvm.model.errors import EnvironmentProblem
 
 SHARED_CACHE = "/var/cache/simkvm-testbed"
+#: How long a test guest may take to print READY. ~5 s on an idle machine (QEMU 7.2 TCG), but the
+#: 2 cores are shared: with other sessions' guests running, 60-100 s was measured (load ~20).
+BOOT_TIMEOUT_S = 300
 
 
 def _in_ci() -> bool:
@@ -120,7 +123,7 @@ def guest_factory(testbed):
     def make(name: str, memory_bytes: int, disk_bytes: int, **kw):
         names.append(name)
         define_guest(name, memory_bytes, disk_bytes, host="a", replace=True, testbed=testbed, **kw)
-        wait_ready(name, 120, testbed=testbed)
+        wait_ready(name, BOOT_TIMEOUT_S, testbed=testbed)
         return name
 
     yield make

@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from conftest import BOOT_TIMEOUT_S
+
 pytestmark = pytest.mark.testbed
 
 MiB = 2**20
@@ -75,7 +77,7 @@ def test_migration_over_a_shaped_link_goes_at_the_link_rate(linked):
 
     define_guest("tb-link", 256 * MiB, 64 * MiB, replace=True, testbed=linked)
     try:
-        wait_ready("tb-link", 180, testbed=linked)
+        wait_ready("tb-link", BOOT_TIMEOUT_S, testbed=linked)
         linked.link().shape(rate_Bps=8 * MiB)
         plan = Plan.from_dict({"name": "link", "link": {"bandwidth": "64MiB/s"},
                                "migration": {"max_downtime": "2s", "max_time": "300s"}})
