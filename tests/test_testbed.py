@@ -244,16 +244,20 @@ def test_destination_listens_on_the_testbed_address_only(testbed, guest_factory)
     b_ns = next(h.mnt_ns for h in testbed.iter_hosts() if h.name == "b")
     plan = Plan.from_dict({"name": "listen", "link": {"bandwidth": "8MiB/s"},
                            "migration": {"max_downtime": "300ms", "max_time": "300s"}})
+    def qemus_on_b() -> set[int]:
+        return {p for p in pids_in_ns(b_ns) if comm(p).startswith("qemu-system")}
+
+    before = qemus_on_b()  # guests an earlier test migrated to b
     results: list = []
     thread = threading.Thread(target=lambda: results.append(
         execute(plan, name, testbed.uri("a"), testbed.uri("b"), migrate_uri=testbed.migration_uri("b"))))
     thread.start()
     seen: set[str] = set()
-    qemus: set[int] = set()
+    incoming: set[int] = set()
     while thread.is_alive():
-        if not qemus:  # scanning /proc is slow on a loaded machine: find b's QEMU once
-            qemus = {p for p in pids_in_ns(b_ns) if comm(p).startswith("qemu-system")}
-        seen.update(_listeners(qemus))
+        if not incoming:  # scanning /proc is slow on a loaded machine: find the incoming QEMU once
+            incoming = qemus_on_b() - before
+        seen.update(_listeners(incoming))
         time.sleep(0.05)
     thread.join()
     assert results and results[0].converged
