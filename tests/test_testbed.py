@@ -14,10 +14,9 @@ import statistics
 import time
 
 import pytest
+from conftest import BOOT_TIMEOUT_S
 
 from simkvm.model.errors import UserError
-
-from conftest import BOOT_TIMEOUT_S
 
 pytestmark = pytest.mark.testbed
 

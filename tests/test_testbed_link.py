@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import BOOT_TIMEOUT_S
 
 pytestmark = pytest.mark.testbed

@@ -17,8 +17,8 @@ from .hosts import add_domain_and_hosts, host_uri
 
 def _migrate_uri(args: argparse.Namespace) -> str:
     """--migrate-uri, else the testbed destination's address (loopback, or its end of `testbed up --link`)."""
-    from ..testbed.hosts import HOST_NAMES, Testbed
     from ..executor.run import DEFAULT_MIGRATE_URI
+    from ..testbed.hosts import HOST_NAMES, Testbed
 
     if args.migrate_uri:
         return str(args.migrate_uri)

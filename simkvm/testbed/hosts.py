@@ -34,10 +34,20 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from ..model.errors import EnvironmentProblem, UserError
-from .link import Link
 from .libvirtd import HIDDEN_PREFIXES, SETUP_HINT, HostSpec, start_script, which, write_configs
-from .proc import (comm, mnt_ns, pid_alive, pids_in_ns, port_open, read_pid, signal_until_gone, subreaper, tail,
-                   unix_socket_open)
+from .link import Link
+from .proc import (
+    comm,
+    mnt_ns,
+    pid_alive,
+    pids_in_ns,
+    port_open,
+    read_pid,
+    signal_until_gone,
+    subreaper,
+    tail,
+    unix_socket_open,
+)
 from .stack import DEFAULT_STACK, Stack, get_stack
 
 DEFAULT_STATE_DIR = "/var/lib/simkvm-testbed"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import subprocess
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..model.errors import EnvironmentProblem, UserError
 
@@ -140,7 +140,7 @@ class Link:
         for host in ("a", "b"):
             _run(["ip", "-n", self.netns(host), "link", "set", self.device(host), "up"])
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         """``{"up": bool, "addresses": {...}, "qdisc": "netem ... rate ...", "carrier": bool}``."""
         if not self.exists():
             return {"up": False}
