@@ -15,9 +15,9 @@ from ..model.units import parse_duration
 from .hosts import add_domain_and_hosts, host_uri
 
 
-def _migrate_uri(args: argparse.Namespace) -> str:
-    """--migrate-uri, else the testbed destination's address (loopback, or its end of `testbed up --link`)."""
-    from ..executor.run import DEFAULT_MIGRATE_URI
+def _migrate_uri(args: argparse.Namespace) -> str | None:
+    """--migrate-uri, else a testbed destination's address (loopback, or its end of `testbed up --link`),
+    else None: the executor's default (the host of --dst)."""
     from ..testbed.hosts import HOST_NAMES, Testbed
 
     if args.migrate_uri:
