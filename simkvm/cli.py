@@ -57,24 +57,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The longest error line printed; past it the message is cut (a value quoted in full can be megabytes).
+MESSAGE_CHARS = 600
+
+
+def one_line(message: str) -> str:
+    """Errors are one line on stderr: newlines folded, a runaway message cut with its length said."""
+    text = " ".join(message.split())
+    if len(text) > MESSAGE_CHARS:
+        text = f"{text[:MESSAGE_CHARS - 40]}... ({len(text):,} characters in all)"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    def one_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' hook
-        print(f"simkvm {args.command}: warning: {message}", file=sys.stderr)
+    def warning_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' hook
+        print(f"simkvm {args.command}: warning: {one_line(str(message))}", file=sys.stderr)
 
-    warnings.showwarning = one_line
+    warnings.showwarning = warning_line
     try:
         return int(args.func(args) or 0)
     except (UserError, EnvironmentProblem) as exc:
-        print(f"simkvm {args.command}: error: {exc}", file=sys.stderr)
+        print(f"simkvm {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except MigrationFailed as exc:
-        print(f"simkvm {args.command}: migration failed: {exc} [VM is {exc.vm_location}]", file=sys.stderr)
+        print(f"simkvm {args.command}: migration failed: {one_line(str(exc))} [VM is {exc.vm_location}]",
+              file=sys.stderr)
         return 1
+    except OSError as exc:  # a path the user gave: a missing directory, a full disk, no permission
+        if exc.filename is None:
+            raise
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+        print(f"simkvm {args.command}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"simkvm {args.command}: interrupted", file=sys.stderr)
         return 130

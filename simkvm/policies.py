@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .model.errors import PlanError
+from .model.limits import MAX_TIME_S
 from .model.result import Action
-from .model.units import GiB, parse_duration, parse_rate
+from .model.units import GiB, parse_duration
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model.plan import Plan, PolicySpec
@@ -98,16 +99,40 @@ def validate_policy(spec: "PolicySpec") -> None:
     _converted(POLICIES[spec.name], spec)
 
 
+#: Whole-number options (Nova's downtime steps) stay small: each is a step the policy keeps.
+MAX_POLICY_STEPS = 1000
+
+
 def _converted(cls: type[Policy], spec: "PolicySpec") -> dict[str, Any]:
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "plan")]
+    """The plan's options for ``cls``, each checked against the type its ``__init__`` declares:
+    durations (human units allowed), other numbers finite and >= 0, whole numbers, true/false, names."""
+    params = inspect.signature(cls.__init__).parameters
+    allowed = [p for p in params if p not in ("self", "plan")]
     out = {}
     for key, value in spec.params:
         if key not in allowed:
             raise PlanError(f"policy {spec.name!r} has no option {key!r}; options: {', '.join(allowed) or 'none'}")
-        if key.endswith("_s") or key in ("downtime", "progress_timeout"):
-            value = parse_duration(value, f"policy.{key}")
-        elif key.endswith("_Bps"):
-            value = parse_rate(value, f"policy.{key}")
+        where, kind = f"policy.{key}", str(params[key].annotation).strip("'\"")
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise PlanError(f"{where} must be true or false, got {value!r}")
+        elif kind == "str":
+            if not isinstance(value, str):
+                raise PlanError(f"{where} must be a name, got {value!r}")
+        elif kind == "int":
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                    or value != int(value) or not 0 <= value <= MAX_POLICY_STEPS):
+                raise PlanError(f"{where} must be a whole number from 0 to {MAX_POLICY_STEPS}, got {value!r}")
+            value = int(value)
+        else:  # a float: a duration (downtime, timeouts) or seconds per GiB
+            if key.endswith("_s") or key in ("downtime", "progress_timeout"):
+                value = parse_duration(value, where)
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                raise PlanError(f"{where} must be a number >= 0, got {value!r}")
+            if value > MAX_TIME_S:
+                raise PlanError(f"{where} must be at most {MAX_TIME_S:g} (a week), got {value!r}")
+            value = float(value)
         out[key] = value
     return out
 

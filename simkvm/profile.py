@@ -42,6 +42,8 @@ def load_profile(profile: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(profile, Mapping):
         data: Any = dict(profile)
         where = "profile"
+    elif not isinstance(profile, (str, Path)):
+        raise PlanError(f"profile must be a profile file's path or a mapping of sections, got {profile!r}")
     else:
         p = Path(profile)
         where = f"profile {p}"
@@ -55,6 +57,9 @@ def load_profile(profile: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     unknown = [k for k in data if k not in SECTIONS]
     if unknown:
         raise PlanError(f"{where}: unknown section {unknown[0]!r}; known: {', '.join(SECTIONS)}")
+    notmap = [k for k in SECTIONS if data.get(k) is not None and not isinstance(data[k], Mapping)]
+    if notmap:
+        raise PlanError(f"{where}: section {notmap[0]!r} must be a mapping of keys, got {data[notmap[0]]!r}")
     prof = {k: dict(data.get(k) or {}) for k in SECTIONS}
     for section, known in (("link", LINK_KEYS), ("guest", GUEST_KEYS), ("network", NETWORK_KEYS)):
         bad = [k for k in prof[section] if k not in known]

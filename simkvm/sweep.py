@@ -62,6 +62,10 @@ _BOOL_RESULTS = {"converged"}
 _STR_RESULTS = {"reason", "outcome"}
 
 SAMPLE_METHODS = ("grid", "lhs", "random")
+#: A grid is walked chunk by chunk (nothing held per scenario), so its limit is time: 10 million scenarios
+#: are about an hour on two cores. LHS and random samples hold every point in memory: a million.
+MAX_GRID_SCENARIOS = 10_000_000
+MAX_SAMPLES = 1_000_000
 SPEC_KEYS = ("base", "axes", "samples", "chunk")
 
 
@@ -174,12 +178,19 @@ def load_spec(spec: Mapping[str, Any] | str | Path, chunk: int | None = None) ->
     axes_in = spec.get("axes")
     if not isinstance(axes_in, Mapping) or not axes_in:
         raise UserError("sweep spec 'axes' must map plan keys to values, e.g. {link.bandwidth: [1Gbit/s, 10Gbit/s]}")
-    axes = tuple(_axis(str(key), value, base) for key, value in axes_in.items())
+    axes: tuple[Axis, ...] = ()
+    for key, value in axes_in.items():  # each axis may only have as many values as the grid has room for
+        room = MAX_GRID_SCENARIOS // max(1, math.prod(len(a.values) for a in axes if a.values))
+        axes += (_axis(str(key), value, base, room),)
     method, n, seed = _samples(spec.get("samples"))
     if method == "grid":
         missing = [a.key for a in axes if not a.values]
         if missing:
             raise UserError(f"axis {missing[0]}: a grid needs 'num' or 'step' with 'range'/'log' (or a list)")
+        size = math.prod(len(a.values) for a in axes)
+        if size > MAX_GRID_SCENARIOS:
+            raise UserError(f"the grid has {size:,} scenarios; the limit is {MAX_GRID_SCENARIOS:,}: split the "
+                            f"sweep, or sample it (samples: {{method: lhs, n: ...}})")
     size = chunk if chunk is not None else spec.get("chunk", DEFAULT_CHUNK)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise UserError(f"chunk must be a whole number >= 1, got {size!r}")
@@ -218,7 +229,7 @@ def _parse_value(name: str, hint: Any, value: Any, where: str) -> Any:
     return codec.convert(name, hint, value, where)
 
 
-def _axis(key: str, raw: Any, base: Plan) -> Axis:
+def _axis(key: str, raw: Any, base: Plan, room: int = MAX_GRID_SCENARIOS) -> Axis:
     path, name, hint = _resolve(key, base)
     where = f"axis {key}"
     numeric_hint = hint
@@ -247,12 +258,19 @@ def _axis(key: str, raw: Any, base: Plan) -> Axis:
             num = raw["num"]
             if isinstance(num, bool) or not isinstance(num, int) or num < 1:
                 raise UserError(f"{where}: num must be a whole number >= 1, got {num!r}")
+            if num > room:
+                raise UserError(f"{where}: num {num:,} makes the grid larger than {MAX_GRID_SCENARIOS:,} scenarios; "
+                                f"split the sweep, or sample it (samples: {{method: lhs, n: ...}})")
             values = list((np.geomspace if kind == "log" else np.linspace)(low, high, num))
         elif "step" in raw:
             step = _number(_parse_value(name, hint, raw["step"], where), where)
             if step <= 0:
                 raise UserError(f"{where}: step must be > 0, got {raw['step']!r}")
-            count = int(math.floor((high - low) / step * (1 + 1e-12) + 1e-9)) + 1
+            steps = (high - low) / step * (1 + 1e-12) + 1e-9
+            if not steps < room:
+                raise UserError(f"{where}: step {raw['step']!r} makes {steps:,.0f} values, a grid larger than "
+                                f"{MAX_GRID_SCENARIOS:,} scenarios (a larger step, or num)")
+            count = int(math.floor(steps)) + 1
             values = [low + i * step for i in range(count)]
         if integer:
             values = [int(round(v)) for v in values]
@@ -261,6 +279,8 @@ def _axis(key: str, raw: Any, base: Plan) -> Axis:
     items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
     if not items:
         raise UserError(f"{where}: the value list is empty")
+    if len(items) > room:
+        raise UserError(f"{where}: {len(items):,} values make the grid larger than {MAX_GRID_SCENARIOS:,} scenarios")
     return Axis(key, path, tuple(_parse_value(name, hint, v, where) for v in items), None, integer)
 
 
@@ -286,10 +306,11 @@ def _samples(samples: Any) -> tuple[str, int, int]:
             raise UserError("samples: a grid's size is the product of the axis lengths; 'n' is for lhs/random")
         return "grid", 0, 0
     n, seed = samples.get("n"), samples.get("seed", 0)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UserError(f"samples.n must be a whole number >= 1 for method {method!r}, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UserError(f"samples.seed must be a whole number >= 0, got {seed!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLES:
+        raise UserError(f"samples.n must be a whole number from 1 to {MAX_SAMPLES:,} for method {method!r} (every "
+                        f"point is held in memory; run several sweeps with other seeds for more), got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**128:
+        raise UserError(f"samples.seed must be a whole number from 0 to 2^128-1, got {seed!r}")
     return method, n, seed
 
 

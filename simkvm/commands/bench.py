@@ -10,6 +10,7 @@ import time
 from typing import Any, Callable
 
 from .. import planner
+from ..model.errors import UserError
 from ..model.plan import Plan
 from ..sim import simulate
 
@@ -61,6 +62,8 @@ def plan_change_figures(plan: Plan) -> dict[str, float]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if not 0.01 <= args.seconds <= 600:  # also refuses nan: the measuring loop would never end
+        raise UserError(f"--seconds must be from 0.01 to 600, got {args.seconds}")
     if args.sweep:
         from ..sweep import bench_sweep  # the sweep issue's benchmark
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..load import plan_from_file
 from ..model.errors import EnvironmentProblem, MigrationFailed, UserError
+from ..model.limits import MAX_TIME_S
 from ..model.plan import Plan
 from ..model.result import Result
 from ..model.units import parse_duration
@@ -56,6 +57,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     src, dst = host_uri(args.src), host_uri(args.dst)
     timeout_s = parse_duration(args.timeout, "--timeout", allow_zero=False) if args.timeout else None
     connect_timeout_s = parse_duration(args.connect_timeout, "--connect-timeout", allow_zero=False)
+    if timeout_s is not None and not 1.0 <= timeout_s <= MAX_TIME_S:
+        raise UserError(f"--timeout must be from 1s to 7 days, got {args.timeout!r}")
     _setup_logging(args.quiet)
     predicted = None
     if args.predict:
@@ -147,6 +150,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..htmlreport import check_target
 
     check_target(args.html)
+    if args.plot:
+        from ..io import FIGURE_SUFFIXES, check_output
+
+        check_output(args.plot, "--plot", FIGURE_SUFFIXES)
     predicted, measured = load_pair(args.predicted, args.measured)
     if predicted.source == "measured" and measured.source == "simulated":
         raise UserError("the first file is a measurement and the second a prediction; "

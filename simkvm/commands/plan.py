@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from .. import planner
+from ..model.errors import UserError
 from ..model.units import fmt_bits, fmt_bytes, fmt_duration, fmt_rate, parse_duration, parse_fraction, parse_rate
 from .predict import add_plan_flags, command_line, plan_from_args
 
@@ -14,14 +15,32 @@ DEFAULT_BANDWIDTHS = "100Mbit/s,1Gbit/s,2.5Gbit/s,10Gbit/s,25Gbit/s,40Gbit/s,100
 DEFAULT_DOWNTIMES = "30ms,100ms,300ms,1s,2s"
 
 
+#: Each grid cell is a simulation, each Monte Carlo sample too: bounded so the command answers in minutes.
+MAX_GRID_VALUES, MAX_SAMPLES = 100, 100_000
+
+
 def _list(text: str, parse, what: str) -> list[float]:
-    return [parse(x.strip(), what, allow_zero=False) for x in text.split(",") if x.strip()]
+    values = [parse(x.strip(), what, allow_zero=False) for x in text.split(",") if x.strip()]
+    if not values:
+        raise UserError(f"{what} must list at least one value, comma-separated, got {text!r}")
+    if len(values) > MAX_GRID_VALUES:
+        raise UserError(f"{what} lists {len(values):,} values; at most {MAX_GRID_VALUES} (each is a column of "
+                        f"simulations)")
+    return values
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from ..htmlreport import check_target
 
     check_target(args.html)
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise UserError(f"--samples must be 1 to {MAX_SAMPLES:,}, got {args.samples}")
+    if not 0 <= args.seed < 2**64:
+        raise UserError(f"--seed must be a whole number from 0 to 2^64-1, got {args.seed}")
+    if args.plot:
+        from ..io import FIGURE_SUFFIXES, check_output
+
+        check_output(args.plot, "--plot", FIGURE_SUFFIXES)
     plan = plan_from_args(args)
     bws = _list(args.bandwidths, parse_rate, "--bandwidths")
     dts = _list(args.downtimes, parse_duration, "--downtimes")

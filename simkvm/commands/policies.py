@@ -6,6 +6,7 @@ import json
 import sys
 
 from ..model.plan import Plan
+from ..model.errors import UserError
 from ..model.units import fmt_bytes, fmt_duration
 from ..policies import POLICIES
 from ..sim import simulate
@@ -41,7 +42,13 @@ def _actions_text(actions: list[dict], limit: int = 4) -> str:
 
 def cmd_policies(args: argparse.Namespace) -> int:
     plan = plan_from_args(args)
-    rows = compare_policies(plan, args.only.split(",") if args.only else None)
+    names = None
+    if args.only is not None:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in POLICIES] or ([] if names else [args.only])
+        if unknown:
+            raise UserError(f"--only: no policy {unknown[0]!r}; policies: {', '.join(sorted(POLICIES))}")
+    rows = compare_policies(plan, names)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()

@@ -82,6 +82,11 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         mem = (data.get("workload") or {}).get("memory") or {}
         if mem.get("model") in (None, "idle"):
             given["pattern"] = "uniform"
+    has_disks = bool((data.get("vm") or {}).get("disks")) if isinstance(data.get("vm"), dict) else False
+    needs_disk = [k for k in ("disk_allocated", "disk_write_rate", "disk_wss") if k in given]
+    if needs_disk and "disk" not in given and not has_disks:
+        flag = "--" + needs_disk[0].replace("_", "-")
+        raise UserError(f"{flag} needs a disk: add --disk SIZE (e.g. --disk 20GiB) or a plan file with vm.disks")
     if "disk" in given:
         disks = (data.get("vm") or {}).get("disks") or []
         if not disks:
@@ -105,11 +110,23 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     return plan_from_dict(data)
 
 
+#: --reference walks QEMU's loop one check at a time: its cost grows with the simulated time (~1 s per
+#: simulated hour at 1 kbit/s), so it takes plans that give up within an hour.
+REFERENCE_MAX_TIME_S = 3600.0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..htmlreport import check_target
 
     check_target(args.html)
+    if args.plot:
+        from ..io import FIGURE_SUFFIXES, check_output
+
+        check_output(args.plot, "--plot", FIGURE_SUFFIXES)
     plan = plan_from_args(args)
+    if args.reference and plan.max_time_s > REFERENCE_MAX_TIME_S:
+        raise UserError(f"--reference walks QEMU's loop check by check; give migration.max_time <= 1h "
+                        f"(--max-time 1h), got {plan.max_time_s:g} s")
     result = simulate(plan, reference=args.reference)
     result.plan = plan.to_dict()
     if args.json:

@@ -18,12 +18,16 @@ EPILOG = """exit codes:
 
 
 def _periods(text: str) -> list[float]:
-    try:
-        return [parse_duration(p.strip(), "--periods") for p in text.split(",") if p.strip()]
-    except UserError:
-        raise
-    except Exception:  # noqa: BLE001 - any parse failure is bad input
-        raise UserError(f"--periods must be a comma-separated list of durations like 1s,2s,4s, got {text!r}") from None
+    """Whole seconds from 1 to 60: QEMU's calc-dirty-rate calc-time range (MIN/MAX_FETCH_DIRTYRATE_TIME_SEC in
+    migration/dirtyrate.h), and libvirt's virDomainStartDirtyRateCalc takes whole seconds."""
+    periods = [parse_duration(p.strip(), "--periods") for p in text.split(",") if p.strip()]
+    if not periods or len(periods) > 10:
+        raise UserError(f"--periods must list 1 to 10 durations like 1s,2s,4s, got {text!r}")
+    for p in periods:
+        if p != int(p) or not 1 <= p <= 60:
+            raise UserError(f"--periods: each period must be whole seconds from 1s to 60s (QEMU's calc-dirty-rate), "
+                            f"got {p:g} s")
+    return periods
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:

@@ -18,6 +18,10 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Local worker processes: each is a forked simulator; more than this is a fork bomb, not a speed-up.
+MAX_WORKERS = 256
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ..sweep import rounds_path, run_sweep
 
@@ -28,8 +32,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if args.chunk is not None and args.chunk < 1:
         raise UserError(f"--chunk must be >= 1, got {args.chunk}")
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
+        raise UserError(f"--workers must be 1 to {MAX_WORKERS} (processes on this machine), got {args.workers}")
+    from ..io import check_output
+
+    check_output(output, "--output", parent_exists=False)  # a missing directory is created
     csv = args.csv or output.suffix.lower() == ".csv"
     try:
         table = run_sweep(args.spec, output=output, workers=args.workers, scheduler=args.scheduler,

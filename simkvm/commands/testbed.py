@@ -179,8 +179,8 @@ def _guest(args: argparse.Namespace) -> int:
     from ..testbed.guest import define_guest, wait_ready
 
     timeout_s = float(args.timeout) if args.timeout.replace(".", "", 1).isdigit() else None
-    if timeout_s is None or timeout_s <= 0:
-        raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout!r}")
+    if timeout_s is None or not 0 < timeout_s <= 3600:
+        raise UserError(f"--timeout must be a number of seconds from 0 to 3600, got {args.timeout!r}")
     tb = Testbed()
     started = time.monotonic()
     net, ip = None, None

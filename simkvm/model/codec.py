@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import PlanError
+from .limits import MAX_TIME_S, MAX_UINT64
 from .units import parse_duration, parse_fraction, parse_rate, parse_size
 
 SUFFIX_PARSERS: dict[str, Callable[..., float]] = {
@@ -25,6 +27,11 @@ SUFFIX_PARSERS: dict[str, Callable[..., float]] = {
     "_frac": parse_fraction,
 }
 _UNIONS = (typing.Union, types.UnionType)
+#: Every size and rate fits QEMU's uint64s; no duration is longer than a simulated migration may be
+#: (simkvm.model.limits); tighter bounds per field are the section checks'.
+CEILING = {"_bytes": MAX_UINT64, "_Bps": MAX_UINT64, "_s": MAX_TIME_S, "_frac": 1.0}
+CEILING_WHY = {"_bytes": "a uint64 of bytes", "_Bps": "a uint64 of bytes/s", "_s": "a week",
+               "_frac": "a share"}
 
 
 def key_of(field_name: str) -> str:
@@ -52,20 +59,27 @@ def parse_leaf(field_name: str, hint: Any, value: Any, where: str) -> Any:
         if field_name.endswith(suffix):
             if value is None and "None" in str(hint):
                 return None
-            return parser(value, where)
+            number = parser(value, where)
+            if number > CEILING[suffix]:
+                raise PlanError(f"{where} must be at most {CEILING[suffix]:g} ({CEILING_WHY[suffix]}), got {value!r}")
+            return number
     if "fraction" in field_name:
         return parse_fraction(value, where)
     if hint in (int, "int"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or float(value) != int(value)):
             raise PlanError(f"{where} must be a whole number, got {value!r}")
         return int(value)
     if hint in (float, "float"):
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise PlanError(f"{where} must be a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise PlanError(f"{where} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise PlanError(f"{where} must be a finite number, got {value!r}")
+        return number
     if hint in (bool, "bool"):
         if not isinstance(value, bool):
             raise PlanError(f"{where} must be true or false, got {value!r}")
@@ -110,8 +124,8 @@ def convert(name: str, hint: Any, value: Any, path: str) -> Any:
         item = args[0]
         if value is None:
             return ()
-        if isinstance(value, Mapping):  # free-form options (policy params), validated by their owner
-            return tuple(sorted(value.items()))
+        if isinstance(value, Mapping) and not dataclasses.is_dataclass(item):
+            return tuple(sorted(value.items()))  # free-form options (policy params), validated by their owner
         if not isinstance(value, (list, tuple)):
             raise PlanError(f"{path} must be a list, got {value!r}")
         if dataclasses.is_dataclass(item):
@@ -136,6 +150,8 @@ def convert(name: str, hint: Any, value: Any, path: str) -> Any:
                 return tuple(float(v) for v in value)
             except (TypeError, ValueError):
                 raise PlanError(f"{path} must be a name or a list of numbers, got {value!r}") from None
+        if not isinstance(value, str):
+            raise PlanError(f"{path} must be a name or a list of numbers, got {value!r}")
         return value
     return parse_leaf(name, hint, value, path)
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from . import codec
 from .errors import PlanError
+from .limits import LIMIT_CHECKS
 from .qemu import KNOWN as QEMU_VERSIONS
 from .qemu import normalise as normalise_qemu
 from .qemu import qemu as qemu_version
@@ -558,6 +559,7 @@ SECTION_CHECKS: tuple[tuple[Callable[[Plan], None], frozenset[str]], ...] = (
     (check_network_host, frozenset({"network", "host"})),
     (check_aids, frozenset({"aids"})),
     (check_qemu, frozenset({"host", "aids", "migration"})),
+    *LIMIT_CHECKS,  # every number within QEMU's and libvirt's own bounds (simkvm.model.limits)
 )
 
 
@@ -569,6 +571,8 @@ def _policy_data(policy: Any) -> Any:
         policy = dict(policy)
         name = policy.pop("name", "qemu")
         params = policy.pop("params", None) or {}
+        if not isinstance(name, str) or not isinstance(params, Mapping):
+            raise PlanError(f"policy must be a name or a mapping {{name: NAME, option: value}}, got {policy!r}")
         return {"name": name, "params": {**dict(params), **policy}}
     return policy
 

@@ -22,6 +22,7 @@ from typing import Any, Iterable, NamedTuple
 import numpy as np
 
 from .errors import UserError
+from .text import MAX_JSON_BYTES, read_text
 
 #: Columns of ``Result.rounds``, in order. The first ones are libvirt job-stat names.
 ROUND_COLUMNS: tuple[str, ...] = (
@@ -156,8 +157,11 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Result":
+        """A result from its JSON form, every field's type checked (a result file is user input)."""
+        _check_result(data)
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names and k not in ("actions",)}
+        kwargs.setdefault("reason", "")
         res = cls(**kwargs)
         res.round_records = [dict(r) for r in data.get("rounds", [])]
         res.timeline_records = [TimelinePoint(*(t.get(c) for c in TIMELINE_COLUMNS)) for t in data.get("timeline", [])]
@@ -172,15 +176,52 @@ class Result:
         return cls.from_dict(data)
 
 
+def _check_result(data: Any) -> None:
+    """UserError, one line, unless ``data`` has the types of Result.to_dict's output (None for NaN)."""
+    def bad(key: str, want: str, value: Any) -> UserError:
+        return UserError(f"not a simkvm result: {key} must be {want}, got {repr(value)[:60]}")
+
+    def number(value: Any) -> bool:
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+    if not isinstance(data, dict):
+        raise bad("the result", "a JSON object", data)
+    for f in dataclasses.fields(Result):
+        if f.name not in data:
+            continue
+        value, kind = data[f.name], str(f.type)
+        if kind == "bool" and not isinstance(value, bool):
+            raise bad(f.name, "true or false", value)
+        if kind in ("float", "int") and not number(value):
+            raise bad(f.name, "a number", value)
+        if kind == "str" and not isinstance(value, str):
+            raise bad(f.name, "a string", value)
+        if f.name in ("plan", "meta") and value is not None and not isinstance(value, dict):
+            raise bad(f.name, "an object", value)
+    for key in ("rounds", "timeline", "actions"):
+        rows = data.get(key, [])
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise bad(key, "a list of objects", rows)
+        for i, row in enumerate(rows):
+            for k, v in row.items():
+                if k not in ("action", "phase") and not number(v):
+                    raise bad(f"{key}[{i}].{k}", "a number", v)
+    for i, a in enumerate(data.get("actions", [])):
+        if set(a) - {"time_s", "action", "value"} or not isinstance(a.get("action"), str) or "time_s" not in a:
+            raise bad(f"actions[{i}]", "{time_s, action, value}", a)
+
+
 def read_json(path: str) -> Any:
     """A result file's JSON, or one line saying why it cannot be read."""
+    text = read_text(path, "result file", MAX_JSON_BYTES)
     try:
-        with open(path) as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise UserError(f"result file {path!r} does not exist") from None
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply to be a simkvm result") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise UserError(f"{path}: not a simkvm result ({str(exc).split(';')[0]})") from None
 
 
 def _clean(v: Any) -> Any:

@@ -58,7 +58,7 @@ def _memory_reason(run: Run, why: str) -> str:
     writes_Bps = guest.nominal_page_writes_per_s * page * guest.memory_speed
     wss = sum(guest.set_pages) * page
     settled = settled_remaining_pages(run, pages_per_s) * page
-    limit = (f"{plan.max_iterations} iterations" if why == "max_iterations"
+    limit = (f"{run.max_iterations} iterations" if why == "max_iterations"
              else f"{fmt_duration(run.deadline_s)} (max time)")
     sync_s = run.sync_cost_s()
     if settled > threshold and writes_Bps < pages_per_s * page:

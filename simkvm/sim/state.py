@@ -13,6 +13,7 @@ from typing import Protocol
 
 import simpy
 
+from ..model.limits import MAX_ITERATIONS
 from ..model.plan import Plan
 from ..model.qemu import qemu
 from . import layout
@@ -57,7 +58,8 @@ class Run:
         self.max_downtime_s = plan.migration.max_downtime_s
         self.bandwidth_Bps = plan.link.bandwidth_Bps  # QEMU max-bandwidth (libvirt's bandwidth)
         self.deadline_s = plan.max_time_s
-        self.max_iterations = plan.max_iterations
+        # 0 (no limit, as in QEMU): the simulator still stops, so a prediction always ends
+        self.max_iterations = plan.max_iterations or MAX_ITERATIONS
         self.aids = plan.aids
         # Requests a controller (policy) or an after-N-iterations rule makes.
         self.postcopy_requested = False
