@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 
 from simkvm.load import load_plan
+from simkvm.model.errors import UserError
+from simkvm.model.plan import Plan
 from simkvm.profile import apply_profile, load_profile
+from simkvm.sim import simulate
 from simkvm.validation.calibrate import CalibrationRun, fit, profile_dict, with_constants, write_profile
 from simkvm.validation.metrics import metrics
 from simkvm.validation.runner import run_campaign
 from simkvm.validation.spec import load_campaign, parse_campaign, run_id
 from simkvm.validation.store import RunStore, result_columns
-from simkvm.model.errors import UserError
-from simkvm.model.plan import Plan
-from simkvm.sim import simulate
 
 MiB = 2**20
 ROOT = Path(__file__).resolve().parents[1]
@@ -394,8 +394,8 @@ def test_blind_prediction_is_what_simkvm_predict_gives_for_the_planners_plan(tmp
     """The oracle: the plan a planner writes by hand (human units, zero share 0.5), through the CLI."""
     import pandas as pd
 
-    from simkvm.validation.evaluate import blind_rows
     from simkvm.cli import main
+    from simkvm.validation.evaluate import blind_rows
 
     profile = str(ROOT / "profiles" / "testbed.yaml")
     rows = pd.DataFrame([_knob_row("x-r1", 1024, 64, 24, 1, zero_fraction=0.2, min_bandwidth_Bps=None)])
@@ -496,8 +496,8 @@ def test_calibration_recovers_known_constants(tmp_path):
 def test_guest_os_background_rate_is_recovered_from_idle_runs():
     """Idle testbed-guest runs simulated with a known background rate and the guest's hot pages:
     the fit knows the hot pages (not fitted) and must find the rate from the normal pages sent."""
-    from simkvm.validation.calibrate import fit_guest_os
     from simkvm.testbed.guest import GUEST_HOT_BYTES
+    from simkvm.validation.calibrate import fit_guest_os
 
     truth = {"background_dirty_rate_Bps": 300e3, "background_wss_bytes": 16 * MiB,
              "background_hot_bytes": float(GUEST_HOT_BYTES), "os_nonzero_bytes": 2 * MiB}
