@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "simkvm.commands.sweep",
     "simkvm.commands.testbed",
     "simkvm.commands.migrate",
+    "simkvm.commands.drain",
     "simkvm.commands.campaign",
     "simkvm.commands.preflight",
     "simkvm.commands.tools",

@@ -68,6 +68,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from ..sweep import bench_sweep  # the sweep issue's benchmark
 
         return bench_sweep(args)
+    if args.drain:
+        from ..drain.bench import bench_drain  # the drain issue's benchmark
+
+        return bench_drain(args)
     small, small_iter = measure(bench_plan("16GiB"), args.seconds)
     big, big_iter = measure(bench_plan("1TiB"), args.seconds)
     fine_plan = bench_plan("16GiB")
@@ -105,5 +109,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark the simulator (predictions per second)")
     p.add_argument("--seconds", type=float, default=3.0, help="time per measurement (default 3)")
     p.add_argument("--sweep", action="store_true", help="benchmark a 100,000-scenario sweep instead")
+    p.add_argument("--drain", action="store_true",
+                   help="benchmark a 1,000-VM, 20-host drain and --optimize on 100 VMs instead")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)

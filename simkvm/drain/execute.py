@@ -1,0 +1,210 @@
+"""A drain for real: the fleet's guests moved from testbed host a to b, with the same limits.
+
+Each migration is the executor's own (:func:`simkvm.executor.execute`, in a
+thread of its own), started in the fleet's order whenever the concurrency
+model has a free slot. The testbed's hosts talk over loopback, so the one
+capped link is made the way oVirt makes it: each migration's max-bandwidth is
+the link's bandwidth divided by the migrations in flight, re-set with
+virDomainMigrateSetMaxSpeed whenever one starts or finishes (or a fixed
+bandwidth per migration, KubeVirt's way). The prediction models exactly that
+(:mod:`.engine`, ``split_bandwidth``), from plans read off the running guests,
+so predicted and measured drains are the same records, compared VM by VM.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import threading
+import time
+from typing import Any
+
+from ..model.errors import EnvironmentProblem, MigrationFailed, UserError
+from ..model.result import Result
+from ..model.units import fmt_duration
+from .engine import drain
+from .result import DrainResult, VMRecord
+from .spec import Fleet
+
+log = logging.getLogger("simkvm.drain")
+MiB = 2**20
+
+
+def testbed_fleet(fleet: Fleet) -> Fleet:
+    """Check that the fleet can run on the testbed: one source (a) drained onto one destination (b)."""
+    names = [h.name for h in fleet.hosts]
+    if len(fleet.drain) != 1 or len(fleet.destinations) != 1:
+        raise UserError(f"--execute moves guests from testbed host a to b: the fleet must drain one host onto "
+                        f"one other, got hosts {', '.join(names)} draining {', '.join(fleet.drain)}")
+    c = fleet.concurrency
+    if not (c.split_bandwidth or c.bandwidth_per_migration_Bps):
+        raise UserError("--execute shares the link by QEMU's max-bandwidth (the testbed's hosts talk over "
+                        "loopback): use concurrency {stack: ovirt, bandwidth: 64MiB/s} (split among the "
+                        "migrations in flight) or a bandwidth per migration")
+    return fleet
+
+
+def execute_drain(fleet: Fleet, args: argparse.Namespace) -> int:
+    from ..testbed.hosts import Testbed
+
+    tb = Testbed()
+    predicted, measured = predict_and_run(fleet, tb.uri("a"), tb.uri("b"))
+    if args.json:
+        json.dump({"predicted": predicted.to_dict(), "measured": measured.to_dict(),
+                   "makespan_error": makespan_error(predicted, measured)}, sys.stdout,
+                  indent=None if args.compact else 2)
+        sys.stdout.write("\n")
+    else:
+        print(format_comparison(predicted, measured))
+    if args.plot:
+        from ..plot import save
+        from .plot import gantt
+
+        save(gantt(measured, title=f"{fleet.name}: measured, {measured.summary_line()}"), args.plot)
+    failed = [v for v in measured.vms if not v.result.converged]
+    if failed:
+        where = ", ".join(f"{v.name} on {v.result.meta.get('vm_location', 'unknown')}" for v in failed)
+        raise MigrationFailed(f"{len(failed)} migration(s) of the drain did not complete ({where})",
+                              "see each VM above")
+    return 0
+
+
+def predict_and_run(fleet: Fleet, src_uri: str, dst_uri: str) -> tuple[DrainResult, DrainResult]:
+    """Predict the drain of the guests as they are (their workload, RAM and disks read from them, as
+    ``migrate --predict`` does), then run it for real."""
+    from ..executor import plan_for_domain
+
+    testbed_fleet(fleet)
+    vms = tuple(dataclasses.replace(vm, plan=plan_for_domain(vm.plan, vm.name, src_uri)) for vm in fleet.vms)
+    fleet = dataclasses.replace(fleet, vms=vms)
+    predicted = drain(fleet)
+    log.info("drain: predicted %s", predicted.summary_line())
+    return predicted, run_drain(fleet, src_uri, dst_uri)
+
+
+def makespan_error(predicted: DrainResult, measured: DrainResult) -> float:
+    return (predicted.makespan_s - measured.makespan_s) / measured.makespan_s if measured.makespan_s else 0.0
+
+
+def format_comparison(predicted: DrainResult, measured: DrainResult) -> str:
+    lines = [f"simkvm drain --execute: {measured.name} ({measured.concurrency})", "",
+             f"{'VM':<14} {'start pred/meas':>17} {'end pred/meas':>17} {'downtime pred/meas':>20}  outcome"]
+    for m in sorted(measured.vms, key=lambda v: v.start_s):
+        p = predicted.record(m.name)
+        lines.append(f"{m.name:<14} {p.start_s:>7.1f}/{m.start_s:<7.1f}s {p.end_s:>7.1f}/{m.end_s:<7.1f}s "
+                     f"{p.result.downtime_s * 1000:>8.0f}/{m.result.downtime_s * 1000:<8.0f}ms  "
+                     f"{p.result.outcome}/{m.result.outcome}")
+    lines.append("")
+    lines.append(f"makespan predicted {fmt_duration(predicted.makespan_s)}, measured {fmt_duration(measured.makespan_s)} "
+                 f"({makespan_error(predicted, measured):+.1%})")
+    return "\n".join(lines)
+
+
+class _Flight:
+    """One migration in flight: its thread, and where its result lands."""
+
+    def __init__(self, name: str, start_s: float) -> None:
+        self.name = name
+        self.start_s = start_s
+        self.result: Result | None = None
+        self.end_s = 0.0
+        self.thread: threading.Thread | None = None
+
+
+def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02) -> DrainResult:
+    """Run ``fleet``'s migrations for real, in its order, within its limits; measured records."""
+    from ..executor import execute
+
+    try:
+        import libvirt  # type: ignore[import-not-found]
+    except ImportError:
+        raise EnvironmentProblem("libvirt-python is missing: run scripts/test.sh (or pip install libvirt-python)") \
+            from None
+
+    c = fleet.concurrency
+    slots = min(x for x in (c.max_parallel, c.per_source, c.per_destination, len(fleet.vms)) if x)
+    queue = list(fleet.vms)
+    flying: dict[str, _Flight] = {}
+    finishing: list[_Flight] = []  # arrived, the executor still finishing
+    records: list[VMRecord] = []
+    done = threading.Event()
+    conn = libvirt.open(src_uri)
+    t0 = time.monotonic()
+
+    def each_Bps(n: int) -> float:
+        if c.split_bandwidth:
+            total = c.split_bandwidth_Bps or fleet.host(fleet.drain[0]).nic_Bps
+            return total / n
+        return float(c.bandwidth_per_migration_Bps or 0.0)
+
+    def resplit() -> None:
+        """virDomainMigrateSetMaxSpeed on every migration in flight (MiB/s, as libvirt takes it)."""
+        if not c.split_bandwidth or not flying:
+            return
+        mibps = max(int(each_Bps(len(flying)) / MiB), 1)
+        for f in flying.values():
+            try:
+                conn.lookupByName(f.name).migrateSetMaxSpeed(mibps, 0)
+            except libvirt.libvirtError as exc:  # it may just have finished
+                log.info("drain: %s: max speed not changed (%s)", f.name, exc.get_error_message())
+
+    def left_source(name: str) -> bool:
+        """The source no longer runs the VM (libvirt stops it there once the destination has resumed)."""
+        try:
+            return not conn.lookupByName(name).isActive()
+        except libvirt.libvirtError:
+            return True  # undefined on the source: it moved (a persistent definition goes along)
+
+    def run_one(flight: _Flight, plan: Any) -> None:
+        try:
+            flight.result = execute(plan, flight.name, src_uri, dst_uri)
+        except MigrationFailed as exc:
+            partial = getattr(exc, "result", None)
+            flight.result = partial or Result(converged=False, outcome="aborted", reason=str(exc),
+                                              source="measured", meta={"vm_location": exc.vm_location})
+        except Exception as exc:  # noqa: BLE001 - recorded, the other migrations go on
+            flight.result = Result(converged=False, outcome="aborted", reason=f"{type(exc).__name__}: {exc}",
+                                   source="measured", meta={"vm_location": "unknown"})
+        flight.end_s = time.monotonic() - t0
+        done.set()
+
+    try:
+        while queue or flying or finishing:
+            sharing = len(flying) + min(slots - len(flying), len(queue))  # those starting now start together
+            while queue and len(flying) < slots:
+                vm = queue.pop(0)
+                bandwidth = each_Bps(sharing)
+                if c.split_bandwidth:
+                    bandwidth = max(int(bandwidth / MiB), 1) * MiB  # libvirt's bandwidth is whole MiB/s
+                plan = dataclasses.replace(vm.plan, link=dataclasses.replace(vm.plan.link, bandwidth_Bps=bandwidth))
+                flight = _Flight(vm.name, time.monotonic() - t0)
+                flying[vm.name] = flight
+                flight.thread = threading.Thread(target=run_one, args=(flight, plan), name=f"drain-{vm.name}",
+                                                 daemon=True)
+                flight.thread.start()
+                resplit()
+            done.wait(poll_s)
+            done.clear()
+            for name, f in list(flying.items()):
+                if f.result is not None or left_source(name):
+                    # Its slot is free once the VM runs on the destination (the executor may still be
+                    # checking and cleaning up, as the simulator's migration ends at the resume).
+                    del flying[name]
+                    finishing.append(f)
+                    resplit()
+            for f in list(finishing):
+                if f.result is not None:
+                    assert f.thread is not None
+                    f.thread.join()
+                    finishing.remove(f)
+                    records.append(VMRecord(f.name, fleet.drain[0], fleet.destinations[0].name, f.start_s,
+                                            f.start_s + f.result.total_time_s, f.result))
+    finally:
+        for f in list(flying.values()) + finishing:  # interrupted: each executor finishes or aborts safely
+            if f.thread is not None:
+                f.thread.join()
+        conn.close()
+    return DrainResult(name=fleet.name, source="measured", concurrency=c.describe(),
+                       order=[vm.name for vm in fleet.vms], vms=records)
