@@ -14,7 +14,7 @@ import statistics
 import time
 
 import pytest
-from conftest import BOOT_TIMEOUT_S
+from testbed_limits import BOOT_TIMEOUT_S
 
 from simkvm.model.errors import UserError
 

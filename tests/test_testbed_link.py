@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BOOT_TIMEOUT_S
+from testbed_limits import BOOT_TIMEOUT_S
 
 pytestmark = pytest.mark.testbed
 

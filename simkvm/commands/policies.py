@@ -5,8 +5,8 @@ import argparse
 import json
 import sys
 
-from ..model.plan import Plan
 from ..model.errors import UserError
+from ..model.plan import Plan
 from ..model.units import fmt_bytes, fmt_duration
 from ..policies import POLICIES
 from ..sim import simulate
