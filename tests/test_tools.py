@@ -39,7 +39,9 @@ def schema():
     return data
 
 
-PLANS = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("plans/*.yaml"), *ROOT.glob("simkvm/examples/*.yaml")])
+# plans/drain*.yaml are fleet files (simkvm drain), not plans: the plan schema does not describe them.
+PLANS = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("plans/*.yaml"), *ROOT.glob("simkvm/examples/*.yaml")]
+               if not p.name.startswith("drain"))
 
 
 @pytest.mark.parametrize("path", PLANS)
