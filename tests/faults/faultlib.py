@@ -103,7 +103,8 @@ def kill_libvirtd(testbed: Any, host: str, sig: int = signal.SIGKILL) -> int:
 
 def restart_libvirtd(testbed: Any, host: str) -> None:
     """Start libvirtd again inside host's namespace (its QEMUs, /run and images are still there)."""
-    from simkvm.testbed.hosts import _which
+    from simkvm.testbed.libvirtd import which as _which
+    from simkvm.testbed.proc import read_pid
 
     state = testbed._read_state()[host]  # host_state() refuses an unhealthy host
     anchor = next((p for p in namespace_pids(state.mnt_ns) if alive(p)), None)
@@ -113,13 +114,13 @@ def restart_libvirtd(testbed: Any, host: str) -> None:
     if os.readlink(f"/proc/{anchor}/ns/net") != os.readlink("/proc/self/ns/net"):
         nsargs.append("-n")
     script = (f"echo $$ > {host_dir}/libvirtd.pid; "
-              f"exec {_which('libvirtd')} --listen >>{host_dir}/libvirtd.log 2>&1")
+              f"exec {_which('libvirtd')} >>{host_dir}/libvirtd.log 2>&1")
     subprocess.Popen([_which("nsenter"), "-t", str(anchor), *nsargs, "--", "/bin/sh", "-c", script],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        pid = testbed._read_pid(host_dir / "libvirtd.pid")
+        pid = read_pid(host_dir / "libvirtd.pid")
         if pid and pid != state.libvirtd_pid and alive(pid):
             states = testbed._read_state()
             states[host] = dataclasses.replace(state, libvirtd_pid=pid)
