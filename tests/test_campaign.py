@@ -305,6 +305,120 @@ def test_a_second_campaign_on_the_same_testbed_is_refused(tmp_path, monkeypatch)
                         probe_network=False)["done"] == ["a-r1"]
 
 
+# ------------------------------------------------------------------ the stack a campaign runs on
+@pytest.mark.parametrize("value, stack", [(None, "debian12"), ("debian12", "debian12"), ("backports", "backports"),
+                                          ("10.0", "backports"), (7.2, "debian12")])
+def test_campaign_file_names_its_stack(value, stack):
+    data = {"name": "t", "scenarios": [{"id": "a"}], **({"stack": value} if value is not None else {})}
+    assert parse_campaign(data).stack == stack
+
+
+@pytest.mark.parametrize("value", ["sid", ["backports"], True, "8.2"])
+def test_unknown_campaign_stack_is_one_line_user_error(value):
+    with pytest.raises(UserError, match=r"(stack must be one of|unknown testbed stack).*debian12.*backports") as info:
+        parse_campaign({"name": "t", "stack": value, "scenarios": [{"id": "a"}]})
+    assert "\n" not in str(info.value)
+
+
+def test_campaign_run_takes_its_stack_to_the_testbed_and_records_it(tmp_path, monkeypatch):
+    """The stack of the file reaches run_one (predictions follow its host.qemu) and meta.json;
+    a testbed given on another stack is refused before anything runs."""
+    import simkvm.validation.runner as campaign
+    from simkvm.testbed.stack import STACKS, Stack
+
+    monkeypatch.setattr(Stack, "versions", lambda self: {"qemu": "10.0.2", "libvirt": "11.3.0"})
+    c = parse_campaign({"name": "t", "stack": "backports", "scenarios": [{"id": "a"}]})
+    seen = []
+
+    def fake_run_one(scenario, repeat, **kw):
+        seen.append(kw["stack"])
+        return _fake_results(scenario, repeat)
+
+    monkeypatch.setattr(campaign, "run_one", fake_run_one)
+    tb = FakeTestbed(tmp_path / "tb")
+    out = run_campaign(c, tmp_path / "out", progress=False, testbed=tb, probe_network=False)
+    assert out["done"] == ["a-r1"] and [s.name for s in seen] == ["backports"] and seen[0].qemu == "10.0"
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert (meta["stack"], meta["host_qemu"], meta["qemu_version"], meta["libvirt_version"]) == \
+        ("backports", "10.0", "10.0.2", "11.3.0")
+    tb.stack = STACKS["debian12"]
+    with pytest.raises(UserError, match="runs on stack 'backports'.*testbed given runs 'debian12'"):
+        run_campaign(c, tmp_path / "other", progress=False, testbed=tb, probe_network=False)
+    # the plan a run predicts with follows the stack's QEMU
+    s = c.scenarios[0]
+    assert Plan.from_dict(s.plan_dict("a-r1", STACKS["backports"].qemu)).host.qemu == "10.0"
+    assert Plan.from_dict(s.plan_dict("a-r1")).host.qemu == "7.2"
+
+
+def _versioned_store(tmp_path, measured_on: str, predicted_for: str) -> RunStore:
+    """A campaign directory of one held-out run measured on QEMU ``measured_on`` (as libvirt reports
+    it) and predicted with ``host.qemu: predicted_for``."""
+    c = parse_campaign({"name": "t", "scenarios": [{"id": "a"}]})
+    row, pred, meas = _fake_results(c.scenarios[0], 1)
+    plan = Plan.from_dict({**pred.plan, "host": {**pred.plan["host"], "qemu": predicted_for}})
+    pred = simulate(plan)
+    pred.plan = plan.to_dict()
+    meas.meta["source"] = {"hypervisor_version": measured_on, "libvirt_version": "11.3.0"}
+    from simkvm.validation.runner import measured_qemu_version
+
+    row.update(stack="backports", qemu_version=measured_qemu_version(meas))
+    store = RunStore(tmp_path)
+    store.save("a-r1", row, pred, meas)
+    return store
+
+
+def test_runs_record_their_stack_and_an_older_runs_csv_gains_the_columns(tmp_path):
+    store = _versioned_store(tmp_path, "10.0.2", "10.0")
+    with open(tmp_path / "runs.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert (rows[0]["stack"], rows[0]["qemu_version"]) == ("backports", "10.0.2")
+    # a runs.csv an older simkvm wrote (no stack columns) is rebuilt before the next run is appended
+    (tmp_path / "runs.csv").write_text("run_id,scenario\na-r1,a\n")
+    c = parse_campaign({"name": "t", "scenarios": [{"id": "b"}]})
+    store.save("b-r1", *_fake_results(c.scenarios[0], 1))
+    with open(tmp_path / "runs.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["run_id"] for r in rows] == ["a-r1", "b-r1"] and rows[0]["qemu_version"] == "10.0.2"
+
+
+def test_calibration_records_the_qemu_the_runs_were_measured_on(tmp_path):
+    from simkvm.validation.calibrate import calibrated_qemu, calibration_runs
+
+    store = _versioned_store(tmp_path / "q10", "10.0.2", "10.0")
+    runs = calibration_runs(store.dir, "run_id=a-r1")
+    assert runs[0].plan.host.qemu == "10.0"  # calibration re-simulates with the version measured
+    assert calibrated_qemu(runs) == "10.0"
+    prof = profile_dict({"constants": dict(TRUTH, mirror_zero_accounted=True, **{
+        k: 0.0 for k in ("setup_s", "page_cost_s", "check_destination_s", "create_disk_s", "switchover_overhead_s",
+                         "mirror_granularity_bytes", "mirror_complete_s", "mirror_drain_s")}),
+        "qemu": calibrated_qemu(runs), "fit": {"runs": ["a-r1"]}})
+    assert prof["host"]["qemu"] == "10.0"
+    other = _versioned_store(tmp_path / "q72", "7.2.22", "7.2")
+    with pytest.raises(UserError, match="several QEMU versions"):
+        calibrated_qemu(runs + calibration_runs(other.dir, "run_id=a-r1"))
+
+
+def test_report_warns_when_profile_runs_and_predictions_disagree_on_the_qemu(tmp_path):
+    import warnings
+
+    from simkvm.validation.report import format_report, report
+
+    store = _versioned_store(tmp_path / "runs", "10.0.2", "10.0")
+    prof = tmp_path / "p72.yaml"
+    prof.write_text("host: {qemu: '7.2'}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # apply_profile's own VersionWarning
+        rep = report(store.dir, str(prof), extras=False)
+    assert len(rep["warnings"]) == 1 and "calibrated on QEMU 7.2; the runs were measured on QEMU 10.0" \
+        in rep["warnings"][0]
+    assert format_report(rep).startswith("warning: ")
+    prof.write_text("host: {qemu: '10.0'}\n")
+    assert report(store.dir, str(prof), extras=False)["warnings"] == []
+    crossed = _versioned_store(tmp_path / "crossed", "10.0.2", "7.2")
+    assert report(crossed.dir, extras=False)["warnings"] == [
+        "1 run(s) measured on QEMU 10.0 were predicted with QEMU 7.2's loop (their plans' host.qemu), e.g. a-r1"]
+
+
 # ------------------------------------------------------------------ the report's figures
 def _percentile(values, q):
     """Linear interpolation between closest ranks, written out (numpy's default definition)."""

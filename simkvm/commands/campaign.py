@@ -35,9 +35,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         rep["leave_one_family_out"] = leave_one_family_out(args.directory, args.lofo, full_profile=args.profile)
     if args.json:
         extra = {k: rep[k] for k in ("families", "blind", "blind_families", "clamped", "heavy_load", "rate_shortfall",
-                                     "leave_one_family_out") if k in rep}
+                                     "leave_one_family_out", "warnings") if k in rep}
         print(json.dumps({**rep["metrics"], "profile": rep["profile"], "excluded_fit_runs": rep["excluded"], **extra},
                          indent=1))
+        for w in rep.get("warnings") or []:
+            print(f"warning: {w}", file=sys.stderr)
     else:
         print(format_report(rep))
     if args.plots:

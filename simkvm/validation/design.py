@@ -243,7 +243,8 @@ def expanded_text(path: str) -> str:
               f"# in run order (the written calibration ones, the {len(drawn)} drawn by its design from\n"
               f"# seed {seed}, then the other written ones), over its defaults. Do not edit: the test\n"
               f"# tests/test_campaign.py checks this file is what the seed expands to.\n")
-    body = {"name": name, "defaults": data.get("defaults") or {},
+    body = {"name": name, **({"stack": data["stack"]} if data.get("stack") is not None else {}),
+            "defaults": data.get("defaults") or {},
             "scenarios": with_drawn(list(data.get("scenarios") or []), drawn)}
     return header + yaml.safe_dump(body, sort_keys=False, default_flow_style=None, width=120)
 

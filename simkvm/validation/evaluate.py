@@ -85,6 +85,12 @@ def blind_plan_dict(row: Mapping[str, Any], profile_path: str | None) -> dict[st
         "migration": {"max_downtime": float(row["max_downtime_s"]), "max_time": float(row["max_time_s"]),
                       "max_iterations": int(row["max_iterations"]), "storage": str(row["storage"])},
     }
+    qemu = row.get("qemu_version")
+    if isinstance(qemu, str) and qemu:  # the QEMU the run was measured on: a planner knows its hosts' version
+        from ..model.qemu import KNOWN, normalise
+
+        if normalise(qemu) in KNOWN:
+            plan["host"] = {"qemu": normalise(qemu)}
     if profile_path:
         plan["profile"] = profile_path
     return plan

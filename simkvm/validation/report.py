@@ -42,10 +42,53 @@ def report(directory: str | Path, profile_path: str | None = None, *, extras: bo
         raise UserError(f"{directory}: no held-out (role: validation) runs to report on"
                         + (f" that {profile_path} was not fitted on" if excluded else ""))
     m = metrics(rows)
-    rep = {"metrics": m, "rows": rows, "profile": profile_path, "excluded": excluded}
+    rep = {"metrics": m, "rows": rows, "profile": profile_path, "excluded": excluded,
+           "warnings": version_warnings(store, rows["run_id"], profile if profile_path else None, profile_path)}
     if extras:
         extend(rep, store, metrics, HEAVY_LOAD_1M, blind=blind)
     return rep
+
+
+def run_qemu(store: RunStore, rid: str) -> tuple[str | None, str]:
+    """(the QEMU version a run was measured on, "10.0"; None if not recorded) and the ``host.qemu``
+    its prediction followed (a plan without one: the model's default, 7.2)."""
+    from ..model.qemu import normalise
+    from .runner import measured_qemu_version
+
+    try:
+        measured = measured_qemu_version(store.load_result(rid, "measured"))
+    except (OSError, ValueError, UserError):
+        measured = None
+    return (normalise(measured) if measured else None), plan_of_run(store, rid).host.qemu
+
+
+def version_warnings(store: RunStore, run_ids: Any, profile: Mapping[str, Any] | None,
+                     profile_path: str | None) -> list[str]:
+    """What the report says when versions disagree: runs measured on another QEMU than their
+    prediction followed, or than the profile was calibrated on."""
+    from ..model.qemu import normalise
+
+    measured: dict[str, list[str]] = {}
+    crossed: dict[tuple[str, str], list[str]] = {}
+    for rid in run_ids:
+        m, predicted = run_qemu(store, str(rid))
+        if m is not None:
+            measured.setdefault(m, []).append(str(rid))
+            if m != predicted:
+                crossed.setdefault((m, predicted), []).append(str(rid))
+    out = [f"{len(r)} run(s) measured on QEMU {m} were predicted with QEMU {p}'s loop (their plans' host.qemu), "
+           f"e.g. {r[0]}" for (m, p), r in sorted(crossed.items())]
+    if len(measured) > 1:
+        out.append("the held-out runs were measured on several QEMU versions ("
+                   + ", ".join(f"{v}: {len(r)} runs" for v, r in sorted(measured.items())) + ")")
+    calibrated = ((profile or {}).get("host") or {}).get("qemu")
+    if calibrated is not None:
+        calibrated = normalise(calibrated)
+        other = sorted(v for v in measured if v != calibrated)
+        if other:
+            out.append(f"{profile_path} was calibrated on QEMU {calibrated}; the runs were measured on QEMU "
+                       f"{', '.join(other)}: its constants may not carry over (calibrate on this campaign's runs)")
+    return out
 
 
 def _ms(x: float | None) -> str:
@@ -60,7 +103,8 @@ def format_report(rep: Mapping[str, Any]) -> str:
     m = rep["metrics"]
     rows = rep["rows"]
     src = f"re-predicted with {rep['profile']}" if rep["profile"] else "stored predictions"
-    lines = [
+    lines = [f"warning: {w}" for w in rep.get("warnings") or []]
+    lines += [
         f"held-out runs: {m['held_out_runs']} ({m['compared_runs']} converged on both sides; {src})",
         "",
         f"{'figure':44s} {'value':>10s}   target",

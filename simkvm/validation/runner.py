@@ -43,8 +43,11 @@ from .store import HEAVY_LOAD_1M, RunStore, result_columns
 
 
 # ------------------------------------------------------------------ the machine
-def machine_meta() -> dict[str, Any]:
-    """What ran the campaign: kernel, CPU, cores, memory, QEMU/libvirt versions, date, simkvm commit."""
+def machine_meta(stack: Any = None) -> dict[str, Any]:
+    """What ran the campaign: kernel, CPU, cores, memory, QEMU/libvirt versions, date, simkvm commit.
+
+    ``stack`` (a :class:`simkvm.testbed.stack.Stack`): the versions are that stack's binaries
+    (the system's ``qemu-system-x86_64`` is not what a stack in its own root runs)."""
     meta: dict[str, Any] = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                             "uname": " ".join(platform.uname()), "python": platform.python_version(),
                             "cores": os.cpu_count()}
@@ -60,8 +63,14 @@ def machine_meta() -> dict[str, Any]:
         meta["memory_bytes"] = int(m.group(1)) * 1024 if m else None
     except OSError:
         meta["memory_bytes"] = None
-    meta["qemu_version"] = _first_line(["qemu-system-x86_64", "--version"])
-    meta["libvirt_version"] = _first_line(["libvirtd", "--version"])
+    if stack is not None:
+        meta["stack"] = stack.name
+        meta["host_qemu"] = stack.qemu  # the model's version the predictions follow
+        versions = stack.versions()
+        meta["qemu_version"], meta["libvirt_version"] = versions["qemu"], versions["libvirt"]
+    else:
+        meta["qemu_version"] = _first_line(["qemu-system-x86_64", "--version"])
+        meta["libvirt_version"] = _first_line(["libvirtd", "--version"])
     try:
         import libvirt
 
@@ -127,8 +136,11 @@ def _console_tail(name: str, testbed: Any, lines: int = 40) -> str:
 
 def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[str, Any] | None,
             profile_name: str | None, settle_s: float = 1.0, boot_timeout_s: float = 120.0,
-            network: Any = None) -> tuple[dict[str, Any], Result, Result]:
-    """Define, predict, migrate, check, remove: one run's row and its two Results."""
+            network: Any = None, stack: Any = None) -> tuple[dict[str, Any], Result, Result]:
+    """Define, predict, migrate, check, remove: one run's row and its two Results.
+
+    ``stack``: the testbed's QEMU/libvirt stack; the prediction follows its ``host.qemu`` and the
+    row records it with the QEMU version libvirt reported for the migration."""
     from ..executor import execute, plan_for_domain
     from ..testbed import console_lines, define_guest, remove_guest, wait_for_console, wait_ready
 
@@ -144,7 +156,8 @@ def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[s
         ready = wait_ready(name, boot_timeout_s, testbed=testbed)
         time.sleep(settle_s)
         src, dst = testbed.uri("a"), testbed.uri("b")
-        plan = plan_for_domain(Plan.from_dict(scenario.plan_dict(rid)), name, src)
+        qemu = stack.qemu if stack is not None else None
+        plan = plan_for_domain(Plan.from_dict(scenario.plan_dict(rid, qemu)), name, src)
         nominal = {"zero_fraction": plan.vm.zero_fraction}
         if profile:  # after the guest is mapped: the profile's guest section corrects it
             plan = apply_profile(plan, profile)
@@ -194,7 +207,8 @@ def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[s
         "min_bandwidth_Bps": min_bw, "guest_mem_Bps": mem_during, "guest_disk_Bps": disk_during,
         "guest_mem_Bps_before": mem_before, "guest_checks": len(checks), "check_ok": bool(check_ok),
         "profile": profile_name or "", "load_1m": round(load, 2), "load_1m_end": round(load_end[0], 2),
-        "other_qemus": qemus_before,
+        "other_qemus": qemus_before, "stack": stack.name if stack is not None else "",
+        "qemu_version": measured_qemu_version(measured) or "",
         "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(time.time() - started, 2),
     }
@@ -210,6 +224,13 @@ def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[s
     return row, predicted, measured
 
 
+def measured_qemu_version(measured: Result) -> str | None:
+    """The QEMU version libvirt reported for the source of a measured migration ("10.0.2"), if any."""
+    source = measured.meta.get("source") if isinstance(measured.meta, dict) else None
+    version = source.get("hypervisor_version") if isinstance(source, dict) else None
+    return str(version) if version else None
+
+
 def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | None = None,
                  only: Sequence[str] | None = None, progress: bool = True, keep_testbed: bool = False,
                  testbed: Any = None, log: Any = None, probe_network: bool = True) -> dict[str, Any]:
@@ -219,7 +240,13 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
     (measured service interruption).
     """
     from ..testbed import Testbed
+    from ..testbed.stack import get_stack
 
+    stack = get_stack(campaign.stack)
+    given = getattr(testbed, "stack", None) if testbed is not None else None
+    if given is not None and given.name != stack.name:
+        raise UserError(f"campaign {campaign.name} runs on stack {stack.name!r} (its file's stack:), but the "
+                        f"testbed given runs {given.name!r}")
     log = log or (lambda msg: print(msg, file=sys.stderr))
     store = RunStore(output)
     store.dir.mkdir(parents=True, exist_ok=True)
@@ -231,7 +258,7 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
         store.reconcile_tables()
     meta_path = store.dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    meta.setdefault("sessions", []).append({**machine_meta(), "campaign": campaign.name,
+    meta.setdefault("sessions", []).append({**machine_meta(stack), "campaign": campaign.name,
                                             "campaign_file": campaign.source, "profile": profile_path,
                                             "probe_network": probe_network, "runs_pending": len(pending)})
     meta.update({k: v for k, v in meta["sessions"][-1].items() if k != "runs_pending"})
@@ -241,14 +268,14 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
     out: dict[str, Any] = {"done": [], "skipped": len(todo) - len(pending), "failed": []}
     if not pending:
         return out
-    tb = testbed or Testbed()
+    tb = testbed or Testbed(stack=stack.name)  # brought up with the campaign's stack (refused if another runs)
     from ..executor.signals import signals_as_interrupt
 
     lock = _campaign_lock(tb, store.dir)
     try:
         with signals_as_interrupt():  # SIGTERM: like Ctrl-C, the run's guest is cleaned up
             return _run_pending(pending, todo, out, store, tb, profile, profile_path, probe_network, progress,
-                                keep_testbed, own_testbed=testbed is None, log=log)
+                                keep_testbed, own_testbed=testbed is None, log=log, stack=stack)
     finally:
         lock.close()  # releases the flock
 
@@ -278,7 +305,8 @@ def _campaign_lock(tb: Any, output: Path) -> Any:
 
 def _run_pending(pending: list, todo: list, out: dict[str, Any], store: "RunStore", tb: Any,
                  profile: Mapping[str, Any] | None, profile_path: str | None, probe_network: bool,
-                 progress: bool, keep_testbed: bool, *, own_testbed: bool, log: Any) -> dict[str, Any]:
+                 progress: bool, keep_testbed: bool, *, own_testbed: bool, log: Any,
+                 stack: Any = None) -> dict[str, Any]:
     was_running = tb.status()["running"]
     tb.up()
     from ..testbed.network import GuestNetwork
@@ -298,7 +326,7 @@ def _run_pending(pending: list, todo: list, out: dict[str, Any], store: "RunStor
                 bar.set_description(rid)
             try:
                 row, predicted, measured = run_one(s, k, testbed=tb, profile=profile, profile_name=profile_path,
-                                                   network=network)
+                                                   network=network, stack=stack)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad run must not stop the campaign

@@ -24,6 +24,7 @@ STORAGES = ("non_shared_disk", "non_shared_inc")
 BANDWIDTH_RANGE_Bps = (16.0 * MiB, 256.0 * MiB)
 DOWNTIME_RANGE_S = (0.020, 2.0)
 MEMORY_MAX_BYTES = 2048 * MiB  # two guests of this size (source + destination) fit the 24 GiB machine
+DEFAULT_CAMPAIGN_STACK = "debian12"
 NEAR_BOUNDARY_FRAC = 0.10  # verdicts within 10 % of the minimum bandwidth are not judged
 DOWNTIME_TOL_ABS_S = 0.030
 DOWNTIME_TOL_REL = 0.25
@@ -64,11 +65,15 @@ class Scenario:
                     zero_fraction=float(self.zero_fraction), disk_write_rate_Bps=float(self.disk_write_rate_Bps),
                     disk_wss_bytes=int(self.disk_wss_bytes), io_size_bytes=int(self.io_size_bytes))
 
-    def plan_dict(self, name: str) -> dict[str, Any]:
-        """The plan sections the campaign decides (vm and workload come from the guest)."""
-        return {"name": name, "link": {"bandwidth": self.bandwidth_Bps},
-                "migration": {"max_downtime": self.max_downtime_s, "max_time": self.max_time_s,
-                              "max_iterations": self.max_iterations, "storage": self.storage}}
+    def plan_dict(self, name: str, qemu: str | None = None) -> dict[str, Any]:
+        """The plan sections the campaign decides (vm and workload come from the guest); ``qemu``:
+        the ``host.qemu`` whose migration loop the prediction follows (the testbed stack's)."""
+        plan: dict[str, Any] = {"name": name, "link": {"bandwidth": self.bandwidth_Bps},
+                                "migration": {"max_downtime": self.max_downtime_s, "max_time": self.max_time_s,
+                                              "max_iterations": self.max_iterations, "storage": self.storage}}
+        if qemu is not None:
+            plan["host"] = {"qemu": qemu}
+        return plan
 
     def knobs(self) -> dict[str, Any]:
         """The scenario as one flat row (the knob columns of runs.csv)."""
@@ -81,6 +86,10 @@ class Campaign:
     name: str
     scenarios: tuple[Scenario, ...]
     source: str = ""
+    #: The testbed stack the campaign runs on (simkvm.testbed.stack.STACKS: debian12 = QEMU 7.2,
+    #: backports = QEMU 10.0); a file without ``stack:`` ran on the system's, as every campaign
+    #: before the QEMU 10 one did.
+    stack: str = DEFAULT_CAMPAIGN_STACK
 
     def select(self, only: Sequence[str] | None) -> tuple[Scenario, ...]:
         if not only:
@@ -174,11 +183,12 @@ def parse_campaign(data: Any, name: str = "campaign") -> Campaign:
     """``{name, defaults: {...}, scenarios: [{id, ...}, ...]}`` -> Campaign (UserError, one line, if wrong)."""
     if not isinstance(data, Mapping):
         raise UserError(f"campaign {name}: must be a mapping with 'scenarios' (a list), got {type(data).__name__}")
-    unknown = [k for k in data if k not in ("name", "defaults", "scenarios", "description", "design")]
+    unknown = [k for k in data if k not in ("name", "defaults", "scenarios", "description", "design", "stack")]
     if unknown:
-        raise UserError(f"campaign {name}: unknown key {unknown[0]!r}; known: name, description, defaults, "
+        raise UserError(f"campaign {name}: unknown key {unknown[0]!r}; known: name, description, stack, defaults, "
                         f"scenarios, design")
     name = str(data.get("name") or name)
+    stack = campaign_stack(data.get("stack"), name)
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         raise UserError(f"campaign {name}: defaults must be a mapping")
@@ -199,7 +209,21 @@ def parse_campaign(data: Any, name: str = "campaign") -> Campaign:
         if s.id in seen:
             raise UserError(f"campaign {name}: scenario id {s.id!r} appears twice")
         seen.add(s.id)
-    return Campaign(name=name, scenarios=tuple(scenarios))
+    return Campaign(name=name, scenarios=tuple(scenarios), stack=stack)
+
+
+def campaign_stack(value: Any, name: str = "campaign") -> str:
+    """The ``stack:`` of a campaign file as a stack name (debian12, backports; "7.2"/"10.0" name them too)."""
+    if value is None:
+        return DEFAULT_CAMPAIGN_STACK
+    from ..testbed.stack import STACKS, get_stack
+
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise UserError(f"campaign {name}: stack must be one of {', '.join(STACKS)}, got {value!r}")
+    try:
+        return get_stack(str(value)).name
+    except UserError as exc:
+        raise UserError(f"campaign {name}: {exc}") from None
 
 
 def load_campaign(path: str | Path) -> Campaign:

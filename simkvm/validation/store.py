@@ -32,6 +32,8 @@ RUN_COLUMNS: tuple[str, ...] = (
         "service_interruption_s")),
     "min_bandwidth_Bps", "guest_mem_Bps", "guest_disk_Bps", "guest_mem_Bps_before", "guest_checks", "check_ok",
     "profile", "load_1m", "load_1m_end", "other_qemus", "started", "wall_s",
+    # the testbed stack the run was measured on and the QEMU version libvirt reported (empty: an older run)
+    "stack", "qemu_version",
 )
 #: A run whose 1-minute load average at its start or end was above this (twice the machine's 2 cores)
 #: ran under heavy load from other work: the report flags it (the guest, both QEMUs and the
@@ -64,7 +66,7 @@ class RunStore:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path(rid, "predicted"), predicted.to_json(indent=1))
         atomic_write(self.path(rid, "measured"), measured.to_json(indent=1))
-        self.reconcile_tables()  # the tables hold exactly the finished runs before this one is added
+        self.reconcile_tables(columns=True)  # the tables hold exactly the finished runs before this one is added
         atomic_write(self.path(rid, "row"), json.dumps(_json_row(row), indent=1))
         _append_csv(self.dir / "runs.csv", RUN_COLUMNS, [row])
         _append_csv(self.dir / "rounds.csv", ROUNDS_CSV_COLUMNS, rounds_rows(rid, predicted, measured))
@@ -75,10 +77,12 @@ class RunStore:
     def load_result(self, rid: str, kind: str) -> Result:
         return Result.from_json_file(str(self.path(rid, kind)))
 
-    def reconcile_tables(self) -> None:
-        """Rebuild runs.csv and rounds.csv from the run files when they list other runs (after a crash)."""
+    def reconcile_tables(self, *, columns: bool = False) -> None:
+        """Rebuild runs.csv and rounds.csv from the run files when they list other runs (after a crash);
+        ``columns``: also when runs.csv has other columns (an older simkvm's, before a run is appended)."""
         ids = self.finished_ids()
-        if _csv_ids(self.dir / "runs.csv") == ids and _csv_ids(self.dir / "rounds.csv", unique=True) <= set(ids):
+        if (_csv_ids(self.dir / "runs.csv") == ids and _csv_ids(self.dir / "rounds.csv", unique=True) <= set(ids)
+                and not (columns and _csv_header(self.dir / "runs.csv") not in (None, list(RUN_COLUMNS)))):
             return
         rows = [self.load_row(r) for r in ids]
         _write_csv(self.dir / "runs.csv", RUN_COLUMNS, rows)
@@ -115,6 +119,14 @@ def _csv_ids(path: Path, unique: bool = False) -> Any:
     with open(path, newline="") as fh:
         ids = [r["run_id"] for r in csv.DictReader(fh)]
     return set(ids) if unique else sorted(ids)
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    """The columns of a CSV file (None: no file); an older simkvm's runs.csv has fewer."""
+    if not path.exists():
+        return None
+    with open(path, newline="") as fh:
+        return next(csv.reader(fh), None)
 
 
 def _append_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
