@@ -110,7 +110,7 @@ def measure_dirty_rate(conn: Any, dom: Any, periods_s: Sequence[float], *, progr
     """Run libvirt's dirty-rate calculation once per period (page-sampling mode: the
     dirty-bitmap mode crashed QEMU 7.2 under TCG on the testbed). Returns one record per
     period with QEMU's figure in MiB/s and the unique bytes it implies."""
-    import libvirt
+    libvirt = import_libvirt()
     from tqdm import tqdm
 
     total = sum(periods_s)
@@ -151,7 +151,7 @@ def _destination_free(dconn: Any, disks: list[Any]) -> tuple[int, int | None]:
     import os
     import xml.etree.ElementTree as ET
 
-    import libvirt
+    libvirt = import_libvirt()
 
     from .executor.prepare import destination_memory_available
 

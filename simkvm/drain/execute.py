@@ -21,7 +21,8 @@ import threading
 import time
 from typing import Any
 
-from ..model.errors import EnvironmentProblem, MigrationFailed, UserError
+from ..libvirt_api import import_libvirt
+from ..model.errors import MigrationFailed, UserError
 from ..model.result import Result
 from ..model.units import fmt_duration
 from .engine import drain
@@ -117,11 +118,7 @@ def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02)
     """Run ``fleet``'s migrations for real, in its order, within its limits; measured records."""
     from ..executor import execute
 
-    try:
-        import libvirt  # type: ignore[import-not-found]
-    except ImportError:
-        raise EnvironmentProblem("libvirt-python is missing: run scripts/test.sh (or pip install libvirt-python)") \
-            from None
+    libvirt = import_libvirt()
 
     c = fleet.concurrency
     slots = min(x for x in (c.max_parallel, c.per_source, c.per_destination, len(fleet.vms)) if x)

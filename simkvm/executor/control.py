@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..control import dispatch, due_escalations
+from ..libvirt_api import import_libvirt
 from ..model.plan import Plan
 from ..model.result import Action
 from ..policies import Policy, Snapshot
@@ -120,7 +121,7 @@ class Controller:
     # ------------------------------------------------------------ the actions
     def apply(self, action: Action, now_s: float, *, iteration: int) -> None:
         """Carry out one action through libvirt and record it (as the simulator's controller does)."""
-        import libvirt
+        libvirt = import_libvirt()
 
         kind, value = action.action, action.value
         self._now_s, self._iteration = now_s, iteration
@@ -165,7 +166,7 @@ class Controller:
         self.abort_reason = reason  # the executor cancels the job
 
     def _start_postcopy(self, now_s: float) -> None:
-        import libvirt
+        libvirt = import_libvirt()
 
         try:
             self.dom.migrateStartPostCopy(0)

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, TypeVar
 
-from ..libvirt_api import RUNNING_STATES, STATE_NAMES
+from ..libvirt_api import RUNNING_STATES, STATE_NAMES, import_libvirt
 
 T = TypeVar("T")
 
@@ -98,26 +98,20 @@ class HostView:
         return f"virsh -c {redact_uri(self.uri)} {command} {domain}"
 
 
-def _open(uri: str) -> Any:
-    import libvirt
-
-    return libvirt.open(uri)
-
-
 def look(conn: Any, uri: str, domain: str, role: str, name: str, *, timeout_s: float = ASK_TIMEOUT_S) -> HostView:
     """Ask one host for the domain's state, within ``timeout_s``.
 
     A connection that died (its daemon killed, keepalive gave up) is opened
     again once; "no such domain" is ``absent``; everything else ``unknown``.
     """
-    import libvirt
+    libvirt = import_libvirt()
 
     def ask(c: Any) -> tuple[int, int]:
         return tuple(c.lookupByName(domain).state())  # type: ignore[return-value]
 
     try:
         if conn is None or not call_with_timeout(conn.isAlive, timeout_s, "isAlive"):
-            conn = call_with_timeout(lambda: _open(uri), timeout_s, f"connecting to {redact_uri(uri)}")
+            conn = call_with_timeout(lambda: libvirt.open(uri), timeout_s, f"connecting to {redact_uri(uri)}")
             try:
                 state, reason = call_with_timeout(lambda: ask(conn), timeout_s, f"domstate on {name}")
             finally:
@@ -223,7 +217,7 @@ def locate(conn: Any, dconn: Any, domain: str, *, src: tuple[str, str], dst: tup
     The source's state reason can also tell that it stopped for a switchover
     (paused by migration, or resumed by libvirt after a cancelled one).
     """
-    import libvirt
+    libvirt = import_libvirt()
 
     source = look(conn, src[0], domain, "source", src[1], timeout_s=timeout_s)
     destination = look(dconn, dst[0], domain, "destination", dst[1], timeout_s=timeout_s)
@@ -246,7 +240,7 @@ def settle(location: Location, conn: Any, *, timeout_s: float = ASK_TIMEOUT_S,
     for up to ``window_s`` (a restarted libvirtd reconnects to its QEMUs): if
     it then says it does not run the guest, the source is resumed.
     """
-    import libvirt
+    libvirt = import_libvirt()
 
     domain = location.domain
     src, dst = location.source, location.destination

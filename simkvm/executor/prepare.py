@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
 
+from ..libvirt_api import import_libvirt
 from ..model.plan import Plan
 from ..model.units import fmt_bytes
 
@@ -71,7 +72,7 @@ class DestinationDisks:
 
     def remove(self) -> list[str]:
         """Delete every image we created; returns messages about the ones that could not be."""
-        import libvirt
+        libvirt = import_libvirt()
 
         problems = []
         for cv in reversed(self.created):
@@ -89,7 +90,7 @@ class DestinationDisks:
 
 def domain_disks(dom: Any, src_conn: Any) -> list[DomainDisk]:
     """File-backed, writable, unshared disks of ``dom`` (the ones a non-shared migration copies)."""
-    import libvirt
+    libvirt = import_libvirt()
 
     root = ET.fromstring(dom.XMLDesc(0))
     disks = []
@@ -126,7 +127,7 @@ def destination_memory_available(dst_conn: Any) -> int:
     ``virNodeGetFreeMemory`` is MemFree only, which a busy page cache makes
     look tiny; the node memory stats let us count reclaimable cache too.
     """
-    import libvirt
+    libvirt = import_libvirt()
 
     try:
         st = dst_conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
@@ -154,7 +155,7 @@ class DiskPlacement:
 def check_destination(plan: Plan, dom: Any, dst_conn: Any, disks: list[DomainDisk], dst_name: str,
                       dst_uri: str | None = None) -> list[DiskPlacement]:
     """Raise :class:`Refusal` unless the destination can take the VM; returns where each disk goes."""
-    import libvirt
+    libvirt = import_libvirt()
 
     need_mem = int(dom.maxMemory()) * 1024 + QEMU_OVERHEAD_BYTES
     have_mem = destination_memory_available(dst_conn)
@@ -232,7 +233,7 @@ def create_disks(placements: list[DiskPlacement], dst_name: str, incremental: bo
     ``into`` is filled as we go, so an interrupt between two creations still
     knows which images are ours.
     """
-    import libvirt
+    libvirt = import_libvirt()
 
     made = into if into is not None else DestinationDisks()
     for p in placements:

@@ -37,7 +37,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..libvirt_api import import_libvirt
 from ..model.errors import EnvironmentProblem
+from .connection import open_connection
 from .journal import JobRecord, jobs_for
 from .locate import ASK_TIMEOUT_S, HostView, Location, Unanswered, call_with_timeout, look, redact_uri
 
@@ -80,8 +82,6 @@ def _pid_alive(pid: int | None) -> bool:
 
 
 def _connect(uri: str, role: str) -> Any:
-    from .run import open_connection
-
     try:
         return open_connection(uri, role, ASK_TIMEOUT_S)
     except EnvironmentProblem:
@@ -103,7 +103,7 @@ def _hostname(conn: Any, uri: str) -> str:
 
 def recover(domain: str, src_uri: str, dst_uri: str, *, journal_dir: Any = None) -> Recovery:
     """Find the migration of ``domain`` from ``src_uri`` to ``dst_uri`` (or its leftovers) and settle it."""
-    import libvirt
+    libvirt = import_libvirt()
 
     rec = Recovery(domain)
     jobs = jobs_for(domain, journal_dir)
@@ -165,7 +165,7 @@ def _persistent(conn: Any, domain: str) -> bool:
 
 def _end_stale_job(conn: Any, domain: str, rec: Recovery) -> None:
     """A migration job whose executor is gone holds the domain (and blocks every later migration)."""
-    import libvirt
+    libvirt = import_libvirt()
 
     if conn is None:
         return
@@ -198,7 +198,7 @@ def _end_stale_job(conn: Any, domain: str, rec: Recovery) -> None:
 def _settle(conn: Any, dconn: Any, domain: str, src: HostView, dst: HostView, rec: Recovery
             ) -> tuple[HostView, HostView]:
     """Do the table's action; returns both views as they are afterwards."""
-    import libvirt
+    libvirt = import_libvirt()
 
     def act(c: Any, what: str, fn_name: str, uri: str) -> bool:
         try:
@@ -234,7 +234,7 @@ def _settle(conn: Any, dconn: Any, domain: str, src: HostView, dst: HostView, re
 def _move_definition(conn: Any, dconn: Any, domain: str, src: HostView, dst: HostView, rec: Recovery) -> None:
     """The VM runs on the destination and a persistent definition stayed on the source: move it over
     (what VIR_MIGRATE_PERSIST_DEST | VIR_MIGRATE_UNDEFINE_SOURCE would have done)."""
-    import libvirt
+    libvirt = import_libvirt()
 
     try:
         sdom = _ask(lambda: conn.lookupByName(domain), "lookup")
@@ -256,7 +256,7 @@ def _move_definition(conn: Any, dconn: Any, domain: str, src: HostView, dst: Hos
 
 def _remove_images(dconn: Any, job: JobRecord | None, domain: str, dst_uri: str, rec: Recovery) -> None:
     """Delete the images the journal says the executor created on the destination (only those)."""
-    import libvirt
+    libvirt = import_libvirt()
 
     if job is None or dconn is None:
         return

@@ -36,11 +36,13 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..libvirt_api import ensure_event_loop, host_info, import_libvirt, lookup_domain, state_name, version_text
 from ..model.errors import EnvironmentProblem, MigrationFailed, UserError
 from ..model.plan import Plan
 from ..model.result import Result
 from ..model.units import fmt_bytes, fmt_duration, fmt_rate
 from ..policies import Policy, make_policy
+from .connection import CONNECT_TIMEOUT_S, open_connection
 from .control import Controller
 from .journal import Journal, NoJournal
 from .locate import ASK_TIMEOUT_S, Location, Unanswered, call_with_timeout, locate, redact_uri, settle
@@ -55,100 +57,7 @@ POLL_S = 0.05  # <= 50 ms: iterations under TCG can be a few hundred ms long
 ABORT_WAIT_S = 120.0  # how long we wait for libvirt to finish cancelling before we say so
 POLL_ERROR_GRACE_S = 10.0  # job-stat errors tolerated while migrate3 is still running
 SLOW_POLL_S = 0.5
-CONNECT_TIMEOUT_S = 30.0  # opening a connection (a listener that never answers)
-# Keepalive: a frozen daemon's connection is closed after about interval * (count + 1) s. Measured on the
-# testbed during migrations: job-stats latency is the same with and without it (median 3-7 ms, p95 25 ms).
-KEEPALIVE_INTERVAL_S = 2
-KEEPALIVE_COUNT = 3  # a job-stats call this slow delays the policy by more than a Nova poll
 NOTHING_CHANGED = "running on the source (nothing was changed)"
-
-
-# ----------------------------------------------------------------- libvirt plumbing
-def _libvirt():
-    try:
-        import libvirt
-    except ImportError:
-        raise EnvironmentProblem(
-            "libvirt-python is not installed; install it with pip install 'simkvm[libvirt]' "
-            "(needs libvirt-dev and pkg-config: scripts/setup-system.sh installs them)"
-        ) from None
-    return libvirt
-
-
-_loop_lock = threading.Lock()
-_loop_started = False
-
-
-def ensure_event_loop() -> None:
-    """Register libvirt's default event loop and run it in a daemon thread (once per process).
-
-    Iteration events and connection keepalives only work on connections opened
-    after this, so the executor calls it before opening its own.
-    """
-    global _loop_started
-    libvirt = _libvirt()
-    with _loop_lock:
-        if _loop_started:
-            return
-        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors come back as exceptions
-        libvirt.virEventRegisterDefaultImpl()
-
-        def loop() -> None:
-            while True:
-                libvirt.virEventRunDefaultImpl()
-
-        threading.Thread(target=loop, name="libvirt-event-loop", daemon=True).start()
-        _loop_started = True
-
-
-def _version(n: int) -> str:
-    return f"{n // 1_000_000}.{n // 1000 % 1000}.{n % 1000}"
-
-
-def open_connection(uri: str, role: str, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
-    """A connection with libvirt keepalive, opened within ``timeout_s``.
-
-    A daemon that accepts and never answers would hold virConnectOpen for
-    ever (a frozen libvirtd, or any listener on that port): the open runs in
-    a thread we stop waiting for. Keepalive (libvirt pings the daemon every
-    KEEPALIVE_INTERVAL_S and closes the connection after KEEPALIVE_COUNT
-    unanswered ones) then bounds every later call the same way, including
-    migrate3's Finish on a destination that froze mid-migration.
-    """
-    libvirt = _libvirt()
-    ensure_event_loop()
-    shown = redact_uri(uri)
-    try:
-        conn = call_with_timeout(lambda: libvirt.open(uri), timeout_s, f"connecting to the {role} host {shown}")
-    except libvirt.libvirtError as exc:
-        raise EnvironmentProblem(
-            f"cannot connect to the {role} host {shown}: {redact_uri(exc.get_error_message() or '')}; is it "
-            f"running? (for the testbed: simkvm testbed up)"
-        ) from None
-    except Unanswered:
-        raise EnvironmentProblem(
-            f"the {role} host {shown} accepted the connection but did not answer within {timeout_s:g} s; "
-            f"is its libvirtd frozen or is something else listening there? (check with virsh -c {shown} version)"
-        ) from None
-    try:
-        conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
-    except libvirt.libvirtError as exc:  # a local driver (test:///, qemu:///) has no keepalive
-        log.debug("no keepalive on %s: %s", shown, exc.get_error_message())
-    return conn
-
-
-_open = open_connection  # the name preflight imports
-
-
-def _host_info(conn: Any, uri: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"uri": uri}
-    for key, call in (("hostname", conn.getHostname), ("libvirt_version", lambda: _version(conn.getLibVersion())),
-                      ("hypervisor_version", lambda: _version(conn.getVersion()))):
-        try:
-            info[key] = call()
-        except Exception:  # noqa: BLE001 - best effort for the report
-            info[key] = None
-    return info
 
 
 @dataclass
@@ -264,7 +173,7 @@ class Execution:
     def dry_run(self) -> dict[str, Any]:
         """Everything up to the migration, changing nothing: connect, check the destination, and say
         which images would be created and which flags and parameters libvirt would get."""
-        libvirt = _libvirt()
+        libvirt = import_libvirt()
         if self.migrate_uri is None:
             self.migrate_uri = default_migrate_uri(self.dst_uri)
         _check_plan(self.plan)
@@ -298,22 +207,17 @@ class Execution:
         }
 
     def _error_stop(self, exc: BaseException) -> "_Stop":
-        libvirt = _libvirt()
+        libvirt = import_libvirt()
         text = exc.get_error_message() if isinstance(exc, libvirt.libvirtError) else str(exc) or repr(exc)
         self.meta["error"] = redact_uri(text)
         return _Stop("error", f"{type(exc).__name__} while migrating: {redact_uri(text)}")
 
     # ------------------------------------------------------------ 1. preparation
     def connect(self) -> None:
-        libvirt = _libvirt()
+        libvirt = import_libvirt()
         self.conn = open_connection(self.src_uri, "source", self.connect_timeout_s)
         self.dconn = open_connection(self.dst_uri, "destination", self.connect_timeout_s)
-        try:
-            self.dom = self.conn.lookupByName(self.domain)
-        except libvirt.libvirtError:
-            names = ", ".join(d.name() for d in self.conn.listAllDomains(0)) or "none"
-            raise UserError(f"domain {self.domain!r} is not defined on {self.src_uri} (domains there: {names})") \
-                from None
+        self.dom = lookup_domain(self.conn, self.domain, self.src_uri)
         state = self.dom.state()[0]
         if state != libvirt.VIR_DOMAIN_RUNNING:
             src = redact_uri(self.src_uri)
@@ -323,12 +227,12 @@ class Execution:
                         f"recover --domain {self.domain} --src {src} --dst {redact_uri(self.dst_uri)}")
             else:
                 hint = f"start it first (virsh -c {src} start {self.domain})"
-            raise UserError(f"domain {self.domain!r} on {src} is not running (state {_state_name(state)}); {hint}")
+            raise UserError(f"domain {self.domain!r} on {src} is not running (state {state_name(state)}); {hint}")
         self.meta.update(
             domain=self.domain,
-            source=_host_info(self.conn, self.src_uri),
-            destination=_host_info(self.dconn, self.dst_uri),
-            client={"hostname": socket.gethostname(), "libvirt_version": _version(libvirt.getVersion())},
+            source=host_info(self.conn, self.src_uri),
+            destination=host_info(self.dconn, self.dst_uri),
+            client={"hostname": socket.gethostname(), "libvirt_version": version_text(libvirt.getVersion())},
             migrate_uri=self.migrate_uri,
             poll_interval_s=self.poll_s,
             policy=self.plan.policy.name,
@@ -364,7 +268,7 @@ class Execution:
 
     def check_destination_domain(self, dst_name: str) -> None:
         """Refuse when the destination has a domain of that name running or paused (an incoming one)."""
-        libvirt = _libvirt()
+        libvirt = import_libvirt()
         try:
             state, reason = self.dconn.lookupByName(self.domain).state()
         except libvirt.libvirtError:
@@ -387,7 +291,7 @@ class Execution:
 
     # ------------------------------------------------------------ 2. migration
     def flags_and_params(self) -> tuple[int, dict[str, Any]]:
-        libvirt = _libvirt()
+        libvirt = import_libvirt()
         mig = self.plan.migration
         flags = libvirt.VIR_MIGRATE_LIVE
         if mig.storage == "non_shared_disk":
@@ -446,7 +350,7 @@ class Execution:
     def transport_flags(self) -> int:
         """TLS, peer-to-peer (the source's libvirtd drives the migration), tunnelled (through libvirtd's
         own connection; needs peer-to-peer)."""
-        libvirt = _libvirt()
+        libvirt = import_libvirt()
         flags = libvirt.VIR_MIGRATE_TLS if self.tls else 0
         if self.peer_to_peer or self.tunnelled:
             flags |= libvirt.VIR_MIGRATE_PEER2PEER
@@ -456,7 +360,7 @@ class Execution:
 
     def start_job(self) -> None:
         """Downtime limit first (there is no migrate3 parameter for it), then migrate3 in a thread."""
-        libvirt = _libvirt()
+        libvirt = import_libvirt()
         flags, params = self.flags_and_params()
         downtime_ms = max(1, int(round(self.plan.migration.max_downtime_s * 1000)))
         self.dom.migrateSetMaxDowntime(downtime_ms, 0)
@@ -535,7 +439,7 @@ class Execution:
 
     def watch(self) -> _Stop | None:
         """Poll job stats until migrate3 returns; a _Stop when a plan limit says give up."""
-        libvirt = _libvirt()
+        libvirt = import_libvirt()
         plan = self.plan
         deadline = self.timeout_s if self.timeout_s is not None else plan.max_time_s
         max_iterations = plan.max_iterations  # 0: none (the default under a policy)
@@ -612,7 +516,7 @@ class Execution:
 
     def _reapply_downtime(self) -> None:
         """Set the limit again inside the job and read it back: the value in force is what we report."""
-        libvirt = _libvirt()
+        libvirt = import_libvirt()
         ms = self.meta["max_downtime_ms_set"]
         try:
             self.dom.migrateSetMaxDowntime(ms, 0)
@@ -629,7 +533,7 @@ class Execution:
         ``paused`` when we suspended the guest to force completion (we resume it on the
         destination: the downtime runs from our suspend until then), else ``converged``.
         """
-        libvirt = _libvirt()
+        libvirt = import_libvirt()
         if self._error is not None:
             return self.abort(_Stop("error", f"libvirt: {redact_uri(_error_text(self._error))}"))
         ddom = self._ddom
@@ -648,7 +552,7 @@ class Execution:
         except (libvirt.libvirtError, Unanswered) as exc:
             state, reason = None, _error_text(exc)
         if state != libvirt.VIR_DOMAIN_RUNNING:
-            what = _state_name(state) if state is not None else f"unknown ({redact_uri(str(reason))})"
+            what = state_name(state) if state is not None else f"unknown ({redact_uri(str(reason))})"
             location = self._locate()
             raise self._failed(f"migration finished but the destination VM is {what}; check it with "
                                f"virsh -c {redact_uri(self.dst_uri)} domstate {self.domain} --reason",
@@ -749,7 +653,7 @@ class Execution:
     def _source_images(self) -> str:
         """After a success: the source's copies of the migrated disks (a later migration back is refused while
         they exist). Deleted with ``remove_source_images`` once the source no longer runs the VM; else said."""
-        libvirt = _libvirt()
+        libvirt = import_libvirt()
         paths = [d.path for d in self.disks]
         if not paths:
             return ""
@@ -842,7 +746,7 @@ class Execution:
             return self._abort(stop)
 
     def _abort(self, stop: _Stop) -> Result:
-        libvirt = _libvirt()
+        libvirt = import_libvirt()
         t_abort = self.now()
         self.journal.write("aborting", reason=stop.reason)
         log.warning("%s; aborting the migration job", stop.reason)
@@ -943,10 +847,10 @@ class Execution:
         )
 
     def _source_state(self) -> str:
-        libvirt = _libvirt()
+        libvirt = import_libvirt()
         try:
             state, reason = self.conn.lookupByName(self.domain).state()
-            return _state_name(state)
+            return state_name(state)
         except libvirt.libvirtError:
             return "absent"
 
@@ -979,7 +883,7 @@ class Execution:
         return settled
 
     def close(self) -> None:
-        libvirt = _libvirt()
+        libvirt = import_libvirt()
         for event_id in self._event_ids:
             try:
                 self.conn.domainEventDeregisterAny(event_id)
@@ -1101,7 +1005,7 @@ def aid_support_problem(plan: Plan, libvirt_version: str | None, qemu_version: s
 
 def _aid_flags_and_params(plan: Plan) -> tuple[int, dict[str, Any], list[str]]:
     """libvirt flags/params for the plan's aids (pause and the after-N rules are run by .control)."""
-    libvirt = _libvirt()
+    libvirt = import_libvirt()
     aids = plan.aids
     flags, params, notes = 0, {}, []
     ac = aids.auto_converge
@@ -1134,17 +1038,11 @@ def _aid_flags_and_params(plan: Plan) -> tuple[int, dict[str, Any], list[str]]:
 
 
 def _completed_stats(dom: Any) -> dict[str, Any]:
-    libvirt = _libvirt()
+    libvirt = import_libvirt()
     try:
         return dict(dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
     except libvirt.libvirtError:
         return {}
-
-
-def _state_name(state: int | None) -> str:
-    names = {0: "no state", 1: "running", 2: "blocked", 3: "paused", 4: "shutting down", 5: "shut off",
-             6: "crashed", 7: "suspended (PM)"}
-    return names.get(state, f"state {state}") if state is not None else "absent"
 
 
 def _error_text(exc: BaseException) -> str:

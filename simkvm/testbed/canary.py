@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..libvirt_api import import_libvirt
 from .guest import (
     GuestTimeout,
     console_lines,
@@ -54,7 +55,7 @@ def run_canaries(
     """``migrations`` live migrations a -> b -> a ... of one guest (256 MiB, 16 MiB/s random writes over
     48 MiB, 1 MiB/s sequential disk writes), each followed by two canary checks; a guest that dies is
     counted and replaced by a fresh one."""
-    import libvirt  # present: the testbed is up
+    libvirt = import_libvirt()  # present: the testbed is up
 
     counts = CanaryCounts(testbed.stack.name, tlb_flush)
     say = progress or (lambda _msg: None)

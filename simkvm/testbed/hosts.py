@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from ..libvirt_api import import_libvirt, state_name, version_text
 from ..model.errors import EnvironmentProblem, UserError
 from .libvirtd import HIDDEN_PREFIXES, SETUP_HINT, HostSpec, start_script, which, write_configs
 from .link import Link
@@ -98,24 +99,6 @@ def host_specs(base_port: int, state_dir: Path) -> dict[str, HostSpec]:
         lo = base_port + 2000 + 50 * i
         specs[name] = HostSpec(name, str(state_dir / "hosts" / name), lo, lo + 49)
     return specs
-
-
-_libvirt_quiet = False
-
-
-def _import_libvirt() -> Any:
-    """The libvirt module, with its default handler (which prints every error
-    to stderr, even ones we catch, e.g. a pool lookup that may fail) silenced:
-    errors still arrive as exceptions."""
-    global _libvirt_quiet
-    try:
-        import libvirt  # type: ignore[import-not-found]
-    except ImportError:
-        raise EnvironmentProblem(f"python module 'libvirt' is missing: {SETUP_HINT}") from None
-    if not _libvirt_quiet:
-        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-        _libvirt_quiet = True
-    return libvirt
 
 
 def check_environment(stack: Stack | None = None) -> None:
@@ -404,7 +387,7 @@ class Testbed:
 
     def _ensure_pool(self, name: str) -> None:
         """The "default" dir pool at /var/lib/libvirt/images, defined and active."""
-        libvirt = _import_libvirt()
+        libvirt = import_libvirt()
         conn = self.connect(name)
         try:
             try:
@@ -461,7 +444,7 @@ class Testbed:
         # Destroy domains through libvirt first: QEMU then exits cleanly.
         if self._healthy(state):
             try:
-                libvirt = _import_libvirt()
+                libvirt = import_libvirt()
                 conn = libvirt.open(state.uri)
                 try:
                     for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
@@ -494,7 +477,7 @@ class Testbed:
     # -- using a host
     def connect(self, name: str) -> Any:
         """An open ``libvirt.virConnect`` to host ``name``; the caller closes it."""
-        libvirt = _import_libvirt()
+        libvirt = import_libvirt()
         state = self.host_state(name)
         try:
             return libvirt.open(state.uri)
@@ -532,7 +515,7 @@ class Testbed:
                     migration_uri=f"tcp://{state.address}",
                     disk_capacity_bytes=state.disk_capacity_bytes, stack=state.stack,
                 )
-                libvirt = libvirt or _import_libvirt()
+                libvirt = libvirt or import_libvirt()
                 try:
                     conn = libvirt.open(state.uri)
                 except libvirt.libvirtError as exc:
@@ -541,8 +524,8 @@ class Testbed:
                     try:
                         entry["host_uuid"] = _capabilities_uuid(conn) or state.host_uuid
                         entry["hostname"] = conn.getHostname()
-                        entry["qemu_version"] = _version(conn.getVersion())
-                        entry["libvirt_version"] = _version(conn.getLibVersion())
+                        entry["qemu_version"] = version_text(conn.getVersion())
+                        entry["libvirt_version"] = version_text(conn.getLibVersion())
                         entry["domains"] = [_domain_summary(libvirt, d) for d in conn.listAllDomains(0)]
                         try:
                             pool = conn.storagePoolLookupByName(POOL_NAME)
@@ -570,11 +553,6 @@ class Testbed:
                 yield state
 
 
-def _version(number: int) -> str:
-    """libvirt's version numbers (major * 1,000,000 + minor * 1,000 + release) as "10.0.2"."""
-    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
-
-
 def _capabilities_uuid(conn: Any) -> str | None:
     import xml.etree.ElementTree as ET
 
@@ -582,11 +560,7 @@ def _capabilities_uuid(conn: Any) -> str | None:
     return node.text if node is not None else None
 
 
-_STATE_NAMES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff", 6: "crashed",
-                7: "pmsuspended"}
-
-
 def _domain_summary(libvirt: Any, dom: Any) -> dict[str, Any]:
     state, _ = dom.state()
-    return {"name": dom.name(), "state": _STATE_NAMES.get(state, str(state)), "persistent": bool(dom.isPersistent()),
+    return {"name": dom.name(), "state": state_name(state), "persistent": bool(dom.isPersistent()),
             "id": dom.ID() if dom.isActive() else None}

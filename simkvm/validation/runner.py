@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import planner
 from ..io import atomic_write
+from ..libvirt_api import import_libvirt, version_text
 from ..model.errors import UserError
 from ..model.plan import Plan
 from ..model.result import Result
@@ -72,10 +73,7 @@ def machine_meta(stack: Any = None) -> dict[str, Any]:
         meta["qemu_version"] = _first_line(["qemu-system-x86_64", "--version"])
         meta["libvirt_version"] = _first_line(["libvirtd", "--version"])
     try:
-        import libvirt
-
-        v = libvirt.getVersion()
-        meta["libvirt_python_version"] = f"{v // 1_000_000}.{v // 1000 % 1000}.{v % 1000}"
+        meta["libvirt_python_version"] = version_text(import_libvirt().getVersion())
     except Exception:  # noqa: BLE001 - best effort
         pass
     root = Path(__file__).resolve().parents[2]

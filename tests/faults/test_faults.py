@@ -95,7 +95,7 @@ def on_destination_resume(testbed: Any, name: str, action: Callable[[], None]) -
     """Run ``action`` (in libvirt's event thread) the moment host b resumes guest ``name``; returns a stopper."""
     import libvirt
 
-    from simkvm.executor.run import ensure_event_loop
+    from simkvm.libvirt_api import ensure_event_loop
 
     ensure_event_loop()
     conn = testbed.connect("b")
