@@ -96,8 +96,11 @@ def test_shipped_campaigns_cover_the_space():
     assert {x.role for x in smoke.scenarios} == {"calibration", "validation"}
 
 
-# ------------------------------------------------------------------ the pre-registered design (v5)
+# ------------------------------------------------------------------ the pre-registered designs (v5, q10)
 V5 = CAMPAIGNS / "campaign-v5.yaml"
+Q10 = CAMPAIGNS / "campaign-q10.yaml"  # the same design on QEMU 10 (issue 12), fewer runs
+#: (campaign file, the drawn scenarios' id prefix, its stack)
+PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "q", "backports", id="q10")]
 
 
 def test_lhs_column_has_one_draw_per_slice_and_depends_on_the_seed():
@@ -111,25 +114,45 @@ def test_lhs_column_has_one_draw_per_slice_and_depends_on_the_seed():
     assert lhs_column(1, "memory", 60) != lhs_column(1, "bandwidth", 60)
 
 
-def test_v5_design_is_reproducible_from_its_seed_and_committed_expanded():
+@pytest.mark.parametrize("path, prefix, stack", PREREGISTERED)
+def test_preregistered_design_is_reproducible_from_its_seed_and_committed_expanded(path, prefix, stack):
     """The pre-registration: the committed expansion is exactly what the seed gives."""
     import yaml
 
     from simkvm.validation.design import expanded_text
 
-    text = expanded_text(str(V5.relative_to(ROOT)) if V5.is_relative_to(ROOT) else str(V5))
-    committed = (CAMPAIGNS / "campaign-v5.expanded.yaml").read_text()
+    text = expanded_text(str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path))
+    committed = path.with_name(path.stem + ".expanded.yaml").read_text()
     assert yaml.safe_load(text) == yaml.safe_load(committed)
-    drawn = [s for s in yaml.safe_load(committed)["scenarios"] if s["id"].startswith("h-")]
-    assert len(drawn) == yaml.safe_load(V5.read_text())["design"]["runs"]
-    # the loader's scenarios are the expanded file's, key for key
-    from_file = load_campaign(V5).scenarios
-    from_expanded = parse_campaign(yaml.safe_load(committed)).scenarios
-    assert [dataclasses_asdict(s) for s in from_file] == [dataclasses_asdict(s) for s in from_expanded]
+    drawn = [s for s in yaml.safe_load(committed)["scenarios"] if s["id"].startswith(f"{prefix}-")]
+    assert len(drawn) == yaml.safe_load(path.read_text())["design"]["runs"]
+    # the loader's scenarios are the expanded file's, key for key, and the stack too
+    from_file = load_campaign(path)
+    from_expanded = parse_campaign(yaml.safe_load(committed))
+    assert [dataclasses_asdict(s) for s in from_file.scenarios] == \
+        [dataclasses_asdict(s) for s in from_expanded.scenarios]
+    assert from_file.stack == from_expanded.stack == stack
     # run order: calibration, the draw in index order, then the written held-out corners
-    roles = [("cal" if s.role == "calibration" else "h" if s.id.startswith("h-") else "c") for s in from_file]
-    assert roles == sorted(roles, key=["cal", "h", "c"].index)
-    assert [s.id for s in from_file if s.id.startswith("h-")] == [f"h-{i:02d}" for i in range(1, len(drawn) + 1)]
+    roles = [("cal" if s.role == "calibration" else "d" if s.id.startswith(f"{prefix}-") else "c")
+             for s in from_file.scenarios]
+    assert roles == sorted(roles, key=["cal", "d", "c"].index)
+    assert [s.id for s in from_file.scenarios if s.id.startswith(f"{prefix}-")] == \
+        [f"{prefix}-{i:02d}" for i in range(1, len(drawn) + 1)]
+
+
+def test_q10_campaign_is_v5s_design_on_qemu_10():
+    """Issue 12: the same declared ranges as v5 (a new seed, fewer draws), on the QEMU 10 stack."""
+    import yaml
+
+    v5, q10 = (yaml.safe_load(p.read_text()) for p in (V5, Q10))
+    for key in ("dimensions", "fixed", "max_time", "role"):
+        assert q10["design"][key] == v5["design"][key], key
+    assert q10["design"]["seed"] != v5["design"]["seed"] and q10["defaults"] == v5["defaults"]
+    cal_v5 = {s["id"]: s for s in v5["scenarios"] if s.get("role") == "calibration"}
+    for s in (x for x in q10["scenarios"] if x.get("role") == "calibration"):  # v5's calibration, fewer
+        assert {k: v for k, v in s.items() if k != "repeats"} == \
+            {k: v for k, v in cal_v5[s["id"]].items() if k != "repeats"}
+    assert load_campaign(Q10).stack == "backports"
 
 
 def dataclasses_asdict(s):
@@ -138,13 +161,14 @@ def dataclasses_asdict(s):
     return {k: v for k, v in dataclasses.asdict(s).items() if k != "note"}
 
 
-def test_v5_design_stays_in_its_declared_ranges():
+@pytest.mark.parametrize("path, prefix, stack", PREREGISTERED)
+def test_preregistered_design_stays_in_its_declared_ranges(path, prefix, stack):
     import yaml
 
     from simkvm.validation.design import arena_room_bytes
 
-    spec = yaml.safe_load(V5.read_text())["design"]
-    drawn = [s for s in load_campaign(V5).scenarios if s.id.startswith("h-")]
+    spec = yaml.safe_load(path.read_text())["design"]
+    drawn = [s for s in load_campaign(path).scenarios if s.id.startswith(f"{prefix}-")]
     assert len(drawn) == spec["runs"] and all(s.role == "validation" for s in drawn)
     for s in drawn:
         assert 256 * MiB <= s.memory_bytes <= 2048 * MiB and s.memory_bytes % (64 * MiB) == 0
@@ -171,10 +195,11 @@ def test_v5_design_stays_in_its_declared_ranges():
     assert sum(s.dirty_rate_Bps == 0 for s in drawn) == round(0.15 * len(drawn))
 
 
-def test_v5_campaign_spans_the_space_and_no_guest_clamps():
+@pytest.mark.parametrize("path, prefix, stack", PREREGISTERED)
+def test_preregistered_campaign_spans_the_space_and_no_guest_clamps(path, prefix, stack):
     from simkvm.validation.design import clamps
 
-    c = load_campaign(V5)
+    c = load_campaign(path)
     runs = [s for s, _ in c.runs()]
     assert sum(s.memory_bytes >= 768 * MiB for s in runs) * 3 >= len(runs)
     cal = [s for s in c.scenarios if s.role == "calibration"]
