@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from simkvm.executor.guestplan import plan_for_guest, workload_sections
+from simkvm.testbed.guestplan import plan_for_guest, workload_sections
 from simkvm.executor.monitor import JobMonitor, Sample, build_rounds, build_timeline, phase_of
 from simkvm.executor.prepare import DomainDisk, volume_xml
 from simkvm.model.plan import Plan
@@ -387,7 +387,7 @@ def test_destination_too_small_is_refused_and_nothing_changes(testbed, guest, tm
 
 # ------------------------------------------------------------------ the network
 def test_longest_outage_is_measured_on_reply_arrivals():
-    from simkvm.testbed.network import longest_outage
+    from simkvm.executor.measure import longest_outage
 
     # echoes every 10 ms; the guest pauses at 1.0 s: the echo sent at 0.995 s is answered only at
     # the resume (1.3 s), the ones sent in between never; earlier gaps (the boot) do not count
@@ -418,7 +418,8 @@ def test_service_interruption_is_measured_on_the_guest_network(testbed, guest, g
     replies stop when it pauses and come back once the bridge knows its new port. The simulator's
     default network (learns at QEMU's first announce, no fabric delay) predicts that the network
     adds next to nothing on top of the downtime; the measurement must agree within 100 ms."""
-    from simkvm.executor import execute, plan_for_domain
+    from simkvm.executor import execute
+    from simkvm.testbed.guestplan import plan_for_domain
     from simkvm.sim import simulate
 
     name = guest("exec-net", dirty_rate_Bps=4 * MiB, wss_bytes=32 * MiB, network=guest_network,

@@ -101,7 +101,8 @@ def guest(guest_factory):
 
 def _run(testbed, name: str, plan: dict) -> tuple[Result, Result]:
     """Predict (guest read from libvirt) and migrate a -> b; both results."""
-    from simkvm.executor import execute, plan_for_domain
+    from simkvm.executor import execute
+    from simkvm.testbed.guestplan import plan_for_domain
     from simkvm.sim import simulate
 
     p = plan_for_domain(Plan.from_dict({"name": name, **plan}), name, testbed.uri("a"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from simkvm.executor.guestplan import reported_layouts
+from simkvm.testbed.guestplan import reported_layouts
 from simkvm.model.plan import Plan
 from simkvm.sim import simulate
 from simkvm.sim.layout import slices

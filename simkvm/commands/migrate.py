@@ -49,9 +49,9 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from ..executor.guestplan import plan_for_domain
     from ..executor.run import execute
     from ..sim import simulate
+    from ..testbed.guestplan import plan_for_domain
 
     plan = plan_from_file(args.plan)
     src, dst = host_uri(args.src), host_uri(args.dst)
@@ -115,7 +115,7 @@ def _failure_result(plan: Plan, exc: Exception) -> Result:
 
 def _testbed_probe(domain: str) -> Any:
     """A prober for a testbed guest started with --network (its READY line says its address)."""
-    from ..executor.guestplan import guest_report
+    from ..testbed.guestplan import guest_report
     from ..testbed.hosts import Testbed
     from ..testbed.network import GuestNetwork
 

@@ -75,7 +75,7 @@ def execute_drain(fleet: Fleet, args: argparse.Namespace) -> int:
 def predict_and_run(fleet: Fleet, src_uri: str, dst_uri: str) -> tuple[DrainResult, DrainResult]:
     """Predict the drain of the guests as they are (their workload, RAM and disks read from them, as
     ``migrate --predict`` does), then run it for real."""
-    from ..executor import plan_for_domain
+    from ..testbed.guestplan import plan_for_domain
 
     testbed_fleet(fleet)
     vms = tuple(dataclasses.replace(vm, plan=plan_for_domain(vm.plan, vm.name, src_uri)) for vm in fleet.vms)

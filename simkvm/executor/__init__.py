@@ -6,10 +6,10 @@ with ``source='measured'`` in exactly the simulator's schema, so
 
 Modules by question: "can the destination take it, and where do its disks
 go?" -> :mod:`.prepare`; "what did libvirt show while it ran, as rows?" ->
-:mod:`.monitor`; "how is it run, aborted, cleaned up?" -> :mod:`.run`;
-"which plan predicts this very guest?" -> :mod:`.guestplan`.
+:mod:`.monitor`; "how is it run, aborted, cleaned up?" -> :mod:`.run`. The plan that
+predicts a testbed guest is the testbed's (:mod:`simkvm.testbed.guestplan`):
+the executor runs on production hosts and never imports the testbed.
 """
-from .guestplan import plan_for_domain, plan_for_guest
 from .run import DEFAULT_MIGRATE_URI, execute
 
-__all__ = ["execute", "plan_for_domain", "plan_for_guest", "DEFAULT_MIGRATE_URI"]
+__all__ = ["execute", "DEFAULT_MIGRATE_URI"]

@@ -46,6 +46,7 @@ from .connection import CONNECT_TIMEOUT_S, open_connection
 from .control import Controller
 from .journal import Journal, NoJournal
 from .locate import ASK_TIMEOUT_S, Location, Unanswered, call_with_timeout, locate, redact_uri, settle
+from .measure import EchoProbe, probe_summary
 from .monitor import JobMonitor, Sample, build_rounds, build_timeline
 from .prepare import DestinationDisks, DomainDisk, Refusal, check_destination, create_disks, domain_disks
 from .signals import Interrupts, signals_as_interrupt
@@ -85,9 +86,9 @@ class Execution:
     tls: bool = False
     peer_to_peer: bool = False
     tunnelled: bool = False
-    # Optional: something that pings the guest (start(); stop() -> [(sent, replied|None), ...] in
-    # time.monotonic() s), e.g. simkvm.testbed.network.Probe: the service interruption is then measured.
-    probe: Any = None
+    # Optional: something that pings the guest (.measure.EchoProbe, e.g. the testbed's
+    # simkvm.testbed.network.Probe): the service interruption is then measured.
+    probe: EchoProbe | None = None
 
     downtime_bound_s: float = 0.0  # default: downtime_bound(plan)
     connect_timeout_s: float = CONNECT_TIMEOUT_S
@@ -683,8 +684,6 @@ class Execution:
         """
         if self.probe is None or not result.converged:
             return result
-        from ..testbed.network import probe_summary
-
         time.sleep(max(0.0, settle_s - (self.now() - result.total_time_s)))  # replies after the resume
         echoes = [(s - self.t0, None if r is None else r - self.t0) for s, r in self.probe.stop()]
         # the switchover: the VM stopped at the end of pre-copy and ran again a downtime later
@@ -904,7 +903,7 @@ class Execution:
 
 def execute(plan: Plan, domain: str, src_uri: str, dst_uri: str, *, migrate_uri: str | None = None,
             timeout_s: float | None = None, poll_s: float = POLL_S, persist: bool = True,
-            probe: Any = None, connect_timeout_s: float = CONNECT_TIMEOUT_S,
+            probe: EchoProbe | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S,
             remove_source_images: bool = False, undefine_source: bool = True, tls: bool = False,
             peer_to_peer: bool = False, tunnelled: bool = False) -> Result:
     """Migrate ``domain`` from ``src_uri`` to ``dst_uri`` as ``plan`` says, and measure it.

@@ -71,7 +71,7 @@ def by_family(rows, metrics: Callable[[Any], dict[str, Any]]) -> dict[str, dict[
 # ------------------------------------------------------------------ blind
 def blind_plan_dict(row: Mapping[str, Any], profile_path: str | None) -> dict[str, Any]:
     """The plan a planner writes for this run: its knobs, zero share 0.5, no guest report."""
-    from ..executor.guestplan import workload_sections
+    from ..testbed.guestplan import workload_sections
 
     workload = {"dirty_rate_Bps": float(row["dirty_rate_Bps"]), "wss_bytes": float(row["wss_bytes"]),
                 "pattern": row["pattern"], "disk_write_rate_Bps": float(row["disk_write_rate_Bps"]),

@@ -139,8 +139,9 @@ def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[s
 
     ``stack``: the testbed's QEMU/libvirt stack; the prediction follows its ``host.qemu`` and the
     row records it with the QEMU version libvirt reported for the migration."""
-    from ..executor import execute, plan_for_domain
+    from ..executor import execute
     from ..testbed import console_lines, define_guest, remove_guest, wait_for_console, wait_ready
+    from ..testbed.guestplan import plan_for_domain
 
     rid = run_id(scenario.id, repeat)
     name = f"cmp-{scenario.id}"[:64]

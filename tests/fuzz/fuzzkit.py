@@ -104,7 +104,7 @@ def _fences() -> None:
     import libvirt
 
     import simkvm.commands.migrate as migrate
-    import simkvm.executor.guestplan as guestplan
+    import simkvm.testbed.guestplan as guestplan
     import simkvm.executor.run as run
     import simkvm.preflight as preflight
     import simkvm.testbed as testbed

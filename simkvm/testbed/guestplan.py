@@ -4,7 +4,7 @@ A plan file describes the link and the migration knobs well, but for
 ``simkvm migrate --predict`` the VM (memory, disks) and what it does must be
 the ones of the guest about to move, or predicted and measured describe two
 different migrations. The testbed guest stores its workload in the domain's
-``<metadata>`` (:func:`simkvm.testbed.guest.read_guest_workload`); its
+``<metadata>`` (:func:`.guest.read_guest_workload`); its
 memory and disks come from libvirt. Both are mapped onto the plan's ``vm``
 and ``workload`` sections; every other section is kept.
 """
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..executor.prepare import domain_disks
 from ..libvirt_api import connect, lookup_domain
 from ..model.plan import Plan
-from .prepare import domain_disks
+from .guest import console_lines, read_guest_workload
 
 
 def workload_sections(w: dict[str, Any]) -> dict[str, Any]:
@@ -44,8 +45,6 @@ def plan_for_guest(plan: Plan, workload: dict[str, Any], memory_bytes: float,
 
 def plan_for_domain(plan: Plan, domain: str, src_uri: str) -> Plan:
     """Read the running ``domain`` on ``src_uri`` and return the plan to predict it with."""
-    from ..testbed.guest import read_guest_workload
-
     conn = connect(src_uri, "source")
     try:
         dom = lookup_domain(conn, domain, src_uri)
@@ -67,8 +66,6 @@ def plan_for_domain(plan: Plan, domain: str, src_uri: str) -> Plan:
 def guest_report(domain: str) -> dict[str, str] | None:
     """The values of the testbed guest's last READY line (None: not a testbed guest, or no console)."""
     try:
-        from ..testbed.guest import console_lines
-
         ready = [ln for ln in console_lines(domain, kind="READY")]
     except Exception:  # noqa: BLE001 - not on the testbed, or no console: keep the nominal figures
         return None
