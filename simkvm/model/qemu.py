@@ -6,13 +6,21 @@ later versions change it only where listed here, each read in QEMU's source
 
 * 8.0: the pending size is split into an estimate and an exact count
   (``qemu_savevm_state_pending_estimate`` / ``_exact``, ``must_precopy`` /
-  ``can_postcopy``; commit c8df4a7aef). RAM still syncs its bitmap only when
-  its remaining size is below ``threshold_size`` (``ram_state_pending_exact``
-  kept that check until 9.0), so a RAM-only pre-copy syncs when 7.2 does.
+  ``can_postcopy``; commit c8df4a7aef). ``migration_iteration_run`` asks for the
+  exact count when ``must_precopy <= threshold_size``, and RAM syncs its bitmap
+  there only when its remaining size is below ``threshold_size`` (the check
+  c8df4a7aef dropped came back in 8.0-rc4, 28ef5339c3 "migration: fix
+  ram_state_pending_exact()"), so a RAM-only pre-copy syncs when 7.2's
+  ``ram_save_pending`` did, postcopy-ram on or off.
 * 9.0: ``migration_iteration_run`` compares the whole pending size with the
-  threshold before fetching the exact count ("migration/postcopy: Fix high
-  frequency sync", 2024; in 10.0.2: ``if (pending_size < s->threshold_size)``)
-  and ``ram_state_pending_exact`` syncs unconditionally: the same decision again.
+  threshold before fetching the exact count (910c164736 "migration/postcopy: Fix
+  high frequency sync", 9.0-rc1, after b0504edd40 had dropped RAM's own check
+  again; in 10.0.2: ``if (pending_size < s->threshold_size)``) and
+  ``ram_state_pending_exact`` syncs unconditionally: the same decision again.
+  Completion is unchanged from 7.2 to 10.0: ``(!pending_size || pending_size <
+  s->threshold_size) && can_switchover`` (7.2: iterate while ``pending_size &&
+  pending_size >= threshold_size``); ``can_switchover`` is false only while
+  ``switchover-ack`` waits for a device that asked for it.
 * 8.1: the ``dirty-limit`` capability (``vcpu-dirty-limit``); ``switchover-ack``
   (the source waits for the destination's ack; only devices that ask for it,
   VFIO, make it wait, so it changes nothing here).
@@ -29,6 +37,13 @@ later versions change it only where listed here, each read in QEMU's source
 * 9.2: with auto-converge a timer syncs the dirty bitmap every 5 s when no sync
   happened since its last tick, after the first pass (``cpu_throttle_dirty_sync_timer_tick``,
   migration/cpu-throttle.c): long iterations then count more syncs and throttle sooner.
+
+Unchanged from 7.2 to 10.0.2 (read in 10.0.2's migration.c): ``threshold_size`` is the
+bandwidth of the last >= 100 ms window x ``downtime-limit`` (``migration_update_counters``;
+8.2 lets ``avail-switchover-bandwidth`` replace the bandwidth); the rate limit is lifted at
+the stop (``migration_switchover_start``: ``migration_rate_set(RATE_LIMIT_DISABLED)``, 7.2:
+``qemu_file_set_rate_limit(INT64_MAX)`` in ``migration_completion``) and ``ram_save_complete``
+syncs once more and sends everything left.
 
 Not modelled: the 2025 rewrite of the completion check (QEMU 10.1, Peter Xu,
 "migration: Rewrite the migration complete detect logic": ``pending <= threshold``

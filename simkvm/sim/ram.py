@@ -58,7 +58,9 @@ def precopy(run: Run):
             run.record_round(dirtied, bandwidth)
             if first_pass_done and aids.xbzrle.enabled:
                 run.xbzrle_active = True  # XBZRLE starts once the first full pass is complete
-            if run.pending_bytes <= run.threshold_bytes(bandwidth):
+            # migration_iteration_run(): completes when nothing is pending or the exact count is
+            # strictly below threshold_size (7.2 to 10.0 alike; `<=` only from 10.1's rewrite)
+            if run.pending_pages <= 0 or run.pending_bytes < run.threshold_bytes(bandwidth):
                 return "switchover"  # migration_completion()
             if run.max_iterations and run.iteration > run.max_iterations:
                 return "max_iterations"
