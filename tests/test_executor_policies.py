@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from simkvm.executor.control import snapshot_from_stats
-from simkvm.executor.run import _aid_flags_and_params, aid_support_problem
+from simkvm.executor.flags import aid_flags_and_params, aid_support_problem
 from simkvm.model.plan import Plan
 from simkvm.model.result import Result
 
@@ -54,7 +54,7 @@ def test_aids_become_flags_and_params():
                                     "postcopy": {"enabled": True, "after_iterations": 2},
                                     "xbzrle": {"enabled": True, "cache_size": "48MiB"},
                                     "multifd": {"enabled": True, "channels": 3}}})
-    flags, params, notes = _aid_flags_and_params(plan)
+    flags, params, notes = aid_flags_and_params(plan)
     for flag in ("VIR_MIGRATE_AUTO_CONVERGE", "VIR_MIGRATE_POSTCOPY", "VIR_MIGRATE_PARALLEL",
                  "VIR_MIGRATE_COMPRESSED"):
         assert flags & getattr(libvirt, flag)
@@ -76,11 +76,11 @@ def test_multifd_compression_needs_libvirt_9_4():
 
 def test_executor_accepts_policies_but_refuses_dirty_limit():
     from simkvm.model.errors import UserError
-    from simkvm.executor.run import _check_plan
+    from simkvm.executor.flags import check_plan
 
-    _check_plan(Plan.from_dict({"policy": "nova", "aids": {"pause": {"after_iterations": 3}}}))
+    check_plan(Plan.from_dict({"policy": "nova", "aids": {"pause": {"after_iterations": 3}}}))
     with pytest.raises(UserError, match="dirty_limit"):
-        _check_plan(Plan.from_dict({"aids": {"dirty_limit": {"enabled": True}}}))
+        check_plan(Plan.from_dict({"aids": {"dirty_limit": {"enabled": True}}}))
 
 
 # ------------------------------------------------------------------ real migrations

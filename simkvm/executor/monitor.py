@@ -26,11 +26,16 @@ comes from the completed job's statistics.
 """
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..model.units import fmt_bytes, fmt_rate
+
+log = logging.getLogger("simkvm.executor")
 
 #: Stat keys copied into each timeline/round row (libvirt names).
 MEMORY_KEYS = ("memory_processed", "memory_remaining", "memory_dirty_rate", "memory_bps")
@@ -59,6 +64,27 @@ class Sample:
     @property
     def mirror_started(self) -> bool:
         return bool(self.stats.get("disk_total"))
+
+    def remaining_text(self) -> str:
+        """What is left to copy, for messages: RAM once pre-copy runs, else the disks."""
+        st = self.stats
+        if self.iteration >= 1:
+            return f"{fmt_bytes(st.get('memory_remaining', 0))} of RAM remaining"
+        return f"{fmt_bytes(st.get('disk_remaining', 0))} of disk remaining (mirror not ready)"
+
+
+def log_progress(sample: Sample, t: float) -> None:
+    """One progress line (INFO) for an active sample: the iteration, or the mirrors' progress before it."""
+    st = sample.stats
+    if not sample.active:
+        return
+    if sample.iteration >= 1:
+        log.info("t=%.1fs iteration %d: %s remaining, %s, dirty %.0f pages/s", t, sample.iteration,
+                 fmt_bytes(st.get("memory_remaining", 0)), fmt_rate(st.get("memory_bps", 0)),
+                 st.get("memory_dirty_rate", 0))
+    elif sample.mirror_started:
+        log.info("t=%.1fs disk mirror: %s of %s copied", t, fmt_bytes(st.get("disk_processed", 0)),
+                 fmt_bytes(st.get("disk_total", 0)))
 
 
 @dataclass

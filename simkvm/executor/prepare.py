@@ -152,6 +152,22 @@ class DiskPlacement:
     pool: Any
 
 
+def check_no_domain_there(dst_conn: Any, domain: str, dst_name: str, recover_command: str) -> None:
+    """Refuse when the destination has a domain of that name running or paused (an incoming one)."""
+    libvirt = import_libvirt()
+    try:
+        state, reason = dst_conn.lookupByName(domain).state()
+    except libvirt.libvirtError:
+        state = None
+    if state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
+        raise Refusal(f"refused: a domain named {domain!r} is already running on {dst_name}")
+    if state == libvirt.VIR_DOMAIN_PAUSED:
+        what = ("an incoming migration of it is under way or was cut short there"
+                if reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION else "it is paused there")
+        raise Refusal(f"refused: a domain named {domain!r} exists on {dst_name} ({what}); if no other "
+                      f"migration runs, settle it with {recover_command}")
+
+
 def check_destination(plan: Plan, dom: Any, dst_conn: Any, disks: list[DomainDisk], dst_name: str,
                       dst_uri: str | None = None) -> list[DiskPlacement]:
     """Raise :class:`Refusal` unless the destination can take the VM; returns where each disk goes."""

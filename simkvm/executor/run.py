@@ -7,7 +7,7 @@
    (:mod:`.prepare`). A refusal changes nothing.
 2. **Migration**: set the downtime limit (or the policy's initial one), then
    ``virDomainMigrate3`` (live, non-shared storage, the plan's bandwidth and
-   aids as flags/params) in a worker thread, because it blocks until the end;
+   aids as flags/params: :mod:`.flags`) in a worker thread, because it blocks until the end;
    meanwhile the calling thread polls the job stats every ``poll_s`` and the
    libvirt event loop records each iteration event (:mod:`.monitor`). Each poll
    also drives the plan's policy and after-N-iterations rules
@@ -17,7 +17,8 @@
 3. **Completion**: verify the destination VM runs (resuming it when we paused
    the guest to force completion), read the completed job's statistics and
    fill a :class:`~simkvm.model.result.Result` (``source='measured'``, outcome
-   ``converged``, ``postcopy`` or ``paused``, with every action taken).
+   ``converged``, ``postcopy`` or ``paused``, with every action taken;
+   :mod:`.measure`).
 
 Whatever goes wrong (a limit, a libvirt error, Ctrl-C or SIGTERM), the job is
 aborted, we wait for libvirt to finish the abort, check that the VM runs on
@@ -32,7 +33,6 @@ import logging
 import socket
 import threading
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,15 +40,36 @@ from ..libvirt_api import ensure_event_loop, host_info, import_libvirt, lookup_d
 from ..model.errors import EnvironmentProblem, MigrationFailed, UserError
 from ..model.plan import Plan
 from ..model.result import Result
-from ..model.units import fmt_bytes, fmt_duration, fmt_rate
+from ..model.units import fmt_bytes, fmt_duration
 from ..policies import Policy, make_policy
 from .connection import CONNECT_TIMEOUT_S, open_connection
 from .control import Controller
+from .flags import Transport, aid_support_problem, check_plan, default_migrate_uri, migration_call
 from .journal import Journal, NoJournal
 from .locate import ASK_TIMEOUT_S, Location, Unanswered, call_with_timeout, locate, redact_uri, settle
-from .measure import EchoProbe, probe_summary
-from .monitor import JobMonitor, Sample, build_rounds, build_timeline
-from .prepare import DestinationDisks, DomainDisk, Refusal, check_destination, create_disks, domain_disks
+from .measure import (
+    EchoProbe,
+    Handover,
+    completed_stats,
+    ending,
+    ending_reason,
+    guest_paused_s,
+    phase_times,
+    probe_summary,
+    switchover_points,
+    with_disk_progress,
+)
+from .monitor import JobMonitor, Sample, build_rounds, build_timeline, log_progress
+from .prepare import (
+    DestinationDisks,
+    DiskPlacement,
+    DomainDisk,
+    Refusal,
+    check_destination,
+    check_no_domain_there,
+    create_disks,
+    domain_disks,
+)
 from .signals import Interrupts, signals_as_interrupt
 
 log = logging.getLogger("simkvm.executor")
@@ -125,7 +146,7 @@ class Execution:
         self.t0 = time.monotonic()
         if self.migrate_uri is None:
             self.migrate_uri = default_migrate_uri(self.dst_uri)
-        _check_plan(self.plan)
+        check_plan(self.plan)
         self.downtime_bound_s = self.downtime_bound_s or downtime_bound(self.plan)
         if self.plan.policy.name != "qemu":  # as simulate(): the orchestrator's own settings first
             self.policy = make_policy(self.plan)
@@ -177,17 +198,14 @@ class Execution:
         libvirt = import_libvirt()
         if self.migrate_uri is None:
             self.migrate_uri = default_migrate_uri(self.dst_uri)
-        _check_plan(self.plan)
+        check_plan(self.plan)
         try:
             self.connect_and_check_aids()
             dst_name = self.meta["destination"].get("hostname") or redact_uri(self.dst_uri)
             refusal = None
             placements = []
             try:
-                self.check_destination_domain(dst_name)
-                self.disks = domain_disks(self.dom, self.conn) if self.plan.migration.storage != "shared" else []
-                placements = check_destination(self.plan, self.dom, self.dconn, self.disks, dst_name,
-                                       redact_uri(self.dst_uri))
+                placements = self.check_destination(dst_name)
             except Refusal as exc:
                 refusal = str(exc)
             flags, params = self.flags_and_params()
@@ -224,8 +242,8 @@ class Execution:
             src = redact_uri(self.src_uri)
             if state == libvirt.VIR_DOMAIN_PAUSED:
                 hint = (f"it is paused: check it runs nowhere else (virsh -c {redact_uri(self.dst_uri)} domstate "
-                        f"{self.domain}), then resume it (virsh -c {src} resume {self.domain}) or run simkvm "
-                        f"recover --domain {self.domain} --src {src} --dst {redact_uri(self.dst_uri)}")
+                        f"{self.domain}), then resume it (virsh -c {src} resume {self.domain}) or run "
+                        f"{self.recover_command()}")
             else:
                 hint = f"start it first (virsh -c {src} start {self.domain})"
             raise UserError(f"domain {self.domain!r} on {src} is not running (state {state_name(state)}); {hint}")
@@ -251,11 +269,8 @@ class Execution:
 
     def prepare(self) -> None:
         """Check the destination, then create the empty disks (remembered for the abort)."""
-        dst_name = self.meta["destination"].get("hostname") or self.dst_uri
-        self.check_destination_domain(dst_name)
-        self.disks = domain_disks(self.dom, self.conn) if self.plan.migration.storage != "shared" else []
-        placements = check_destination(self.plan, self.dom, self.dconn, self.disks, dst_name,
-                                       redact_uri(self.dst_uri))
+        dst_name = self.meta["destination"].get("hostname") or redact_uri(self.dst_uri)
+        placements = self.check_destination(dst_name)
         self.meta["checked_destination_s"] = self.now()
         for placement in placements:
             self.journal.write("creating_disk", path=placement.disk.path, pool=placement.pool.name())
@@ -267,21 +282,15 @@ class Execution:
         self.meta["disks"] = [d.__dict__ for d in self.disks]
         log.info("prepared %s: %d disk image(s) created on the destination", self.domain, len(self.created.paths))
 
-    def check_destination_domain(self, dst_name: str) -> None:
-        """Refuse when the destination has a domain of that name running or paused (an incoming one)."""
-        libvirt = import_libvirt()
-        try:
-            state, reason = self.dconn.lookupByName(self.domain).state()
-        except libvirt.libvirtError:
-            state = None
-        if state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
-            raise Refusal(f"refused: a domain named {self.domain!r} is already running on {dst_name}")
-        if state == libvirt.VIR_DOMAIN_PAUSED:
-            what = ("an incoming migration of it is under way or was cut short there"
-                    if reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION else "it is paused there")
-            raise Refusal(f"refused: a domain named {self.domain!r} exists on {dst_name} ({what}); if no other "
-                          f"migration runs, settle it with simkvm recover --domain {self.domain} "
-                          f"--src {redact_uri(self.src_uri)} --dst {redact_uri(self.dst_uri)}")
+    def check_destination(self, dst_name: str) -> list[DiskPlacement]:
+        """Refusal unless the destination can take the VM (no domain of that name there, its memory, a pool
+        for each disk); where each migrated disk goes."""
+        check_no_domain_there(self.dconn, self.domain, dst_name, self.recover_command())
+        self.disks = domain_disks(self.dom, self.conn) if self.plan.migration.storage != "shared" else []
+        return check_destination(self.plan, self.dom, self.dconn, self.disks, dst_name, redact_uri(self.dst_uri))
+
+    def recover_command(self) -> str:
+        return f"simkvm recover --domain {self.domain} --src {redact_uri(self.src_uri)} --dst {redact_uri(self.dst_uri)}"
 
     def refused(self, reason: str) -> Result:
         t = self.now()
@@ -292,72 +301,16 @@ class Execution:
 
     # ------------------------------------------------------------ 2. migration
     def flags_and_params(self) -> tuple[int, dict[str, Any]]:
-        libvirt = import_libvirt()
-        mig = self.plan.migration
-        flags = libvirt.VIR_MIGRATE_LIVE
-        if mig.storage == "non_shared_disk":
-            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
-        elif mig.storage == "non_shared_inc":
-            flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
-        if mig.mirror_mode == "write_blocking" and mig.storage != "shared":
-            sync = getattr(libvirt, "VIR_MIGRATE_NON_SHARED_SYNCHRONOUS_WRITES", None)
-            if sync is None:
-                raise EnvironmentProblem("migration.mirror_mode write_blocking needs libvirt >= 8.0 "
-                                         "(VIR_MIGRATE_NON_SHARED_SYNCHRONOUS_WRITES); use background")
-            flags |= sync
-        aid_flags, aid_params, aid_notes = _aid_flags_and_params(self.plan)
-        flags |= aid_flags
-        persistent = bool(self.dom.isPersistent())
-        if self.persist and persistent:
-            flags |= libvirt.VIR_MIGRATE_PERSIST_DEST
-        if self.undefine_source and persistent:
-            flags |= libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-        flags |= self.transport_flags()
-        bandwidth_MiBps = max(1, int(round(self.plan.link.bandwidth_Bps / 2**20)))
-        params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: bandwidth_MiBps}
-        if self.migrate_uri and not self.tunnelled:  # a tunnelled stream goes through the libvirtd connection
-            params[libvirt.VIR_MIGRATE_PARAM_URI] = self.migrate_uri
-        self.meta["definitions"] = definitions_text(persistent, bool(flags & libvirt.VIR_MIGRATE_PERSIST_DEST),
-                                                    bool(flags & libvirt.VIR_MIGRATE_UNDEFINE_SOURCE))
-        listen = urllib.parse.urlsplit(self.migrate_uri).hostname if self.migrate_uri and not self.tunnelled else None
-        if listen:  # the destination listens (migration stream, NBD export) where we send, not on 0.0.0.0
-            params[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = listen
-        if self.disks and mig.storage != "shared":
-            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [d.target for d in self.disks]
-        params.update(aid_params)
-        notes = list(aid_notes)
-        if abs(bandwidth_MiBps * 2**20 - self.plan.link.bandwidth_Bps) > 0.01 * self.plan.link.bandwidth_Bps:
-            notes.append(f"link.bandwidth {fmt_rate(self.plan.link.bandwidth_Bps)} rounded to {bandwidth_MiBps} MiB/s")
-        if mig.disk_bandwidth_Bps and mig.disk_bandwidth_Bps != self.plan.link.bandwidth_Bps:
-            notes.append("migration.disk_bandwidth ignored: libvirt's bandwidth caps RAM and each mirror alike")
-        if mig.avail_switchover_bandwidth_Bps:
-            # The key by name: a libvirt-python built against libvirt < 11.1 lacks the constant but
-            # passes the typed parameter on to a daemon that knows it (libvirt >= 11.1, in MiB/s like
-            # VIR_MIGRATE_PARAM_BANDWIDTH: bytes here made QEMU switch over at once, 6 s downtime).
-            key = getattr(libvirt, "VIR_MIGRATE_PARAM_BANDWIDTH_AVAIL_SWITCHOVER", "bandwidth.avail.switchover")
-            source_libvirt = self.meta.get("source", {}).get("libvirt_version")
-            if (_version_tuple(source_libvirt) or (0,)) < (11, 1):
-                notes.append(f"migration.avail_switchover_bandwidth ignored: the source runs libvirt "
-                             f"{source_libvirt or 'unknown'}, it needs >= 11.1 (and QEMU >= 8.2)")
-            else:
-                params[key] = max(1, int(round(mig.avail_switchover_bandwidth_Bps / 2**20)))
-        if self.disks:
-            notes.append("disk_processed is libvirt's: it stops counting mirror progress once RAM migration "
-                         "starts, so guest writes mirrored after that are not in disk_transferred_bytes")
-        self.meta.update(flags=flags, bandwidth_MiBps=bandwidth_MiBps, notes=notes,
-                         migrate_disks=[d.target for d in self.disks])
-        return flags, params
+        targets = [d.target for d in self.disks]
+        call = migration_call(self.plan, persistent=bool(self.dom.isPersistent()), persist=self.persist,
+                              undefine_source=self.undefine_source, transport=self.transport(),
+                              disk_targets=targets, source_libvirt=self.meta.get("source", {}).get("libvirt_version"))
+        self.meta["definitions"] = call.definitions
+        self.meta.update(flags=call.flags, bandwidth_MiBps=call.bandwidth_MiBps, notes=call.notes, migrate_disks=targets)
+        return call.flags, call.params
 
-    def transport_flags(self) -> int:
-        """TLS, peer-to-peer (the source's libvirtd drives the migration), tunnelled (through libvirtd's
-        own connection; needs peer-to-peer)."""
-        libvirt = import_libvirt()
-        flags = libvirt.VIR_MIGRATE_TLS if self.tls else 0
-        if self.peer_to_peer or self.tunnelled:
-            flags |= libvirt.VIR_MIGRATE_PEER2PEER
-        if self.tunnelled:
-            flags |= libvirt.VIR_MIGRATE_TUNNELLED
-        return flags
+    def transport(self) -> Transport:
+        return Transport(self.migrate_uri, tls=self.tls, peer_to_peer=self.peer_to_peer, tunnelled=self.tunnelled)
 
     def start_job(self) -> None:
         """Downtime limit first (there is no migrate3 parameter for it), then migrate3 in a thread."""
@@ -472,7 +425,7 @@ class Execution:
                 self._reapply_downtime()
             iteration = monitor.iteration
             if iteration != last_iteration or t_a - last_log >= 2.0:
-                _log_progress(sample, t_a)
+                log_progress(sample, t_a)
                 last_iteration, last_log = iteration, t_a
             # the policy and the plan's after-N-iterations rules
             if sample.active:
@@ -495,7 +448,7 @@ class Execution:
             if self.now() > deadline and not sample.paused:
                 what = "--timeout" if self.timeout_s is not None else "migration.max_time"
                 return _Stop("not_converged", f"not converged within {fmt_duration(deadline)} ({what}); "
-                             f"last seen: iteration {iteration}, {_remaining_text(sample)}")
+                             f"last seen: iteration {iteration}, {sample.remaining_text()}")
             self._done.wait(max(0.0, self.poll_s - (self.now() - t_a)))
         return None
 
@@ -540,6 +493,73 @@ class Execution:
         ddom = self._ddom
         controller = self.controller
         assert controller is not None
+        resumed_by_us_s = self._destination_running(ddom, controller)
+        self.meta["vm_location"] = f"running on the destination ({self.meta['destination'].get('hostname')})"
+        completed = completed_stats(ddom)
+        self.meta["completed_stats"] = dict(completed)
+        monitor = self.monitor
+        assert monitor is not None and self._t_returned is not None
+        if self.disks:
+            completed, from_sample = with_disk_progress(completed, monitor.last_active)
+            if from_sample:
+                self.meta["disk_stats_from_last_sample"] = True
+        try:
+            self.meta["completed_stats_source"] = completed_stats(self.conn.lookupByName(self.domain))
+        except libvirt.libvirtError:
+            pass
+        self.meta["source_after"] = self._source_state()
+        source_images = self._source_images()
+        offset = monitor.libvirt_offset_s(fallback=self._t_call or 0.0)
+        end = ending(monitor, offset, completed, Handover(
+            returned_s=self._t_returned, in_postcopy=controller.in_postcopy, postcopy_stop_s=self._postcopy_stop_s,
+            postcopy_started_s=controller.postcopy_started_s, suspended_s=controller.suspended_s,
+            dst_resumed_s=self._dst_resumed_s, resumed_by_us_s=resumed_by_us_s))
+        if end.note:
+            self.meta.setdefault("notes", []).append(end.note)
+        rounds = build_rounds(monitor, offset, end_s=end.total_s, completed=completed or None, stop_s=end.stop_s)
+        timeline = build_timeline(monitor, offset, has_disks=bool(self.disks), end_s=end.total_s, end_phase="done",
+                                  completed=completed or None)
+        final_n = max(int(completed.get("memory_iteration") or 0), monitor.iteration,
+                      rounds[-1]["memory_iteration"] if rounds else 0)
+        timeline += switchover_points(end, final_n, rounds, completed)
+        timeline.sort(key=lambda r: r[0])
+        self._note_slow_polls(monitor)
+        self.meta.update(libvirt_time_offset_s=offset, migrate3_returned_s=self._t_returned, samples=len(
+            monitor.samples), iteration_events=len(monitor.events), final_row_estimated=True,
+            service_interruption="equals the measured downtime: no network measurement yet")
+        tail = monitor.last_active
+        ram = float(completed.get("memory_processed") or (tail.stats.get("memory_processed", 0) if tail else 0))
+        if "memory_processed" not in completed:
+            self.meta.setdefault("notes", []).append("RAM transferred: the last sample's figure (a lower bound: "
+                                                     "no completed stats)")
+        disk = float(completed.get("disk_processed", 0))
+        reason = ending_reason(end, final_n)
+        if note:
+            reason = f"{reason} ({note})"
+        if source_images:
+            reason = f"{reason}; {source_images}"
+        self.meta["downtime_bound_s"] = self.downtime_bound_s
+        paused_s = guest_paused_s(monitor, end.downtime_s, self._dst_resumed_s)
+        if end.outcome == "converged" and paused_s > self.downtime_bound_s:
+            self.meta["downtime_bound_exceeded"] = True
+            reason = (f"completed, but the guest was paused {fmt_duration(paused_s)}, beyond the downtime bound "
+                      f"{fmt_duration(self.downtime_bound_s)} (migration.max_downtime "
+                      f"{fmt_duration(self.plan.migration.max_downtime_s)}): {reason}")
+        return Result(
+            converged=True, outcome=end.outcome, reason=reason, source="measured",
+            **phase_times(monitor, offset, end.stop_s, end.total_s, bool(self.disks)),
+            downtime_s=end.downtime_s, service_interruption_s=end.downtime_s, postcopy_time_s=end.postcopy_s,
+            ram_transferred_bytes=ram, disk_transferred_bytes=disk, total_transferred_bytes=ram + disk,
+            zero_pages=float(completed.get("memory_constant", 0)),
+            normal_pages=float(completed.get("memory_normal", 0)),
+            iterations=final_n, round_records=rounds, timeline_records=timeline, actions=self._actions(),
+            plan=self.plan.to_dict(), meta=self.meta,
+        )
+
+    def _destination_running(self, ddom: Any, controller: Controller) -> float | None:
+        """Check the VM runs on the destination, resuming it there when we paused it (forced completion):
+        when we resumed it, or None. A MigrationFailed saying where the VM is when it does not run."""
+        libvirt = import_libvirt()
         resumed_by_us_s = None
         try:
             state, reason = call_with_timeout(ddom.state, ASK_TIMEOUT_S, "the destination's domstate")
@@ -558,98 +578,7 @@ class Execution:
             raise self._failed(f"migration finished but the destination VM is {what}; check it with "
                                f"virsh -c {redact_uri(self.dst_uri)} domstate {self.domain} --reason",
                                location.text())
-        self.meta["vm_location"] = f"running on the destination ({self.meta['destination'].get('hostname')})"
-        completed = _completed_stats(ddom)
-        self.meta["completed_stats"] = dict(completed)
-        completed = self._with_disk_progress(completed)
-        try:
-            self.meta["completed_stats_source"] = _completed_stats(self.conn.lookupByName(self.domain))
-        except libvirt.libvirtError:
-            pass
-        self.meta["source_after"] = self._source_state()
-        source_images = self._source_images()
-        monitor = self.monitor
-        assert monitor is not None and self._t_returned is not None
-        offset = monitor.libvirt_offset_s(fallback=self._t_call or 0.0)
-        total = self._t_returned
-        if "time_elapsed" in completed:
-            candidate = offset + completed["time_elapsed"] / 1000.0
-            last = monitor.samples[-1].t_s if monitor.samples else 0.0
-            if last - 0.5 <= candidate <= self._t_returned + 0.5:
-                total = candidate
-        downtime = completed.get("downtime", 0) / 1000.0
-        stop = total - downtime
-        outcome, postcopy_s = "converged", 0.0
-        if controller.in_postcopy:
-            outcome = "postcopy"
-            stop = next(t for t in (self._postcopy_stop_s, controller.postcopy_started_s, stop) if t is not None)
-            resume = self._dst_resumed_s if self._dst_resumed_s is not None else stop + downtime
-            if "downtime" not in completed:
-                downtime = max(resume - stop, 0.0)
-                self.meta.setdefault("notes", []).append(
-                    "post-copy: libvirt kept no completed job stats; downtime and the post-copy phase are "
-                    "from the lifecycle events (source suspended for post-copy -> destination resumed)")
-            postcopy_s = max(total - resume, 0.0)
-        elif controller.suspended_s is not None:
-            outcome = "paused"
-            stop = controller.suspended_s
-            resumed = resumed_by_us_s if resumed_by_us_s is not None else (
-                self._dst_resumed_s if self._dst_resumed_s is not None else total)
-            downtime = max(resumed - stop, 0.0)
-            total = max(total, resumed)
-        rounds = build_rounds(monitor, offset, end_s=total, completed=completed or None, stop_s=stop)
-        timeline = build_timeline(monitor, offset, has_disks=bool(self.disks), end_s=total, end_phase="done",
-                                  completed=completed or None)
-        final_n = max(int(completed.get("memory_iteration") or 0), monitor.iteration,
-                      rounds[-1]["memory_iteration"] if rounds else 0)
-        last_proc = rounds[-1]["memory_processed"] if rounds else None
-        timeline.append((stop, "switchover", final_n, rounds[-1].get("memory_remaining") if rounds else None,
-                         last_proc, 0, completed.get("disk_processed")))
-        if outcome == "postcopy":
-            timeline.append((stop + downtime, "postcopy", final_n, None, last_proc, 0, completed.get("disk_processed")))
-        timeline.sort(key=lambda r: r[0])
-        self._note_slow_polls(monitor)
-        self.meta.update(libvirt_time_offset_s=offset, migrate3_returned_s=self._t_returned, samples=len(
-            monitor.samples), iteration_events=len(monitor.events), final_row_estimated=True,
-            service_interruption="equals the measured downtime: no network measurement yet")
-        tail = monitor.last_active
-        ram = float(completed.get("memory_processed") or (tail.stats.get("memory_processed", 0) if tail else 0))
-        if "memory_processed" not in completed:
-            self.meta.setdefault("notes", []).append("RAM transferred: the last sample's figure (a lower bound: "
-                                                     "no completed stats)")
-        disk = float(completed.get("disk_processed", 0))
-        if outcome == "postcopy":
-            reason = (f"converged via post-copy: switched at iteration {final_n} after {fmt_duration(stop)}, "
-                      f"downtime {fmt_duration(downtime)}, the rest of RAM followed in {fmt_duration(postcopy_s)}")
-        elif outcome == "paused":
-            reason = (f"forced by pausing the guest at {fmt_duration(stop)}: completed with "
-                      f"{fmt_duration(downtime)} downtime (suspend -> running on the destination)")
-        else:
-            reason = _converged_reason(rounds, final_n, total, downtime)
-        if note:
-            reason = f"{reason} ({note})"
-        if source_images:
-            reason = f"{reason}; {source_images}"
-        self.meta["downtime_bound_s"] = self.downtime_bound_s
-        # libvirt's figure, and the one the lifecycle events show (source paused -> destination resumed)
-        seen = [t for t, paused in monitor.pauses if paused]
-        paused_s = downtime
-        if seen and self._dst_resumed_s is not None and self._dst_resumed_s >= seen[-1]:
-            paused_s = max(downtime, self._dst_resumed_s - seen[-1])
-        if outcome == "converged" and paused_s > self.downtime_bound_s:
-            self.meta["downtime_bound_exceeded"] = True
-            reason = (f"completed, but the guest was paused {fmt_duration(paused_s)}, beyond the downtime bound "
-                      f"{fmt_duration(self.downtime_bound_s)} (migration.max_downtime "
-                      f"{fmt_duration(self.plan.migration.max_downtime_s)}): {reason}")
-        return Result(
-            converged=True, outcome=outcome, reason=reason, source="measured", **self._times(offset, stop, total),
-            downtime_s=downtime, service_interruption_s=downtime, postcopy_time_s=postcopy_s,
-            ram_transferred_bytes=ram, disk_transferred_bytes=disk, total_transferred_bytes=ram + disk,
-            zero_pages=float(completed.get("memory_constant", 0)),
-            normal_pages=float(completed.get("memory_normal", 0)),
-            iterations=final_n, round_records=rounds, timeline_records=timeline, actions=self._actions(),
-            plan=self.plan.to_dict(), meta=self.meta,
-        )
+        return resumed_by_us_s
 
     def _source_images(self) -> str:
         """After a success: the source's copies of the migrated disks (a later migration back is refused while
@@ -708,36 +637,6 @@ class Execution:
             controller.notes = []
         return sorted(controller.actions, key=lambda a: a.time_s)
 
-    def _with_disk_progress(self, completed: dict[str, Any]) -> dict[str, Any]:
-        """The destination's completed stats know nothing of the disk mirrors (disk_* = 0 there):
-        take the source's last figures, which include the mirrors' final catch-up up to the stop."""
-        monitor = self.monitor
-        tail = monitor.last_active if monitor else None
-        if not tail or not self.disks:
-            return completed
-        merged = dict(completed)
-        for key in ("disk_total", "disk_processed"):
-            if tail.stats.get(key, 0) > merged.get(key, 0):
-                merged[key] = tail.stats[key]
-                self.meta["disk_stats_from_last_sample"] = True
-        merged["disk_remaining"] = 0
-        return merged
-
-    def _times(self, offset: float, stop: float, total: float) -> dict[str, float]:
-        """setup (ours + libvirt's until the mirror or RAM starts), mirror, pre-copy; as the simulator splits them."""
-        monitor = self.monitor
-        assert monitor is not None
-        ram_start = monitor.ram_start_s(offset)
-        mirror_start = monitor.mirror_start_s(offset) if self.disks else None
-        setup = mirror_start if mirror_start is not None else (ram_start if ram_start is not None else stop)
-        ram_start_or_stop = ram_start if ram_start is not None else stop
-        return {
-            "total_time_s": total,
-            "setup_time_s": setup,
-            "disk_mirror_time_s": max(ram_start_or_stop - setup, 0.0) if self.disks else 0.0,
-            "precopy_time_s": max(stop - ram_start, 0.0) if ram_start is not None else 0.0,
-        }
-
     # ------------------------------------------------------------ the abort
     def abort(self, stop: _Stop) -> Result:
         """Cancel the job, make sure the VM runs on exactly one host, delete only our images."""
@@ -774,8 +673,7 @@ class Execution:
                     f"{stop.reason}; libvirt did not finish cancelling within {ABORT_WAIT_S:.0f} s; the job may "
                     f"still be running: check virsh -c {redact_uri(self.src_uri)} domjobinfo {self.domain}, "
                     f"cancel it with virsh -c {redact_uri(self.src_uri)} domjobabort {self.domain}, then "
-                    f"simkvm recover --domain {self.domain} --src {redact_uri(self.src_uri)} "
-                    f"--dst {redact_uri(self.dst_uri)}", where, stop, t_abort)
+                    f"{self.recover_command()}", where, stop, t_abort)
         if self._ddom is not None and self._error is None:
             log.warning("the migration completed before the abort took effect")
             return self.complete(note=f"{stop.reason}, but the migration completed before the abort")
@@ -838,7 +736,7 @@ class Execution:
         disk = float(st.get("disk_processed", 0))
         return Result(
             converged=False, outcome=stop.outcome if stop.outcome != "error" else "aborted", reason=stop.reason,
-            source="measured", **self._times(offset, t_abort, t_abort),
+            source="measured", **phase_times(monitor, offset, t_abort, t_abort, bool(self.disks)),
             ram_transferred_bytes=ram, disk_transferred_bytes=disk, total_transferred_bytes=ram + disk,
             zero_pages=float(st.get("memory_constant", 0)), normal_pages=float(st.get("memory_normal", 0)),
             iterations=monitor.iteration, round_records=rounds, timeline_records=timeline,
@@ -924,32 +822,6 @@ def execute(plan: Plan, domain: str, src_uri: str, dst_uri: str, *, migrate_uri:
                      undefine_source=undefine_source, tls=tls, peer_to_peer=peer_to_peer, tunnelled=tunnelled).run()
 
 
-# ----------------------------------------------------------------- helpers
-def default_migrate_uri(dst_uri: str) -> str | None:
-    """Where the migration data goes by default: the destination libvirt URI's own host
-    (qemu+ssh://root@b.example/system -> tcp://b.example); None for a local URI (libvirt then uses the
-    destination's hostname). Never 127.0.0.1 unless the destination is addressed as that."""
-    from urllib.parse import urlsplit
-
-    try:
-        host = urlsplit(dst_uri).hostname
-    except ValueError:
-        return None
-    if not host:
-        # A private libvirtd on this machine reached by its socket (the testbed's hosts): loopback.
-        return "tcp://127.0.0.1" if "socket=" in urlsplit(dst_uri).query else None
-    return f"tcp://[{host}]" if ":" in host else f"tcp://{host}"
-
-
-def definitions_text(persistent: bool, persist_dest: bool, undefine_source: bool) -> str:
-    """What happens to the domain's definitions, said before the migration (and in the result)."""
-    if not persistent:
-        return "transient domain: no definition on either host before or after"
-    dest = "defined persistently on the destination" if persist_dest else "transient on the destination"
-    src = "its definition removed from the source" if undefine_source else "its definition kept (inactive) on the source"
-    return f"{dest}, {src}"
-
-
 #: The downtime we defend: this many times the plan's limit (QEMU's own estimate overshoots by a few
 #: rounds' worth on a busy link), and never under DOWNTIME_BOUND_MIN_S (libvirt's handover itself).
 DOWNTIME_BOUND_FACTOR = 10.0
@@ -961,114 +833,6 @@ def downtime_bound(plan: Plan) -> float:
     return max(DOWNTIME_BOUND_FACTOR * plan.migration.max_downtime_s, DOWNTIME_BOUND_MIN_S)
 
 
-def _check_plan(plan: Plan) -> None:
-    """Every policy and aid runs for real except dirty-limit, which libvirt cannot switch on."""
-    if plan.aids.dirty_limit.enabled:
-        raise UserError("the executor cannot run aids.dirty_limit: libvirt has no migration flag or parameter "
-                        "for QEMU's dirty-limit capability; disable it in the plan (auto_converge is the "
-                        "throttling aid libvirt offers)")
-
-
-#: libvirt release that added multifd compression methods zlib/zstd (VIR_MIGRATE_PARAM_COMPRESSION).
-MULTIFD_COMPRESSION_LIBVIRT = (9, 4, 0)
-MULTIFD_COMPRESSION_QEMU = (5, 0, 0)
-
-
-def _version_tuple(text: str | None) -> tuple[int, ...] | None:
-    try:
-        return tuple(int(x) for x in str(text).split(".")[:3])
-    except (TypeError, ValueError):
-        return None
-
-
-def aid_support_problem(plan: Plan, libvirt_version: str | None, qemu_version: str | None) -> str | None:
-    """Why the source cannot run the plan's aids (one sentence naming the fix), or None.
-
-    Only multifd compression needs a check: libvirt learnt the zlib/zstd methods in
-    9.4.0 (older releases know xbzrle and QEMU's removed multithreaded 'mt' only)."""
-    method = plan.aids.compression.method
-    if method == "none":
-        return None
-    have = _version_tuple(libvirt_version)
-    if have is None or have < MULTIFD_COMPRESSION_LIBVIRT:
-        need = ".".join(map(str, MULTIFD_COMPRESSION_LIBVIRT))
-        return (f"aids.compression {method} needs libvirt >= {need} on the source (multifd compression "
-                f"methods zlib/zstd), it runs libvirt {libvirt_version or 'unknown'}; drop aids.compression "
-                f"from the plan or upgrade libvirt")
-    qemu = _version_tuple(qemu_version)
-    if qemu is not None and qemu < MULTIFD_COMPRESSION_QEMU:
-        return (f"aids.compression {method} needs QEMU >= 5.0 (multifd-compression), the source runs "
-                f"{qemu_version}; drop aids.compression from the plan")
-    return None
-
-
-def _aid_flags_and_params(plan: Plan) -> tuple[int, dict[str, Any], list[str]]:
-    """libvirt flags/params for the plan's aids (pause and the after-N rules are run by .control)."""
-    libvirt = import_libvirt()
-    aids = plan.aids
-    flags, params, notes = 0, {}, []
-    ac = aids.auto_converge
-    if ac.enabled:
-        flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
-        params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] = int(round(ac.initial_frac * 100))
-        params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] = int(round(ac.increment_frac * 100))
-        if ac.max_frac != 0.99 or ac.trigger_threshold_frac != 0.5:
-            notes.append("aids.auto_converge max/trigger: libvirt has no parameter for them; QEMU defaults used")
-    if aids.postcopy.enabled:
-        flags |= libvirt.VIR_MIGRATE_POSTCOPY  # switched by migrateStartPostCopy (.control)
-    if aids.multifd.enabled:
-        flags |= libvirt.VIR_MIGRATE_PARALLEL
-        params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = int(aids.multifd.channels)
-    methods = []
-    if aids.xbzrle.enabled:
-        methods.append("xbzrle")
-        cache = int(aids.xbzrle.cache_size_bytes)
-        power = 1 << max(cache.bit_length() - 1, 12)  # QEMU wants a power of two, at least a page
-        if power != cache:
-            notes.append(f"aids.xbzrle.cache_size {fmt_bytes(cache)} rounded down to {fmt_bytes(power)} "
-                         f"(a power of two)")
-        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_XBZRLE_CACHE] = power
-    if aids.compression.method != "none":
-        methods.append(aids.compression.method)  # multifd compression (checked by aid_support_problem)
-    if methods:
-        flags |= libvirt.VIR_MIGRATE_COMPRESSED
-        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = methods if len(methods) > 1 else methods[0]
-    return flags, params, notes
-
-
-def _completed_stats(dom: Any) -> dict[str, Any]:
-    libvirt = import_libvirt()
-    try:
-        return dict(dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
-    except libvirt.libvirtError:
-        return {}
-
-
 def _error_text(exc: BaseException) -> str:
     msg = getattr(exc, "get_error_message", None)
     return msg() if callable(msg) else repr(exc)
-
-
-def _remaining_text(sample: Sample) -> str:
-    st = sample.stats
-    if sample.iteration >= 1:
-        return f"{fmt_bytes(st.get('memory_remaining', 0))} of RAM remaining"
-    return f"{fmt_bytes(st.get('disk_remaining', 0))} of disk remaining (mirror not ready)"
-
-
-def _log_progress(sample: Sample, t: float) -> None:
-    st = sample.stats
-    if not sample.active:
-        return
-    if sample.iteration >= 1:
-        log.info("t=%.1fs iteration %d: %s remaining, %s, dirty %.0f pages/s", t, sample.iteration,
-                 fmt_bytes(st.get("memory_remaining", 0)), fmt_rate(st.get("memory_bps", 0)),
-                 st.get("memory_dirty_rate", 0))
-    elif sample.mirror_started:
-        log.info("t=%.1fs disk mirror: %s of %s copied", t, fmt_bytes(st.get("disk_processed", 0)),
-                 fmt_bytes(st.get("disk_total", 0)))
-
-
-def _converged_reason(rounds: list[dict[str, Any]], final_n: int, total_s: float, downtime_s: float) -> str:
-    return (f"converged after {max(final_n - 1, 0)} pre-copy iteration(s) in {fmt_duration(total_s)}, "
-            f"downtime {fmt_duration(downtime_s)} (libvirt-measured)")
