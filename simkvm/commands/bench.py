@@ -65,7 +65,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not 0.01 <= args.seconds <= 600:  # also refuses nan: the measuring loop would never end
         raise UserError(f"--seconds must be from 0.01 to 600, got {args.seconds}")
     if args.sweep:
-        from ..sweep import bench_sweep  # the sweep issue's benchmark
+        from ..sweep.bench import bench_sweep  # the sweep issue's benchmark
 
         return bench_sweep(args)
     if args.drain:
