@@ -13,7 +13,7 @@ import pytest
 from simkvm.cli import main
 from simkvm.compare import compare, format_comparison, load_pair, to_jsonable
 from simkvm.model.errors import UserError
-from simkvm.model.result import ROUND_COLUMNS, Result
+from simkvm.model.result import ROUND_COLUMNS, Measurement, Result, TimelinePoint
 
 MiB = 2**20
 
@@ -33,8 +33,9 @@ def pair() -> tuple[Result, Result]:
         total_transferred_bytes=856 * MiB, iterations=3,
         round_records=[_row(1, 5.0, 512 * MiB, 0, 0), _row(2, 8.0, 60 * MiB, 520 * MiB, 5000),
                        _row(3, 9.6, 10 * MiB, 590 * MiB, 5200)],
-        timeline_records=[(0.0, "prepare", 0, None, None, None, None), (5.0, "precopy", 1, 512 * MiB, 0, 0, 256 * MiB),
-                          (10.0, "done", 3, 0, 600 * MiB, 0, 256 * MiB)],
+        timeline_records=[TimelinePoint(0.0, "prepare", 0, None, None, None, None),
+                          TimelinePoint(5.0, "precopy", 1, 512 * MiB, 0, 0, 256 * MiB),
+                          TimelinePoint(10.0, "done", 3, 0, 600 * MiB, 0, 256 * MiB)],
         plan={"name": "hand-made"},
     )
     measured = Result(
@@ -43,8 +44,9 @@ def pair() -> tuple[Result, Result]:
         total_transferred_bytes=756 * MiB, iterations=4,
         round_records=[_row(1, 6.0, 500 * MiB, 1 * MiB, 0), _row(2, 10.0, 80 * MiB, 400 * MiB, 4000),
                        _row(3, 11.0, 20 * MiB, 470 * MiB, 4100), _row(4, 12.4, 5 * MiB, 490 * MiB, 4100)],
-        timeline_records=[(0.0, "prepare", 0, None, None, None, None), (6.0, "precopy", 1, 500 * MiB, 1, 0, 256 * MiB),
-                          (12.5, "done", 4, 0, 500 * MiB, 0, 256 * MiB)],
+        timeline_records=[TimelinePoint(0.0, "prepare", 0, None, None, None, None),
+                          TimelinePoint(6.0, "precopy", 1, 500 * MiB, 1, 0, 256 * MiB),
+                          TimelinePoint(12.5, "done", 4, 0, 500 * MiB, 0, 256 * MiB)],
     )
     return predicted, measured
 
@@ -121,3 +123,24 @@ def test_cli_errors_are_one_line(tmp_path, capsys, pair):
     assert "PREDICTED.json MEASURED.json" in capsys.readouterr().err
     with pytest.raises(UserError):
         load_pair(str(single))
+
+
+def test_what_code_acts_on_is_a_named_field_and_old_result_files_still_read():
+    """vm_location, the probe flag and the downtime bound are Measurement fields (read by the CLI, the
+    drain, calibration), written for measured results only; a file written when they were meta keys
+    (campaigns v1-v5) is read into the same fields."""
+    measured = Result(converged=True, reason="m", source="measured",
+                      measurement=Measurement("running on the destination (b)", True, False),
+                      meta={"service_interruption": "measured: ICMP echoes"})
+    back = Result.from_dict(json.loads(measured.to_json()))
+    assert back.measurement == measured.measurement
+    old = measured.to_dict()
+    del old["measurement"]
+    old["meta"] = {"vm_location": "running on the source", "service_interruption": "measured: ICMP echoes",
+                   "downtime_bound_exceeded": True}
+    assert Result.from_dict(old).measurement == Measurement("running on the source", True, True)
+    old["meta"]["service_interruption"] = "equals the measured downtime: no network measurement yet"
+    assert not Result.from_dict(old).measurement.service_interruption_measured
+    assert "measurement" not in Result(converged=True, reason="p").to_dict()  # a prediction has none
+    with pytest.raises(UserError, match="measurement.service_interruption_measured must be true or false"):
+        Result.from_dict({**measured.to_dict(), "measurement": {"service_interruption_measured": "yes"}})

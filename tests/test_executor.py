@@ -110,14 +110,14 @@ def test_rows_of_an_aborted_job_end_at_the_abort(monitor):
 def test_timeline_phases(monitor):
     offset = monitor.libvirt_offset_s(0)
     tl = build_timeline(monitor, offset, has_disks=True, end_s=8.1, end_phase="done", completed=COMPLETED)
-    phases = [row[1] for row in tl]
+    phases = [p.phase for p in tl]
     assert phases[0] == "prepare" and phases[-1] == "done"
     assert phases[1:4] == ["mirror", "mirror", "precopy"]
     assert "switchover" in phases
-    times = [row[0] for row in tl]
+    times = [p.time_s for p in tl]
     assert times == sorted(times)
     # RAM columns stay empty until RAM migration starts
-    assert tl[1][3] is None and tl[3][3] == 256 * MiB
+    assert tl[1].memory_remaining is None and tl[3].memory_remaining == 256 * MiB
 
 
 def test_phase_without_disks_is_prepare_until_ram():
@@ -236,7 +236,7 @@ def test_converging_migration_measured_like_the_prediction(testbed, guest, tmp_p
     assert measured.converged and measured.outcome == "converged" and measured.source == "measured"
     assert _domain_state(testbed, "b", name) == (True, 1)  # running on b
     assert _domain_state(testbed, "a", name)[0] is False  # not running on a
-    assert measured.meta["vm_location"].startswith("running on the destination")
+    assert measured.measurement.vm_location.startswith("running on the destination")
 
     # iterations: one row per libvirt iteration, numbered 1..N, N = the completed job's count
     rounds = measured.rounds
@@ -303,7 +303,7 @@ def test_non_converging_migration_is_aborted_at_max_time_and_the_vm_stays(testbe
     assert "migration.max_time" in result.reason
     # stopped at the first poll past 20 s: late only by as much as libvirt kept a job-stats call waiting
     assert 20 <= result.total_time_s < 22 + result.meta["slowest_poll_s"] and elapsed < 45
-    assert result.meta["vm_location"].startswith("running on the source")
+    assert result.measurement.vm_location.startswith("running on the source")
     assert _domain_state(testbed, "a", name) == (True, 1)
     assert _domain_state(testbed, "b", name)[0] is False
     assert f"{name}.qcow2" not in _volumes(testbed, "b") and _volumes(testbed, "b") == before_b
@@ -433,6 +433,7 @@ def test_service_interruption_is_measured_on_the_guest_network(testbed, guest, g
     assert measured.converged, measured.reason
     probe = measured.meta["network_probe"]
     assert probe["answered"] > 0.9 * probe["echoes"] > 100  # the guest answered before and after
+    assert measured.measurement.service_interruption_measured
     assert measured.meta["service_interruption"].startswith("measured")
     network_part = measured.service_interruption_s - measured.downtime_s
     assert -0.01 <= network_part <= 0.5, (measured.service_interruption_s, measured.downtime_s)

@@ -173,7 +173,7 @@ def test_postcopy_after_two_iterations_moves_the_busy_guest(testbed, guest):
     assert row3 - 0.2 <= starts[0].time_s <= row3 + 1.0 + measured.meta["slowest_poll_s"]
     assert 0 < measured.downtime_s < 1.0 and measured.postcopy_time_s > 0
     assert measured.total_time_s < 60
-    assert measured.meta["vm_location"].startswith("running on the destination")
+    assert measured.measurement.vm_location.startswith("running on the destination")
     assert "FAIL" not in _guest_ok_after(testbed, name)
 
 

@@ -11,7 +11,7 @@ from ..load import plan_from_file
 from ..model.errors import EnvironmentProblem, MigrationFailed, UserError
 from ..model.limits import MAX_TIME_S
 from ..model.plan import Plan
-from ..model.result import Result
+from ..model.result import Measurement, Result
 from ..model.units import parse_duration
 from .hosts import add_domain_and_hosts, host_uri
 
@@ -101,8 +101,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
             print()
             print(format_comparison(compare(predicted, measured)))
-    if not measured.converged or measured.meta.get("downtime_bound_exceeded"):
-        raise MigrationFailed(measured.reason, measured.meta.get("vm_location", "unknown"))
+    if not measured.converged or measured.measurement.downtime_bound_exceeded:
+        raise MigrationFailed(measured.reason, measured.measurement.vm_location or "unknown")
     return 0
 
 
@@ -110,7 +110,7 @@ def _failure_result(plan: Plan, exc: Exception) -> Result:
     """The result of a migration that failed before measuring anything (cannot connect, not running, ...)."""
     where = exc.vm_location if isinstance(exc, MigrationFailed) else "where it was: simkvm changed nothing"
     return Result(converged=False, outcome="refused" if not isinstance(exc, MigrationFailed) else "aborted",
-                  reason=str(exc), source="measured", plan=plan.to_dict(), meta={"vm_location": where})
+                  reason=str(exc), source="measured", plan=plan.to_dict(), measurement=Measurement(where))
 
 
 def _testbed_probe(domain: str) -> Any:

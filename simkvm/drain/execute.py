@@ -23,7 +23,7 @@ from typing import Any
 
 from ..libvirt_api import import_libvirt
 from ..model.errors import MigrationFailed, UserError
-from ..model.result import Result
+from ..model.result import Measurement, Result
 from ..model.units import fmt_duration
 from .engine import drain
 from .result import DrainResult, VMRecord
@@ -66,7 +66,7 @@ def execute_drain(fleet: Fleet, args: argparse.Namespace) -> int:
         save(gantt(measured, title=f"{fleet.name}: measured, {measured.summary_line()}"), args.plot)
     failed = [v for v in measured.vms if not v.result.converged]
     if failed:
-        where = ", ".join(f"{v.name} on {v.result.meta.get('vm_location', 'unknown')}" for v in failed)
+        where = ", ".join(f"{v.name} on {v.result.measurement.vm_location or 'unknown'}" for v in failed)
         raise MigrationFailed(f"{len(failed)} migration(s) of the drain did not complete ({where})",
                               "see each VM above")
     return 0
@@ -160,10 +160,10 @@ def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02)
         except MigrationFailed as exc:
             partial = getattr(exc, "result", None)
             flight.result = partial or Result(converged=False, outcome="aborted", reason=str(exc),
-                                              source="measured", meta={"vm_location": exc.vm_location})
+                                              source="measured", measurement=Measurement(exc.vm_location))
         except Exception as exc:  # noqa: BLE001 - recorded, the other migrations go on
             flight.result = Result(converged=False, outcome="aborted", reason=f"{type(exc).__name__}: {exc}",
-                                   source="measured", meta={"vm_location": "unknown"})
+                                   source="measured", measurement=Measurement("unknown"))
         flight.end_s = time.monotonic() - t0
         done.set()
 

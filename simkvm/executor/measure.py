@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 from ..libvirt_api import import_libvirt
+from ..model.result import TimelinePoint
 from ..model.units import fmt_duration
 from .monitor import JobMonitor, Sample
 
@@ -182,14 +183,14 @@ def ending(monitor: JobMonitor, offset: float, completed: dict[str, Any], handov
 
 
 def switchover_points(end: Ending, final_n: int, rounds: list[dict[str, Any]], completed: dict[str, Any]
-                      ) -> list[tuple]:
+                      ) -> list[TimelinePoint]:
     """The timeline's switchover point (and post-copy's start), estimated from the last round."""
     last_proc = rounds[-1]["memory_processed"] if rounds else None
-    points = [(end.stop_s, "switchover", final_n, rounds[-1].get("memory_remaining") if rounds else None,
-               last_proc, 0, completed.get("disk_processed"))]
+    points = [TimelinePoint(end.stop_s, "switchover", final_n, rounds[-1].get("memory_remaining") if rounds else None,
+                            last_proc, 0, completed.get("disk_processed"))]
     if end.outcome == "postcopy":
-        points.append((end.stop_s + end.downtime_s, "postcopy", final_n, None, last_proc, 0,
-                       completed.get("disk_processed")))
+        points.append(TimelinePoint(end.stop_s + end.downtime_s, "postcopy", final_n, None, last_proc, 0,
+                                    completed.get("disk_processed")))
     return points
 
 

@@ -33,6 +33,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..model.result import TimelinePoint
 from ..model.units import fmt_bytes, fmt_rate
 
 log = logging.getLogger("simkvm.executor")
@@ -40,6 +41,8 @@ log = logging.getLogger("simkvm.executor")
 #: Stat keys copied into each timeline/round row (libvirt names).
 MEMORY_KEYS = ("memory_processed", "memory_remaining", "memory_dirty_rate", "memory_bps")
 DISK_KEYS = ("disk_processed", "disk_remaining")
+#: The timeline's first point: preparation starts at t=0, nothing copied yet.
+PREPARED = TimelinePoint(0.0, "prepare", 0, None, None, None, None)
 
 
 @dataclass
@@ -353,28 +356,28 @@ def phase_of(sample: Sample, *, has_disks: bool) -> str:
 
 
 def build_timeline(monitor: JobMonitor, offset: float, *, has_disks: bool, end_s: float, end_phase: str,
-                   completed: dict[str, Any] | None = None) -> list[tuple]:
-    """One TIMELINE_COLUMNS tuple per sample, framed by t=0 ('prepare') and the end point."""
-    out: list[tuple] = [(0.0, "prepare", 0, None, None, None, None)]
+                   completed: dict[str, Any] | None = None) -> list[TimelinePoint]:
+    """One point per sample, framed by t=0 ('prepare') and the end point."""
+    out = [PREPARED]
     last: Sample | None = None
     for s in monitor.samples:
         if not s.active:
             continue
         st = s.stats
         started = s.iteration >= 1
-        out.append((
-            min(_time(s, offset), end_s),  # libvirt's clock mapped onto ours can overshoot the end a little
-            phase_of(s, has_disks=has_disks), s.iteration,
-            st.get("memory_remaining") if started else None,
-            st.get("memory_processed") if started else None,
-            st.get("disk_remaining"), st.get("disk_processed"),
+        out.append(TimelinePoint(
+            time_s=min(_time(s, offset), end_s),  # libvirt's clock mapped onto ours can overshoot the end a little
+            phase=phase_of(s, has_disks=has_disks), memory_iteration=s.iteration,
+            memory_remaining=st.get("memory_remaining") if started else None,
+            memory_processed=st.get("memory_processed") if started else None,
+            disk_remaining=st.get("disk_remaining"), disk_processed=st.get("disk_processed"),
         ))
         last = s
     src = completed or (last.stats if last else {})
     if src:
         done = bool(completed)
-        out.append((end_s, end_phase, int(src.get("memory_iteration") or 0),
-                     0 if done else src.get("memory_remaining"), src.get("memory_processed"),
-                     0 if done else src.get("disk_remaining"), src.get("disk_processed")))
-    out.sort(key=lambda row: row[0])
+        out.append(TimelinePoint(end_s, end_phase, int(src.get("memory_iteration") or 0),
+                                 0 if done else src.get("memory_remaining"), src.get("memory_processed"),
+                                 0 if done else src.get("disk_remaining"), src.get("disk_processed")))
+    out.sort(key=lambda p: p.time_s)
     return out

@@ -39,7 +39,7 @@ from typing import Any
 from ..libvirt_api import ensure_event_loop, host_info, import_libvirt, lookup_domain, state_name, version_text
 from ..model.errors import EnvironmentProblem, MigrationFailed, UserError
 from ..model.plan import Plan
-from ..model.result import Result
+from ..model.result import Measurement, Result
 from ..model.units import fmt_bytes, fmt_duration
 from ..policies import Policy, make_policy
 from .connection import CONNECT_TIMEOUT_S, open_connection
@@ -59,7 +59,7 @@ from .measure import (
     switchover_points,
     with_disk_progress,
 )
-from .monitor import JobMonitor, Sample, build_rounds, build_timeline, log_progress
+from .monitor import PREPARED, JobMonitor, Sample, build_rounds, build_timeline, log_progress
 from .prepare import (
     DestinationDisks,
     DiskPlacement,
@@ -124,7 +124,8 @@ class Execution:
     monitor: JobMonitor | None = None
     policy: Policy | None = None
     controller: Controller | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # for people: what was seen and done
+    measurement: Measurement = field(default_factory=Measurement)  # what code acts on
     _worker: threading.Thread | None = None
     _done: threading.Event = field(default_factory=threading.Event)
     _ddom: Any = None
@@ -189,7 +190,7 @@ class Execution:
                     with contextlib.suppress(Exception):
                         self.probe.stop()  # a no-op when measure_network already stopped it
                 self.close()
-                self.journal.write("done", vm_location=self.meta.get("vm_location"))
+                self.journal.write("done", vm_location=self.measurement.vm_location)
                 self.journal.close()
 
     def dry_run(self) -> dict[str, Any]:
@@ -294,10 +295,10 @@ class Execution:
 
     def refused(self, reason: str) -> Result:
         t = self.now()
-        self.meta["vm_location"] = NOTHING_CHANGED
+        self.measurement.vm_location = NOTHING_CHANGED
         return Result(converged=False, outcome="refused", reason=reason, source="measured", total_time_s=t,
-                      setup_time_s=t, timeline_records=[(0.0, "prepare", 0, None, None, None, None)],
-                      actions=self._actions(), plan=self.plan.to_dict(), meta=self.meta)
+                      setup_time_s=t, timeline_records=[PREPARED],
+                      actions=self._actions(), plan=self.plan.to_dict(), measurement=self.measurement, meta=self.meta)
 
     # ------------------------------------------------------------ 2. migration
     def flags_and_params(self) -> tuple[int, dict[str, Any]]:
@@ -494,7 +495,7 @@ class Execution:
         controller = self.controller
         assert controller is not None
         resumed_by_us_s = self._destination_running(ddom, controller)
-        self.meta["vm_location"] = f"running on the destination ({self.meta['destination'].get('hostname')})"
+        self.measurement.vm_location = f"running on the destination ({self.meta['destination'].get('hostname')})"
         completed = completed_stats(ddom)
         self.meta["completed_stats"] = dict(completed)
         monitor = self.monitor
@@ -522,7 +523,7 @@ class Execution:
         final_n = max(int(completed.get("memory_iteration") or 0), monitor.iteration,
                       rounds[-1]["memory_iteration"] if rounds else 0)
         timeline += switchover_points(end, final_n, rounds, completed)
-        timeline.sort(key=lambda r: r[0])
+        timeline.sort(key=lambda p: p.time_s)
         self._note_slow_polls(monitor)
         self.meta.update(libvirt_time_offset_s=offset, migrate3_returned_s=self._t_returned, samples=len(
             monitor.samples), iteration_events=len(monitor.events), final_row_estimated=True,
@@ -541,7 +542,7 @@ class Execution:
         self.meta["downtime_bound_s"] = self.downtime_bound_s
         paused_s = guest_paused_s(monitor, end.downtime_s, self._dst_resumed_s)
         if end.outcome == "converged" and paused_s > self.downtime_bound_s:
-            self.meta["downtime_bound_exceeded"] = True
+            self.measurement.downtime_bound_exceeded = True
             reason = (f"completed, but the guest was paused {fmt_duration(paused_s)}, beyond the downtime bound "
                       f"{fmt_duration(self.downtime_bound_s)} (migration.max_downtime "
                       f"{fmt_duration(self.plan.migration.max_downtime_s)}): {reason}")
@@ -553,7 +554,7 @@ class Execution:
             zero_pages=float(completed.get("memory_constant", 0)),
             normal_pages=float(completed.get("memory_normal", 0)),
             iterations=final_n, round_records=rounds, timeline_records=timeline, actions=self._actions(),
-            plan=self.plan.to_dict(), meta=self.meta,
+            plan=self.plan.to_dict(), measurement=self.measurement, meta=self.meta,
         )
 
     def _destination_running(self, ddom: Any, controller: Controller) -> float | None:
@@ -622,6 +623,7 @@ class Execution:
             self.meta["service_interruption"] = "probe got too few replies; equals the measured downtime"
             return result
         result.service_interruption_s = outage[2]
+        self.measurement.service_interruption_measured = True
         self.meta["service_interruption"] = ("measured: the longest time no reply came to ICMP echoes every "
                                              f"{1000 * (echoes[-1][0] - echoes[0][0]) / max(len(echoes) - 1, 1):.0f}"
                                              " ms, around the switchover")
@@ -649,7 +651,7 @@ class Execution:
         self.journal.write("aborting", reason=stop.reason)
         log.warning("%s; aborting the migration job", stop.reason)
         if self.dom is None:  # interrupted while connecting: nothing was changed
-            self.meta["vm_location"] = NOTHING_CHANGED
+            self.measurement.vm_location = NOTHING_CHANGED
             return self.partial_result(stop, t_abort)
         if self._worker is not None and not self._done.is_set():
             monitor = self.monitor
@@ -668,7 +670,7 @@ class Execution:
                     self.meta.setdefault("notes", []).append(f"abortJob: {_error_text(exc)}")
             if not self._done.wait(ABORT_WAIT_S):
                 where = self._locate().text()
-                self.meta.update(vm_location=where)
+                self.measurement.vm_location = where
                 raise self._failed(
                     f"{stop.reason}; libvirt did not finish cancelling within {ABORT_WAIT_S:.0f} s; the job may "
                     f"still be running: check virsh -c {redact_uri(self.src_uri)} domjobinfo {self.domain}, "
@@ -691,7 +693,8 @@ class Execution:
             problems = [f"kept the destination images {self.created.paths}: {why}; once the VM is known to "
                         f"run on the source only, delete them with " + "; ".join(
                             f"virsh -c {redact_uri(self.dst_uri)} vol-delete {p}" for p in self.created.paths)]
-        self.meta.update(vm_location=where, abort_requested_s=t_abort, abort_finished_s=self.now(),
+        self.measurement.vm_location = where
+        self.meta.update(abort_requested_s=t_abort, abort_finished_s=self.now(),
                          removed_disks=[] if problems else self.meta.get("created_disks", []),
                          cleanup_problems=problems)
         if self._error is not None:
@@ -703,13 +706,13 @@ class Execution:
     def _failed(self, message: str, where: str, stop: _Stop | None = None, t_s: float | None = None
                 ) -> MigrationFailed:
         """A MigrationFailed carrying what was measured (``.result``), so --json always has a result."""
-        self.meta["vm_location"] = where
+        self.measurement.vm_location = where
         t_s = self.now() if t_s is None else t_s
         try:
             result = self.partial_result(stop or _Stop("error", message), t_s)
         except Exception:  # noqa: BLE001 - the failure matters more than a partial measurement
             result = Result(converged=False, outcome="aborted", reason=message, source="measured",
-                            total_time_s=t_s, setup_time_s=t_s, plan=self.plan.to_dict(), meta=self.meta)
+                            total_time_s=t_s, setup_time_s=t_s, plan=self.plan.to_dict(), measurement=self.measurement, meta=self.meta)
         result.reason = message
         if self.journal.path.exists():
             message = f"{message} (journal: {self.journal.path})"
@@ -723,7 +726,7 @@ class Execution:
         if monitor is None:  # interrupted during preparation
             return Result(converged=False, outcome=stop.outcome, reason=stop.reason, source="measured",
                           total_time_s=t_abort, setup_time_s=t_abort, actions=self._actions(),
-                          plan=self.plan.to_dict(), meta=self.meta)
+                          plan=self.plan.to_dict(), measurement=self.measurement, meta=self.meta)
         offset = monitor.libvirt_offset_s(fallback=self._t_call or 0.0)
         tail = monitor.last_active
         st = tail.stats if tail else {}
@@ -740,7 +743,7 @@ class Execution:
             ram_transferred_bytes=ram, disk_transferred_bytes=disk, total_transferred_bytes=ram + disk,
             zero_pages=float(st.get("memory_constant", 0)), normal_pages=float(st.get("memory_normal", 0)),
             iterations=monitor.iteration, round_records=rounds, timeline_records=timeline,
-            actions=self._actions(), plan=self.plan.to_dict(), meta=self.meta,
+            actions=self._actions(), plan=self.plan.to_dict(), measurement=self.measurement, meta=self.meta,
         )
 
     def _source_state(self) -> str:
@@ -808,7 +811,7 @@ def execute(plan: Plan, domain: str, src_uri: str, dst_uri: str, *, migrate_uri:
 
     Returns a measured :class:`Result` (outcome ``converged``, ``not_converged``
     when a plan limit or ``timeout_s`` stopped it, ``aborted`` on Ctrl-C/SIGTERM,
-    ``refused`` when the destination cannot take the VM; ``meta['vm_location']``
+    ``refused`` when the destination cannot take the VM; ``measurement.vm_location``
     says where the VM is). Raises :class:`MigrationFailed` (with ``.result``)
     when libvirt failed or the VM is not safely running on the source.
     ``probe`` (e.g. :meth:`simkvm.testbed.network.GuestNetwork.probe`): pings the

@@ -58,6 +58,9 @@ class TimelinePoint(NamedTuple):
 
 TIMELINE_COLUMNS: tuple[str, ...] = TimelinePoint._fields
 
+#: Result fields that are not one scalar (left out of summary() and of a sweep's table).
+NOT_SCALAR = ("round_records", "timeline_records", "actions", "measurement", "plan", "meta")
+
 OUTCOMES = ("converged", "postcopy", "paused", "aborted", "not_converged", "refused")
 
 
@@ -71,6 +74,23 @@ class Action:
 
     def to_dict(self) -> dict[str, Any]:
         return {"time_s": self.time_s, "action": self.action, "value": self.value}
+
+
+@dataclass
+class Measurement:
+    """What only a real migration knows and code acts on (``Result.meta`` keeps the rest, for people)."""
+
+    vm_location: str | None = None  # where the VM runs now, in words (None: not said)
+    service_interruption_measured: bool = False  # a network probe measured service_interruption_s
+    downtime_bound_exceeded: bool = False  # completed, but the guest stayed paused beyond the downtime bound
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> "Measurement":
+        """The fields of a result written before they were fields (they were keys of ``meta`` then)."""
+        location = meta.get("vm_location")
+        return cls(vm_location=location if isinstance(location, str) else None,
+                   service_interruption_measured=str(meta.get("service_interruption", "")).startswith("measured"),
+                   downtime_bound_exceeded=meta.get("downtime_bound_exceeded") is True)
 
 
 @dataclass
@@ -102,12 +122,9 @@ class Result:
     round_records: list[dict[str, Any]] = field(default_factory=list, repr=False)
     timeline_records: list[TimelinePoint] = field(default_factory=list, repr=False)
     actions: list[Action] = field(default_factory=list)
+    measurement: Measurement = field(default_factory=Measurement)  # written for measured results only
     plan: dict[str, Any] | None = field(default=None, repr=False)
     meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.timeline_records and not isinstance(self.timeline_records[0], TimelinePoint):
-            self.timeline_records = [TimelinePoint(*p) for p in self.timeline_records]
 
     # DataFrames are built on demand: a sweep of a million simulations never pays for them.
     @property
@@ -115,11 +132,6 @@ class Result:
         import pandas as pd
 
         return pd.DataFrame(self.round_records, columns=list(ROUND_COLUMNS))
-
-    @property
-    def service_interruption_measured(self) -> bool:
-        """A network probe measured ``service_interruption_s`` (otherwise it is the downtime or a prediction)."""
-        return str(self.meta.get("service_interruption", "")).startswith("measured")
 
     @property
     def timeline(self):
@@ -138,7 +150,7 @@ class Result:
         return {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name not in ("round_records", "timeline_records", "actions", "plan", "meta")
+            if f.name not in NOT_SCALAR
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,6 +159,8 @@ class Result:
         out["rounds"] = [{k: _clean(r.get(k)) for k in ROUND_COLUMNS} for r in self.round_records]
         out["timeline"] = [{k: _clean(v) for k, v in t._asdict().items()} for t in self.timeline_records]
         out["actions"] = [a.to_dict() for a in self.actions]
+        if self.source == "measured":
+            out["measurement"] = dataclasses.asdict(self.measurement)
         out["meta"] = self.meta
         if self.plan is not None:
             out["plan"] = self.plan
@@ -160,12 +174,16 @@ class Result:
         """A result from its JSON form, every field's type checked (a result file is user input)."""
         _check_result(data)
         names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names and k not in ("actions",)}
+        kwargs = {k: v for k, v in data.items() if k in names and k not in ("actions", "measurement")}
         kwargs.setdefault("reason", "")
         res = cls(**kwargs)
         res.round_records = [dict(r) for r in data.get("rounds", [])]
         res.timeline_records = [TimelinePoint(*(t.get(c) for c in TIMELINE_COLUMNS)) for t in data.get("timeline", [])]
         res.actions = [Action(**a) for a in data.get("actions", [])]
+        if "measurement" in data:
+            res.measurement = Measurement(**data["measurement"])
+        elif res.source == "measured":
+            res.measurement = Measurement.from_meta(res.meta)
         return res
 
     @classmethod
@@ -198,6 +216,15 @@ def _check_result(data: Any) -> None:
             raise bad(f.name, "a string", value)
         if f.name in ("plan", "meta") and value is not None and not isinstance(value, dict):
             raise bad(f.name, "an object", value)
+    if "measurement" in data:
+        m = data["measurement"]
+        if not isinstance(m, dict) or set(m) - {f.name for f in dataclasses.fields(Measurement)}:
+            raise bad("measurement", "{vm_location, service_interruption_measured, downtime_bound_exceeded}", m)
+        if not isinstance(m.get("vm_location"), (str, type(None))):
+            raise bad("measurement.vm_location", "a string", m["vm_location"])
+        for key in ("service_interruption_measured", "downtime_bound_exceeded"):
+            if not isinstance(m.get(key, False), bool):
+                raise bad(f"measurement.{key}", "true or false", m[key])
     for key in ("rounds", "timeline", "actions"):
         rows = data.get(key, [])
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):

@@ -16,14 +16,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..model.errors import UserError
-from ..model.result import ROUND_COLUMNS, Result
+from ..model.result import NOT_SCALAR, ROUND_COLUMNS, Result
 from .spec import SweepSpec
 
 #: Result columns of the table, after ``scenario`` and the axis columns. ``source`` is
 #: left out (always "simulated"); ``reason`` is kept: it says *why*, in one line.
 RESULT_COLUMNS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(Result)
-    if f.name not in ("source", "round_records", "timeline_records", "actions", "plan", "meta")
+    if f.name != "source" and f.name not in NOT_SCALAR
 )
 # Page counts are whole pages (the model's closed forms give fractions; a table shows pages).
 INT_RESULTS = {"iterations", "memory_iteration", "zero_pages", "normal_pages", "postcopy_pages_on_demand"}

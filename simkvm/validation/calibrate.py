@@ -273,7 +273,7 @@ def direct_estimates(runs: Sequence[CalibrationRun]) -> tuple[dict[str, float], 
     for k in guest:
         how[k] = GUEST_HOW.get(k, "idle calibration runs")
     probed = [r.measured.service_interruption_s - r.measured.downtime_s for r in runs
-              if r.measured.converged and r.measured.service_interruption_measured]
+              if r.measured.converged and r.measured.measurement.service_interruption_measured]
     if probed:  # what the network adds after the resume (the bridge learning the new port)
         c["network_reconvergence_s"] = max(0.0, float(np.median(probed)))
         how["network_reconvergence_s"] = "median measured service interruption minus downtime (network probe)"

@@ -173,7 +173,7 @@ def result_columns(side: str, r: Result) -> dict[str, Any]:
         f"{side}_normal_pages": r.normal_pages,
         # measured: from the network probe when there was one (else it equals the downtime)
         f"{side}_service_interruption_s": (r.service_interruption_s if side == "predicted"
-                                           or r.service_interruption_measured else None),
+                                           or r.measurement.service_interruption_measured else None),
     }
 
 

@@ -260,9 +260,9 @@ class Migration:
 
     @property
     def said(self) -> str:
-        """The VM location simkvm reported (one line on stderr, or the JSON's meta)."""
+        """The VM location simkvm reported (one line on stderr, or the JSON's measurement)."""
         try:
-            return str(self.result["meta"].get("vm_location", ""))
+            return str(self.result["measurement"].get("vm_location") or "")
         except (ValueError, KeyError):
             return self.err
 
