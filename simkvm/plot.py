@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 if not os.environ.get("MPLBACKEND") and "ipykernel" not in sys.modules and "IPython" not in sys.modules:
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
@@ -337,7 +338,7 @@ def verdict_grid(cells: list[dict], *, title: str = "Predicted total migration t
             r, g, b, _ = cmap(norm(v))
             ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"  # readable on its cell
             ax.text(x, y, fmt_duration(v), ha="center", va="center", fontsize=8, color=ink)
-    handles = [Patch(facecolor="#d0d0d0", edgecolor="grey", label="does not converge")]
+    handles: list[Artist] = [Patch(facecolor="#d0d0d0", edgecolor="grey", label="does not converge")]
     bx, by = _grid_boundary(np.isfinite(z), xe, ye)
     if len(bx):
         ax.plot(bx, by, color="tab:red", linewidth=2.2)
@@ -406,7 +407,7 @@ def _spans_decades(values: np.ndarray) -> bool:
 
 
 def convergence_map(df, x: str = DIRTY_RATE, y: str = BANDWIDTH, *, color: str = "total_time_s",
-                    downtime: str = DOWNTIME, boundaries: Sequence[float] | None = None,
+                    downtime: str = DOWNTIME, boundaries: Sequence[float | None] | None = None,
                     color_at: float | None = None, ax=None, title: str | None = None, max_cells: int = 60):
     """Where does pre-copy converge? A sweep table drawn over two of its columns.
 
@@ -482,7 +483,7 @@ class _MapGrid:
 
     def cells(self, limit: float | None) -> tuple[np.ndarray, np.ndarray]:
         """Share converging and median colour value per cell (nan: no scenario in the cell)."""
-        mask = np.ones(len(self.conv), bool) if limit is None else np.isclose(self.dt, limit)
+        mask = np.ones(len(self.conv), bool) if limit is None or self.dt is None else np.isclose(self.dt, limit)
         if not mask.any():
             raise ValueError(f"no scenario with {self.downtime} = {limit!r}; the table has {self.limits}")
         cell = self.ybin[mask] * len(self.xc) + self.xbin[mask]
@@ -505,6 +506,7 @@ def _map_background(ax, grid: _MapGrid, share: np.ndarray, value: np.ndarray, co
     from matplotlib.colors import ListedColormap
 
     finite = value[np.isfinite(value)]
+    norm: Normalize
     if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 30:
         norm = LogNorm(finite.min(), finite.max())
     else:
@@ -526,7 +528,7 @@ def _map_boundaries(ax, grid: _MapGrid, boundaries: Sequence[float | None], colo
                     share_at_color: np.ndarray) -> list:
     """One contour where half the scenarios of a cell converge, per downtime limit; legend handles."""
     handles = []
-    styles = ["-", "--", "-.", ":"]
+    styles: list[Literal["-", "--", "-.", ":"]] = ["-", "--", "-.", ":"]
     cmap = plt.get_cmap("autumn")
     for i, limit in enumerate(boundaries):
         conv = share_at_color if limit == color_at else grid.cells(limit)[0]
@@ -570,7 +572,7 @@ def boundary_points(fig_or_ax) -> list[np.ndarray]:
     """The (x, y) vertices of every convergence boundary drawn on a convergence map (for tests and
     for reading the boundary off a figure without re-deriving it)."""
     ax = fig_or_ax.axes[0] if hasattr(fig_or_ax, "axes") and not hasattr(fig_or_ax, "plot") else fig_or_ax
-    out = []
+    out: list[np.ndarray] = []
     for coll in ax.collections:
         if type(coll).__name__ in ("QuadContourSet", "ContourSet"):
             out.extend(p.vertices.copy() for p in coll.get_paths() if len(p.vertices))
@@ -679,7 +681,7 @@ def policy_comparison(results: Mapping[str, Result], *, title: str | None = None
     """Total time per policy (bar colour: outcome; label: downtime and number of actions)."""
     names = list(results)
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(names) + 1.6))
-    ys = np.arange(len(names))
+    ys = list(range(len(names)))
     times = [results[n].total_time_s for n in names]
     ax.barh(ys, times, color=[_OUTCOME_COLOURS.get(results[n].outcome, "tab:blue") for n in names])
     for yv, n in zip(ys, names):

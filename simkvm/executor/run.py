@@ -29,6 +29,7 @@ never declares success before the destination VM is running.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import threading
@@ -591,10 +592,13 @@ class Execution:
         src_host = self.meta.get("source", {}).get("hostname") or redact_uri(self.src_uri)
         if self.remove_source_images and self.meta.get("source_after") in ("absent", "shut off"):
             removed, problems = [], []
+
+            def delete(path: str) -> None:
+                self.conn.storageVolLookupByPath(path).delete(0)
+
             for path in paths:
                 try:
-                    call_with_timeout(lambda p=path: self.conn.storageVolLookupByPath(p).delete(0), ASK_TIMEOUT_S,
-                                      "vol-delete on the source")
+                    call_with_timeout(functools.partial(delete, path), ASK_TIMEOUT_S, "vol-delete on the source")
                     removed.append(path)
                 except (libvirt.libvirtError, Unanswered) as exc:
                     problems.append(f"{path} ({_error_text(exc)})")

@@ -423,10 +423,11 @@ def create_destination_disks(dom: Any, dconn: Any) -> list[str]:
     pool_path = ET.fromstring(dpool.XMLDesc(0)).findtext("./target/path")
     for disk in root.findall("./devices/disk[@device='disk']"):
         source = disk.find("source")
-        if source is None or source.get("file") is None:
+        path = source.get("file") if source is not None else None
+        if path is None:
             continue
-        path = source.get("file")
-        fmt = (disk.find("driver").get("type") if disk.find("driver") is not None else None) or "raw"
+        driver = disk.find("driver")
+        fmt = (driver.get("type") if driver is not None else None) or "raw"
         svol = dom.connect().storageVolLookupByPath(path)
         _, capacity, _ = svol.info()
         if os.path.dirname(path) != pool_path:

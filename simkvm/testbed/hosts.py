@@ -374,10 +374,10 @@ class Testbed:
                 break
             time.sleep(0.1)
         if not pid or not pid_alive(pid) or not unix_socket_open(spec.socket):
-            log = tail(host_dir / "libvirtd.log") + "\n" + tail(host_dir / "start.log")
+            log_tail = tail(host_dir / "libvirtd.log") + "\n" + tail(host_dir / "start.log")
             if pid:
                 self._kill_namespace(mnt_ns(pid), pid)
-            raise EnvironmentProblem(f"libvirtd for testbed host {name} did not come up; its log ends:\n{log}")
+            raise EnvironmentProblem(f"libvirtd for testbed host {name} did not come up; its log ends:\n{log_tail}")
         return HostState(
             name=name, uri=spec.uri, tcp_port=0, libvirtd_pid=pid,
             virtlogd_pid=read_pid(host_dir / "virtlogd.pid"), mnt_ns=mnt_ns(pid) or "",
@@ -468,7 +468,7 @@ class Testbed:
         if not ns or ns == mnt_ns("self"):
             pids = [p for p in (libvirtd_pid, *extra) if p and pid_alive(p) and comm(p) in _OWN_COMMS]
         else:
-            ours = bool(libvirtd_pid) and mnt_ns(libvirtd_pid) == ns and comm(libvirtd_pid) == "libvirtd"
+            ours = bool(libvirtd_pid and mnt_ns(libvirtd_pid) == ns and comm(libvirtd_pid) == "libvirtd")
             pids = [p for p in pids_in_ns(ns) if ours or comm(p) in _OWN_COMMS]
             pids += [p for p in extra if p and p not in pids and pid_alive(p) and comm(p) == "virtlogd"]
         with subreaper():

@@ -242,7 +242,7 @@ def _probe_main(target: str, interval_s: float) -> None:
         next_t += interval_s
         time.sleep(max(0.0, next_t - time.monotonic()))
     time.sleep(0.2)  # late replies
-    echoes = [(sent[s], replied.get(s)) for s in sorted(sent, key=sent.get)]
+    echoes = [(sent[s], replied.get(s)) for s in sorted(sent, key=sent.__getitem__)]
     print(json.dumps({"echoes": echoes}))
 
 
