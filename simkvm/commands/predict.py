@@ -34,6 +34,7 @@ PLAN_FLAGS: dict[str, str] = {
     "mirror_mode": "migration.mirror_mode",
     "profile": "profile",
     "policy": "policy",
+    "qemu": "host.qemu",
 }
 
 
@@ -60,6 +61,7 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--storage", choices=["non_shared_disk", "non_shared_inc", "shared"])
     g.add_argument("--mirror-mode", choices=["background", "write_blocking"])
     g.add_argument("--profile", help="host profile file from `simkvm calibrate`")
+    g.add_argument("--qemu", help="the QEMU version whose migration loop to follow (host.qemu), e.g. 7.2 or 10.0")
     g.add_argument("--policy", help="orchestration policy: qemu, nova, ovirt-minimal-downtime, ovirt-post-copy, "
                                     "ovirt-suspend-workload, ovirt-very-large-vm, kubevirt, proxmox")
 

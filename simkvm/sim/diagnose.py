@@ -92,5 +92,5 @@ def converged_reason(run: Run) -> str:
     last_loop = rounds[-2] if len(rounds) >= 2 else rounds[-1]
     return (
         f"converged: {fmt_bytes(last_loop['memory_remaining'])} left at the last sync "
-        f"<= threshold {fmt_bytes(last_loop['threshold_bytes'])} after {len(rounds) - 1} pre-copy iteration(s)"
+        f"< threshold {fmt_bytes(last_loop['threshold_bytes'])} after {len(rounds) - 1} pre-copy iteration(s)"
     )
