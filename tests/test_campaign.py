@@ -444,6 +444,29 @@ def test_report_warns_when_profile_runs_and_predictions_disagree_on_the_qemu(tmp
         "1 run(s) measured on QEMU 10.0 were predicted with QEMU 7.2's loop (their plans' host.qemu), e.g. a-r1"]
 
 
+def test_report_can_follow_another_qemu_as_a_variant(tmp_path):
+    """campaign report --qemu 7.2 on QEMU 10 runs: every prediction follows 7.2's loop (and says so)."""
+    import warnings
+
+    from simkvm.validation.report import format_report, report
+    from simkvm.validation.store import plan_of_run
+
+    store = _versioned_store(tmp_path / "runs", "10.0.2", "10.0")
+    prof = tmp_path / "p10.yaml"
+    prof.write_text("host: {qemu: '10.0'}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rep = report(store.dir, str(prof), extras=False, qemu="7.2")
+        want = simulate(apply_profile(plan_of_run(store, "a-r1").with_(**{"host.qemu": "7.2"}), load_profile(prof)))
+    assert rep["qemu"] == "7.2" and "following QEMU 7.2's loop" in format_report(rep)
+    assert rep["rows"].iloc[0]["predicted_total_time_s"] == pytest.approx(want.total_time_s)
+    assert any("predicted with QEMU 7.2's loop" in w for w in rep["warnings"])
+    with pytest.raises(UserError, match="give the profile"):
+        report(store.dir, qemu="7.2")
+    with pytest.raises(UserError, match="--qemu must be one of"):
+        report(store.dir, str(prof), qemu="6.0")
+
+
 # ------------------------------------------------------------------ the report's figures
 def _percentile(values, q):
     """Linear interpolation between closest ranks, written out (numpy's default definition)."""

@@ -28,7 +28,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..validation.report import format_report, report, report_plots
     from ..validation.store import RunStore
 
-    rep = report(args.directory, args.profile, blind=not args.no_blind)
+    rep = report(args.directory, args.profile, blind=not args.no_blind, qemu=args.qemu)
     if args.lofo:
         from ..validation.evaluate import leave_one_family_out
 
@@ -36,7 +36,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         extra = {k: rep[k] for k in ("families", "blind", "blind_families", "clamped", "heavy_load", "rate_shortfall",
                                      "leave_one_family_out", "warnings") if k in rep}
-        print(json.dumps({**rep["metrics"], "profile": rep["profile"], "excluded_fit_runs": rep["excluded"], **extra},
+        print(json.dumps({**rep["metrics"], "profile": rep["profile"], "qemu": rep["qemu"],
+                          "excluded_fit_runs": rep["excluded"], **extra},
                          indent=1))
         for w in rep.get("warnings") or []:
             print(f"warning: {w}", file=sys.stderr)
@@ -104,6 +105,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      help="leave one family out: calibrate without the calibration guests above 1 GiB (profile "
                           "written here), score the held-out guests above 1.5 GiB")
     rep.add_argument("--plots", help="write scatter plots and per-scenario timelines (PNG) into this directory")
+    rep.add_argument("--qemu", help="with --profile: re-predict following this QEMU version's loop (host.qemu) "
+                                    "instead of the one each run was predicted with, e.g. 7.2 on a QEMU 10 campaign")
     rep.set_defaults(func=cmd_report)
 
     def no_action(args: argparse.Namespace) -> int:

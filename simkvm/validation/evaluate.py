@@ -69,8 +69,9 @@ def by_family(rows, metrics: Callable[[Any], dict[str, Any]]) -> dict[str, dict[
 
 
 # ------------------------------------------------------------------ blind
-def blind_plan_dict(row: Mapping[str, Any], profile_path: str | None) -> dict[str, Any]:
-    """The plan a planner writes for this run: its knobs, zero share 0.5, no guest report."""
+def blind_plan_dict(row: Mapping[str, Any], profile_path: str | None, qemu: str | None = None) -> dict[str, Any]:
+    """The plan a planner writes for this run: its knobs, zero share 0.5, no guest report; the QEMU
+    version the run was measured on (``qemu``: this one instead)."""
     from ..testbed.guestplan import workload_sections
 
     workload = {"dirty_rate_Bps": float(row["dirty_rate_Bps"]), "wss_bytes": float(row["wss_bytes"]),
@@ -85,24 +86,26 @@ def blind_plan_dict(row: Mapping[str, Any], profile_path: str | None) -> dict[st
         "migration": {"max_downtime": float(row["max_downtime_s"]), "max_time": float(row["max_time_s"]),
                       "max_iterations": int(row["max_iterations"]), "storage": str(row["storage"])},
     }
-    qemu = row.get("qemu_version")
-    if isinstance(qemu, str) and qemu:  # the QEMU the run was measured on: a planner knows its hosts' version
+    measured_on = row.get("qemu_version")
+    if qemu is None and isinstance(measured_on, str) and measured_on:  # a planner knows its hosts' version
         from ..model.qemu import KNOWN, normalise
 
-        if normalise(qemu) in KNOWN:
-            plan["host"] = {"qemu": normalise(qemu)}
+        qemu = normalise(measured_on) if normalise(measured_on) in KNOWN else None
+    if qemu is not None:
+        plan["host"] = {"qemu": qemu}
     if profile_path:
         plan["profile"] = profile_path
     return plan
 
 
-def blind_rows(rows, profile_path: str | None):
+def blind_rows(rows, profile_path: str | None, qemu: str | None = None):
     """Rows with the predicted_* columns (and the boundary) from the blind plan, as ``simkvm predict`` gives."""
     from ..load import load_plan
     from .metrics import with_predictions
 
     # load_plan: as simkvm predict reads a plan file (the profile's host and link sections)
-    return with_predictions(rows, [load_plan(blind_plan_dict(r, profile_path)) for r in rows.to_dict("records")])
+    return with_predictions(rows, [load_plan(blind_plan_dict(r, profile_path, qemu))
+                                   for r in rows.to_dict("records")])
 
 
 # ------------------------------------------------------------------ runs that need a word
@@ -200,7 +203,7 @@ def extend(rep: dict[str, Any], store: Any, metrics: Callable[[Any], dict[str, A
     rows = rep["rows"]
     rep["families"] = by_family(rows, metrics)
     if blind:
-        brows = blind_rows(rows, rep.get("profile"))
+        brows = blind_rows(rows, rep.get("profile"), rep.get("qemu"))
         rep["blind"] = metrics(brows)
         rep["blind_families"] = by_family(brows, metrics)
     rep["clamped"] = clamped(store, rows["run_id"])

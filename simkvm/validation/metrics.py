@@ -151,9 +151,13 @@ def held_out(rows, excluded_ids: Iterable[str] = ()):
     return rows[keep].reset_index(drop=True)
 
 
-def repredict(store: RunStore, rows, profile: Mapping[str, Any], profile_name: str):
-    """Rows with the predicted_* columns (and min bandwidth) recomputed under ``profile``."""
-    plans = [apply_profile(plan_of_run(store, rid), profile) for rid in rows["run_id"]]
+def repredict(store: RunStore, rows, profile: Mapping[str, Any], profile_name: str, qemu: str | None = None):
+    """Rows with the predicted_* columns (and min bandwidth) recomputed under ``profile``; ``qemu``:
+    following that version's loop instead of the one each run was predicted with (a variant)."""
+    plans = [plan_of_run(store, rid) for rid in rows["run_id"]]
+    if qemu is not None:
+        plans = [p.with_(**{"host.qemu": qemu}) for p in plans]
+    plans = [apply_profile(p, profile) for p in plans]
     rows = with_predictions(rows, plans)
     rows["profile"] = profile_name
     return rows

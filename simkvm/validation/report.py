@@ -21,29 +21,35 @@ from .store import HEAVY_LOAD_1M, RunStore, plan_of_run
 
 
 def report(directory: str | Path, profile_path: str | None = None, *, extras: bool = True,
-           blind: bool = True) -> dict[str, Any]:
+           blind: bool = True, qemu: str | None = None) -> dict[str, Any]:
     """``{"metrics", "rows", "profile", "excluded"}`` for the held-out runs of a campaign directory.
 
     ``extras``: also the figures per family, blind (``blind``: predicted from the planner's plan)
-    and the runs that need a word (:func:`.evaluate.extend`).
+    and the runs that need a word (:func:`.evaluate.extend`). ``qemu``: re-predict following that
+    QEMU version's loop instead of the one each run was predicted with (needs a profile).
     """
     store = RunStore(directory)
     rows = store.rows()
     excluded: list[str] = []
+    if qemu is not None:
+        qemu = _known_qemu(qemu)
+        if not profile_path:
+            raise UserError("--qemu re-predicts the runs: give the profile to predict with too (--profile P.yaml)")
     if profile_path:
         profile = load_profile(profile_path)
         excluded = list((profile.get("fit") or {}).get("runs") or [])
         rows = held_out(rows, excluded)
         if len(rows):
-            rows = repredict(store, rows, profile, profile_path)
+            rows = repredict(store, rows, profile, profile_path, qemu)
     else:
         rows = held_out(rows)
     if not len(rows):
         raise UserError(f"{directory}: no held-out (role: validation) runs to report on"
                         + (f" that {profile_path} was not fitted on" if excluded else ""))
     m = metrics(rows)
-    rep = {"metrics": m, "rows": rows, "profile": profile_path, "excluded": excluded,
-           "warnings": version_warnings(store, rows["run_id"], profile if profile_path else None, profile_path)}
+    rep = {"metrics": m, "rows": rows, "profile": profile_path, "excluded": excluded, "qemu": qemu,
+           "warnings": version_warnings(store, rows["run_id"], profile if profile_path else None, profile_path,
+                                        qemu)}
     if extras:
         extend(rep, store, metrics, HEAVY_LOAD_1M, blind=blind)
     return rep
@@ -62,16 +68,27 @@ def run_qemu(store: RunStore, rid: str) -> tuple[str | None, str]:
     return (normalise(measured) if measured else None), plan_of_run(store, rid).host.qemu
 
 
+def _known_qemu(version: str) -> str:
+    from ..model.qemu import KNOWN, normalise
+
+    if normalise(version) not in KNOWN:
+        raise UserError(f"--qemu must be one of {', '.join(KNOWN)} (the QEMU versions the model follows), "
+                        f"got {version!r}")
+    return normalise(version)
+
+
 def version_warnings(store: RunStore, run_ids: Any, profile: Mapping[str, Any] | None,
-                     profile_path: str | None) -> list[str]:
+                     profile_path: str | None, qemu: str | None = None) -> list[str]:
     """What the report says when versions disagree: runs measured on another QEMU than their
-    prediction followed, or than the profile was calibrated on."""
+    prediction followed (``qemu``: the version forced on every prediction), or than the profile
+    was calibrated on."""
     from ..model.qemu import normalise
 
     measured: dict[str, list[str]] = {}
     crossed: dict[tuple[str, str], list[str]] = {}
     for rid in run_ids:
         m, predicted = run_qemu(store, str(rid))
+        predicted = qemu or predicted
         if m is not None:
             measured.setdefault(m, []).append(str(rid))
             if m != predicted:
@@ -103,6 +120,8 @@ def format_report(rep: Mapping[str, Any]) -> str:
     m = rep["metrics"]
     rows = rep["rows"]
     src = f"re-predicted with {rep['profile']}" if rep["profile"] else "stored predictions"
+    if rep.get("qemu"):
+        src += f", following QEMU {rep['qemu']}'s loop"
     lines = [f"warning: {w}" for w in rep.get("warnings") or []]
     lines += [
         f"held-out runs: {m['held_out_runs']} ({m['compared_runs']} converged on both sides; {src})",
