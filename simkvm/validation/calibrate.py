@@ -151,7 +151,9 @@ def fit_guest_os(runs: Sequence[CalibrationRun], c: Mapping[str, float] | None =
     counted, in runs whose workload dirties nothing (no zero page became normal meanwhile).
     ``background_hot_bytes``: known, not fitted: the testbed guest's own always-dirty pages
     (its TLB-flush regions, :data:`simkvm.testbed.guest.GUEST_HOT_BYTES`), when the runs
-    are the testbed guest's (their measured results carry its console).
+    are the testbed guest's (their measured results carry its console) and it ran its TLB-flush
+    workaround (the console's ``tlb_flush``; runs from before it was recorded ran it: QEMU 7.2
+    only; a QEMU 10 guest has no flush pages, :attr:`simkvm.testbed.stack.Stack.tlb_flush`).
     ``background_dirty_rate_Bps``: the rate over ``background_wss_bytes`` that makes those
     idle guests, simulated with the hot pages, send as many normal pages as QEMU counted
     (bisection). Not QEMU's dirty-rate figure: it has one or two samples per run, some over
@@ -165,7 +167,8 @@ def fit_guest_os(runs: Sequence[CalibrationRun], c: Mapping[str, float] | None =
                + kernel_free_reserve_bytes(r.plan.vm.memory_bytes) for r in idle if r.measured.zero_pages > 0]
     if nonzero:  # may be negative: what the guest reports as non-zero may overstate it
         out["os_nonzero_bytes"] = float(np.median(nonzero))
-    if runs and all(r.measured.meta.get("guest_console") is not None for r in runs):
+    consoles = [r.measured.meta.get("guest_console") for r in runs]
+    if runs and all(isinstance(c, dict) and c.get("tlb_flush") is not False for c in consoles):
         from ..testbed.guest import GUEST_HOT_BYTES
 
         out["background_hot_bytes"] = float(GUEST_HOT_BYTES)

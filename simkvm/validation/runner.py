@@ -219,7 +219,10 @@ def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[s
     measured.meta["guest_console"] = {"mem_Bps_during": mem_during, "disk_Bps_during": disk_during,
                                       "mem_Bps_before": mem_before, "checks": len(checks), "check_ok": check_ok,
                                       "failed_checks": failed_checks[:5],
-                                      "errors": [e.raw for e in errors]}
+                                      "errors": [e.raw for e in errors],
+                                      # the guest's TLB-flush workaround (its always-dirty flush pages) ran
+                                      # where the stack needs it (define_guest follows Stack.tlb_flush)
+                                      "tlb_flush": stack.tlb_flush if stack is not None else None}
     return row, predicted, measured
 
 
