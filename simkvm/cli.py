@@ -11,7 +11,9 @@ simkvm's own errors into one line and an exit code:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 import warnings
 from typing import Sequence
@@ -76,31 +78,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    def warning_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' hook
-        print(f"simkvm {args.command}: warning: {one_line(str(message))}", file=sys.stderr)
+    # Warnings (a profile calibrated on another QEMU, a library's RuntimeWarning) are held until the command
+    # ends: printed after a result, dropped when the input is refused, whose rule is one line and exit 2.
+    held: list[str] = []
 
-    warnings.showwarning = warning_line
+    def warning_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' hook
+        text = f"simkvm {args.command}: warning: {one_line(str(message))}"
+        if text not in held:
+            held.append(text)
+
+    shown, warnings.showwarning = warnings.showwarning, warning_line
+    code = 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except (UserError, EnvironmentProblem) as exc:
         print(f"simkvm {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
-        return 2
     except MigrationFailed as exc:
         print(f"simkvm {args.command}: migration failed: {one_line(str(exc))} [VM is {exc.vm_location}]",
               file=sys.stderr)
-        return 1
+        code = 1
+    except BrokenPipeError:  # `simkvm ... | head`: the reader left; nothing more to say
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     except OSError as exc:  # a path the user gave: a missing directory, a full disk, no permission
         if exc.filename is None:
+            code = -1
             raise
         where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
         print(f"simkvm {args.command}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"simkvm {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
-
+        code = 130
+    except SystemExit as exc:  # a command's own argparse-style exit
+        code = exc.code if isinstance(exc.code, int) else 1
+        raise
+    except BaseException:
+        code = -1
+        raise
+    finally:
+        warnings.showwarning = shown
+        if code != 2:
+            for text in held:
+                print(text, file=sys.stderr)
+    return code
 
 if __name__ == "__main__":
     sys.exit(main())
