@@ -129,6 +129,12 @@ class JobRecord:
         return [p for p in out if p not in removed]
 
     @property
+    def destination_defined_before(self) -> bool | None:
+        """Whether the destination had a definition of the domain before the migration (None: not recorded)."""
+        rec = self.last("destination_checked")
+        return None if rec is None else bool(rec.get("defined"))
+
+    @property
     def migration_started(self) -> bool:
         return "migrate3" in self.steps()
 

@@ -152,8 +152,9 @@ class DiskPlacement:
     pool: Any
 
 
-def check_no_domain_there(dst_conn: Any, domain: str, dst_name: str, recover_command: str) -> None:
-    """Refuse when the destination has a domain of that name running or paused (an incoming one)."""
+def check_no_domain_there(dst_conn: Any, domain: str, dst_name: str, recover_command: str) -> bool:
+    """Refuse when the destination has a domain of that name running or paused (an incoming one); else
+    whether it has an (inactive) definition of it."""
     libvirt = import_libvirt()
     try:
         state, reason = dst_conn.lookupByName(domain).state()
@@ -166,6 +167,7 @@ def check_no_domain_there(dst_conn: Any, domain: str, dst_name: str, recover_com
                 if reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION else "it is paused there")
         raise Refusal(f"refused: a domain named {domain!r} exists on {dst_name} ({what}); if no other "
                       f"migration runs, settle it with {recover_command}")
+    return state is not None
 
 
 def check_destination(plan: Plan, dom: Any, dst_conn: Any, disks: list[DomainDisk], dst_name: str,

@@ -25,7 +25,9 @@ asks both hosts (:mod:`.locate`), then acts, only where the answer is sure:
    ===========================  ==============================================
 3. the journal's images on the destination are deleted once the VM runs on
    the source only (never an image the journal does not name; others are
-   listed with the command that deletes them).
+   listed with the command that deletes them), and so is an inactive
+   definition a failed handover left there, when the journal says the
+   destination had none before the migration.
 
 Returns a :class:`Recovery`: what was found, what was done, where the VM is,
 and ``ok`` (the VM runs on exactly one host and nothing is left over).
@@ -131,6 +133,7 @@ def recover(domain: str, src_uri: str, dst_uri: str, *, journal_dir: Any = None)
         on_source = src.running and dst.not_running_for_sure
         on_dest = dst.running and src.state == "absent"
         if on_source:
+            _remove_definition(dconn, job, domain, dst, rec)
             _remove_images(dconn, job, domain, dst_uri, rec)
         elif job is not None and job.created_disks and not on_dest:
             rec.left.append("the destination images " + ", ".join(job.created_disks) + " are kept until the VM is "
@@ -252,6 +255,36 @@ def _move_definition(conn: Any, dconn: Any, domain: str, src: HostView, dst: Hos
         rec.left.append(f"the source {src.name} keeps an inactive definition of {domain} "
                         f"({_error_text(exc)}): once sure the VM runs on "
                         f"{dst.name}, virsh -c {redact_uri(src.uri)} undefine {domain}")
+
+
+def _remove_definition(dconn: Any, job: JobRecord | None, domain: str, dst: HostView, rec: Recovery) -> None:
+    """The VM runs on the source only and the destination keeps an inactive definition of it: libvirt's
+    Finish phase had made it persistent there (VIR_MIGRATE_PERSIST_DEST) when the handover failed. Removed
+    when the journal says the destination had none before; else kept and said."""
+    import libvirt
+
+    if dst.state != "shut off" or dconn is None:
+        return
+    how = f"virsh -c {redact_uri(dst.uri)} undefine {domain}"
+    if job is None or job.destination_defined_before is not False:
+        why = "no journal" if job is None else (
+            "it was there before the migration" if job.destination_defined_before else "the journal does not say "
+            "whether it was there before the migration")
+        rec.found.append(f"an inactive definition of {domain} on the destination {dst.name}, kept ({why}); "
+                         f"if it is not wanted: {how}")
+        return
+    try:
+        ddom = _ask(lambda: dconn.lookupByName(domain), "lookup")
+        if _ask(ddom.isActive, "isActive"):
+            return
+        _ask(ddom.undefine, "undefine")
+        rec.done.append(f"removed the inactive definition of {domain} the failed handover left on {dst.name}")
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            rec.left.append(f"could not remove the inactive definition of {domain} on {dst.name} "
+                            f"({_error_text(exc)}): {how}")
+    except Unanswered as exc:
+        rec.left.append(f"could not remove the inactive definition of {domain} on {dst.name} ({exc}): {how}")
 
 
 def _remove_images(dconn: Any, job: JobRecord | None, domain: str, dst_uri: str, rec: Recovery) -> None:

@@ -287,7 +287,9 @@ class Execution:
     def check_destination(self, dst_name: str) -> list[DiskPlacement]:
         """Refusal unless the destination can take the VM (no domain of that name there, its memory, a pool
         for each disk); where each migrated disk goes."""
-        check_no_domain_there(self.dconn, self.domain, dst_name, self.recover_command())
+        defined = check_no_domain_there(self.dconn, self.domain, dst_name, self.recover_command())
+        # recover removes an inactive definition left on the destination only if it was not there before
+        self.journal.write("destination_checked", defined=defined)
         self.disks = domain_disks(self.dom, self.conn) if self.plan.migration.storage != "shared" else []
         return check_destination(self.plan, self.dom, self.dconn, self.disks, dst_name, redact_uri(self.dst_uri))
 

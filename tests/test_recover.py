@@ -1,0 +1,80 @@
+"""`simkvm recover`'s decisions that need no testbed: which leftovers on the destination are ours to remove."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+libvirt = pytest.importorskip("libvirt")
+
+from simkvm.executor.journal import read  # noqa: E402
+from simkvm.executor.locate import HostView  # noqa: E402
+from simkvm.executor.recover import Recovery, _remove_definition  # noqa: E402
+
+
+class FakeDomain:
+    def __init__(self, active: bool = False) -> None:
+        self.active = active
+        self.undefined = False
+
+    def isActive(self) -> bool:  # noqa: N802 - libvirt's name
+        return self.active
+
+    def undefine(self) -> int:
+        self.undefined = True
+        return 0
+
+
+class FakeConn:
+    def __init__(self, dom: FakeDomain | None) -> None:
+        self.dom = dom
+
+    def lookupByName(self, name: str) -> FakeDomain:  # noqa: N802 - libvirt's name
+        if self.dom is None or self.dom.undefined:
+            raise libvirt.libvirtError(f"no domain {name}")
+        return self.dom
+
+
+def journal(tmp_path: Path, *records: dict) -> object:
+    path = tmp_path / "vm1-20261201T000000-1.jsonl"
+    path.write_text("".join(json.dumps({"t": 0, **r}) + "\n" for r in records))
+    return read(path)
+
+
+DST_OFF = HostView("destination", "b", "qemu:///b", "shut off")
+
+
+def test_an_inactive_definition_the_migration_left_is_removed(tmp_path):
+    """Destination libvirtd killed as it resumed the VM: libvirt's Finish phase had persisted the domain
+    on b, the VM went back to a; the journal says b had no definition before, so recover removes it."""
+    dom = FakeDomain()
+    rec = Recovery("vm1")
+    job = journal(tmp_path, {"step": "start", "pid": 1}, {"step": "destination_checked", "defined": False},
+                  {"step": "migrate3", "persist": True})
+    _remove_definition(FakeConn(dom), job, "vm1", DST_OFF, rec)
+    assert dom.undefined and not rec.left
+    assert rec.done == ["removed the inactive definition of vm1 the failed handover left on b"]
+
+
+@pytest.mark.parametrize("records,why", [
+    ([{"step": "destination_checked", "defined": True}], "it was there before the migration"),
+    ([{"step": "migrate3"}], "the journal does not say"),
+    (None, "no journal"),
+])
+def test_a_definition_not_known_to_be_ours_is_kept_and_said(tmp_path, records, why):
+    dom = FakeDomain()
+    rec = Recovery("vm1")
+    job = None if records is None else journal(tmp_path, {"step": "start", "pid": 1}, *records)
+    _remove_definition(FakeConn(dom), job, "vm1", DST_OFF, rec)
+    assert not dom.undefined and not rec.left and not rec.done
+    assert len(rec.found) == 1 and why in rec.found[0] and "virsh -c qemu:///b undefine vm1" in rec.found[0]
+
+
+@pytest.mark.parametrize("state", ["absent", "running", "paused", "unknown"])
+def test_only_a_shut_off_destination_is_touched(tmp_path, state):
+    dom = FakeDomain(active=state in ("running", "paused"))
+    rec = Recovery("vm1")
+    job = journal(tmp_path, {"step": "destination_checked", "defined": False})
+    _remove_definition(FakeConn(dom), job, "vm1", HostView("destination", "b", "qemu:///b", state), rec)
+    assert not dom.undefined and not rec.found and not rec.done and not rec.left
