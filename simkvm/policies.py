@@ -277,25 +277,26 @@ class KubeVirt(Policy):
         self._lowest = math.inf
         self._progress_at = 0.0
         self._paused = False
+        self._gave_up = False  # abort or post-copy asked for: once (an abort during setup takes effect after it)
 
     def configure(self, plan: "Plan") -> "Plan":
         return plan.with_(**{"aids.postcopy.enabled": True}) if self.allow_post_copy else plan
 
     def observe(self, s: Snapshot) -> list[Action]:
-        if s.in_postcopy:
+        if s.in_postcopy or self._gave_up:
             return []
         if s.data_remaining < self._lowest:
             self._lowest = s.data_remaining
             self._progress_at = s.elapsed_s
         if s.elapsed_s > self.acceptable_s:
-            if self.allow_post_copy:
-                return [Action(s.elapsed_s, "start_postcopy")]
-            if self.allow_workload_disruption and not self._paused:
+            if self.allow_workload_disruption and not self._paused and not self.allow_post_copy:
                 self._paused = True
                 self.acceptable_s *= 2
                 return [Action(s.elapsed_s, "pause")]
-            return [Action(s.elapsed_s, "abort")]
+            self._gave_up = True
+            return [Action(s.elapsed_s, "start_postcopy" if self.allow_post_copy else "abort")]
         if s.elapsed_s - self._progress_at > self.progress_timeout_s:
+            self._gave_up = True
             return [Action(s.elapsed_s, "abort")]
         return []
 

@@ -32,6 +32,9 @@ MIN_DOWNTIME_S, MAX_DOWNTIME_S = 0.001, 2000.0
 #: Neither QEMU nor libvirt limits a migration's length; a week keeps a simulation's policy polls
 #: (every 0.5 s for Nova) under ~10 s of CPU.
 MAX_TIME_S = 7 * 86400.0
+#: A host's fixed steps (check, create each disk, start the destination, setup): at most an hour each and
+#: together; a policy polls through them (every 0.4-1 s), so a week of setup was 1.4 M polls (30 s of CPU).
+MAX_HOST_STEP_S = 3600.0
 #: Neither limits the iteration count either; the simulator stops here even under "no limit" (~4 s).
 MAX_ITERATIONS = 100_000
 #: A link slower than 1 kbit/s carries no migration; the bound keeps times finite.
@@ -74,6 +77,10 @@ BOUNDS: dict[str, Bound] = {
     "host.sync_s_per_GiB": Bound(0, 3600, "seconds per GiB synced"),
     "host.page_header_bytes": Bound(0, 64 * KiB, "a page's header is smaller than a page"),
     "host.zero_page_bytes": Bound(0, 64 * KiB, "a zero page's record is smaller than a page"),
+    **{f"host.{name}": Bound(0, MAX_HOST_STEP_S, "one host step; calibrated ones take milliseconds")
+       for name in ("check_destination_s", "create_disk_s", "start_destination_s", "setup_s", "switchover_overhead_s",
+                    "resume_s", "mirror_complete_s", "mirror_drain_s", "job_query_s")},
+    "host.page_cost_s": Bound(0, 1.0, "CPU time per page"),
     "host.mirror_granularity_bytes": Bound(512, 64 * MiB, "QEMU's drive-mirror granularity is 512 B to 64 MiB "
                                                           "(blockdev.c blockdev_mirror_common)"),
     "network.announce_rounds": Bound(0, 1000, "QEMU's announce-rounds is at most 1000 (migrate_params_check)"),
@@ -169,8 +176,15 @@ def check_workload_limits(plan: Any) -> None:
 
 
 def check_host_limits(plan: Any) -> None:
-    """Host constants, QEMU's mirror granularity a power of two."""
+    """Host constants, QEMU's mirror granularity a power of two, the preparation at most an hour."""
     _check_fields(plan, "host")
+    host = plan.host
+    prep = (host.check_destination_s + host.create_disk_s * len(plan.migrated_disks) + host.start_destination_s
+            + host.setup_s)
+    if prep > MAX_HOST_STEP_S:
+        raise PlanError(f"host.check_destination + host.create_disk x {len(plan.migrated_disks)} disk(s) + "
+                        f"host.start_destination + host.setup is {prep:g} s; at most {MAX_HOST_STEP_S:g} s "
+                        f"(the preparation before the copy)")
     gran = plan.host.mirror_granularity_bytes
     if gran not in (2**k for k in range(9, 27)):
         raise PlanError(f"host.mirror_granularity must be a power of two from 512 to 64MiB (QEMU's drive-mirror "
@@ -198,7 +212,7 @@ LIMIT_CHECKS = (
     (_section("link"), frozenset({"link"})),
     (_section("migration"), frozenset({"migration"})),
     (_section("network"), frozenset({"network"})),
-    (check_host_limits, frozenset({"host"})),
+    (check_host_limits, frozenset({"host", "vm", "migration"})),  # the preparation counts the migrated disks
     (check_aids_limits, frozenset({"aids", "vm"})),
 )
 

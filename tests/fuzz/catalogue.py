@@ -120,6 +120,10 @@ CASES: list[Case] = [
     plan(BASE_PLAN.replace("memory: 1GiB,", "memory: 1GiB, vcpus: 0,"), "vm.vcpus 0"),
     plan(BASE_PLAN.replace("memory: 1GiB,", "memory: 1GiB, vcpus: 1e12,"), "vm.vcpus 1e12"),
     plan(BASE_PLAN + "host: {mirror_granularity: 0}\n", "host.mirror_granularity 0"),
+    # found by the generated plans: a week of setup polled by KubeVirt every 0.4 s (30 s of CPU, 50,000 aborts)
+    plan(BASE_PLAN + "policy: {name: kubevirt}\nhost: {create_disk: '562670'}\n", "host.create_disk a week, kubevirt"),
+    plan(BASE_PLAN + "host: {create_disk: 3000s, setup: 3000s}\n", "host preparation over an hour"),
+    plan(BASE_PLAN.replace("memory: 1GiB,", "memory: 1GiB, vcpus: -4,"), "vm.vcpus -4"),
     plan(BASE_PLAN + "host: {page_cost: -1s}\n", "host.page_cost negative"),
     plan(BASE_PLAN + "host: {page_header: .nan}\n", "host.page_header .nan"),
     plan(BASE_PLAN + "network: {announce_rounds: 1e9}\n", "network.announce_rounds 1e9"),
