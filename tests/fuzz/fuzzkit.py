@@ -44,8 +44,6 @@ DEFAULT_CODES = {0, 2}
 
 SURVEY = os.environ.get("SIMKVM_FUZZ_SURVEY", "") not in ("", "0")
 SCALE = float(os.environ.get("SIMKVM_FUZZ_SCALE", "1"))
-#: Generated families not yet run clean at CI scale on a quiet machine run only in scripts/fuzz.sh.
-LONG = "SIMKVM_FUZZ_SCALE" in os.environ
 
 
 def examples(n: int) -> int:

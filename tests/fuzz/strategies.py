@@ -131,6 +131,8 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     for part in parts[:-1]:
         if isinstance(node, list):
+            if not part.isdigit():
+                return  # an earlier mutation made this section a list: leave it
             idx = int(part)
             while len(node) <= idx:
                 node.append({})

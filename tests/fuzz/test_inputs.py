@@ -10,11 +10,7 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import pytest
-
 import fuzzkit
-
-LONG_ONLY = pytest.mark.skipif(not fuzzkit.LONG, reason="run by scripts/fuzz.sh; not yet run clean at CI scale")
 import strategies as S
 from test_plans import FUZZ, write
 
@@ -140,7 +136,6 @@ def profiles(draw: st.DrawFn) -> Any:
     return prof
 
 
-@LONG_ONLY
 @settings(max_examples=fuzzkit.examples(150), **FUZZ)
 @given(profile=profiles(), inline=st.booleans())
 @example(profile={"host": {"dirty_rate_factor": float("nan")}}, inline=False)
@@ -183,7 +178,6 @@ def _json(x: Any) -> str:
     return json.dumps(x, allow_nan=True, default=str).replace(f'"{S.BIGINT}"', S.BIG_DIGITS)
 
 
-@LONG_ONLY
 @settings(max_examples=fuzzkit.examples(200), **FUZZ)
 @given(pred=results(), meas=results(), combined=st.booleans(), plot=st.integers(0, 9))
 def test_compare_inputs(pred: Any, meas: Any, combined: bool, plot: int, fuzzdir: Path) -> None:
@@ -207,7 +201,6 @@ def text_arg(key: str) -> st.SearchStrategy[str]:
     return S.flag_value(key).map(lambda s: s.replace("\x00", "") or " ")
 
 
-@LONG_ONLY
 @settings(max_examples=fuzzkit.examples(120), **FUZZ)
 @given(plan=S.plans(), src=HOSTS, dst=HOSTS, domain=st.sampled_from(["d", "", "a/b", "x" * 500]),
        timeout=st.one_of(st.none(), text_arg("max_time")), predict=st.booleans())
@@ -219,7 +212,6 @@ def test_migrate_arguments(plan: dict, src: str, dst: str, domain: str, timeout:
     fuzzkit.check(argv, cwd=tmp, label="migrate arguments")
 
 
-@LONG_ONLY
 @settings(max_examples=fuzzkit.examples(80), **FUZZ)
 @given(src=HOSTS, dst=HOSTS, opts=st.fixed_dictionaries({}, optional={
     "--max-downtime": text_arg("max_downtime"), "--bandwidth": text_arg("bandwidth"),
@@ -239,7 +231,6 @@ GUEST_FLAGS = {"--memory": "memory", "--disk": "size", "--dirty-rate": "dirty_ra
                "--io-size": "io_size", "--timeout": "timeout"}
 
 
-@LONG_ONLY
 @settings(max_examples=fuzzkit.examples(100), **FUZZ)
 @given(name=st.sampled_from(["g", "", "../x", "a b", "x" * 300, "-"]),
        opts=st.dictionaries(st.sampled_from(sorted(GUEST_FLAGS)), st.just(None), max_size=4), data=st.data())
@@ -251,7 +242,6 @@ def test_testbed_guest_arguments(name: str, opts: dict, data: st.DataObject, fuz
 
 
 # ------------------------------------------------------------------ campaign report / calibrate directories
-@LONG_ONLY
 @settings(max_examples=fuzzkit.examples(40), **FUZZ)
 @given(csv=st.one_of(st.just("run_id,role,scenario\ns1-r1,calibration,s1\n"), st.text(max_size=200),
                      st.binary(max_size=100)),

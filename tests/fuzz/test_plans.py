@@ -7,11 +7,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import pytest
-
 import fuzzkit
-
-LONG_ONLY = pytest.mark.skipif(not fuzzkit.LONG, reason="run by scripts/fuzz.sh; not yet run clean at CI scale")
 from catalogue import ALIAS_BOMB, BASE_PLAN as BASE_TEXT
 import strategies as S
 
@@ -29,7 +25,6 @@ def write(tmp: Path, content: str | bytes, suffix: str = ".yaml") -> str:
     return path.name
 
 
-@LONG_ONLY
 @settings(max_examples=fuzzkit.examples(600), **FUZZ)
 @given(plan=S.plans(), flags=st.lists(st.sampled_from(["--json", "--compact", "--reference"]), unique=True,
                                       max_size=2))
@@ -52,7 +47,6 @@ def test_plan_files(plan: dict, flags: list[str], fuzzdir: Path) -> None:
     fuzzkit.check(["predict", write(tmp, S.yaml_text(plan)), *flags], cwd=tmp, label="plan file")
 
 
-@LONG_ONLY
 @settings(max_examples=fuzzkit.examples(300), **FUZZ)
 @given(raw=S.mangled_text())
 @example(raw=b"vm:\n  memory: \xff\xfe4GiB\n")
@@ -64,7 +58,6 @@ def test_broken_plan_text(raw: bytes, fuzzdir: Path) -> None:
     fuzzkit.check(["predict", write(tmp, raw)], cwd=tmp, label="broken plan text")
 
 
-@LONG_ONLY
 @settings(max_examples=fuzzkit.examples(300), **FUZZ)
 @given(flags=S.predict_flags(), with_file=st.booleans())
 @example(flags=["--memory", "1GiB", "--disk-allocated", "1GiB"], with_file=False)
@@ -83,7 +76,6 @@ GRID_LIST = st.one_of(
     st.sampled_from([",", "", "1Gbit/s,," , "nan", "1e-300B/s", ",".join(["1Gbit/s"] * 100_000)]))
 
 
-@LONG_ONLY
 @settings(max_examples=fuzzkit.examples(25), **FUZZ)
 @given(flags=S.predict_flags(),
        extra=st.fixed_dictionaries({}, optional={
@@ -104,7 +96,6 @@ def test_plan_command(flags: list[str], extra: dict[str, str], fuzzdir: Path) ->
     fuzzkit.check(argv, cwd=tmp, ok_cpu_s=30, label="plan flags")
 
 
-@LONG_ONLY
 @settings(max_examples=fuzzkit.examples(25), **FUZZ)
 @given(plan=S.plans(), only=st.one_of(st.none(), st.lists(st.sampled_from(S.POLICY_NAMES + ["", " "]),
                                                             max_size=3).map(",".join)))
