@@ -24,9 +24,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -98,6 +99,22 @@ def kill_libvirtd(testbed: Any, host: str, sig: int = signal.SIGKILL) -> int:
             os.waitpid(pid, os.WNOHANG)  # our child when the session's testbed started it
         except ChildProcessError:
             pass
+    return pid
+
+
+def stop_libvirtd(testbed: Any, host: str, timeout_s: float = 30) -> int:
+    """SIGTERM, as a service manager's restart sends: libvirtd shuts down and leaves its QEMUs running
+    (SIGKILL after ``timeout_s``)."""
+    pid = kill_libvirtd(testbed, host, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive(pid):
+        kill_libvirtd(testbed, host)
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
     return pid
 
 
@@ -205,6 +222,102 @@ def defined(testbed: Any, host: str, name: str) -> bool:
         return True
     except libvirt.libvirtError:
         return False
+    finally:
+        conn.close()
+
+
+def fill_pool(testbed: Any, host: str, leave_bytes: int, name: str = "fault-filler.img") -> str:
+    """A fully allocated raw volume that leaves ``leave_bytes`` free in host's pool (its tmpfs): the
+    pool is then all but full for whatever writes next. Returns the volume's name (remove it with
+    :func:`unfill_pool`)."""
+    conn = testbed.connect(host)
+    try:
+        pool = conn.storagePoolLookupByName("default")
+        pool.refresh(0)
+        size = max(pool.info()[3] - leave_bytes, MiB) // MiB * MiB
+        pool.createXML(f"<volume><name>{name}</name><capacity>{size}</capacity><allocation>{size}</allocation>"
+                       f"<target><format type='raw'/></target></volume>", 0)
+        return name
+    finally:
+        conn.close()
+
+
+def unfill_pool(testbed: Any, host: str, name: str = "fault-filler.img") -> None:
+    import libvirt
+
+    conn = testbed.connect(host)
+    try:
+        pool = conn.storagePoolLookupByName("default")
+        pool.refresh(0)
+        try:
+            pool.storageVolLookupByName(name).delete(0)
+        except libvirt.libvirtError:
+            pass
+    finally:
+        conn.close()
+
+
+def pool_free(testbed: Any, host: str) -> int:
+    conn = testbed.connect(host)
+    try:
+        pool = conn.storagePoolLookupByName("default")
+        pool.refresh(0)
+        return int(pool.info()[3])
+    finally:
+        conn.close()
+
+
+def on_event(testbed: Any, host: str, name: str, event: int, action: Callable[[], None],
+             delay_s: float = 0.0) -> Callable[[], None]:
+    """Run ``action`` ``delay_s`` after host's libvirt reports lifecycle ``event`` for guest ``name``
+    (the first time only; at once in libvirt's event thread when ``delay_s`` is 0); returns a stopper."""
+    import libvirt
+
+    from simkvm.libvirt_api import ensure_event_loop
+
+    ensure_event_loop()
+    conn = testbed.connect(host)
+    fired = threading.Event()
+
+    def cb(_c: Any, dom: Any, ev: int, _detail: int, _o: Any) -> None:
+        if ev == event and dom.name() == name and not fired.is_set():
+            fired.set()
+            if delay_s <= 0:
+                action()
+            else:
+                threading.Timer(delay_s, action).start()
+
+    cid = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, cb, None)
+
+    def stop() -> None:
+        try:
+            conn.domainEventDeregisterAny(cid)
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+    stop.fired = fired  # type: ignore[attr-defined]
+    return stop
+
+
+def wait_job(testbed: Any, name: str, mig: "Migration", ready: Callable[[dict[str, Any]], bool],
+             what: str, timeout_s: float = 60) -> dict[str, Any]:
+    """Until the source's job stats satisfy ``ready`` (e.g. the RAM copy started); returns them."""
+    conn = testbed.connect("a")
+    try:
+        dom = conn.lookupByName(name)
+        mig.wait_step("migrate3")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                stats = dom.jobStats(0)
+                if ready(stats):
+                    return stats
+            except Exception:  # noqa: BLE001 - the job may be starting
+                pass
+            if mig.proc.poll() is not None:
+                pytest.fail(f"simkvm migrate ended before {what}")
+            time.sleep(0.05)
+        pytest.fail(f"{what}: not within {timeout_s} s")
     finally:
         conn.close()
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
+import subprocess
 import time
 from typing import Any, Callable
 
 import pytest
 
-from faultlib import (Migration, canaries, defined, guest_qemu, kill_libvirtd, record, restart_libvirtd, truth,
-                       volumes)
+from faultlib import (GUEST, MiB, PLAN, Migration, canaries, defined, fill_pool, guest_qemu, kill_libvirtd, on_event,
+                      pool_free, record, restart_libvirtd, stop_libvirtd, truth, unfill_pool, volumes, wait_job)
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.faults]
 RUNS = range(int(os.environ.get("SIMKVM_FAULT_RUNS", "1")))
@@ -95,41 +95,29 @@ def on_destination_resume(testbed: Any, name: str, action: Callable[[], None]) -
     """Run ``action`` (in libvirt's event thread) the moment host b resumes guest ``name``; returns a stopper."""
     import libvirt
 
-    from simkvm.libvirt_api import ensure_event_loop
-
-    ensure_event_loop()
-    conn = testbed.connect("b")
-    fired = threading.Event()
-
-    def cb(_c: Any, dom: Any, event: int, _detail: int, _o: Any) -> None:
-        if event == libvirt.VIR_DOMAIN_EVENT_RESUMED and dom.name() == name and not fired.is_set():
-            fired.set()
-            action()
-
-    cid = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, cb, None)
-
-    def stop() -> None:
-        try:
-            conn.domainEventDeregisterAny(cid)
-            conn.close()
-        except libvirt.libvirtError:
-            pass
-    return stop
+    return on_event(testbed, "b", name, libvirt.VIR_DOMAIN_EVENT_RESUMED, action)
 
 
 # ------------------------------------------------------------------ the executor killed (defect 4)
 @pytest.mark.parametrize("run", RUNS)
-@pytest.mark.parametrize("phase", ["copy", "switchover", "resumed"])
+@pytest.mark.parametrize("phase", [pytest.param("prepare", marks=campaign_only), "copy",
+                                   pytest.param("ram", marks=campaign_only), "switchover", "resumed"])
 def test_executor_sigkill_then_recover(testbed, fault_guest, tmp_path, phase, run):
+    """SIGKILL of simkvm migrate: after it created the destination's images (prepare), during the disk
+    mirror (copy), the RAM copy, at the switchover, and right after the destination resumed the VM."""
     name = fault_guest(f"f-kill-{phase}")
     stopper = None
     mig = Migration(testbed, name, tmp_path)
     if phase == "resumed":
         stopper = on_destination_resume(testbed, name, lambda: mig.proc.send_signal(signal.SIGKILL))
     try:
-        if phase == "copy":
+        if phase == "prepare":
+            mig.wait_step("created_disk")
+        elif phase == "copy":
             mig.wait_step("migrate3")
             time.sleep(1.5)
+        elif phase == "ram":
+            _wait_ram_copy(testbed, name, mig)
         elif phase == "switchover":
             mig.wait_step("switchover")
         if phase != "resumed":
@@ -194,23 +182,9 @@ def test_destination_libvirtd_killed(testbed, fault_guest, tmp_path, moment, run
 
 
 def _wait_ram_copy(testbed: Any, name: str, mig: Migration, timeout_s: float = 60) -> None:
-    """Until the source's job shows RAM being copied (memory_iteration >= 1)."""
-    conn = testbed.connect("a")
-    try:
-        dom = conn.lookupByName(name)
-        mig.wait_step("migrate3")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if dom.jobStats(0).get("memory_iteration", 0) >= 1:
-                    time.sleep(0.3)
-                    return
-            except Exception:  # noqa: BLE001 - the job may be starting
-                pass
-            time.sleep(0.05)
-        pytest.fail("RAM copy never started")
-    finally:
-        conn.close()
+    """Until the source's job shows RAM being copied (memory_iteration >= 1), and 0.3 s more."""
+    wait_job(testbed, name, mig, lambda st: st.get("memory_iteration", 0) >= 1, "the RAM copy", timeout_s)
+    time.sleep(0.3)
 
 
 @pytest.mark.parametrize("run", RUNS)
@@ -282,3 +256,111 @@ def test_two_migrations_of_one_vm_at_once(testbed, fault_guest, tmp_path, run):
     assert code2 == 1, second.err
     # the second one must not have touched the first's images, and says the VM is where it is
     check(testbed, name, first, "two migrations at once")
+
+
+@campaign_only
+@pytest.mark.parametrize("run", RUNS)
+def test_destination_disk_full_mid_mirror(testbed, fault_guest, tmp_path, run):
+    """Defect 5's fault: the destination pool fills while the mirror writes into it (here another
+    volume takes all but 256 KiB of b's 48 MiB pool once the mirror has copied 1 MiB; the guest keeps
+    writing its disk). The check before the copy passed (the 32 MiB disk fitted): the copy must fail
+    cleanly, the VM stay on a, and our half-written image on b go."""
+    testbed.up({"a": 4 * 2**30, "b": 48 * MiB})
+    name = fault_guest("f-full")
+    assert pool_free(testbed, "b") >= GUEST["disk_bytes"]
+    mig = Migration(testbed, name, tmp_path, PLAN.replace("16MiB/s", "4MiB/s"))
+    try:
+        wait_job(testbed, name, mig, lambda st: st.get("disk_processed", 0) >= MiB, "the disk mirror")
+        fill_pool(testbed, "b", leave_bytes=256 * 1024)
+        mig.proc.wait(150)
+    finally:
+        unfill_pool(testbed, "b")
+    check(testbed, name, mig, "destination disk full (mirror)")
+
+
+@campaign_only
+@pytest.mark.parametrize("run", RUNS)
+def test_source_libvirtd_restarted(testbed, fault_guest, tmp_path, run):
+    """The source's libvirtd restarted (SIGTERM, then started again, as a service manager's restart) during
+    the RAM copy: the job is lost with the connection; libvirt finds its QEMU again; the VM runs on a."""
+    name = fault_guest("f-srestart")
+    mig = Migration(testbed, name, tmp_path)
+    _wait_ram_copy(testbed, name, mig)
+    stop_libvirtd(testbed, "a")
+    restart_libvirtd(testbed, "a")
+    mig.proc.wait(150)
+    check(testbed, name, mig, "source libvirtd restarted (RAM copy)")
+
+
+@pytest.fixture
+def linked(testbed):
+    """The session testbed restarted with a link between the hosts (`up --link`), loopback again after."""
+    testbed.down()
+    testbed.up(link=True)
+    yield testbed
+    try:
+        testbed.link().restore()
+    finally:
+        testbed.down()
+        testbed.up()
+
+
+@campaign_only
+@pytest.mark.parametrize("run", RUNS)
+@pytest.mark.parametrize("cut_s", [5, 40])
+def test_link_cut_and_restored(linked, fault_guest, tmp_path, cut_s, run):
+    """The link between the hosts cut during the RAM copy and restored ``cut_s`` later: the migration
+    either resumes and completes (VM on b) or is given up (VM on a), and says which."""
+    name = fault_guest(f"f-cut{cut_s}")
+    mig = Migration(linked, name, tmp_path, PLAN, "--migrate-uri", linked.migration_uri("b"))
+    _wait_ram_copy(linked, name, mig)
+    linked.link().cut()
+    try:
+        mig.proc.wait(cut_s)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        linked.link().restore()
+    mig.proc.wait(150)
+    check(linked, name, mig, f"link cut for {cut_s} s (RAM copy), restored")
+
+
+@campaign_only
+@pytest.mark.parametrize("run", RUNS)
+@pytest.mark.parametrize("delay_ms", [0, 30, 300])
+def test_ctrl_c_at_the_switchover(testbed, fault_guest, tmp_path, delay_ms, run):
+    """Defect 3: SIGINT ``delay_ms`` after the source paused the guest for the switchover (0: in libvirt's
+    event thread, as the event arrives). simkvm lets the switchover end (at most the downtime bound), says
+    where the VM is, exits without a traceback and leaves no job behind: a second migration works."""
+    import libvirt
+
+    name = fault_guest(f"f-intr{delay_ms}")
+    mig = Migration(testbed, name, tmp_path)
+    stopper = on_event(testbed, "a", name, libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
+                       lambda: mig.proc.send_signal(signal.SIGINT), delay_s=delay_ms / 1000)
+    try:
+        mig.proc.wait(150)
+    finally:
+        stopper()
+    assert stopper.fired.is_set(), "the guest never paused for a switchover"  # type: ignore[attr-defined]
+    check(testbed, name, mig, f"Ctrl-C {delay_ms} ms into the switchover")
+    assert "Traceback" not in mig.err, mig.err[-1500:]
+    assert _no_job(testbed, name), "a migration job is left on a host"
+
+
+def _no_job(testbed: Any, name: str) -> bool:
+    """No migration job on the host that runs the guest (a stuck one blocks every later migration)."""
+    import libvirt
+
+    for host in ("a", "b"):
+        conn = testbed.connect(host)
+        try:
+            dom = conn.lookupByName(name)
+            if dom.isActive() and dom.jobInfo()[0] not in (libvirt.VIR_DOMAIN_JOB_NONE,
+                                                           libvirt.VIR_DOMAIN_JOB_COMPLETED):
+                return False
+        except libvirt.libvirtError:
+            pass
+        finally:
+            conn.close()
+    return True
