@@ -78,3 +78,60 @@ def test_only_a_shut_off_destination_is_touched(tmp_path, state):
     job = journal(tmp_path, {"step": "destination_checked", "defined": False})
     _remove_definition(FakeConn(dom), job, "vm1", HostView("destination", "b", "qemu:///b", state), rec)
     assert not dom.undefined and not rec.found and not rec.done and not rec.left
+
+
+class RestartingHost:
+    """A host whose libvirtd is down for the first ``down`` connection attempts, then knows a paused VM."""
+
+    def __init__(self, down: int) -> None:
+        self.down = down
+        self.state = (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION)
+        self.resumed_over: list[str] = []
+
+    def open(self, uri: str) -> "RestartingHost.Conn":
+        if self.down > 0:
+            self.down -= 1
+            raise libvirt.libvirtError("Failed to connect socket: Connection refused")
+        return RestartingHost.Conn(self, alive=True)
+
+    class Conn:
+        def __init__(self, host: "RestartingHost", alive: bool) -> None:
+            self.host, self.alive = host, alive
+
+        def isAlive(self) -> bool:  # noqa: N802 - libvirt's name
+            return self.alive
+
+        def close(self) -> int:
+            return 0
+
+        def lookupByName(self, name: str) -> "RestartingHost.Conn":  # noqa: N802 - libvirt's name
+            if not self.alive:
+                raise libvirt.libvirtError("connection closed")
+            return self
+
+        def state(self) -> list[int]:
+            return list(self.host.state)
+
+        def resume(self) -> int:
+            self.host.state = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_MIGRATION_CANCELED)
+            self.host.resumed_over.append("fresh" if self.alive else "dead")
+            return 0
+
+
+def test_a_source_whose_libvirtd_restarts_is_asked_again_and_resumed_over_a_fresh_connection(monkeypatch):
+    """The source's libvirtd restarted mid-migration: the executor's connection died with it and the first
+    question finds no daemon. settle() asks again until it answers (paused, the migration cancelled), sees
+    the destination surely has no copy, and resumes the source over a new connection."""
+    from simkvm.executor import locate as loc
+
+    host = RestartingHost(down=2)
+    monkeypatch.setattr(libvirt, "open", host.open)
+    monkeypatch.setattr(loc, "RECONNECT_EVERY_S", 0.05)
+    dead = RestartingHost.Conn(host, alive=False)
+    where = loc.Location("vm1", loc.look(dead, "qemu:///a", "vm1", "source", "a"),
+                         HostView("destination", "b", "qemu:///b", "absent"), stopped_on_source=False)
+    assert where.source.state == "unknown"
+    settled = loc.settle(where, dead, window_s=2.0)
+    assert settled.source.state == "running" and settled.resumed_source
+    assert host.resumed_over == ["fresh"]
+    assert settled.text() == "running on the source (a)"

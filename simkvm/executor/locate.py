@@ -217,14 +217,40 @@ def locate(conn: Any, dconn: Any, domain: str, *, src: tuple[str, str], dst: tup
     The source's state reason can also tell that it stopped for a switchover
     (paused by migration, or resumed by libvirt after a cancelled one).
     """
-    libvirt = import_libvirt()
-
     source = look(conn, src[0], domain, "source", src[1], timeout_s=timeout_s)
     destination = look(dconn, dst[0], domain, "destination", dst[1], timeout_s=timeout_s)
+    return Location(domain, source, destination, _stopped(stopped_on_source, source))
+
+
+def _stopped(stopped_on_source: bool, source: HostView) -> bool:
+    """Whether the guest stopped on the source for a switchover, from what we saw or the source's state."""
+    libvirt = import_libvirt()
     stopped_reasons = {("paused", libvirt.VIR_DOMAIN_PAUSED_MIGRATION), ("paused", libvirt.VIR_DOMAIN_PAUSED_POSTCOPY),
                        ("running", libvirt.VIR_DOMAIN_RUNNING_MIGRATION_CANCELED)}
-    stopped = stopped_on_source or source.state == "paused" or (source.state, source.reason) in stopped_reasons
-    return Location(domain, source, destination, stopped)
+    return stopped_on_source or source.state == "paused" or (source.state, source.reason) in stopped_reasons
+
+
+def _ask_until_known(view: HostView, domain: str, timeout_s: float, window_s: float) -> HostView:
+    """Ask a host that did not answer again, every RECONNECT_EVERY_S for up to ``window_s`` (a restarted
+    libvirtd finds its QEMUs again within seconds), on fresh connections."""
+    deadline = time.monotonic() + window_s
+    while not view.known and time.monotonic() < deadline:
+        time.sleep(min(RECONNECT_EVERY_S, max(deadline - time.monotonic(), 0.0)))
+        view = look(None, view.uri, domain, view.role, view.name, timeout_s=timeout_s)
+    return view
+
+
+def _on_domain(conn: Any, uri: str, domain: str, method: str, timeout_s: float) -> None:
+    """``domain.<method>()`` on the host, over ``conn`` or, if that died with its daemon, a fresh connection."""
+    libvirt = import_libvirt()
+    fresh = None
+    if conn is None or not call_with_timeout(conn.isAlive, timeout_s, "isAlive"):
+        conn = fresh = call_with_timeout(lambda: libvirt.open(uri), timeout_s, f"connecting to {redact_uri(uri)}")
+    try:
+        call_with_timeout(lambda: getattr(conn.lookupByName(domain), method)(), timeout_s, method)
+    finally:
+        if fresh is not None:
+            threading.Thread(target=fresh.close, daemon=True).start()
 
 
 def settle(location: Location, conn: Any, *, timeout_s: float = ASK_TIMEOUT_S,
@@ -238,31 +264,33 @@ def settle(location: Location, conn: Any, *, timeout_s: float = ASK_TIMEOUT_S,
     So when the destination cannot be asked after the guest stopped on the
     source, the source is paused ("fenced") and the destination asked again
     for up to ``window_s`` (a restarted libvirtd reconnects to its QEMUs): if
-    it then says it does not run the guest, the source is resumed.
+    it then says it does not run the guest, the source is resumed. A source
+    that cannot be asked is asked again the same way first (its libvirtd
+    restarted mid-migration), over a fresh connection.
     """
     libvirt = import_libvirt()
 
     domain = location.domain
     src, dst = location.source, location.destination
     fenced = False
+    if not src.known:  # the source's libvirtd restarting (a service restart, an upgrade): ask it again
+        src = _ask_until_known(src, domain, timeout_s, window_s)
+        location = replace(location, source=src, stopped_on_source=_stopped(location.stopped_on_source, src))
     if location.stopped_on_source and not dst.known and src.state in ("running", "blocked", "paused"):
         if src.running:
             try:
-                call_with_timeout(lambda: conn.lookupByName(domain).suspend(), timeout_s, f"suspend on {src.name}")
+                _on_domain(conn, src.uri, domain, "suspend", timeout_s)
                 fenced = True
             except (libvirt.libvirtError, Unanswered):
                 pass
-        deadline = time.monotonic() + window_s
-        while not dst.known and time.monotonic() < deadline:
-            time.sleep(min(RECONNECT_EVERY_S, max(deadline - time.monotonic(), 0.0)))
-            dst = look(None, dst.uri, domain, "destination", dst.name, timeout_s=timeout_s)
+        dst = _ask_until_known(dst, domain, timeout_s, window_s)
         location = replace(location, source=look(conn, src.uri, domain, "source", src.name, timeout_s=timeout_s),
                            destination=dst, fenced_source=fenced)
         src = location.source
     if src.state != "paused" or not location.destination_cannot_run or dst.state == "paused":
         return location
     try:
-        call_with_timeout(lambda: conn.lookupByName(domain).resume(), timeout_s, f"resume on {src.name}")
+        _on_domain(conn, src.uri, domain, "resume", timeout_s)
     except (libvirt.libvirtError, Unanswered):
         return location
     again = look(conn, src.uri, domain, "source", src.name, timeout_s=timeout_s)

@@ -661,14 +661,16 @@ class Execution:
             return self.partial_result(stop, t_abort)
         if self._worker is not None and not self._done.is_set():
             monitor = self.monitor
-            if monitor is not None and monitor.stopped_s is not None and self.controller is not None \
-                    and self.controller.suspended_s is None:
+            stopped_s = monitor.stopped_s if monitor is not None else None
+            if stopped_s is None and monitor is not None and self._paused_for_switchover():
+                stopped_s = self.now()  # Ctrl-C in the switchover's first ms: libvirt's event is still on its way
+            if stopped_s is not None and self.controller is not None and self.controller.suspended_s is None:
                 # The switchover is under way: cancelling now races libvirt's completion of the disk
                 # mirrors (a job stuck with its mirror "concluded" blocked every later migration).
                 # It lasts at most the downtime bound: let it end, then see where the VM is.
                 log.warning("the switchover is under way: letting it end (at most %s)",
                             fmt_duration(self.downtime_bound_s))
-                self._done.wait(max(self.downtime_bound_s - (self.now() - monitor.stopped_s), 0.0))
+                self._done.wait(max(self.downtime_bound_s - (self.now() - stopped_s), 0.0))
             if not self._done.is_set():
                 try:
                     call_with_timeout(self.dom.abortJob, ASK_TIMEOUT_S, "abortJob")
@@ -759,6 +761,15 @@ class Execution:
             return state_name(state)
         except libvirt.libvirtError:
             return "absent"
+
+    def _paused_for_switchover(self) -> bool:
+        """The source says the guest is paused for the migration's switchover (asked with a short bound)."""
+        libvirt = import_libvirt()
+        try:
+            state, reason = call_with_timeout(self.dom.state, 2.0, "domstate")
+        except (libvirt.libvirtError, Unanswered):
+            return False
+        return bool(state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION)
 
     def _stopped_on_source(self) -> bool:
         """The guest stopped on the source for a switchover (libvirt's or our pause): from then on the
