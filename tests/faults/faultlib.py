@@ -230,14 +230,21 @@ def fill_pool(testbed: Any, host: str, leave_bytes: int, name: str = "fault-fill
     """A fully allocated raw volume that leaves ``leave_bytes`` free in host's pool (its tmpfs): the
     pool is then all but full for whatever writes next. Returns the volume's name (remove it with
     :func:`unfill_pool`)."""
+    import libvirt
+
     conn = testbed.connect(host)
     try:
         pool = conn.storagePoolLookupByName("default")
-        pool.refresh(0)
-        size = max(pool.info()[3] - leave_bytes, MiB) // MiB * MiB
-        pool.createXML(f"<volume><name>{name}</name><capacity>{size}</capacity><allocation>{size}</allocation>"
-                       f"<target><format type='raw'/></target></volume>", 0)
-        return name
+        for attempt in range(8):  # the mirror writes meanwhile: a size that no longer fits is tried smaller
+            pool.refresh(0)
+            size = max(pool.info()[3] - leave_bytes - attempt * 256 * 1024, 256 * 1024) // 4096 * 4096
+            try:
+                pool.createXML(f"<volume><name>{name}</name><capacity>{size}</capacity><allocation>{size}"
+                               f"</allocation><target><format type='raw'/></target></volume>", 0)
+                return name
+            except libvirt.libvirtError:
+                continue
+        raise AssertionError(f"could not fill host {host}'s pool")
     finally:
         conn.close()
 
