@@ -4,7 +4,7 @@
 #   bash scripts/testbed-version-migrations.sh debian12|backports [RUNS]
 # Brings up its own testbed (SIMKVM_TESTBED_DIR / SIMKVM_TESTBED_PORT, default
 # /var/lib/simkvm-testbed-version and 51800) on that stack and takes it down after; one 384 MiB
-# guest writing 20 MiB/s sequentially over 200 MiB, 64 MiB disk. Each run's JSON (predicted and
+# guest writing 20 MiB/s sequentially over 240 MiB, 64 MiB disk. Each run's JSON (predicted and
 # measured) goes to data/validation/version-testbed/STACK-rN.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ mkdir -p "$out"
 trap '"${simkvm[@]}" testbed down >/dev/null' EXIT
 "${simkvm[@]}" testbed up --stack "$stack" | tail -1
 qemu=$(python3 -c 'import sys; from simkvm.testbed.stack import get_stack; print(get_stack(sys.argv[1]).qemu)' "$stack")
-"${simkvm[@]}" testbed guest vt --memory 384MiB --disk 64MiB --dirty-rate 20MiB/s --wss 200MiB --pattern seq \
+"${simkvm[@]}" testbed guest vt --memory 384MiB --disk 64MiB --dirty-rate 20MiB/s --wss 240MiB --pattern seq \
     --replace --timeout 600 | head -1
 plan=$(mktemp --suffix=.yaml)
 sed "s/^host: {qemu: \"7.2\"}/host: {qemu: \"$qemu\"}/" plans/version-testbed.yaml > "$plan"

@@ -38,12 +38,12 @@ def test_predict_plan_file_human_output():
 
 
 def test_qemu_flag_picks_the_migration_loop_and_the_version_plan_flips():
-    """plans/version-testbed.yaml: QEMU 7.2 gives up at 48 s, 10.0 (the 5 s sync timer) converges."""
+    """plans/version-testbed.yaml: QEMU 7.2 gives up at 52 s, 10.0 (the 5 s sync timer) converges."""
     old, new = run("predict", "plans/version-testbed.yaml", "--json"), \
         run("predict", "plans/version-testbed.yaml", "--qemu", "10.0", "--json")
     a, b = json.loads(old.stdout), json.loads(new.stdout)
     assert (a["meta"]["qemu"], b["meta"]["qemu"]) == ("7.2", "10.0")
-    assert not a["converged"] and b["converged"] and b["total_time_s"] < 48 and b["iterations"] > a["iterations"]
+    assert not a["converged"] and b["converged"] and b["total_time_s"] < 52 and b["iterations"] > a["iterations"]
     assert "calibrated on QEMU 7.2" in new.stderr  # the profile's version, said once
     assert "QEMU 10.0 migration loop" in run("predict", "plans/version-testbed.yaml", "--qemu", "10").stdout
     bad = run("predict", "plans/version-testbed.yaml", "--qemu", "6.2")

@@ -139,6 +139,11 @@ def test_guest_workload_maps_onto_the_plan():
     assert plan.link.bandwidth_Bps == 48 * MiB and plan.migration.max_downtime_s == 0.05
     assert workload_sections({**workload, "dirty_rate_Bps": 0, "pattern": "seq"})["memory"] == {"model": "idle"}
     assert workload_sections({**workload, "pattern": "seq"})["memory"]["model"] == "sequential"
+    # the paced writers catch up 100 ms after a pause: under QEMU's throttle t (10 ms run, then
+    # t / (1 - t) x 10 ms asleep) they keep min(1, 110 ms / cycle) of their rate
+    for t in (0.5, 0.9, 0.95, 0.99):
+        cycle_ms = 10 / (1 - t)
+        assert min(1.0, 110 / cycle_ms) == pytest.approx(min(1.0, (1 - t) / plan.workload.memory.cpu_demand_frac))
 
 
 def test_volume_xml_same_size_and_format():

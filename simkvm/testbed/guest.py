@@ -39,6 +39,13 @@ PAGE_BYTES = 4096
 #: Pages the guest rewrites all the time by construction: its two TLB-flush regions (64 pages each,
 #: see tlb_keeper() in workload.c), dirty again at every sync (the model's vm.background_hot).
 GUEST_HOT_BYTES = 2 * 64 * PAGE_BYTES
+#: How much of its vCPU the guest's writers behave as needing under a CPU throttle (the plan's
+#: workload.memory.cpu_demand). They are paced in 10 ms slices and catch up at most 100 ms after a
+#: pause (workload.c: SLICE_NS, MAX_BACKLOG_SLICES); QEMU's auto-converge at throttle t runs the
+#: vCPU 10 ms, then sleeps t / (1 - t) x 10 ms (cpu_throttle_thread), so each cycle writes 110 ms
+#: of work in 10 / (1 - t) ms: min(1, 11 (1 - t)) of the rate, as a demand of 1/11 gives, as long
+#: as 110 ms of writing fits in 10 ms of vCPU.
+GUEST_WRITER_CPU_DEMAND = 1.0 / 11.0
 # virtio_blk and its dependencies: without them /dev/vda never appears.
 _REQUIRED_MODULES = ("virtio_ring", "virtio", "virtio_pci", "virtio_blk")
 

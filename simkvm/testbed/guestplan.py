@@ -15,7 +15,7 @@ from typing import Any
 from ..executor.prepare import domain_disks
 from ..libvirt_api import connect, lookup_domain
 from ..model.plan import Plan
-from .guest import console_lines, read_guest_workload
+from .guest import GUEST_WRITER_CPU_DEMAND, console_lines, read_guest_workload
 
 
 def workload_sections(w: dict[str, Any]) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def workload_sections(w: dict[str, Any]) -> dict[str, Any]:
     memory: dict[str, Any] = {"model": "idle"}
     if rate > 0:
         memory = {"model": "sequential" if w.get("pattern") == "seq" else "uniform",
-                  "dirty_rate": rate, "wss": float(w["wss_bytes"])}
+                  "dirty_rate": rate, "wss": float(w["wss_bytes"]), "cpu_demand": GUEST_WRITER_CPU_DEMAND}
     disk_rate = float(w.get("disk_write_rate_Bps", 0.0))
     disk: dict[str, Any] = {"write_rate": 0.0}
     if disk_rate > 0:
