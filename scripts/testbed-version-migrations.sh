@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The plan whose verdict depends on the QEMU version (plans/version-testbed.yaml), measured on one
-# stack: predicted with that stack's host.qemu and measured, RUNS times (a -> b, b -> a, ...).
+# stack: predicted with that stack's host.qemu and measured, RUNS times (a -> b, then back if it moved, ...).
 #   bash scripts/testbed-version-migrations.sh debian12|backports [RUNS]
 # Brings up its own testbed (SIMKVM_TESTBED_DIR / SIMKVM_TESTBED_PORT, default
 # /var/lib/simkvm-testbed-version and 51800) on that stack and takes it down after; one 384 MiB
@@ -38,6 +38,10 @@ def line(x):
 print(f"{sys.argv[2]}: predicted (QEMU {r['predicted'].get('meta', {}).get('qemu')}) {line(r['predicted'])}")
 print(f"{' ' * len(sys.argv[2])}  measured  (QEMU {(r['measured'].get('meta', {}).get('source') or {}).get('hypervisor_version')}) {line(r['measured'])}")
 PY
-    t=$src; src=$dst; dst=$t
+    # the guest moved only if the migration completed (an aborted one leaves it on the source)
+    if python3 -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1]))["measured"]["converged"] else 1)' \
+        "$out/$stack-r$n.json"; then
+        t=$src; src=$dst; dst=$t
+    fi
 done
 rm -f "$plan"
