@@ -258,11 +258,11 @@ def test_zero_layout_end_sends_the_untouched_top_of_ram_last():
     run = Run(simpy.Environment(), p)
     run.init_bitmap()
     run.iteration = 1
-    normal = sum(run.bitmap[:-1])
+    normal = sum(run.dirty_bitmap.totals[:-1])
     assert normal == pytest.approx(0.25 * 2**30 / 4096)
     assert run.wire_bytes_per_page() == 4096 + HDR
     run.send_pages(normal / 2)
-    assert run.zero_pages == 0 and run.bitmap[-1] == pytest.approx(0.75 * 2**30 / 4096)
+    assert run.zero_pages == 0 and run.dirty_bitmap.totals[-1] == pytest.approx(0.75 * 2**30 / 4096)
     run.send_pages(normal / 2)
     assert run.wire_bytes_per_page() == p.host.zero_page_bytes  # only zero pages left
     # when max-bandwidth is the limit the layout barely changes the totals (only what is

@@ -51,7 +51,7 @@ def memory_reason(run: Run, why: str) -> str:
 def _memory_reason(run: Run, why: str) -> str:
     plan, guest = run.plan, run.guest
     page = run.page_bytes
-    c = run.normal_page_wire
+    c = run.wire.normal_page_wire
     pages_per_s = min(run.bandwidth_Bps / c, 1.0 / (c / run.link_capacity_Bps() + plan.host.page_cost_s))
     bandwidth = pages_per_s * c
     threshold = run.threshold_bytes(bandwidth)

@@ -34,7 +34,8 @@ def postcopy(run: Run):
     run.phase = "postcopy"
     run.point()
     # The guest runs on the destination; the rest of RAM arrives in the background.
-    push_s = pages / run.unlimited_pages_per_s(run.wire_bytes_all_pending(), capacity, run.zero_share(run.bitmap))
+    push_s = pages / run.wire.unlimited_pages_per_s(run.wire_bytes_all_pending(), capacity,
+                                              run.dirty_bitmap.zero_share(run.dirty_bitmap.totals))
     on_demand = _faulted_pages(run, push_s)
     yield env.timeout(push_s)
     run.send_pages(pages)
@@ -54,7 +55,7 @@ def _faulted_pages(run: Run, push_s: float) -> float:
     """
     guest = run.guest
     total = 0.0
-    for i, left in enumerate(run.bitmap[:-2]):
+    for i, left in enumerate(run.dirty_bitmap.totals[:-2]):
         w_pages, rate = guest.set_pages[i], guest.set_rate[i] * guest.scale
         if left <= 0 or w_pages <= 0 or rate <= 0:
             continue

@@ -57,7 +57,7 @@ def precopy(run: Run):
             dirtied = run.bitmap_sync()  # migration_bitmap_sync_precopy()
             run.record_round(dirtied, bandwidth)
             if first_pass_done and aids.xbzrle.enabled:
-                run.xbzrle_active = True  # XBZRLE starts once the first full pass is complete
+                run.wire.xbzrle_active = True  # XBZRLE starts once the first full pass is complete
             # migration_iteration_run(): completes when nothing is pending or the exact count is
             # strictly below threshold_size (7.2 to 10.0 alike; `<=` only from 10.1's rewrite)
             if run.pending_pages <= 0 or run.pending_bytes < run.threshold_bytes(bandwidth):

@@ -4,7 +4,10 @@ QEMU keeps this in ``MigrationState`` and ``RAMState``: the dirty bitmap, the
 counters libvirt reads as job stats, the knobs a controller can turn while
 the job runs (downtime limit, bandwidth, throttle). Keeping it in one object
 lets the RAM, mirror, switchover and controller processes read like the
-algorithms they mirror.
+algorithms they mirror. Three parts have modules of their own: the bitmap
+and the walk (:mod:`.bitmap`), what a page costs on the wire and in CPU
+(:mod:`.wire`, XBZRLE's cache included), the dirty-rate period and the
+throttle steps (:mod:`.throttle`).
 """
 from __future__ import annotations
 
@@ -16,9 +19,11 @@ import simpy
 from ..model.limits import MAX_ITERATIONS
 from ..model.plan import Plan
 from ..model.qemu import qemu
-from . import layout
+from .bitmap import DirtyBitmap
 from .guest import Guest
 from .recorder import Recorder
+from .throttle import Throttle
+from .wire import WireCost
 
 WINDOW_S = 0.1  # BUFFER_DELAY: bandwidth is measured and the rate limit reset every 100 ms
 ITERATE_MAX_S = 0.05  # ram_save_iterate() returns after 50 ms even if the budget is not spent
@@ -50,10 +55,11 @@ class Run:
         self.sync_requested: int | None = None  # the iteration a timer asked a sync in
         self.guest = Guest(env, plan)
         self.rec = Recorder(keep_timeline)
-        host = plan.host
         self.page_bytes = plan.vm.page_size_bytes
-        self.normal_page_wire = self.page_bytes + host.page_header_bytes
-        self.zero_page_wire = host.zero_page_bytes
+        # The parts QEMU keeps in RAMState: the bitmap and the walk, what a page costs, the throttle.
+        self.dirty_bitmap = DirtyBitmap()
+        self.wire = WireCost(plan, self.qemu, self.guest)
+        self.throttle = Throttle(env, plan, self.guest, self.rec)
         # Knobs a controller may turn during the job.
         self.max_downtime_s = plan.migration.max_downtime_s
         self.bandwidth_Bps = plan.link.bandwidth_Bps  # QEMU max-bandwidth (libvirt's bandwidth)
@@ -86,40 +92,18 @@ class Run:
         self.mirror_ready_s = 0.0
         self.stop_s = math.nan
         self.resume_s = math.nan
-        # QEMU's dirty-pages-rate bookkeeping (recomputed at syncs >= 1 s apart).
-        self.dirty_rate_pps = 0.0
-        self._rate_period_start = 0.0
-        self._rate_period_pages = 0.0
-        self._bytes_xfer_prev = 0.0
-        self._throttle_high_count = 0
-        # XBZRLE: enabled once the first pass is complete; caches pages it sends from then on.
-        self.xbzrle_active = False
-        self.xbzrle_cached_pages = 0.0
-        self._xbzrle_cached_at_sync = 0.0  # a page hits only if cached in an earlier iteration
-        self.xbzrle_pages = 0.0
-        self._xbzrle_round_pages = 0.0
         # The send in flight (for snapshots between events).
         self._sending_since = 0.0
         self._sending_pages_per_s = 0.0
         self._disk_since = 0.0
         self._disk_rate = 0.0
-        # The dirty bitmap: pending pages per slice of RAM (bottom to top, see .layout) and
-        # component (the dirty sets, then other normal pages, then zero pages); the walk's slice.
-        self.cells: list[list[float]] = []
-        self.capacity: list[list[float]] = []  # pages of each component in each slice
-        self.cursor = 0
         self.ended: str | None = None  # why the job stopped early (abort reason key)
         self.wakeup: simpy.Event | None = None  # set by a controller to interrupt a long send
 
     # ------------------------------------------------------------- bitmap
     @property
-    def bitmap(self) -> list[float]:
-        """Pending pages per component, over all of RAM."""
-        return [sum(col) for col in zip(*self.cells)] if self.cells else []
-
-    @property
     def pending_pages(self) -> float:
-        return sum(sum(row) for row in self.cells)
+        return self.dirty_bitmap.pending_pages
 
     @property
     def pending_bytes(self) -> float:
@@ -127,91 +111,24 @@ class Run:
 
     def init_bitmap(self) -> None:
         """ram_list_init_bitmaps(): every page starts dirty; the walk starts at the bottom of RAM."""
-        vm = self.plan.vm
-        total = vm.memory_bytes / self.page_bytes
-        sets = list(self.guest.set_pages)
-        n_os = self.guest.os_sets
-        workload, os_sets = sets[:len(sets) - n_os], sets[len(sets) - n_os:]
-        in_sets = min(sum(sets), total)
-        zero = min(vm.zero_fraction * total, total - in_sets)
-        self.capacity = layout.slices(total, workload, os_sets, zero, vm.wss_layout, vm.zero_layout)
-        self.cells = [list(row) for row in self.capacity]
-        self.cursor = 0
+        self.dirty_bitmap.init(self.plan.vm, self.page_bytes, self.guest.set_pages, self.guest.os_sets)
 
     # ---------------------------------------------------------- transfer
-    def xbzrle_hit_share(self) -> float:
-        """Share of normal pages sent as XBZRLE deltas: re-dirtied pages still in the cache.
-
-        The cache only holds pages sent after the first pass; a re-dirtied page hits if the
-        cache can hold the working set it belongs to (QEMU's cache is indexed by page address).
-        """
-        if not self.xbzrle_active or self._xbzrle_cached_at_sync <= 0:
-            return 0.0
-        wss = sum(self.guest.set_pages) or 1.0
-        cache = self.aids.xbzrle.cache_size_bytes / self.page_bytes
-        return min(1.0, cache / wss, self._xbzrle_cached_at_sync / wss)
-
-    def normal_page_cost(self) -> float:
-        """Wire bytes of a normal (non-zero) page: compressed in multifd, delta under XBZRLE."""
-        comp = self.aids.compression
-        full = (self.page_bytes * comp.ratio + self.plan.host.page_header_bytes if comp.method != "none"
-                else self.normal_page_wire)
-        hit = self.xbzrle_hit_share()
-        if hit:
-            delta = self.plan.host.page_header_bytes + self.aids.xbzrle.delta_frac * self.page_bytes
-            return hit * delta + (1 - hit) * full
-        return full
-
-    def _slice(self) -> list[float]:
-        """The slice the walk is in, moving on (and wrapping at the top) past clean ones."""
-        n = len(self.cells)
-        for _ in range(n):
-            row = self.cells[self.cursor]
-            if sum(row) > 1e-9:
-                return row
-            self.cursor = (self.cursor + 1) % n
-        return self.cells[self.cursor]
-
     def segment_pages(self) -> float:
         """Pages left in the slice the walk is in: they go at one per-page cost."""
-        return sum(self._slice()) if self.cells else 0.0
-
-    def _wire_per_page(self, row: list[float]) -> float:
-        pending = sum(row)
-        if pending <= 0:
-            return self.normal_page_cost()
-        z = row[-1] / pending
-        return z * self.zero_page_wire + (1 - z) * self.normal_page_cost()
+        return sum(self.dirty_bitmap.row()) if self.dirty_bitmap.cells else 0.0
 
     def wire_bytes_per_page(self) -> float:
         """Average bytes on the wire for the pages the walk sends now (zero pages: a header)."""
-        return self._wire_per_page(self._slice()) if self.cells else self.normal_page_cost()
+        if not self.dirty_bitmap.cells:
+            return self.wire.normal_page_cost()
+        return self.wire.per_page(self.dirty_bitmap.row())
 
     def wire_bytes_all_pending(self) -> float:
         """Average wire bytes per page over everything pending (the stop-and-copy sends it all)."""
-        return self._wire_per_page(self.bitmap) if self.cells else self.normal_page_cost()
-
-    def page_cpu_s(self, zero_share: float = 0.0) -> float:
-        """Migration CPU per page: the walk and zero check, XBZRLE encoding, spread over multifd channels.
-
-        With multifd, QEMU >= 9.0 finds zero pages in the channels' threads too
-        (zero-page-detection=multifd); before, the migration thread checked every page
-        itself and only normal pages went to the channels, so zero pages did not spread."""
-        cost = self.plan.host.page_cost_s + (self.aids.xbzrle.encode_cost_s if self.xbzrle_active else 0.0)
-        mf = self.aids.multifd
-        if not mf.enabled:
-            return cost
-        if self.qemu.multifd_finds_zero_pages:
-            return cost / mf.channels
-        return zero_share * cost + (1 - zero_share) * cost / mf.channels
-
-    def zero_share(self, row: list[float] | None = None) -> float:
-        """Share of zero pages among the pending pages of ``row`` (default: the walk's slice)."""
-        if not self.cells:
-            return 0.0
-        row = self._slice() if row is None else row
-        pending = sum(row)
-        return row[-1] / pending if pending > 0 else 0.0
+        if not self.dirty_bitmap.cells:
+            return self.wire.normal_page_cost()
+        return self.wire.per_page(self.dirty_bitmap.totals)
 
     def capacity_Bps(self) -> float:
         """What the wire carries for this migration now: the plan's link, or its share of a shared one."""
@@ -229,20 +146,10 @@ class Run:
         """
         c = self.wire_bytes_per_page()
         limited = self.bandwidth_Bps / c
-        unlimited = self.unlimited_pages_per_s(c, self.link_capacity_Bps(), self.zero_share())
+        unlimited = self.wire.unlimited_pages_per_s(c, self.link_capacity_Bps(), self.dirty_bitmap.zero_share())
         if limited <= unlimited:
             return limited, limited * c, WINDOW_S
         return unlimited, unlimited * c, ITERATE_MAX_S
-
-    def unlimited_pages_per_s(self, c: float, capacity_Bps: float, zero_share: float = 0.0) -> float:
-        """Pages/s without max-bandwidth: the link, the migration CPU, multifd and compressor ceilings."""
-        rate = 1.0 / (c / capacity_Bps + self.page_cpu_s(zero_share))
-        mf, comp = self.aids.multifd, self.aids.compression
-        if mf.enabled and mf.channel_throughput_Bps:
-            rate = min(rate, mf.channels * mf.channel_throughput_Bps / c)
-        if comp.method != "none":
-            rate = min(rate, mf.channels * comp.throughput_Bps / self.page_bytes)
-        return rate
 
     def meter(self) -> None:
         """Note what the RAM stream has carried so far (called where the send rate may change)."""
@@ -297,26 +204,20 @@ class Run:
 
     def send_pages(self, pages: float) -> None:
         """Send ``pages`` in walk order: evenly from the slice the walk is in, then the next ones."""
-        while pages > 1e-12 and self.cells:
-            row = self._slice()
+        bitmap = self.dirty_bitmap
+        while pages > 1e-12 and bitmap.cells:
+            row = bitmap.row()
             here = sum(row)
             if here <= 1e-9:
                 break  # nothing pending anywhere
-            c = self._wire_per_page(row)
+            c = self.wire.per_page(row)
             take = min(pages, here)
-            share = take / here
-            zero_sent = row[-1] * share
-            for i in range(len(row)):
-                row[i] *= 1 - share
+            zero_sent = bitmap.clear(row, take / here)
             pages -= take
             self.ram_sent += take * c
             self.zero_pages += zero_sent
             self.normal_pages += take - zero_sent
-            if self.xbzrle_active:
-                hits = (take - zero_sent) * self.xbzrle_hit_share()
-                self.xbzrle_pages += hits
-                self._xbzrle_round_pages += hits
-                self.xbzrle_cached_pages += take - zero_sent
+            self.wire.sent(take - zero_sent)
 
     def pause_guest(self) -> None:
         """Suspend the guest (libvirt suspend): no more dirtying; the downtime starts now."""
@@ -374,62 +275,12 @@ class Run:
 
     def bitmap_sync(self) -> float:
         """migration_bitmap_sync(): add what the guest dirtied since the last sync; returns new pages."""
-        now = self.env.now
         self.point()  # the bitmap just before the sync: the timeline shows the saw-tooth
-        dirtied = self.guest.collect_memory()
-        new_total = 0.0
-        for i, d in enumerate(dirtied):
-            w = self.guest.set_pages[i]
-            if d <= 0 or w <= 0:
-                continue
-            for row, cap in zip(self.cells, self.capacity):
-                c = cap[i]
-                if c <= 0:
-                    continue
-                r, dd = row[i], d * c / w  # the set's dirtying falls on its pages evenly
-                union = min(r + dd - r * dd / c, c)
-                new_total += union - r
-                row[i] = union
+        new_pages = self.dirty_bitmap.merge(self.guest.collect_memory(), self.guest.set_pages)
         self.iteration += 1
-        self._xbzrle_cached_at_sync = self.xbzrle_cached_pages
-        # dirty-pages-rate: QEMU accumulates the pages this sync newly set in its bitmap (a page
-        # still pending counts once; cpu_physical_memory_sync_dirty_bitmap) and recomputes the
-        # rate once >= 1 s passed; auto-converge compares the same count with what was sent.
-        self._rate_period_pages += new_total
-        # migration_bitmap_sync(): "end_time > time_last_bitmap_sync + 1000" on the millisecond clock
-        if round(now * 1000) - round(self._rate_period_start * 1000) > 1000:
-            self.trigger_throttle()
-            self.dirty_rate_pps = self._rate_period_pages / (now - self._rate_period_start)
-            self._rate_period_start = now
-            self._rate_period_pages = 0.0
-            self._bytes_xfer_prev = self.ram_sent
-        return new_total
-
-    def trigger_throttle(self) -> None:
-        """migration_trigger_throttle(): every 2nd period whose dirtying exceeds the trigger share
-        of what was sent, throttle the vCPUs one step more (or cap their dirty rate)."""
-        ac, dl = self.aids.auto_converge, self.aids.dirty_limit
-        if not (ac.enabled or dl.enabled) or self.in_postcopy:
-            return
-        sent = self.ram_sent - self._bytes_xfer_prev
-        dirtied = self._rate_period_pages * self.page_bytes
-        if dirtied > sent * ac.trigger_threshold_frac:
-            self._throttle_high_count += 1
-            if self._throttle_high_count >= 2:
-                self._throttle_high_count = 0
-                if dl.enabled:  # dirty-limit replaces CPU throttling when both are on
-                    nominal = self.guest.nominal_page_writes_per_s * self.page_bytes
-                    cap = self.plan.vm.vcpus * dl.vcpu_rate_Bps
-                    share = min(1.0, cap / nominal) if nominal > 0 else 1.0
-                    if share != self.guest.dirty_share:
-                        self.guest.set_dirty_share(share)
-                        self.rec.action(self.env.now, "throttle", 1.0 - share)
-                    return
-                now_t = self.guest.throttle
-                new = ac.initial_frac if now_t == 0 else round(min(now_t + ac.increment_frac, ac.max_frac), 9)
-                if new != self.guest.throttle:
-                    self.guest.set_throttle(new)
-                    self.rec.action(self.env.now, "throttle", new)
+        self.wire.synced()
+        self.throttle.synced(new_pages, self.ram_sent, self.in_postcopy)
+        return new_pages
 
     # ------------------------------------------------------------ record
     def follow_disk_writes(self) -> None:
@@ -449,7 +300,7 @@ class Run:
             time_elapsed_s=self.env.now,
             memory_processed=self.ram_sent,
             memory_remaining=remaining,
-            memory_dirty_rate=self.dirty_rate_pps,
+            memory_dirty_rate=self.throttle.dirty_rate_pps,
             memory_bps=bandwidth_Bps,
             disk_processed=self.disk_processed,
             disk_remaining=max(self.disk_total - self.disk_processed, 0.0),
@@ -461,8 +312,8 @@ class Run:
             xbzrle_pages=0.0,
         )
         if len(self.rec.rounds) >= 2:
-            self.rec.rounds[-2]["xbzrle_pages"] = self._xbzrle_round_pages
-        self._xbzrle_round_pages = 0.0
+            self.rec.rounds[-2]["xbzrle_pages"] = self.wire.xbzrle_round_pages
+        self.wire.xbzrle_round_pages = 0.0
         self.point()
 
     def point(self, phase: str | None = None) -> None:

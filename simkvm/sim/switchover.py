@@ -51,7 +51,8 @@ def switchover(run: Run):
     run.record_round(dirtied, capacity)
     pages = run.pending_pages
     wire_per_page = run.wire_bytes_all_pending()
-    send_s = pages / run.unlimited_pages_per_s(wire_per_page, capacity, run.zero_share(run.bitmap))
+    send_s = pages / run.wire.unlimited_pages_per_s(wire_per_page, capacity,
+                                                  run.dirty_bitmap.zero_share(run.dirty_bitmap.totals))
     yield env.timeout(run.sync_cost_s() + send_s + host.device_state_bytes / capacity)
     run.send_pages(pages)
     run.ram_sent += host.device_state_bytes

@@ -1,0 +1,100 @@
+"""What one page costs the migration: bytes on the wire and the migration thread's CPU.
+
+A normal page is its bytes plus a header (save_normal_page); a zero page only
+a header (save_zero_page); multifd compression sends it compressed; once the
+first pass is complete, XBZRLE sends a re-dirtied page still in its cache as
+a delta (save_xbzrle_page). The CPU per page is the walk and the zero check,
+XBZRLE's encoding, spread over multifd's channels where QEMU does that work
+in them.
+"""
+from __future__ import annotations
+
+from ..model.plan import Plan
+from ..model.qemu import Qemu
+from .guest import Guest
+
+
+class WireCost:
+    """Per-page wire bytes and CPU for one migration, with XBZRLE's cache as it fills."""
+
+    def __init__(self, plan: Plan, qemu: Qemu, guest: Guest) -> None:
+        self.plan = plan
+        self.aids = plan.aids
+        self.qemu = qemu
+        self.guest = guest
+        self.page_bytes = plan.vm.page_size_bytes
+        self.normal_page_wire = self.page_bytes + plan.host.page_header_bytes
+        self.zero_page_wire = plan.host.zero_page_bytes
+        # XBZRLE: enabled once the first pass is complete; caches pages it sends from then on.
+        self.xbzrle_active = False
+        self.xbzrle_cached_pages = 0.0
+        self.xbzrle_cached_at_sync = 0.0  # a page hits only if cached in an earlier iteration
+        self.xbzrle_pages = 0.0  # pages sent as deltas, in all
+        self.xbzrle_round_pages = 0.0  # ... during the current iteration
+
+    def xbzrle_hit_share(self) -> float:
+        """Share of normal pages sent as XBZRLE deltas: re-dirtied pages still in the cache.
+
+        The cache only holds pages sent after the first pass; a re-dirtied page hits if the
+        cache can hold the working set it belongs to (QEMU's cache is indexed by page address).
+        """
+        if not self.xbzrle_active or self.xbzrle_cached_at_sync <= 0:
+            return 0.0
+        wss = sum(self.guest.set_pages) or 1.0
+        cache = self.aids.xbzrle.cache_size_bytes / self.page_bytes
+        return min(1.0, cache / wss, self.xbzrle_cached_at_sync / wss)
+
+    def normal_page_cost(self) -> float:
+        """Wire bytes of a normal (non-zero) page: compressed in multifd, delta under XBZRLE."""
+        comp = self.aids.compression
+        full = (self.page_bytes * comp.ratio + self.plan.host.page_header_bytes if comp.method != "none"
+                else self.normal_page_wire)
+        hit = self.xbzrle_hit_share()
+        if hit:
+            delta = self.plan.host.page_header_bytes + self.aids.xbzrle.delta_frac * self.page_bytes
+            return hit * delta + (1 - hit) * full
+        return full
+
+    def per_page(self, row: list[float]) -> float:
+        """Average wire bytes per page over the pending pages of a bitmap row (zero pages last)."""
+        pending = sum(row)
+        if pending <= 0:
+            return self.normal_page_cost()
+        z = row[-1] / pending
+        return z * self.zero_page_wire + (1 - z) * self.normal_page_cost()
+
+    def page_cpu_s(self, zero_share: float = 0.0) -> float:
+        """Migration CPU per page: the walk and zero check, XBZRLE encoding, spread over multifd channels.
+
+        With multifd, QEMU >= 9.0 finds zero pages in the channels' threads too
+        (zero-page-detection=multifd); before, the migration thread checked every page
+        itself and only normal pages went to the channels, so zero pages did not spread."""
+        cost = self.plan.host.page_cost_s + (self.aids.xbzrle.encode_cost_s if self.xbzrle_active else 0.0)
+        mf = self.aids.multifd
+        if not mf.enabled:
+            return cost
+        if self.qemu.multifd_finds_zero_pages:
+            return cost / mf.channels
+        return zero_share * cost + (1 - zero_share) * cost / mf.channels
+
+    def unlimited_pages_per_s(self, c: float, capacity_Bps: float, zero_share: float = 0.0) -> float:
+        """Pages/s without max-bandwidth: the link, the migration CPU, multifd and compressor ceilings."""
+        rate = 1.0 / (c / capacity_Bps + self.page_cpu_s(zero_share))
+        mf, comp = self.aids.multifd, self.aids.compression
+        if mf.enabled and mf.channel_throughput_Bps:
+            rate = min(rate, mf.channels * mf.channel_throughput_Bps / c)
+        if comp.method != "none":
+            rate = min(rate, mf.channels * comp.throughput_Bps / self.page_bytes)
+        return rate
+
+    def sent(self, normal_pages: float) -> None:
+        """XBZRLE's cache after ``normal_pages`` went out: deltas counted, the pages cached."""
+        if self.xbzrle_active:
+            hits = normal_pages * self.xbzrle_hit_share()
+            self.xbzrle_pages += hits
+            self.xbzrle_round_pages += hits
+            self.xbzrle_cached_pages += normal_pages
+
+    def synced(self) -> None:
+        """A bitmap sync: pages cached so far can hit from now on."""
+        self.xbzrle_cached_at_sync = self.xbzrle_cached_pages
