@@ -27,10 +27,8 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from .model.codec import key_of  # noqa: E402
 from .model.result import Result  # noqa: E402
-from .model.units import fmt_bits, fmt_duration  # noqa: E402
+from .model.units import GiB, MiB, fmt_bits, fmt_duration  # noqa: E402
 
-MiB = 2**20
-GiB = 2**30
 GBIT_Bps = 1e9 / 8
 
 #: The classic pre-copy ratio: a column :func:`convergence_map` derives from a sweep table.

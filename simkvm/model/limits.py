@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .errors import PlanError
-
-KiB, MiB, GiB = 2**10, 2**20, 2**30
+from .units import KiB, MiB
 
 #: QEMU's max-bandwidth and avail-switchover-bandwidth are uint64 bytes/s at most SIZE_MAX
 #: (migration/options.c migrate_params_check); every size and rate is bounded by that too.
