@@ -96,11 +96,13 @@ def test_shipped_campaigns_cover_the_space():
     assert {x.role for x in smoke.scenarios} == {"calibration", "validation"}
 
 
-# ------------------------------------------------------------------ the pre-registered designs (v5, q10)
+# ------------------------------------------------------------------ the pre-registered designs (v5, q10, v6)
 V5 = CAMPAIGNS / "campaign-v5.yaml"
 Q10 = CAMPAIGNS / "campaign-q10.yaml"  # the same design on QEMU 10 (issue 12), fewer runs
+V6 = CAMPAIGNS / "campaign-v6.yaml"  # v5's design, a new seed: the round after v5's runs were spent
 #: (campaign file, the drawn scenarios' id prefix, its stack)
-PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "q", "backports", id="q10")]
+PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "q", "backports", id="q10"),
+                 pytest.param(V6, "v6", "debian12", id="v6")]
 
 
 def test_lhs_column_has_one_draw_per_slice_and_depends_on_the_seed():
@@ -153,6 +155,29 @@ def test_q10_campaign_is_v5s_design_on_qemu_10():
         assert {k: v for k, v in s.items() if k != "repeats"} == \
             {k: v for k, v in cal_v5[s["id"]].items() if k != "repeats"}
     assert load_campaign(Q10).stack == "backports"
+
+
+def test_v6_campaign_is_v5s_design_and_holds_out_no_spent_scenario():
+    """v6 declares v5's ranges, calibration and defaults with a new seed; v5's held-out runs were
+    evaluated and are development data now, so none of v6's held-out scenarios is one of v5's."""
+    import yaml
+
+    v5, v6 = (yaml.safe_load(p.read_text()) for p in (V5, V6))
+    for key in ("dimensions", "fixed", "max_time", "role", "runs"):
+        assert v6["design"][key] == v5["design"][key], key
+    assert v6["design"]["seed"] != v5["design"]["seed"] and v6["defaults"] == v5["defaults"]
+    assert [s for s in v6["scenarios"] if s.get("role") == "calibration"] == \
+        [s for s in v5["scenarios"] if s.get("role") == "calibration"]
+
+    def knobs(s):  # the migration a scenario asks for, whatever time it is given
+        return {k: v for k, v in s.knobs().items() if k != "max_time_s"}
+
+    spent = [knobs(s) for s in load_campaign(V5).scenarios if s.role == "validation"]
+    held = [s for s in load_campaign(V6).scenarios if s.role == "validation"]
+    assert len(held) == 72 and not {s.id for s in held} & {s.id for s in load_campaign(V5).scenarios}
+    for s in held:
+        assert knobs(s) not in spent, s.id
+    assert len(load_campaign(V6).runs()) == 96  # v5-idle: 96 runs in 61 min
 
 
 def dataclasses_asdict(s):
