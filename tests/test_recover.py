@@ -135,3 +135,30 @@ def test_a_source_whose_libvirtd_restarts_is_asked_again_and_resumed_over_a_fres
     assert settled.source.state == "running" and settled.resumed_source
     assert host.resumed_over == ["fresh"]
     assert settled.text() == "running on the source (a)"
+
+
+@pytest.mark.parametrize("src_state", ["shut off", "absent"])
+def test_a_guest_that_died_on_the_source_during_the_copy_is_said_lost_there(src_state):
+    """Source QEMU killed mid-copy: nothing runs anywhere, the guest never stopped for a handover, so the
+    source's disks are the current ones (the destination's partial copy goes) and the message says so."""
+    from simkvm.executor.locate import Location
+
+    where = Location("vm1", HostView("source", "a", "qemu:///a", src_state),
+                     HostView("destination", "b", "qemu:///b", "absent"), stopped_on_source=False)
+    assert where.lost_before_handover and not where.on_source
+    text = where.text()
+    assert text.startswith("not running on either host") and "the source's disks are the current ones" in text
+    assert ("virsh -c qemu:///a start vm1" in text) == (src_state == "shut off")
+
+
+def test_a_guest_lost_after_the_handover_points_at_the_destination():
+    """Destination QEMU killed right after the resume: nothing runs, the handover happened: the
+    destination's disks may be newer, and nothing is said to be safe to start blindly."""
+    from simkvm.executor.locate import Location
+
+    where = Location("vm1", HostView("source", "a", "qemu:///a", "absent"),
+                     HostView("destination", "b", "qemu:///b", "shut off"), stopped_on_source=True)
+    assert not where.lost_before_handover
+    text = where.text()
+    assert text.startswith("not running on either host") and "virsh -c qemu:///b start vm1" in text
+    assert "qemu:///a start" not in text

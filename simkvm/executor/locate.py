@@ -154,6 +154,14 @@ class Location:
         return self.source.running and self.destination_cannot_run
 
     @property
+    def lost_before_handover(self) -> bool:
+        """No host runs the guest and it never stopped on the source for a switchover: its QEMU on the source
+        ended during the copy (the fault destroyed it); the destination's copy is partial, the source's disks
+        are the current ones."""
+        return (not self.stopped_on_source and self.source.not_running_for_sure
+                and self.destination.not_running_for_sure)
+
+    @property
     def on_destination(self) -> bool:
         return self.destination.running and self.source.known and not self.source.running
 
@@ -204,6 +212,16 @@ class Location:
         if src.state == "paused" and dst.not_running_for_sure:
             return (f"paused on the source ({src.name}) and not on the destination: resume it with "
                     f"{src.virsh('resume', d)}")
+        if src.not_running_for_sure and dst.not_running_for_sure:
+            seen = f"the source {src.name} says {src.state}, the destination {dst.name} says {dst.state}"
+            if self.lost_before_handover:
+                again = (src.virsh("start", d) if src.state != "absent" else
+                         f"virsh -c {redact_uri(src.uri)} define <its XML> then start {d}")
+                return (f"not running on either host: {seen}; its QEMU ended during the copy, before any "
+                        f"handover, so the source's disks are the current ones: start it there ({again})")
+            return (f"not running on either host: {seen}; the guest had stopped on the source for the "
+                    f"handover, so the destination's disks may be the newer ones: check before starting one "
+                    f"({dst.virsh('start', d)} if it is defined there)")
         src_text = src.state if src.known else f"unknown ({src.error})"
         dst_text = dst.state if dst.known else f"unknown ({dst.error})"
         return (f"unclear: source {src.name} says {src_text}, destination {dst.name} says {dst_text}; check both "

@@ -128,11 +128,16 @@ def recover(domain: str, src_uri: str, dst_uri: str, *, journal_dir: Any = None)
         dst = look(dconn, dst_uri, domain, "destination", dst_name)
         rec.found.append(f"source {src_name}: {_describe(src)}; destination {dst_name}: {_describe(dst)}")
         src, dst = _settle(conn, dconn, domain, src, dst, rec)
-        location = Location(domain, src, dst, stopped_on_source=True)
-        rec.location = location.text()
         on_source = src.running and dst.not_running_for_sure
         on_dest = dst.running and src.state == "absent"
-        if on_source:
+        # the guest died on the source during the copy (no switchover in the journal, migrate3 never returned
+        # a destination domain): b holds a partial copy, the source's disks are the current ones
+        returned = job.last("migrate3_returned") if job is not None else None
+        lost_in_copy = (job is not None and "switchover" not in job.steps() and not (returned or {}).get("ok")
+                        and src.not_running_for_sure and dst.not_running_for_sure)
+        location = Location(domain, src, dst, stopped_on_source=not lost_in_copy)
+        rec.location = location.text()
+        if on_source or lost_in_copy:
             _remove_definition(dconn, job, domain, dst, rec)
             _remove_images(dconn, job, domain, dst_uri, rec)
         elif job is not None and job.created_disks and not on_dest:

@@ -691,8 +691,8 @@ class Execution:
         where = location.text()
         on_source = location.on_source
         problems: list[str] = []
-        if on_source and location.destination.not_running_for_sure:
-            paths = self.created.paths
+        if (on_source and location.destination.not_running_for_sure) or location.lost_before_handover:
+            paths = self.created.paths  # a partial copy: the source's disks are the current ones
             problems = self.created.remove()
             self.journal.write("removed_disks", paths=[p for p in paths if not any(p in m for m in problems)])
         elif self.created.paths:
