@@ -76,12 +76,19 @@ def precopy(run: Run):
         start = env.now
         run.meter()  # nothing was sent since the last point (a sync, a pause): the figure sees the gap
         run.sending(pages_per_s)
+        woken = None
         if run.wakeable:
-            run.wakeup = env.event()
-            yield env.timeout(wait) | run.wakeup
+            run.wakeup = woken = env.event()
+            yield env.timeout(wait) | woken
         else:
             yield env.timeout(wait)
-        run.send_pages(pages_per_s * (env.now - start))
+        elapsed = env.now - start
+        if elapsed <= 0.0 < wait and not (woken is not None and woken.triggered):
+            # A slice's last sliver can take less than the clock can resolve at this time
+            # (wait < ulp(now)): the clock does not move, but the pages are sent all the same;
+            # counting them from the clock would leave the sliver pending forever.
+            elapsed = wait
+        run.send_pages(pages_per_s * elapsed)
         run.sending(0.0)
         run.meter()
         if env.now < start + wait - 1e-12:
