@@ -245,3 +245,90 @@ def test_optimize_finds_the_serial_schedule_where_sharing_fails():
     assert opt.baselines["kubevirt"].converged < 3
     assert opt.best.result.converged == 3
     assert gains["kubevirt"]["converged_gain"] == 3 - opt.baselines["kubevirt"].converged
+
+
+# ------------------------------------------------------------------ --execute's oVirt-style split
+class _FakeLibvirt:
+    """Just enough of libvirt for run_drain: domains that run, start a job, and take a max speed.
+    As libvirt does (qemuMigrationSrcRun), migrate3's own bandwidth is applied when the job starts,
+    over any max speed set before."""
+
+    class libvirtError(Exception):
+        def get_error_message(self) -> str:
+            return str(self)
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.domains: dict[str, dict] = {}
+
+    def open(self, _uri):
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def lookupByName(self, name):
+        fake = self
+
+        class Dom:
+            def isActive(self):
+                return fake.domains[name]["active"]
+
+            def jobStats(self, _flags):
+                return {"type": 2, "disk_total": 1} if fake.domains[name]["moving"] else {"type": 0}
+
+            def migrateSetMaxSpeed(self, mibps, _flags):
+                with fake.lock:
+                    fake.domains[name]["speed"] = mibps
+
+        return Dom()
+
+
+def test_execute_resplit_reaches_a_migration_whose_job_has_not_started(monkeypatch):
+    """The third VM starts while the second is still in flight (32 MiB/s each); the second leaves while
+    the third is still preparing, so the third's share becomes 64 MiB/s before libvirt applies its
+    migrate3 bandwidth (32). The new share must be in force once its job moves data, not overwritten."""
+    import sys
+    import threading
+    import time
+
+    from simkvm.drain import execute as ex
+    from simkvm.model.result import Result
+
+    lv = _FakeLibvirt()
+    for n in ("d1", "d2", "d3"):
+        lv.domains[n] = {"active": True, "moving": False, "speed": None}
+    started = {n: threading.Event() for n in lv.domains}
+    speed_in_ram: dict[str, int] = {}
+
+    def fake_execute(plan, name, _src, _dst):
+        started[name].set()
+        dom = lv.domains[name]
+        if name == "d3":
+            while lv.domains["d2"]["active"]:  # prepares until d2 has left the source...
+                time.sleep(0.002)
+            time.sleep(0.05)  # ...and the drain has re-split
+        else:
+            time.sleep(0.01)
+        with lv.lock:  # Perform: migrate3's bandwidth over whatever was set before
+            dom["speed"] = int(plan.link.bandwidth_Bps / 2**20)
+            dom["moving"] = True
+        if name == "d2":
+            started["d3"].wait(5)
+        deadline = time.monotonic() + (1.0 if name == "d3" else 0.05)
+        while time.monotonic() < deadline and not (name == "d3" and dom["speed"] == 64):
+            time.sleep(0.002)  # (d3: as long as a late poll may take to re-split; lost, it stays 32)
+        speed_in_ram[name] = dom["speed"]
+        dom["active"] = False
+        return Result(converged=True, outcome="converged", reason="", source="measured", total_time_s=0.1)
+
+    monkeypatch.setitem(sys.modules, "libvirt", lv)
+    monkeypatch.setattr("simkvm.executor.execute", fake_execute)
+    f = fleet([row(n) for n in ("d1", "d2", "d3")], link={"bandwidth": "20GB/s"},
+              concurrency={"stack": "ovirt", "max_migrations": 2, "bandwidth": "64MiB/s"})
+    d = ex.run_drain(f, "src", "dst", poll_s=0.005)
+    assert sorted(v.name for v in d.vms) == ["d1", "d2", "d3"]
+    assert speed_in_ram["d1"] == 32 and speed_in_ram["d2"] in (32, 64)
+    assert speed_in_ram["d3"] == 64  # alone once d2 left: the whole 64 MiB/s

@@ -104,14 +104,23 @@ def format_comparison(predicted: DrainResult, measured: DrainResult) -> str:
 
 
 class _Flight:
-    """One migration in flight: its thread, and where its result lands."""
+    """One migration in flight: its thread, where its result lands, and its share of the link.
 
-    def __init__(self, name: str, start_s: float) -> None:
+    ``mibps`` is the max-bandwidth in force: migrate3's own bandwidth until the drain changes it.
+    libvirt applies that bandwidth when its Perform phase starts (qemuMigrationSrcRun), so a
+    virDomainMigrateSetMaxSpeed that lands earlier (during the executor's preparation, or
+    libvirt's Begin and Prepare) is overwritten: a new share (``want``) waits until the job
+    moves data (``moving``), then it sticks."""
+
+    def __init__(self, name: str, start_s: float, mibps: int) -> None:
         self.name = name
         self.start_s = start_s
         self.result: Result | None = None
         self.end_s = 0.0
         self.thread: threading.Thread | None = None
+        self.mibps = mibps
+        self.want = mibps
+        self.moving = False
 
 
 def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02) -> DrainResult:
@@ -137,15 +146,37 @@ def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02)
         return float(c.bandwidth_per_migration_Bps or 0.0)
 
     def resplit() -> None:
-        """virDomainMigrateSetMaxSpeed on every migration in flight (MiB/s, as libvirt takes it)."""
+        """Every migration in flight gets the link / how many are in flight (MiB/s, as libvirt takes it)."""
         if not c.split_bandwidth or not flying:
             return
         mibps = max(int(each_Bps(len(flying)) / MiB), 1)
         for f in flying.values():
+            f.want = mibps
+        apply_shares()
+
+    def moves_data(f: _Flight) -> bool:
+        """Its job moves data (a disk mirror or RAM): libvirt has applied migrate3's bandwidth."""
+        try:
+            stats = conn.lookupByName(f.name).jobStats(0)
+        except libvirt.libvirtError:
+            return False
+        return bool(stats.get("disk_total") or stats.get("memory_total"))
+
+    def apply_shares() -> None:
+        """virDomainMigrateSetMaxSpeed where a share changed, once it can no longer be overwritten."""
+        for f in flying.values():
+            if f.want == f.mibps:
+                continue
+            if not f.moving:
+                f.moving = moves_data(f)
+                if not f.moving:
+                    continue  # looked at again at the next poll
             try:
-                conn.lookupByName(f.name).migrateSetMaxSpeed(mibps, 0)
+                conn.lookupByName(f.name).migrateSetMaxSpeed(f.want, 0)
+                f.mibps = f.want
             except libvirt.libvirtError as exc:  # it may just have finished
                 log.info("drain: %s: max speed not changed (%s)", f.name, exc.get_error_message())
+                f.want = f.mibps
 
     def left_source(name: str) -> bool:
         """The source no longer runs the VM (libvirt stops it there once the destination has resumed)."""
@@ -176,7 +207,7 @@ def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02)
                 if c.split_bandwidth:
                     bandwidth = max(int(bandwidth / MiB), 1) * MiB  # libvirt's bandwidth is whole MiB/s
                 plan = dataclasses.replace(vm.plan, link=dataclasses.replace(vm.plan.link, bandwidth_Bps=bandwidth))
-                flight = _Flight(vm.name, time.monotonic() - t0)
+                flight = _Flight(vm.name, time.monotonic() - t0, int(bandwidth / MiB))
                 flying[vm.name] = flight
                 flight.thread = threading.Thread(target=run_one, args=(flight, plan), name=f"drain-{vm.name}",
                                                  daemon=True)
@@ -184,6 +215,7 @@ def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02)
                 resplit()
             done.wait(poll_s)
             done.clear()
+            apply_shares()
             for name, f in list(flying.items()):
                 if f.result is not None or left_source(name):
                     # Its slot is free once the VM runs on the destination (the executor may still be
