@@ -266,6 +266,9 @@ class _FakeLibvirt:
     def open(self, _uri):
         return self
 
+    def registerErrorHandler(self, _handler, _ctx) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
