@@ -54,17 +54,31 @@ def test_a_lone_migration_is_exactly_simulate(vm):
 
 
 def test_lone_migrations_one_after_another_each_run_as_alone():
-    """nova (1 per source): each migration has the NIC to itself, so each is `simulate`, shifted."""
+    """nova (1 per source): each migration has the NIC to itself, so each is `simulate`, shifted; the
+    next starts when libvirt's Confirm has stopped the previous one's source QEMU (host.source_stop)."""
     vms = [LONE[0], LONE[2], LONE[5]]
-    d = drain(fleet(vms, concurrency="nova"))
+    d = drain(fleet(vms, concurrency="nova", host={"source_stop": "1.5s"}))
     clock = 0.0
     for vm in d.vms:  # records come in the order they end: the file's
         alone = simulate(next(v.plan for v in d_fleet_vms(vms) if v.name == vm.name), timeline=False)
         assert vm.start_s == pytest.approx(clock, abs=1e-9)
         assert vm.result.total_time_s == pytest.approx(alone.total_time_s, rel=1e-12)
         assert vm.result.iterations == alone.iterations
-        clock = vm.end_s
-    assert d.makespan_s == pytest.approx(clock)
+        assert vm.result.converged
+        clock = vm.end_s + 1.5
+    assert d.makespan_s == pytest.approx(clock - 1.5)  # the last VM runs on its destination then
+
+
+def test_a_share_is_held_until_the_source_qemu_is_gone():
+    """oVirt's split counts a migration until its call returns: for host.source_stop after the small VM
+    resumed on the destination the large one still runs at C/2, so it ends source_stop / 2 later than
+    if the slot were free at the resume (idle guests, shared storage, no CPU cost: pure bytes / rate)."""
+    vms = [row("small", "1GiB"), row("large", "4GiB")]
+    keys = {"concurrency": "ovirt", "migration": {"max_downtime": "300ms", "storage": "shared"}}
+    at_resume = drain(fleet(vms, host={"page_cost": 0, "source_stop": 0}, **keys))
+    held = drain(fleet(vms, host={"page_cost": 0, "source_stop": "1s"}, **keys))
+    assert held.record("small").end_s == at_resume.record("small").end_s
+    assert held.record("large").end_s - at_resume.record("large").end_s == pytest.approx(0.5, abs=1e-3)
 
 
 def d_fleet_vms(vms):

@@ -178,10 +178,14 @@ class Drain:
         start = self.env.now
         result: Result = yield process
         self.network.leave(run)
+        self.records.append(VMRecord(vm.name, vm.source, room.name, start, self.env.now, result))
+        if result.converged:
+            # The VM runs on the destination; the migration call returns, and the slot (and an
+            # oVirt-style share) is free, once libvirt's Confirm has stopped the source QEMU.
+            yield self.env.timeout(run.plan.host.source_stop_s)
         self.outgoing[vm.source].remove(run)
         room.release(vm.memory_bytes, vm.disk_bytes, moved=result.converged)
         self.in_flight -= 1
-        self.records.append(VMRecord(vm.name, vm.source, room.name, start, self.env.now, result))
         if self.c.split_bandwidth:
             self._resplit(vm.source)
         if not self.changed.triggered:

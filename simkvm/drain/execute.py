@@ -218,8 +218,9 @@ def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02)
             apply_shares()
             for name, f in list(flying.items()):
                 if f.result is not None or left_source(name):
-                    # Its slot is free once the VM runs on the destination (the executor may still be
-                    # checking and cleaning up, as the simulator's migration ends at the resume).
+                    # Its slot is free once the source no longer runs the VM: libvirt's Confirm has
+                    # stopped the source QEMU (host.source_stop after the resume, as the simulator
+                    # holds it); the executor may still be reading the completed job's figures.
                     del flying[name]
                     finishing.append(f)
                     resplit()

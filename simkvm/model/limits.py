@@ -78,7 +78,7 @@ BOUNDS: dict[str, Bound] = {
     "host.zero_page_bytes": Bound(0, 64 * KiB, "a zero page's record is smaller than a page"),
     **{f"host.{name}": Bound(0, MAX_HOST_STEP_S, "one host step; calibrated ones take milliseconds")
        for name in ("check_destination_s", "create_disk_s", "start_destination_s", "setup_s", "switchover_overhead_s",
-                    "resume_s", "mirror_complete_s", "mirror_drain_s", "job_query_s")},
+                    "resume_s", "mirror_complete_s", "mirror_drain_s", "job_query_s", "source_stop_s")},
     "host.page_cost_s": Bound(0, 1.0, "CPU time per page"),
     "host.mirror_granularity_bytes": Bound(512, 64 * MiB, "QEMU's drive-mirror granularity is 512 B to 64 MiB "
                                                           "(blockdev.c blockdev_mirror_common)"),

@@ -266,6 +266,10 @@ class Host:
     mirror_zero_accounted: bool = True  # zero blocks count against the mirror speed limit
     mirror_complete_s: float = 0.005
     mirror_drain_s: float = 0.0  # more, when the guest writes its disk: in-flight I/O drains at the stop
+    # After the guest resumes on the destination, libvirt's Confirm phase stops the source QEMU and
+    # polls every 200 ms until the process is gone (virProcessKillPainfullyDelay): the migration call
+    # returns, and an orchestrator frees its slot, only then. A drain holds the slot this long.
+    source_stop_s: float = 0.2
     dirty_rate_factor: float = 1.0  # real page writes per nominal one (TCG guests run slower)
     # One virDomainGetJobStats round trip: an orchestrator's poll reads the clock
     # this long after its tick, so a deadline on its poll grid has already passed

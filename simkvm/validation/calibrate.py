@@ -8,6 +8,8 @@ judges the model on the others) and fits:
 * what can be read straight off the measurements:
   - fixed costs: ``start_destination_s`` from the measured preparation time
     (until the mirror starts), minus the other preparation constants;
+    ``source_stop_s`` from the time migrate3 took to return after the guest
+    resumed on the destination (libvirt's Confirm stopping the source QEMU);
   - bytes per page: ``page_header_bytes`` (and ``zero_page_bytes`` = header +
     1, as QEMU sends it) and ``device_state_bytes`` by least squares on
     ``RAM bytes - 4096 x normal pages = header x (normal + zero) + zero + device state``;
@@ -128,7 +130,8 @@ def fit_page_bytes(runs: Sequence[CalibrationRun]) -> tuple[float, float] | None
 
 
 def fit_fixed_costs(runs: Sequence[CalibrationRun], base: Host) -> dict[str, float]:
-    """start_destination_s (and setup_s when libvirt reported QEMU's setup time) from the preparation time."""
+    """start_destination_s (and setup_s when libvirt reported QEMU's setup time) from the preparation time;
+    source_stop_s from how long migrate3 took to return after the guest resumed on the destination."""
     out: dict[str, float] = {}
     setup_ms = [float(r.measured.meta.get("completed_stats", {}).get("setup_time"))
                 for r in runs if r.measured.meta.get("completed_stats", {}).get("setup_time") is not None]
@@ -139,6 +142,10 @@ def fit_fixed_costs(runs: Sequence[CalibrationRun], base: Host) -> dict[str, flo
             - setup_s for r in runs if r.measured.setup_time_s > 0 and r.measured.outcome != "refused"]
     if prep:
         out["start_destination_s"] = float(max(0.0, np.median(prep)))
+    tails = [r.measured.meta["migrate3_returned_s"] - r.measured.total_time_s for r in runs
+             if r.measured.converged and isinstance(r.measured.meta.get("migrate3_returned_s"), (int, float))]
+    if tails:
+        out["source_stop_s"] = float(max(0.0, np.median(tails)))
     return out
 
 
@@ -270,7 +277,8 @@ def direct_estimates(runs: Sequence[CalibrationRun]) -> tuple[dict[str, float], 
     fixed = fit_fixed_costs(runs, base)
     c.update(fixed)
     for k in fixed:
-        how[k] = "median preparation time of the runs"
+        how[k] = ("median time migrate3 took to return after the resume" if k == "source_stop_s"
+                  else "median preparation time of the runs")
     guest = fit_guest_os(runs, c)
     c.update(guest)
     for k in guest:
@@ -361,12 +369,13 @@ def _round(x: float | None, digits: int = 6) -> float | None:
 PROFILE_HOST_KEYS = ("start_destination_s", "setup_s", "page_header_bytes", "zero_page_bytes", "page_cost_s",
                      "sync_s_per_GiB", "device_state_bytes", "resume_s", "mirror_zero_accounted",
                      "dirty_rate_factor", "check_destination_s", "create_disk_s", "switchover_overhead_s",
-                     "mirror_granularity_bytes", "mirror_complete_s", "mirror_drain_s")
+                     "mirror_granularity_bytes", "mirror_complete_s", "mirror_drain_s", "source_stop_s")
 
 
 def profile_dict(fitted: Mapping[str, Any], *, source: str = "") -> dict[str, Any]:
     c = fitted["constants"]
-    host = {key_of(k): (bool(c[k]) if isinstance(c[k], bool) else _round(float(c[k]))) for k in PROFILE_HOST_KEYS}
+    host = {key_of(k): (bool(c[k]) if isinstance(c[k], bool) else _round(float(c[k]))) for k in PROFILE_HOST_KEYS
+            if k in c}  # (a constant not fitted keeps the plan's default)
     host["qemu"] = fitted.get("qemu", "7.2")  # the version calibrated on: plans predicting another get a warning
     guest = {}
     if c.get("os_nonzero_bytes") is not None:
