@@ -159,8 +159,8 @@ class Result:
         out["rounds"] = [{k: _clean(r.get(k)) for k in ROUND_COLUMNS} for r in self.round_records]
         out["timeline"] = [{k: _clean(v) for k, v in t._asdict().items()} for t in self.timeline_records]
         out["actions"] = [a.to_dict() for a in self.actions]
-        if self.source == "measured":
-            out["measurement"] = dataclasses.asdict(self.measurement)
+        # One schema for both: a prediction carries the key too, null (nothing was measured).
+        out["measurement"] = dataclasses.asdict(self.measurement) if self.source == "measured" else None
         out["meta"] = self.meta
         if self.plan is not None:
             out["plan"] = self.plan
@@ -180,7 +180,7 @@ class Result:
         res.round_records = [dict(r) for r in data.get("rounds", [])]
         res.timeline_records = [TimelinePoint(*(t.get(c) for c in TIMELINE_COLUMNS)) for t in data.get("timeline", [])]
         res.actions = [Action(**a) for a in data.get("actions", [])]
-        if "measurement" in data:
+        if data.get("measurement") is not None:
             res.measurement = Measurement(**data["measurement"])
         elif res.source == "measured":
             res.measurement = Measurement.from_meta(res.meta)
@@ -216,7 +216,7 @@ def _check_result(data: Any) -> None:
             raise bad(f.name, "a string", value)
         if f.name in ("plan", "meta") and value is not None and not isinstance(value, dict):
             raise bad(f.name, "an object", value)
-    if "measurement" in data:
+    if data.get("measurement") is not None:
         m = data["measurement"]
         if not isinstance(m, dict) or set(m) - {f.name for f in dataclasses.fields(Measurement)}:
             raise bad("measurement", "{vm_location, service_interruption_measured, downtime_bound_exceeded}", m)
