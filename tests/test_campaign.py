@@ -680,6 +680,20 @@ def test_calibration_recovers_known_constants(tmp_path):
     assert applied.link.capacity_Bps == pytest.approx(c["capacity_Bps"], rel=1e-5)
 
 
+def test_a_dirty_rate_the_guests_measured_is_kept_not_searched():
+    """The testbed guest reports the rate it achieved: that is the factor, whatever the search's
+    objective would prefer ('measurements' simulated with 0.8 while the guests say 1.0)."""
+    plans = [_plan(256 * MiB, 8 * MiB, 32 * MiB, 32 * MiB, 0.1), _plan(256 * MiB, 24 * MiB, 64 * MiB, 64 * MiB, 1.0),
+             _plan(256 * MiB, 16 * MiB, 96 * MiB, 96 * MiB, 0.05, "sequential")]
+    runs = [CalibrationRun(f"r{i}", p, simulate(with_constants(p, TRUTH)), p.workload.memory.dirty_rate_Bps)
+            for i, p in enumerate(plans)]
+    out = fit(runs, max_evals=60)
+    assert out["constants"]["dirty_rate_factor"] == 1.0
+    assert out["fit"]["method"]["dirty_rate_factor"].startswith("guest's achieved")
+    runs = [CalibrationRun(r.run_id, r.plan, r.measured) for r in runs]  # no guest report: searched
+    assert out["constants"]["dirty_rate_factor"] != fit(runs, max_evals=60)["constants"]["dirty_rate_factor"]
+
+
 def test_guest_os_background_rate_is_recovered_from_idle_runs():
     """Idle testbed-guest runs simulated with a known background rate and the guest's hot pages:
     the fit knows the hot pages (not fitted) and must find the rate from the normal pages sent."""
