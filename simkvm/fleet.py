@@ -6,7 +6,8 @@ capacity-planning notebook, the figure scripts and ``simkvm drain`` alike.
 
 Columns: name, memory, zero_fraction, disk, disk_allocated, dirty_rate, wss,
 disk_write_rate. Optional: disk_wss (default 1 GiB), io_size (default the plan's: 4 KiB),
-host (where the VM runs, for a drain), policy (its orchestration policy),
+host (where the VM runs, for a drain), cpu_load (cores its vCPUs keep busy, for a drain's CPU
+model), policy (its orchestration policy),
 aids (a mapping in YAML; in a CSV cell names separated by spaces or commas:
 auto_converge, postcopy (after 5 iterations), xbzrle, multifd).
 """
@@ -21,7 +22,7 @@ from .model.errors import PlanError, UserError
 from .model.plan import Plan
 
 REQUIRED = ("name", "memory", "zero_fraction", "disk", "disk_allocated", "dirty_rate", "wss", "disk_write_rate")
-OPTIONAL = ("disk_wss", "io_size", "host", "policy", "aids", "role")
+OPTIONAL = ("disk_wss", "io_size", "host", "policy", "aids", "role", "cpu_load")
 
 #: an aid named in a CSV cell -> its plan section
 AID_NAMES: dict[str, dict[str, Any]] = {

@@ -238,6 +238,11 @@ VALID_ROW = json.dumps(row("a"))
     ("link: {bandwidth: 1Gbit/s}\nvms: [{name: a}]", "missing"),
     ("link: [1]", "link must be a mapping"),
     (f"link: {{bandwidth: 1Gbit/s}}\nhosts: {{a: {{}}}}\nvms: [{VALID_ROW}]", "say which host(s) to empty"),
+    (f"link: {{bandwidth: 1Gbit/s}}\nhosts: {{a: {{cores: 2, machine: m}}, b: {{cores: 4, machine: m}}}}\n"
+     f"drain: [a]\nvms: [{VALID_ROW}]", "give its cores once"),
+    (f"link: {{bandwidth: 1Gbit/s}}\nhosts: {{a: {{cores: -1}}, b: {{}}}}\ndrain: [a]\nvms: [{VALID_ROW}]",
+     "hosts.a.cores must be a number from"),
+    (f"link: {{bandwidth: 1Gbit/s}}\nvms: [{json.dumps(row('a', cpu_load='lots'))}]", "cpu_load must be a number"),
 ])
 def test_bad_fleet_files_are_one_line_and_exit_2(tmp_path, capsys, text, msg):
     path = tmp_path / "f.yaml"
@@ -349,3 +354,56 @@ def test_execute_resplit_reaches_a_migration_whose_job_has_not_started(monkeypat
     assert sorted(v.name for v in d.vms) == ["d1", "d2", "d3"]
     assert speed_in_ram["d1"] == 32 and speed_in_ram["d2"] in (32, 64)
     assert speed_in_ram["d3"] == 64  # alone once d2 left: the whole 64 MiB/s
+
+
+# ------------------------------------------------------------------ hosts' CPUs
+def test_cpu_processor_sharing_closed_form():
+    """Two QEMU starts of 1 s of CPU on one core, the second 0.5 s later: the first runs alone for 0.5 s,
+    then both at half a core, so the first ends at 1.5 s and the second at 2.0 s (processor sharing)."""
+    import simpy
+
+    from simkvm.drain.cpu import Cpus
+    from simkvm.model.plan import Host
+
+    env = simpy.Environment()
+    cpus = Cpus({"m": 1.0}, {"a": "m", "b": "m"})
+    ends = {}
+
+    class FakeRun:
+        def __init__(self) -> None:
+            self.env = env
+            self.plan = dataclasses.replace(fleet([row("x")]).vms[0].plan, host=Host(start_destination_s=1.0))
+
+    def starter(name, delay):
+        yield env.timeout(delay)
+        run = FakeRun()
+        cpus.route(run, "b")
+        yield from cpus.start_destination(run)
+        ends[name] = env.now
+
+    env.process(starter("first", 0.0))
+    env.process(starter("second", 0.5))
+    env.run()
+    assert ends == {"first": pytest.approx(1.5, abs=1e-12), "second": pytest.approx(2.0, abs=1e-12)}
+
+
+def test_busy_guests_slow_concurrent_qemu_starts():
+    """The testbed drain's shape: hosts a and b on one 2-core machine, three guests keeping 0.4 core busy
+    each, two migrations at once. Max-min fair: the guests get their 0.4, the two starts share the 0.8 left
+    (0.4 core each), so each start takes start_destination / 0.4; the third, alone, gets 0.8 core."""
+    vms = [row(f"g{i}", "256MiB", "4MiB/s", "32MiB", "64MiB", "64MiB", cpu_load=0.4) for i in (1, 2, 3)]
+    keys = {"hosts": {"a": {"cores": 2, "machine": "box"}, "b": {"machine": "box"}}, "drain": ["a"],
+            "concurrency": {"max_parallel": 2}, "host": {"source_stop": 0}}
+    d = drain(fleet([{**v, "host": "a"} for v in vms], **keys))
+    h = fleet(vms, host={"source_stop": 0}).vms[0].plan.host
+    base = h.check_destination_s + h.create_disk_s + h.setup_s
+    setups = {v.name: v.result.setup_time_s for v in d.vms}
+    assert setups["g1"] == pytest.approx(base + h.start_destination_s / 0.4, rel=1e-12)
+    assert setups["g2"] == pytest.approx(base + h.start_destination_s / 0.4, rel=1e-12)
+    assert setups["g3"] == pytest.approx(base + h.start_destination_s / 0.8, rel=1e-12)
+    # enough cores for everyone: the starts take start_destination, as without a CPU model
+    roomy = drain(fleet([{**v, "host": "a"} for v in vms], **{**keys, "hosts": {"a": {"cores": 8, "machine": "box"},
+                                                                                 "b": {"machine": "box"}}}))
+    plain = drain(fleet([{**v, "host": "a"} for v in vms], **{**keys, "hosts": {"a": {}, "b": {}}}))
+    for v in roomy.vms:
+        assert v.result.total_time_s == pytest.approx(plain.record(v.name).result.total_time_s, rel=1e-12)

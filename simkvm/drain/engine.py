@@ -19,6 +19,7 @@ import simpy
 from ..model.result import Result
 from ..sim import start_migration
 from ..sim.state import Run
+from .cpu import Cpus
 from .links import Network
 from .placement import HostRoom, get_rule
 from .result import DrainResult, VMRecord
@@ -72,6 +73,8 @@ class Drain:
         self.env = simpy.Environment()
         self.network = Network(self.env, {h.name: h.nic_Bps for h in fleet.hosts},
                                {h.name: h.background_Bps for h in fleet.hosts})
+        cores = {h.machine: h.cores for h in fleet.hosts if h.cores is not None}
+        self.cpus = Cpus(cores, {h.name: h.machine for h in fleet.hosts}) if cores else None
         by_name = {vm.name: vm for vm in fleet.vms}
         names = list(order) if order is not None else list(by_name)
         if sorted(names) != sorted(by_name):
@@ -90,6 +93,8 @@ class Drain:
     # ------------------------------------------------------------ the story
     def run(self) -> DrainResult:
         self.network.start()
+        if self.cpus is not None:
+            self.cpus.place_all({vm.name: (vm.source, vm.cpu_load) for vm in self.fleet.vms})
         self.env.run(until=self.env.process(self.scheduler()))
         return DrainResult(
             name=self.fleet.name, source="simulated", concurrency=self.c.describe(), order=self.order,
@@ -167,8 +172,10 @@ class Drain:
             plan = dataclasses.replace(plan, link=dataclasses.replace(plan.link, bandwidth_Bps=min(
                 bandwidth, plan.capacity_Bps)))
         clock = cast(simpy.Environment, LocalClock(self.env))  # all a migration uses of an Environment
-        run, process = start_migration(clock, plan, timeline=self.timeline, link=self.network)
+        run, process = start_migration(clock, plan, timeline=self.timeline, link=self.network, cpus=self.cpus)
         self.network.route(run, vm.source, room.name)
+        if self.cpus is not None:
+            self.cpus.route(run, room.name)
         runs.append(run)
         if self.c.split_bandwidth:
             self._resplit(vm.source)
@@ -180,6 +187,8 @@ class Drain:
         self.network.leave(run)
         self.records.append(VMRecord(vm.name, vm.source, room.name, start, self.env.now, result))
         if result.converged:
+            if self.cpus is not None:
+                self.cpus.place(vm.name, room.name, vm.cpu_load)
             # The VM runs on the destination; the migration call returns, and the slot (and an
             # oVirt-style share) is free, once libvirt's Confirm has stopped the source QEMU.
             yield self.env.timeout(run.plan.host.source_stop_s)

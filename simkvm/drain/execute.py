@@ -16,13 +16,14 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import threading
 import time
 from typing import Any
 
 from ..libvirt_api import import_libvirt
-from ..model.errors import MigrationFailed, UserError
+from ..model.errors import EnvironmentProblem, MigrationFailed, UserError
 from ..model.result import Measurement, Result
 from ..model.units import fmt_duration
 from .engine import drain
@@ -74,15 +75,37 @@ def execute_drain(fleet: Fleet, args: argparse.Namespace) -> int:
 
 def predict_and_run(fleet: Fleet, src_uri: str, dst_uri: str) -> tuple[DrainResult, DrainResult]:
     """Predict the drain of the guests as they are (their workload, RAM and disks read from them, as
-    ``migrate --predict`` does), then run it for real."""
+    ``migrate --predict`` does, and the cores their vCPUs keep busy), then run it for real.
+
+    The testbed's hosts are one machine: they share its cores (the fleet's, else this machine's)."""
     from ..testbed.guestplan import plan_for_domain
 
     testbed_fleet(fleet)
-    vms = tuple(dataclasses.replace(vm, plan=plan_for_domain(vm.plan, vm.name, src_uri)) for vm in fleet.vms)
-    fleet = dataclasses.replace(fleet, vms=vms)
+    loads = guest_cpu_loads([vm.name for vm in fleet.vms], src_uri)
+    vms = tuple(dataclasses.replace(vm, plan=plan_for_domain(vm.plan, vm.name, src_uri), cpu_load=loads[vm.name])
+                for vm in fleet.vms)
+    cores = next((h.cores for h in fleet.hosts if h.cores), None) or float(os.cpu_count() or 1)
+    hosts = tuple(dataclasses.replace(h, machine="testbed", cores=cores) for h in fleet.hosts)
+    fleet = dataclasses.replace(fleet, vms=vms, hosts=hosts)
     predicted = drain(fleet)
     log.info("drain: predicted %s", predicted.summary_line())
     return predicted, run_drain(fleet, src_uri, dst_uri)
+
+
+def guest_cpu_loads(names: list[str], uri: str, window_s: float = 1.0) -> dict[str, float]:
+    """Cores each running guest keeps busy: its QEMU's CPU time over ``window_s`` (virDomainGetInfo)."""
+    libvirt = import_libvirt()
+    conn = libvirt.open(uri)
+    try:
+        doms = {n: conn.lookupByName(n) for n in names}
+        t0, before = time.monotonic(), {n: d.info()[4] for n, d in doms.items()}
+        time.sleep(window_s)
+        t1, after = time.monotonic(), {n: d.info()[4] for n, d in doms.items()}
+    except libvirt.libvirtError as exc:
+        raise EnvironmentProblem(f"cannot read the guests' CPU time on {uri}: {exc.get_error_message()}") from None
+    finally:
+        conn.close()
+    return {n: max(0.0, (after[n] - before[n]) / 1e9 / (t1 - t0)) for n in names}
 
 
 def makespan_error(predicted: DrainResult, measured: DrainResult) -> float:

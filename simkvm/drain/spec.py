@@ -3,14 +3,15 @@
     name: rack-7
     link: {bandwidth: 10Gbit/s}           # every host's NIC (the source's is shared by its outbound migrations)
     hosts:                                # optional; without it: one source and one roomy destination
-      a: {free_memory: 0, nic: 10Gbit/s}
+      a: {free_memory: 0, nic: 10Gbit/s, cores: 32}   # cores: its CPUs are modelled (simkvm.drain.cpu)
       b: {free_memory: 512GiB, free_disk: 8TiB, background: 1Gbit/s}
     drain: [a]                            # hosts to empty (default: the hosts the VMs are on)
     concurrency: {max_parallel: 2}        # or nova | kubevirt | ovirt, or {stack: kubevirt, <its knobs>}
     migration: {max_downtime: 300ms, max_time: 1h}
     policy: qemu                          # each VM's, unless its row names another
     destination: {rule: most-free-memory, when_full: wait}
-    vms: fleet.csv                        # or a list of rows with the fleet CSV's columns (+ host, policy, aids)
+    vms: fleet.csv                        # or a list of rows with the fleet CSV's columns (+ host, policy, aids,
+                                          #   cpu_load: cores its vCPUs keep busy)
 
 A CSV alone is a fleet too (one source, one destination, defaults from the
 command line). Units are parsed here, once.
@@ -45,6 +46,8 @@ class HostSpec:
     free_memory_bytes: float = math.inf
     free_disk_bytes: float = math.inf
     background_Bps: float = 0.0  # other traffic on its NIC, each way
+    cores: float | None = None  # its machine's CPUs (None: not modelled)
+    machine: str = ""  # hosts on one machine share its cores (the testbed's a and b); default its name
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class VMSpec:
     name: str
     source: str
     plan: Plan
+    cpu_load: float = 0.0  # cores its vCPUs keep busy (a drain's CPU model: simkvm.drain.cpu)
 
     @property
     def memory_bytes(self) -> float:
@@ -150,11 +154,13 @@ def fleet_from_dict(data: Mapping[str, Any]) -> Fleet:
         if source not in drain:
             continue  # stays where it is
         nic_Bps = by_name[source].nic_Bps
-        flavour = (nic_Bps, repr(sorted((k, v) for k, v in row.items() if k not in ("name", "host"))))
+        flavour = (nic_Bps, repr(sorted((k, v) for k, v in row.items() if k not in ("name", "host", "cpu_load"))))
         if flavour not in plans:
             plans[flavour] = vm_plan(row, bandwidth=nic_Bps, capacity=nic_Bps, max_downtime=max_downtime,
                                      max_time=max_time, migration=migration, defaults=defaults)
-        vms.append(VMSpec(name=name, source=source, plan=dataclasses.replace(plans[flavour], name=name)))
+        cpu_load = _number(row.get("cpu_load", 0.0), f"vms[{i}] ({name}).cpu_load", 0.0, 4096.0)
+        vms.append(VMSpec(name=name, source=source, plan=dataclasses.replace(plans[flavour], name=name),
+                          cpu_load=cpu_load))
     dest = _mapping(data.get("destination"), "destination")
     rule = str(dest.pop("rule", "most-free-memory"))
     get_rule(rule)
@@ -210,10 +216,10 @@ def _hosts(value: Any, nic: float, background: float, vm_rows: list[dict[str, An
     out = []
     for name, spec in value.items():
         spec = _mapping(spec, f"hosts.{name}")
-        extra = [k for k in spec if k not in ("nic", "free_memory", "free_disk", "background")]
+        extra = [k for k in spec if k not in ("nic", "free_memory", "free_disk", "background", "cores", "machine")]
         if extra:
-            raise PlanError(f"unknown key hosts.{name}.{extra[0]}; known keys here: background, free_disk, "
-                            f"free_memory, nic")
+            raise PlanError(f"unknown key hosts.{name}.{extra[0]}; known keys here: background, cores, free_disk, "
+                            f"free_memory, machine, nic")
         w = f"hosts.{name}"
         out.append(HostSpec(
             name=str(name),
@@ -223,10 +229,28 @@ def _hosts(value: Any, nic: float, background: float, vm_rows: list[dict[str, An
             free_disk_bytes=parse_size(spec["free_disk"], f"{w}.free_disk") if "free_disk" in spec else math.inf,
             background_Bps=parse_rate(spec["background"], f"{w}.background") if "background" in spec
             else background,
+            cores=_number(spec["cores"], f"{w}.cores", 0.01, 65536.0) if "cores" in spec else None,
+            machine=str(spec.get("machine", name)),
         ))
     if not out:
         raise PlanError("hosts must list at least a source and a destination")
-    return out
+    cores: dict[str, float] = {}
+    for h in out:  # a machine's cores are given once (on any of its hosts) or the same on each
+        if h.cores is not None and cores.setdefault(h.machine, h.cores) != h.cores:
+            raise PlanError(f"hosts on machine {h.machine!r} give it {cores[h.machine]:g} and {h.cores:g} cores: "
+                            f"give its cores once")
+    return [dataclasses.replace(h, cores=cores.get(h.machine)) for h in out]
+
+
+def _number(value: Any, where: str, low: float, high: float) -> float:
+    """A plain number (cores) in [low, high]."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise PlanError(f"{where} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(x) or not low <= x <= high:
+        raise PlanError(f"{where} must be a number from {low:g} to {high:g}, got {value!r}")
+    return x
 
 
 def _drain(value: Any, hosts: list[HostSpec], vm_rows: list[dict[str, Any]]) -> list[str]:

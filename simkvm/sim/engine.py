@@ -21,7 +21,7 @@ from .diagnose import converged_reason, memory_reason
 from .mirror import mirror, mirror_limit_reason
 from .postcopy import postcopy
 from .ram import precopy
-from .state import Run, SharedLink
+from .state import Run, SharedCpus, SharedLink
 from .switchover import network_convergence_s, switchover
 
 
@@ -33,13 +33,13 @@ def simulate(plan: Plan, *, reference: bool = False, timeline: bool = True) -> R
 
 
 def start_migration(env: simpy.Environment, plan: Plan, *, reference: bool = False, timeline: bool = True,
-                    link: SharedLink | None = None) -> tuple[Run, simpy.Process]:
+                    link: SharedLink | None = None, cpus: SharedCpus | None = None) -> tuple[Run, simpy.Process]:
     """One migration (and its orchestrator) as processes in ``env``; the process's value is the Result.
-    A drain starts many in one environment, each over its share of a ``link``."""
+    A drain starts many in one environment, each over its share of a ``link`` and of its hosts' ``cpus``."""
     policy = make_policy(plan) if plan.policy.name != "qemu" else None
     if policy is not None:
         plan = policy.configure(plan)  # the orchestrator's own settings (aids, ...)
-    run = Run(env, plan, reference=reference, keep_timeline=timeline, link=link)
+    run = Run(env, plan, reference=reference, keep_timeline=timeline, link=link, cpus=cpus)
     process = env.process(_labelled(migration(run), plan.policy.name))
     if policy is not None:
         run.has_controller = True
@@ -60,7 +60,11 @@ def migration(run: Run):
     yield env.timeout(plan.host.check_destination_s)
     if refusal:
         return _finish(run, converged=False, outcome="refused", reason=refusal)
-    yield env.timeout(plan.host.create_disk_s * len(plan.migrated_disks) + plan.host.start_destination_s)
+    if run.cpus is None:
+        yield env.timeout(plan.host.create_disk_s * len(plan.migrated_disks) + plan.host.start_destination_s)
+    else:  # a drain: the destination QEMU starts on its share of the machine's cores
+        yield env.timeout(plan.host.create_disk_s * len(plan.migrated_disks))
+        yield from run.cpus.start_destination(run)
     yield env.timeout(plan.host.setup_s)
     run.setup_done_s = env.now
     # ---- 2. migration: disks first, then RAM

@@ -12,7 +12,7 @@ throttle steps (:mod:`.throttle`).
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 import simpy
 
@@ -35,16 +35,25 @@ class SharedLink(Protocol):
         """What the wire carries for ``run`` now (its max-min fair share of the link)."""
 
 
+class SharedCpus(Protocol):
+    def start_destination(self, run: "Run") -> Any:
+        """Start the paused destination QEMU on its share of the machine's cores (a process body)."""
+
+
 class Run:
     """Everything one simulated migration knows; times in s, sizes in bytes, rates in B/s."""
 
     def __init__(self, env: simpy.Environment, plan: Plan, *, reference: bool = False,
-                 keep_timeline: bool = True, link: SharedLink | None = None) -> None:
+                 keep_timeline: bool = True, link: SharedLink | None = None,
+                 cpus: SharedCpus | None = None) -> None:
         self.env = env
         self.plan = plan
         # None: the plan's own link, whole. A drain's shared link (simkvm.drain.links) instead gives
         # this migration its share of the source's NIC, which changes as other migrations come and go.
         self.link = link
+        # None: the destination QEMU starts in host.start_destination. A drain's hosts' CPUs
+        # (simkvm.drain.cpu) may give it less than a core while other starts and guests run.
+        self.cpus = cpus
         # QEMU's bandwidth figure: what the RAM stream carried over the last 100 ms window. The
         # meter keeps (time, ram_sent) where the send rate changed, back to one window ago.
         self._meter: list[tuple[float, float]] = []
