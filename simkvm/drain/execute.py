@@ -28,7 +28,7 @@ from ..model.result import Measurement, Result
 from ..model.units import fmt_duration
 from .engine import drain
 from .result import DrainResult, VMRecord
-from .spec import Fleet
+from .spec import Fleet, VMSpec
 
 log = logging.getLogger("simkvm.drain")
 MiB = 2**20
@@ -74,16 +74,25 @@ def execute_drain(fleet: Fleet, args: argparse.Namespace) -> int:
 
 
 def predict_and_run(fleet: Fleet, src_uri: str, dst_uri: str) -> tuple[DrainResult, DrainResult]:
-    """Predict the drain of the guests as they are (their workload, RAM and disks read from them, as
-    ``migrate --predict`` does, and the cores their vCPUs keep busy), then run it for real.
+    """Predict the drain of the guests as they are, then run it for real.
 
-    The testbed's hosts are one machine: they share its cores (the fleet's, else this machine's)."""
+    Each guest is mapped as the validation campaign maps one: its workload, RAM and disks read from it,
+    then the fleet's profile forced, its guest section included (the testbed guest's kernel reserve and
+    its own dirtying), and the cores its vCPUs keep busy measured. The testbed's hosts are one machine:
+    they share its cores (the fleet's, else this machine's)."""
+    from ..profile import apply_profile
     from ..testbed.guestplan import plan_for_domain
 
     testbed_fleet(fleet)
     loads = guest_cpu_loads([vm.name for vm in fleet.vms], src_uri)
-    vms = tuple(dataclasses.replace(vm, plan=plan_for_domain(vm.plan, vm.name, src_uri), cpu_load=loads[vm.name])
-                for vm in fleet.vms)
+
+    def as_measured(vm: VMSpec) -> VMSpec:
+        plan = plan_for_domain(vm.plan, vm.name, src_uri)
+        if fleet.profile is not None:
+            plan = apply_profile(plan, fleet.profile)
+        return dataclasses.replace(vm, plan=plan, cpu_load=loads[vm.name])
+
+    vms = tuple(as_measured(vm) for vm in fleet.vms)
     cores = next((h.cores for h in fleet.hosts if h.cores), None) or float(os.cpu_count() or 1)
     hosts = tuple(dataclasses.replace(h, machine="testbed", cores=cores) for h in fleet.hosts)
     fleet = dataclasses.replace(fleet, vms=vms, hosts=hosts)

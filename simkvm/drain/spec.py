@@ -82,6 +82,7 @@ class Fleet:
     concurrency: Concurrency
     destination_rule: str = "most-free-memory"
     when_full: str = "wait"
+    profile: Any = None  # the host profile the plans load (a path or mapping): its guest section maps real guests
 
     @property
     def destinations(self) -> tuple[HostSpec, ...]:
@@ -171,7 +172,7 @@ def fleet_from_dict(data: Mapping[str, Any]) -> Fleet:
         raise PlanError(f"unknown key destination.{next(iter(dest))}; known keys here: rule, when_full")
     return Fleet(name=str(data.get("name", "fleet")), hosts=tuple(hosts), vms=tuple(vms), drain=tuple(drain),
                  concurrency=parse_concurrency(data.get("concurrency")), destination_rule=rule,
-                 when_full=when_full)
+                 when_full=when_full, profile=data.get("profile"))
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
