@@ -687,11 +687,11 @@ def test_a_dirty_rate_the_guests_measured_is_kept_not_searched():
              _plan(256 * MiB, 16 * MiB, 96 * MiB, 96 * MiB, 0.05, "sequential")]
     runs = [CalibrationRun(f"r{i}", p, simulate(with_constants(p, TRUTH)), p.workload.memory.dirty_rate_Bps)
             for i, p in enumerate(plans)]
-    out = fit(runs, max_evals=60)
+    out = fit(runs, max_evals=200)
     assert out["constants"]["dirty_rate_factor"] == 1.0
     assert out["fit"]["method"]["dirty_rate_factor"].startswith("guest's achieved")
     runs = [CalibrationRun(r.run_id, r.plan, r.measured) for r in runs]  # no guest report: searched
-    assert out["constants"]["dirty_rate_factor"] != fit(runs, max_evals=60)["constants"]["dirty_rate_factor"]
+    assert out["constants"]["dirty_rate_factor"] != fit(runs, max_evals=200)["constants"]["dirty_rate_factor"]
 
 
 def test_guest_os_background_rate_is_recovered_from_idle_runs():

@@ -462,6 +462,45 @@ def test_profile_version_warns_when_the_plan_predicts_another(tmp_path):
         assert apply_profile(Plan.from_dict({"host": {"qemu": "10.0"}}), str(prof)).host.qemu == "10.0"
 
 
+def test_a_sequential_writer_writes_the_next_stretch_of_its_cycle():
+    """Consecutive stretches of a sweep are disjoint, wrap at the end of the cycle, and a stretch
+    longer than the cycle covers all of it; the parts add up to min(W, w tau)."""
+    from simkvm.sim.guest import Sweep
+
+    sweep = Sweep(100.0, 10.0, parts=4)
+    assert sweep.collect(2.0) == pytest.approx([20, 0, 0, 0])
+    assert sweep.collect(3.0) == pytest.approx([5, 25, 0, 0])
+    assert sweep.collect(4.0) == pytest.approx([0, 0, 25, 15])  # pages 50-90
+    assert sweep.collect(3.0) == pytest.approx([20, 0, 0, 10])  # 90-100, then 0-20
+    assert sweep.collect(20.0) == pytest.approx([25, 25, 25, 25])
+    assert sweep.position == pytest.approx(20.0)  # 320 pages written: 3 cycles and 20 pages
+
+
+def test_a_sequential_writer_does_not_rewrite_the_stretch_still_pending():
+    """A sync after a sweep adds exactly the pages it wrote since the last one while the stretch
+    before is still pending: it writes the next stretch, not a random draw of its set (which would
+    count 2000 x 3000 / 16000 of the 2000 pages as already pending)."""
+    import simpy
+
+    from simkvm.sim.bitmap import DirtyBitmap
+
+    pages, rate = 16 * 1000, 1000.0  # 16 parts of 1000 pages: stretches of whole parts
+    p = plan(vm={"memory": "1GiB", "zero_fraction": 0.0},
+             workload={"memory": {"model": "sequential", "dirty_rate": rate * 4096, "wss": pages * 4096}})
+    env = simpy.Environment()
+    guest = Guest(env, p)
+    bitmap = DirtyBitmap()
+    bitmap.init(p.vm, 4096, guest.set_pages, guest.os_sets)
+    guest.collect_memory()
+    for row in bitmap.cells:  # everything sent
+        bitmap.clear(row, 1.0)
+    env.run(until=3.0)
+    assert bitmap.merge(guest.collect_memory(), guest.set_pages) == pytest.approx(3000)
+    env.run(until=5.0)  # the 3000 pages of the first stretch are still pending
+    assert bitmap.merge(guest.collect_memory(), guest.set_pages) == pytest.approx(2000)
+    assert bitmap.pending_pages == pytest.approx(5000)
+
+
 def test_rate_limited_windows_carry_their_budget_through_a_sync():
     """migration_rate_limit() sleeps only what is left of a window, so under max-bandwidth each
     100 ms window carries its byte budget even when a bitmap sync (25 ms here) took part of it:

@@ -8,7 +8,8 @@ because writing the same page twice between two syncs dirties it once:
 
 * uniform random writes of ``w`` pages/s over ``W`` pages:
   ``W (1 - exp(-w tau / W))`` unique pages after ``tau`` seconds;
-* a sequential sweep: ``min(W, w tau)``;
+* a sequential sweep: ``min(W, w tau)``, the stretch of its cycle after the
+  one it wrote before (:class:`Sweep`);
 * a measured curve (calc-dirty-rate at several periods): interpolated.
 
 That is what makes the simulator's cost independent of the number of pages.
@@ -24,6 +25,9 @@ import simpy
 from ..model.plan import Plan
 
 HOT_PERIOD_S = 0.01  # how often the OS's hot pages are rewritten: dirty again within any round
+#: Parts a sequential working set is tracked in, in the order the guest writes them: the bitmap
+#: keeps each part's pending pages apart, so a sync knows which part the sweep wrote.
+SWEEP_PARTS = 16
 
 
 def _uniform(pages: float, writes_per_s: float) -> Callable[[float], float]:
@@ -35,6 +39,53 @@ def _uniform(pages: float, writes_per_s: float) -> Callable[[float], float]:
 
 def _sequential(pages: float, writes_per_s: float) -> Callable[[float], float]:
     return lambda tau: min(pages, writes_per_s * tau)
+
+
+class Writer:
+    """One dirty set's writes as the bitmap sees them: unique pages per bitmap component."""
+
+    parts = 1
+
+    def __init__(self, unique: Callable[[float], float]) -> None:
+        self.unique = unique  # unique pages after tau effective seconds (no side effect)
+
+    def collect(self, tau: float) -> list[float]:
+        return [self.unique(tau)]
+
+
+class Sweep(Writer):
+    """A sequential writer: ``rate`` pages/s in a fixed cycle over ``pages``, from where it left off.
+
+    What it wrote since the last sync is the next stretch of its cycle, so the pages it
+    wrote before, still pending in the bitmap until the walk sends them, are not hit
+    again until it comes round: a sync's new dirt is the stretch, not a random draw of
+    the set (which would count every pending page of the set as possibly rewritten).
+    The cycle is tracked in :data:`SWEEP_PARTS` parts, each a bitmap component placed
+    like the set (which page of the cycle sits where in RAM is not known).
+    """
+
+    def __init__(self, pages: float, rate: float, parts: int = SWEEP_PARTS) -> None:
+        super().__init__(_sequential(pages, rate))
+        self.pages, self.rate, self.parts = pages, rate, parts
+        self.position = 0.0  # pages into the cycle
+
+    def collect(self, tau: float) -> list[float]:
+        out = [0.0] * self.parts
+        part = self.pages / self.parts
+        written = self.unique(tau)
+        if self.pages <= 0 or written <= 0:
+            return out
+        if written >= self.pages - 1e-9:
+            out = [part] * self.parts
+        else:
+            start = self.position
+            for a, b in ((start, min(start + written, self.pages)), (0.0, max(start + written - self.pages, 0.0))):
+                if b <= a:
+                    continue
+                for k in range(int(a / part), min(int(math.ceil(b / part)), self.parts)):
+                    out[k] += max(0.0, min(b, (k + 1) * part) - max(a, k * part))
+        self.position = (self.position + self.rate * tau) % self.pages
+        return out
 
 
 def _curve(points: tuple[tuple[float, float], ...], page: float, cap_pages: float) -> Callable[[float], float]:
@@ -61,25 +112,21 @@ class Guest:
         factor = plan.host.dirty_rate_factor
         mem = plan.workload.memory
         self.page_bytes = page
-        # One entry per dirty set: its size in pages, its unique-pages function and its
-        # nominal page-write rate (pages/s).
+        # One writer per dirty set; one entry per bitmap component (a set, or a part of a
+        # sequential one): its size in pages and its nominal page-write rate (pages/s).
+        self.writers: list[Writer] = []
         self.set_pages: list[float] = []
-        self.set_unique: list[Callable[[float], float]] = []
         self.set_rate: list[float] = []
         if mem.model == "curve":
             cap = plan.vm.memory_bytes / page
             w = mem.points[-1][1] / page
-            self.set_pages.append(max(w, 1.0))
-            self.set_unique.append(_curve(tuple((t * 1.0, b * factor) for t, b in mem.points), page, cap))
-            self.set_rate.append(mem.points[0][1] / page / mem.points[0][0] * factor)
+            self._add(Writer(_curve(tuple((t * 1.0, b * factor) for t, b in mem.points), page, cap)),
+                      max(w, 1.0), mem.points[0][1] / page / mem.points[0][0] * factor)
         else:
             for s in mem.dirty_sets():
                 pages = s.wss_bytes / page
                 rate = s.dirty_rate_Bps / page * factor
-                fn = _uniform(pages, rate) if s.pattern == "uniform" else _sequential(pages, rate)
-                self.set_pages.append(pages)
-                self.set_unique.append(fn)
-                self.set_rate.append(rate)
+                self._add(Writer(_uniform(pages, rate)) if s.pattern == "uniform" else Sweep(pages, rate), pages, rate)
         # The OS's own dirtying, not scaled by phases: the sets after the workload's.
         os_sets: list[tuple[float, float]] = []  # (pages, page writes/s)
         if plan.vm.background_dirty_rate_Bps > 0:
@@ -88,9 +135,7 @@ class Guest:
             hot = plan.vm.background_hot_bytes / page
             os_sets.append((hot, hot / HOT_PERIOD_S))
         for pages, rate in os_sets:
-            self.set_pages.append(pages)
-            self.set_unique.append(_uniform(pages, rate))
-            self.set_rate.append(rate)
+            self._add(Writer(_uniform(pages, rate)), pages, rate)
         self.os_sets = len(os_sets)
         self.phases = mem.phases
         self.scale = mem.phases[0].scale if mem.phases else 1.0
@@ -118,6 +163,11 @@ class Guest:
             self._disk_unique = lambda tau: 0.0
         self.process = env.process(self.run()) if len(self.phases) > 1 else None
 
+    def _add(self, writer: Writer, pages: float, rate: float) -> None:
+        self.writers.append(writer)
+        self.set_pages += [pages / writer.parts] * writer.parts
+        self.set_rate += [rate / writer.parts] * writer.parts
+
     # --------------------------------------------------------------- process
     def run(self):
         """Walk through the workload's phases; the last phase lasts until the end."""
@@ -143,12 +193,12 @@ class Guest:
         """KVM_GET_DIRTY_LOG: unique pages dirtied per set since the last collect; resets the log."""
         self._settle()
         tau, self._mem_tau = self._mem_tau, 0.0
-        return [fn(tau) for fn in self.set_unique]
+        return [pages for w in self.writers for pages in w.collect(tau)]
 
     def peek_memory_pages(self) -> float:
         """Unique pages dirtied since the last collect, without resetting (expected downtime)."""
         self._settle()
-        return sum(fn(self._mem_tau) for fn in self.set_unique)
+        return sum(w.unique(self._mem_tau) for w in self.writers)
 
     def collect_disk_bytes(self, behind_sweep: bool = False) -> float:
         """The mirror's dirty bitmap: unique granule bytes written since the last collect.
@@ -179,7 +229,7 @@ class Guest:
 
     def memory_unique_pages(self, seconds: float) -> float:
         """Unique pages dirtied in ``seconds`` as the guest runs now (for diagnosis; no side effect)."""
-        return sum(fn(seconds * self.scale * self.memory_speed) for fn in self.set_unique)
+        return sum(w.unique(seconds * self.scale * self.memory_speed) for w in self.writers)
 
     @property
     def nominal_page_writes_per_s(self) -> float:
