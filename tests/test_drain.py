@@ -4,6 +4,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
+import threading
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -308,15 +311,24 @@ class _FakeLibvirt:
         return Dom()
 
 
+def _run_fake_drain(monkeypatch, lv: _FakeLibvirt, fake_execute) -> None:
+    """d1, d2, d3 drained two at a time, 64 MiB/s split oVirt's way, over the fake libvirt and executor."""
+    from simkvm.drain import execute as ex
+
+    for n in ("d1", "d2", "d3"):
+        lv.domains[n] = {"active": True, "moving": False, "speed": None}
+    monkeypatch.setitem(sys.modules, "libvirt", lv)
+    monkeypatch.setattr("simkvm.executor.execute", fake_execute)
+    f = fleet([row(n) for n in ("d1", "d2", "d3")], link={"bandwidth": "20GB/s"},
+              concurrency={"stack": "ovirt", "max_migrations": 2, "bandwidth": "64MiB/s"})
+    d = ex.run_drain(f, "src", "dst", poll_s=0.005)
+    assert sorted(v.name for v in d.vms) == ["d1", "d2", "d3"]
+
+
 def test_execute_resplit_reaches_a_migration_whose_job_has_not_started(monkeypatch):
     """The third VM starts while the second is still in flight (32 MiB/s each); the second leaves while
     the third is still preparing, so the third's share becomes 64 MiB/s before libvirt applies its
     migrate3 bandwidth (32). The new share must be in force once its job moves data, not overwritten."""
-    import sys
-    import threading
-    import time
-
-    from simkvm.drain import execute as ex
     from simkvm.model.result import Result
 
     lv = _FakeLibvirt()
@@ -346,12 +358,7 @@ def test_execute_resplit_reaches_a_migration_whose_job_has_not_started(monkeypat
         dom["active"] = False
         return Result(converged=True, outcome="converged", reason="", source="measured", total_time_s=0.1)
 
-    monkeypatch.setitem(sys.modules, "libvirt", lv)
-    monkeypatch.setattr("simkvm.executor.execute", fake_execute)
-    f = fleet([row(n) for n in ("d1", "d2", "d3")], link={"bandwidth": "20GB/s"},
-              concurrency={"stack": "ovirt", "max_migrations": 2, "bandwidth": "64MiB/s"})
-    d = ex.run_drain(f, "src", "dst", poll_s=0.005)
-    assert sorted(v.name for v in d.vms) == ["d1", "d2", "d3"]
+    _run_fake_drain(monkeypatch, lv, fake_execute)
     assert speed_in_ram["d1"] == 32 and speed_in_ram["d2"] in (32, 64)
     assert speed_in_ram["d3"] == 64  # alone once d2 left: the whole 64 MiB/s
 
@@ -407,3 +414,49 @@ def test_busy_guests_slow_concurrent_qemu_starts():
     plain = drain(fleet([{**v, "host": "a"} for v in vms], **{**keys, "hosts": {"a": {}, "b": {}}}))
     for v in roomy.vms:
         assert v.result.total_time_s == pytest.approx(plain.record(v.name).result.total_time_s, rel=1e-12)
+
+
+def test_completions_at_the_same_instant_free_their_slots_one_at_a_time():
+    """Two identical migrations end together: the third VM starts in the first slot freed, while the
+    second still counts, so an oVirt split gives it half the bandwidth, and its disk mirror (whose
+    speed libvirt fixes when the migration starts) runs at that half throughout."""
+    vms = [row(f"g{i}", "256MiB", "4MiB/s", "32MiB", "64MiB", "64MiB") for i in (1, 2, 3)]
+    keys = {"link": {"bandwidth": "20GB/s"}, "concurrency": {"stack": "ovirt", "max_migrations": 2,
+                                                              "bandwidth": "64MiB/s"}}
+    d = drain(fleet(vms, **keys))
+    g1, g2, g3 = (d.record(n) for n in ("g1", "g2", "g3"))
+    assert g1.end_s == g2.end_s and g3.start_s > g1.end_s
+    half = dataclasses.replace(fleet(vms, **keys).vms[2].plan, link=dataclasses.replace(
+        fleet(vms, **keys).vms[2].plan.link, bandwidth_Bps=32 * 2**20))
+    assert g3.result.disk_mirror_time_s == pytest.approx(simulate(half).disk_mirror_time_s, rel=1e-12)
+
+
+def test_execute_frees_one_slot_at_a_time(monkeypatch):
+    """Two guests leave the source in the same poll: the executor handles one departure, starts the next
+    VM (its share counts the other still in flight: 32 MiB/s), then the other departure, as the
+    simulator does."""
+    from simkvm.model.result import Result
+
+    lv = _FakeLibvirt()
+    for n in ("d1", "d2", "d3"):
+        lv.domains[n] = {"active": True, "moving": False, "speed": None}
+    both_moving = threading.Barrier(2)
+    start_bw: dict[str, float] = {}
+
+    def fake_execute(plan, name, _src, _dst):
+        start_bw[name] = plan.link.bandwidth_Bps / 2**20
+        dom = lv.domains[name]
+        with lv.lock:
+            dom["moving"] = True
+        if name in ("d1", "d2"):
+            both_moving.wait(5)
+            time.sleep(0.05)
+            with lv.lock:  # both sources stop at once
+                lv.domains["d1"]["active"] = lv.domains["d2"]["active"] = False
+        else:
+            time.sleep(0.05)
+            dom["active"] = False
+        return Result(converged=True, outcome="converged", reason="", source="measured", total_time_s=0.1)
+
+    _run_fake_drain(monkeypatch, lv, fake_execute)
+    assert start_bw == {"d1": 32, "d2": 32, "d3": 32}

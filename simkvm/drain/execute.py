@@ -245,17 +245,18 @@ def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02)
                                                  daemon=True)
                 flight.thread.start()
                 resplit()
-            done.wait(poll_s)
-            done.clear()
+            # Its slot is free once the source no longer runs the VM: libvirt's Confirm has stopped
+            # the source QEMU (host.source_stop after the resume, as the simulator holds it); the
+            # executor may still be reading the completed job's figures. One departure at a time, the
+            # next VM started at once (the simulator handles each completion on its own, as it comes).
+            left = next((name for name, f in flying.items() if f.result is not None or left_source(name)), None)
+            if left is not None:
+                finishing.append(flying.pop(left))
+                resplit()
+            else:
+                done.wait(poll_s)
+                done.clear()
             apply_shares()
-            for name, f in list(flying.items()):
-                if f.result is not None or left_source(name):
-                    # Its slot is free once the source no longer runs the VM: libvirt's Confirm has
-                    # stopped the source QEMU (host.source_stop after the resume, as the simulator
-                    # holds it); the executor may still be reading the completed job's figures.
-                    del flying[name]
-                    finishing.append(f)
-                    resplit()
             for f in list(finishing):
                 if f.result is not None:
                     assert f.thread is not None
