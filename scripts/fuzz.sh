@@ -9,6 +9,6 @@ scale="${1:-10}"
 log="${2:-fuzz-failures.jsonl}"
 : > "$log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-SIMKVM_FUZZ_SURVEY=1 SIMKVM_FUZZ_SCALE="$scale" SIMKVM_FUZZ_LOG="$log" \
+SIMKVM_FUZZ_SURVEY=1 SIMKVM_FUZZ_KEEP=1 SIMKVM_FUZZ_SCALE="$scale" SIMKVM_FUZZ_LOG="$log" \
     python3 -m pytest -q -p no:cacheprovider -p no:randomly tests/fuzz "${@:3}"
 echo "failures (if any) in $log: $(wc -l < "$log")"

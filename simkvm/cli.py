@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on bad flags already; keep its message to one line."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")  # an invalid choice quotes the value whole
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -159,6 +159,12 @@ def test_a_warning_never_adds_a_line_to_a_refusal(tmp_path, capsys):
     assert code == 2 and len(lines) == 1 and "vm.vcpus" in lines[0], lines
 
 
+def test_an_invalid_choice_quoting_a_huge_value_is_cut(capsys):
+    """argparse quotes an invalid choice whole: a 10,000-character value is cut like simkvm's own messages."""
+    code, lines = main_lines(["predict", "--storage", "x" * 10_000], capsys)
+    assert code == 2 and len(lines) == 1 and len(lines[0]) < 700 and "characters in all" in lines[0], lines
+
+
 def test_a_reader_that_leaves_early_is_not_a_traceback(tmp_path):
     """`simkvm predict ... | head -1`: the closed pipe ends the command quietly (1.1 MB of JSON, more than
     a pipe holds)."""

@@ -36,7 +36,10 @@ def fuzzdir():
 
     path = Path(tempfile.mkdtemp(prefix="simkvm-fuzz-inputs-"))
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if os.environ.get("SIMKVM_FUZZ_KEEP"):  # scripts/fuzz.sh: the failures' files, to look at
+        print(f"\nsimkvm fuzz: the inputs' files are kept in {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
