@@ -162,3 +162,15 @@ def test_a_guest_lost_after_the_handover_points_at_the_destination():
     text = where.text()
     assert text.startswith("not running on either host") and "virsh -c qemu:///b start vm1" in text
     assert "qemu:///a start" not in text
+
+
+def test_a_completed_migration_leaves_recover_nothing_to_move():
+    """libvirt undefined the source's definition (VIR_MIGRATE_UNDEFINE_SOURCE): recover used to report the
+    failed lookup as an inactive definition left on the source (a leftover that was not there)."""
+    from simkvm.executor.recover import _move_definition
+
+    rec = Recovery("vm1")
+    _move_definition(FakeConn(None), FakeConn(FakeDomain(active=True)), "vm1",
+                     HostView("source", "a", "qemu:///a", "absent"), HostView("destination", "b", "qemu:///b",
+                                                                             "running"), rec)
+    assert not rec.left and not rec.done

@@ -244,6 +244,8 @@ def _move_definition(conn: Any, dconn: Any, domain: str, src: HostView, dst: Hos
     (what VIR_MIGRATE_PERSIST_DEST | VIR_MIGRATE_UNDEFINE_SOURCE would have done)."""
     libvirt = import_libvirt()
 
+    if src.state == "absent":  # libvirt undefined it (VIR_MIGRATE_UNDEFINE_SOURCE): nothing to move
+        return
     try:
         sdom = _ask(lambda: conn.lookupByName(domain), "lookup")
         if _ask(sdom.isActive, "isActive") or not _ask(sdom.isPersistent, "isPersistent"):
