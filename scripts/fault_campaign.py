@@ -41,7 +41,9 @@ def table(records: list[dict]) -> str:
     for fault, runs in rows.items():
         where = defaultdict(int)
         for r in runs:
-            where[{"a": "source", "b": "destination"}.get(r["location"], r["location"])] += 1
+            loc = {"a": "source", "b": "destination"}.get(r["location"], r["location"])
+            crashed = r.get("guest_crash") or r.get("panic")
+            where[f"{loc}, its guest crashed (QEMU 7.2 TCG)" if crashed else loc] += 1
         loc = ", ".join(f"{k} {v}" for k, v in sorted(where.items()))
         canaries = sum(1 for r in runs if r.get("canaries") == "ok")
         leftovers = sum(len(r.get("leftovers") or []) for r in runs)

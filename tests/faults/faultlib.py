@@ -203,6 +203,33 @@ def canaries(testbed: Any, name: str, timeout_s: float = 40) -> str:
     return "ok" if not bad else f"failed: {bad}"
 
 
+#: What the guest kernel prints when the memory it arrived with is wrong (README "The testbed": a panic,
+#: a general protection fault, a NULL dereference, init killed).
+CRASH_MARKS = ("Kernel panic", "general protection fault", "BUG: ", "Oops", "exited with irqs disabled")
+
+
+def guest_crashed(testbed: Any, name: str) -> str:
+    """The first crash line on the guest's console (its log is new with each guest), or "". After a
+    handover it means QEMU 7.2's TCG lost dirty pages (README, "The testbed"): a testbed artefact the
+    guest's TLB keeper makes rare, not something simkvm did; the control row measures its rate."""
+    from simkvm.testbed.guest import console_path
+
+    try:
+        text = console_path(name, testbed).read_text(errors="replace")
+    except OSError:
+        return ""
+    return next((line.strip()[:200] for line in text.splitlines() if any(m in line for m in CRASH_MARKS)), "")
+
+
+def console_tail(testbed: Any, name: str, lines: int = 60) -> list[str]:
+    from simkvm.testbed.guest import console_path
+
+    try:
+        return console_path(name, testbed).read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
 def volumes(testbed: Any, host: str) -> list[str]:
     conn = testbed.connect(host)
     try:
@@ -330,6 +357,8 @@ def wait_job(testbed: Any, name: str, mig: "Migration", ready: Callable[[dict[st
 
 
 # ------------------------------------------------------------------ a migration to hurt
+#: SIMKVM_FAULT_VERBOSE=1: simkvm migrate's progress lines on its stderr (kept in the records' failures).
+QUIET = [] if os.environ.get("SIMKVM_FAULT_VERBOSE") else ["--quiet"]
 class Migration:
     """``simkvm migrate --json`` of guest ``name`` a -> b in a subprocess, with its own journal dir."""
 
@@ -342,7 +371,7 @@ class Migration:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "simkvm", "migrate", str(plan_file), "--domain", name, "--src", testbed.uri("a"),
-             "--dst", testbed.uri("b"), "--json", "--quiet", *extra],
+             "--dst", testbed.uri("b"), "--json", *QUIET, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.out = self.err = ""
