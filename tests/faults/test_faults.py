@@ -340,7 +340,8 @@ def test_link_cut_and_restored(linked, fault_guest, tmp_path, cut_s, run):
         pass
     finally:
         linked.link().restore()
-    mig.proc.wait(150)
+    # simkvm's own bound: max_time (90 s) + abortJob (10 s) + libvirt's cancel (ABORT_WAIT_S, 120 s) + locating
+    mig.proc.wait(300)
     check(linked, name, mig, f"link cut for {cut_s} s (RAM copy), restored")
 
 
