@@ -70,7 +70,7 @@ def main() -> int:
     env = {**os.environ, "SIMKVM_FAULT_RUNS": str(args.runs), "SIMKVM_FAULT_RECORD": str(out),
            "PYTHONPATH": str(ROOT)}
     env.setdefault("SIMKVM_TESTBED_STACKS", "debian12")
-    cmd = [sys.executable, "-m", "pytest", "-q", "--reruns", "0", "tests/faults"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "--reruns", "0", "--durations=0", "tests/faults"]
     if args.k:
         cmd += ["-k", args.k]
     if args.list:
