@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import threading
 import time
 
@@ -269,96 +268,121 @@ def test_optimize_finds_the_serial_schedule_where_sharing_fails():
     assert gains["kubevirt"]["converged_gain"] == 3 - opt.baselines["kubevirt"].converged
 
 
-# ------------------------------------------------------------------ --execute's oVirt-style split
-class _FakeLibvirt:
-    """Just enough of libvirt for run_drain: domains that run, start a job, and take a max speed.
-    As libvirt does (qemuMigrationSrcRun), migrate3's own bandwidth is applied when the job starts,
-    over any max speed set before."""
+# ------------------------------------------------------------------ --execute's oVirt-style split, on libvirt's test driver
+TEST_URI = "test:///default"  # libvirt's own test driver: one state shared by every connection of a process
 
-    class libvirtError(Exception):
-        def get_error_message(self) -> str:
-            return str(self)
 
-    def __init__(self) -> None:
-        import threading
+class _Jobs:
+    """The migration jobs libvirt's test driver does not have.
 
+    run_drain runs on real libvirt here: its connection, lookups and each domain's isActive are the test
+    driver's (test:///default), and a source stopping is a real virDomainDestroy there. The test driver has
+    no migration: virDomainMigrate3, virDomainGetJobStats and virDomainMigrateSetMaxSpeed answer
+    VIR_ERR_NO_SUPPORT (libvirt 9.0, and 11.3: `virsh -c test:///default domjobinfo test` and
+    `migrate-setspeed test 32`). So the executor's migration is a stand-in that only does what libvirt
+    does to the job (its Perform phase applies migrate3's bandwidth over any earlier max speed,
+    qemuMigrationSrcRun), and the binding's jobStats and migrateSetMaxSpeed read and set that job;
+    everything else is libvirt's. A drain over real migrations is tests/test_drain_testbed.py."""
+
+    def __init__(self, libvirt) -> None:
         self.lock = threading.Lock()
-        self.domains: dict[str, dict] = {}
+        self.moving: set[str] = set()
+        self.speed: dict[str, int] = {}
+        self.libvirt = libvirt
 
-    def open(self, _uri):
-        return self
+    def perform(self, name: str, mibps: int) -> None:
+        """libvirt's Perform: migrate3's bandwidth in force, over whatever was set before; data moves."""
+        with self.lock:
+            self.speed[name] = mibps
+            self.moving.add(name)
 
-    def registerErrorHandler(self, _handler, _ctx) -> None:
-        pass
+    def stats(self, dom, _flags: int = 0) -> dict:
+        if not dom.isActive():
+            raise self.libvirt.libvirtError("Requested operation is not valid: domain is not running")
+        return {"type": 2, "disk_total": 1} if dom.name() in self.moving else {"type": 0}
 
-    def close(self) -> None:
-        pass
-
-    def lookupByName(self, name):
-        fake = self
-
-        class Dom:
-            def isActive(self):
-                return fake.domains[name]["active"]
-
-            def jobStats(self, _flags):
-                return {"type": 2, "disk_total": 1} if fake.domains[name]["moving"] else {"type": 0}
-
-            def migrateSetMaxSpeed(self, mibps, _flags):
-                with fake.lock:
-                    fake.domains[name]["speed"] = mibps
-
-        return Dom()
+    def set_speed(self, dom, mibps: int, _flags: int = 0) -> None:
+        if not dom.isActive():
+            raise self.libvirt.libvirtError("Requested operation is not valid: domain is not running")
+        with self.lock:
+            self.speed[dom.name()] = mibps
 
 
-def _run_fake_drain(monkeypatch, lv: _FakeLibvirt, fake_execute) -> None:
-    """d1, d2, d3 drained two at a time, 64 MiB/s split oVirt's way, over the fake libvirt and executor."""
-    from simkvm.drain import execute as ex
+@pytest.fixture
+def test_driver(monkeypatch):
+    """d1 and d2 defined and running on libvirt's test driver (a stopped source keeps an inactive
+    definition), d3 transient (a stopped source is gone: lookups fail); a connection for the stand-in
+    migrations, and the jobs. Removed afterwards (the driver's state lives as long as the process)."""
+    libvirt = pytest.importorskip("libvirt")
+    from simkvm.libvirt_api import import_libvirt
 
+    import_libvirt()  # (silences libvirt's default error handler)
+    conn = libvirt.open(TEST_URI)
+    xml = "<domain type='test'><name>{}</name><memory>65536</memory><os><type>hvm</type></os></domain>"
+    for n in ("d1", "d2"):
+        conn.defineXML(xml.format(n)).create()
+    conn.createXML(xml.format("d3"), 0)
+    jobs = _Jobs(libvirt)
+    monkeypatch.setattr(libvirt.virDomain, "jobStats", lambda dom, flags=0: jobs.stats(dom, flags))
+    monkeypatch.setattr(libvirt.virDomain, "migrateSetMaxSpeed", lambda dom, mibps, flags=0: jobs.set_speed(dom, mibps))
+    yield conn, jobs
     for n in ("d1", "d2", "d3"):
-        lv.domains[n] = {"active": True, "moving": False, "speed": None}
-    monkeypatch.setitem(sys.modules, "libvirt", lv)
-    monkeypatch.setattr("simkvm.executor.execute", fake_execute)
+        try:
+            dom = conn.lookupByName(n)
+        except libvirt.libvirtError:
+            continue
+        persistent = dom.isPersistent()
+        if dom.isActive():
+            dom.destroy()
+        if persistent:
+            dom.undefine()
+    conn.close()
+
+
+def _run_drain(monkeypatch, migrate) -> None:
+    """d1, d2, d3 drained two at a time, 64 MiB/s split oVirt's way; ``migrate(plan, name)`` stands in for
+    the executor's migration (the test driver cannot migrate)."""
+    from simkvm.drain import execute as ex
+    from simkvm.model.result import Result
+
+    def execute(plan, name, src, _dst):
+        assert src == TEST_URI
+        migrate(plan, name)
+        return Result(converged=True, outcome="converged", reason="", source="measured", total_time_s=0.1)
+
+    monkeypatch.setattr("simkvm.executor.execute", execute)
     f = fleet([row(n) for n in ("d1", "d2", "d3")], link={"bandwidth": "20GB/s"},
               concurrency={"stack": "ovirt", "max_migrations": 2, "bandwidth": "64MiB/s"})
-    d = ex.run_drain(f, "src", "dst", poll_s=0.005)
+    d = ex.run_drain(f, TEST_URI, TEST_URI, poll_s=0.005)
     assert sorted(v.name for v in d.vms) == ["d1", "d2", "d3"]
 
 
-def test_execute_resplit_reaches_a_migration_whose_job_has_not_started(monkeypatch):
+def test_execute_resplit_reaches_a_migration_whose_job_has_not_started(monkeypatch, test_driver):
     """The third VM starts while the second is still in flight (32 MiB/s each); the second leaves while
     the third is still preparing, so the third's share becomes 64 MiB/s before libvirt applies its
     migrate3 bandwidth (32). The new share must be in force once its job moves data, not overwritten."""
-    from simkvm.model.result import Result
-
-    lv = _FakeLibvirt()
-    for n in ("d1", "d2", "d3"):
-        lv.domains[n] = {"active": True, "moving": False, "speed": None}
-    started = {n: threading.Event() for n in lv.domains}
+    conn, jobs = test_driver
+    started = {n: threading.Event() for n in ("d1", "d2", "d3")}
     speed_in_ram: dict[str, int] = {}
 
-    def fake_execute(plan, name, _src, _dst):
+    def migrate(plan, name):
         started[name].set()
-        dom = lv.domains[name]
         if name == "d3":
-            while lv.domains["d2"]["active"]:  # prepares until d2 has left the source...
+            while conn.lookupByName("d2").isActive():  # prepares until d2 has left the source...
                 time.sleep(0.002)
             time.sleep(0.05)  # ...and the drain has re-split
         else:
             time.sleep(0.01)
-        with lv.lock:  # Perform: migrate3's bandwidth over whatever was set before
-            dom["speed"] = int(plan.link.bandwidth_Bps / 2**20)
-            dom["moving"] = True
+        jobs.perform(name, int(plan.link.bandwidth_Bps / 2**20))
         if name == "d2":
             started["d3"].wait(5)
         deadline = time.monotonic() + (1.0 if name == "d3" else 0.05)
-        while time.monotonic() < deadline and not (name == "d3" and dom["speed"] == 64):
+        while time.monotonic() < deadline and not (name == "d3" and jobs.speed[name] == 64):
             time.sleep(0.002)  # (d3: as long as a late poll may take to re-split; lost, it stays 32)
-        speed_in_ram[name] = dom["speed"]
-        dom["active"] = False
-        return Result(converged=True, outcome="converged", reason="", source="measured", total_time_s=0.1)
+        speed_in_ram[name] = jobs.speed[name]
+        conn.lookupByName(name).destroy()  # libvirt's Confirm: the source QEMU stops
 
-    _run_fake_drain(monkeypatch, lv, fake_execute)
+    _run_drain(monkeypatch, migrate)
     assert speed_in_ram["d1"] == 32 and speed_in_ram["d2"] in (32, 64)
     assert speed_in_ram["d3"] == 64  # alone once d2 left: the whole 64 MiB/s
 
@@ -431,32 +455,29 @@ def test_completions_at_the_same_instant_free_their_slots_one_at_a_time():
     assert g3.result.disk_mirror_time_s == pytest.approx(simulate(half).disk_mirror_time_s, rel=1e-12)
 
 
-def test_execute_frees_one_slot_at_a_time(monkeypatch):
+def test_execute_frees_one_slot_at_a_time(monkeypatch, test_driver):
     """Two guests leave the source in the same poll: the executor handles one departure, starts the next
     VM (its share counts the other still in flight: 32 MiB/s), then the other departure, as the
     simulator does."""
-    from simkvm.model.result import Result
-
-    lv = _FakeLibvirt()
-    for n in ("d1", "d2", "d3"):
-        lv.domains[n] = {"active": True, "moving": False, "speed": None}
+    conn, jobs = test_driver
     both_moving = threading.Barrier(2)
     start_bw: dict[str, float] = {}
 
-    def fake_execute(plan, name, _src, _dst):
+    def migrate(plan, name):
         start_bw[name] = plan.link.bandwidth_Bps / 2**20
-        dom = lv.domains[name]
-        with lv.lock:
-            dom["moving"] = True
-        if name in ("d1", "d2"):
+        jobs.perform(name, int(start_bw[name]))
+        if name == "d1":
             both_moving.wait(5)
             time.sleep(0.05)
-            with lv.lock:  # both sources stop at once
-                lv.domains["d1"]["active"] = lv.domains["d2"]["active"] = False
+            for n in ("d1", "d2"):  # both sources stop at once (two destroys, microseconds apart)
+                conn.lookupByName(n).destroy()
+        elif name == "d2":
+            both_moving.wait(5)
+            while conn.lookupByName(name).isActive():
+                time.sleep(0.002)
         else:
             time.sleep(0.05)
-            dom["active"] = False
-        return Result(converged=True, outcome="converged", reason="", source="measured", total_time_s=0.1)
+            conn.lookupByName(name).destroy()
 
-    _run_fake_drain(monkeypatch, lv, fake_execute)
+    _run_drain(monkeypatch, migrate)
     assert start_bw == {"d1": 32, "d2": 32, "d3": 32}
