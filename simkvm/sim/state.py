@@ -221,6 +221,9 @@ class Run:
                 break  # nothing pending anywhere
             c = self.wire.per_page(row)
             take = min(pages, here)
+            if here - take < 1e-6:
+                take = here  # a millionth of a page left over is float dust: leaving it pending would
+                # make the walk chase slivers the clock cannot resolve (sends of ~1e-16 s)
             zero_sent = bitmap.clear(row, take / here)
             pages -= take
             self.ram_sent += take * c
