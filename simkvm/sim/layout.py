@@ -131,8 +131,9 @@ def slices(total_pages: float, workload_sets: Sequence[float], os_sets: Sequence
 
 def _memmap_on_top(rows: list[list[float]], memmap_pages: float) -> None:
     """Make the top ``memmap_pages`` of RAM non-zero (the guest kernel's memory map, see the module
-    docstring): zero pages there trade places with other non-zero pages from the slices below,
-    nearest first, so every component keeps its count."""
+    docstring). The guest's report counted the kernel's pages as spread evenly, so the memory map's
+    pages come out of every slice below it alike (the same share of each one's other non-zero
+    pages: slices of one mix keep it), and that many zero pages trade places with them."""
     need, top, left = 0.0, len(rows), memmap_pages
     while top > 0 and left > 1e-9:  # the slices the memory map covers, and the zero pages in them
         top -= 1
@@ -140,13 +141,13 @@ def _memmap_on_top(rows: list[list[float]], memmap_pages: float) -> None:
         covered = min(size, left)
         need += rows[top][-1] * covered / size if size > 0 else 0.0
         left -= covered
-    for j in list(range(top - 1, -1, -1)) + [top]:  # the slice it starts in gives last
-        if need <= 1e-9:
-            break
-        moved = _move(rows[j], -2, -1, need)  # other non-zero pages go down ...
-        need -= moved
-        for i in range(len(rows) - 1, top - 1, -1):  # ... and the zero pages on top come down
-            moved -= _move(rows[i], -1, -2, moved)
+    below = sum(row[-2] for row in rows[:top])
+    if need <= 1e-9 or below <= 0:
+        return
+    share = min(need / below, 1.0)
+    moved = sum(_move(row, -2, -1, row[-2] * share) for row in rows[:top])  # other non-zero pages go down ...
+    for i in range(len(rows) - 1, top - 1, -1):  # ... and the zero pages on top come down
+        moved -= _move(rows[i], -1, -2, moved)
 
 
 def _move(row: list[float], src: int, dst: int, pages: float) -> float:
