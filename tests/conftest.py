@@ -70,6 +70,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+#: Seconds spent per testbed stack (setup + call + teardown of every test that used the testbed), for the
+#: summary CI prints: the README's "how long the real migrations take per stack" is read from it.
+_STACK_SECONDS: dict[str, list[float]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    stack = _STACK_OF_NODE.get(report.nodeid)
+    if stack is not None:
+        entry = _STACK_SECONDS.setdefault(stack, [0.0, 0])
+        entry[0] += report.duration
+        if report.when == "call":
+            entry[1] += 1
+
+
+_STACK_OF_NODE: dict[str, str] = {}
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if "_testbed_session" in getattr(item, "fixturenames", ()):
+        callspec = getattr(item, "callspec", None)
+        stack = callspec.params.get("_testbed_session") if callspec else None
+        _STACK_OF_NODE[item.nodeid] = str(stack or "default")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _STACK_SECONDS:
+        return
+    terminalreporter.section("simkvm testbed time per stack")
+    for stack, (seconds, count) in _STACK_SECONDS.items():
+        terminalreporter.write_line(f"{stack}: {int(count)} tests on the real testbed, {seconds / 60:.1f} min "
+                                    "(setup, call and teardown; the stack's testbed bring-up included)")
+
+
 def _session_stacks() -> list[str]:
     if os.environ.get("SIMKVM_TESTBED_DIR"):
         return [os.environ.get("SIMKVM_TESTBED_STACK") or "default"]
