@@ -99,8 +99,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     terminalreporter.section("simkvm testbed time per stack")
     for stack, (seconds, count) in _STACK_SECONDS.items():
-        terminalreporter.write_line(f"{stack}: {int(count)} tests on the real testbed, {seconds / 60:.1f} min "
-                                    "(setup, call and teardown; the stack's testbed bring-up included)")
+        terminalreporter.write_line(f"{stack}: {int(count)} tests on the real testbed, {seconds:.0f} s ({seconds / 60:.1f} min; "
+                                    "setup, call and teardown, the stack's testbed bring-up included)")
 
 
 def _session_stacks() -> list[str]:
