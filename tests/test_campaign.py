@@ -736,6 +736,8 @@ def test_guest_os_background_rate_is_recovered_from_idle_runs():
     for i, p in enumerate(plans):
         measured = simulate(with_constants(p, truth))
         measured.meta["guest_console"] = {"checks": 1}  # as the campaign records for testbed guests
+        for row in measured.round_records:  # no per-sync figure (the kernel set's path is tested below)
+            row["dirtied_bytes"] = None
         runs.append(CalibrationRun(f"idle{i}", p, measured))
     got = fit_guest_os(runs, {})
     # the residual beyond the kernel's free-page reserve, which differs between 256 and 512 MiB
@@ -755,6 +757,36 @@ def test_guest_os_background_rate_is_recovered_from_idle_runs():
     assert fit_guest_os(runs, {})["background_hot_bytes"] == GUEST_HOT_BYTES
     runs[0].measured.meta.pop("guest_console")
     assert "background_hot_bytes" not in fit_guest_os(runs, {})
+
+
+def test_guest_kernel_set_is_read_off_the_first_sync_after_the_first_pass():
+    """Idle guests simulated with a known kernel set W rewritten at W per KERNEL_REWRITE_S, plus the
+    hot pages: the sync after a first pass of T seconds finds hot + W (1 - exp(-T/KERNEL_REWRITE_S))
+    (uniform writes over W pages), so the fit must give back W whatever the pass length; and the
+    set, not a rate, is what a longer pass shows (closed form, not the fit's own output)."""
+    from simkvm.testbed.guest import GUEST_HOT_BYTES
+    from simkvm.validation.calibrate import KERNEL_REWRITE_S, fit_guest_os
+
+    w = 1.8e6
+    truth = {"background_dirty_rate_Bps": w / KERNEL_REWRITE_S, "background_wss_bytes": w,
+             "background_hot_bytes": float(GUEST_HOT_BYTES)}
+    plans = [_plan(256 * MiB, 0, 0, 32 * MiB, 0.3), _plan(512 * MiB, 0, 0, 16 * MiB, 0.1),
+             _plan(1024 * MiB, 0, 0, 32 * MiB, 0.5)]
+    runs = []
+    for i, p in enumerate(plans):
+        measured = simulate(with_constants(p, truth))
+        rows = {r["memory_iteration"]: r for r in measured.round_records}
+        pass_s = rows[2]["time_elapsed_s"] - rows[1]["time_elapsed_s"]
+        # pages still pending from the pass's tail at the sync are not new: their share of RAM
+        left_share = (rows[2]["memory_remaining"] - rows[2]["dirtied_bytes"]) / p.vm.memory_bytes
+        expected = (GUEST_HOT_BYTES + w * -math.expm1(-pass_s / KERNEL_REWRITE_S)) * (1 - left_share)
+        assert rows[2]["dirtied_bytes"] == pytest.approx(expected, rel=0.01)
+        measured.meta["guest_console"] = {"checks": 1}
+        runs.append(CalibrationRun(f"idle{i}", p, measured))
+    got = fit_guest_os(runs, {})
+    assert got["background_hot_bytes"] == GUEST_HOT_BYTES
+    assert got["background_wss_bytes"] == pytest.approx(w, rel=0.01)
+    assert got["background_dirty_rate_Bps"] == pytest.approx(w / KERNEL_REWRITE_S, rel=0.01)
 
 
 # ------------------------------------------------------------------ the real thing
