@@ -11,7 +11,8 @@ images, mid-mirror, mid-RAM copy, at the switchover and right after the resume, 
 the destination's libvirtd killed (mirror, RAM copy, at the resume) or frozen; the destination's QEMU
 killed mid-copy and right after the resume; the source's QEMU killed; the source's libvirtd restarted;
 two migrations of one VM at once; the destination's pool full mid-mirror; the link cut for 5 s and for
-40 s, then restored (the testbed restarted with `up --link`); Ctrl-C 0, 30 and 300 ms into the switchover.
+40 s, then restored, or until simkvm has ended (the testbed restarted with `up --link`; a run that outlives
+simkvm's bound is recorded as a hang); Ctrl-C 0, 30 and 300 ms into the switchover.
 One testbed at a time (SIMKVM_TESTBED_STACKS defaults to debian12 here).
 
 Each run records one line (what simkvm said, where the guest's QEMU really ran, what `simkvm recover`

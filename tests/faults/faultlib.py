@@ -375,6 +375,18 @@ class Migration:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.out = self.err = ""
+        # Read both pipes as simkvm writes them: a result's JSON outgrows the pipe's 64 KiB after a minute of
+        # samples, and an unread pipe then holds simkvm in its final write (measured: the link cut's runs that
+        # "outlived the test's wait" were simkvm blocked printing its result, its job long done).
+        self._chunks: dict[str, list[str]] = {"out": [], "err": []}
+        self._readers = [threading.Thread(target=self._drain, args=(stream, key), daemon=True)
+                         for stream, key in ((self.proc.stdout, "out"), (self.proc.stderr, "err"))]
+        for reader in self._readers:
+            reader.start()
+
+    def _drain(self, stream: Any, key: str) -> None:
+        for chunk in iter(lambda: stream.read(65536), ""):
+            self._chunks[key].append(chunk)
 
     def journal_steps(self) -> list[str]:
         steps: list[str] = []
@@ -399,7 +411,12 @@ class Migration:
         pytest.fail(f"no {step!r} in the journal within {timeout_s} s")
 
     def finish(self, timeout_s: float = 150) -> int:
-        self.out, self.err = self.proc.communicate(timeout=timeout_s)
+        """Wait for simkvm to end (``subprocess.TimeoutExpired`` after ``timeout_s``); its output is then in
+        ``out`` and ``err``."""
+        self.proc.wait(timeout_s)
+        for reader in self._readers:
+            reader.join(10)
+        self.out, self.err = "".join(self._chunks["out"]), "".join(self._chunks["err"])
         return self.proc.returncode
 
     @property

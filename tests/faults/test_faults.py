@@ -16,8 +16,8 @@ from typing import Any, Callable
 import pytest
 
 from faultlib import (GUEST, MiB, PLAN, Migration, canaries, console_tail, defined, fill_pool, guest_crashed,
-                      guest_qemu, kill_libvirtd, on_event, pool_free, record, restart_libvirtd, stop_libvirtd, truth,
-                      unfill_pool, volumes, wait_job)
+                      guest_qemu, kill_libvirtd, on_event, pool_free, record, restart_libvirtd, running_hosts,
+                      stop_libvirtd, truth, unfill_pool, volumes, wait_job)
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.faults]
 RUNS = range(int(os.environ.get("SIMKVM_FAULT_RUNS", "1")))
@@ -38,7 +38,7 @@ def message_true(said: str, seen: dict[str, str]) -> bool:
         return b == "running" and a != "running"
     if said.startswith("RUNNING ON BOTH"):
         return a == b == "running"
-    if said.startswith("paused on the source"):
+    if said.startswith(("paused on the source", "frozen on the source")):
         return a == "paused" and b != "running"
     if said.startswith("paused on the destination"):
         return b == "paused" and a != "running"
@@ -50,8 +50,10 @@ def message_true(said: str, seen: dict[str, str]) -> bool:
 
 
 def check(testbed: Any, name: str, mig: Migration, fault: str, *, restart: tuple[str, ...] = (),
-          lost_ok: bool = False) -> None:
-    """After the fault: simkvm ended with a true message and a JSON result; recover settles everything."""
+          lost_ok: bool = False, settle: Callable[[], dict[str, Any]] | None = None) -> None:
+    """After the fault: simkvm ended with a true message and a JSON result; recover settles everything.
+    ``settle``: what ends the fault once simkvm's message is judged (before recover runs); what it returns
+    is recorded too."""
     from simkvm.executor.recover import recover
 
     code = mig.finish()
@@ -65,6 +67,7 @@ def check(testbed: Any, name: str, mig: Migration, fault: str, *, restart: tuple
         restart_libvirtd(testbed, host)
     seen = truth(testbed, name)
     true = message_true(said, seen) if json_ok else False
+    settled = settle() if settle is not None else {}
     rec = recover(name, testbed.uri("a"), testbed.uri("b"), journal_dir=mig.state_dir / "journal")
     after = truth(testbed, name)
     running = [h for h, s in after.items() if s == "running"]
@@ -83,7 +86,7 @@ def check(testbed: Any, name: str, mig: Migration, fault: str, *, restart: tuple
     record(fault, code=code, elapsed_s=round(elapsed, 1), said=said[:160], truth=seen, after_recover=after,
            message_true=true, json=json_ok, recover_ok=rec.ok, recover=rec.lines(), leftovers=leftovers,
            canaries=canary, guest_crash=crash, console=console_tail(testbed, name) if crash else None,
-           location=running[0] if len(running) == 1 else ("lost" if not running else "both"))
+           location=running[0] if len(running) == 1 else ("lost" if not running else "both"), **settled)
     detail = (f"simkvm said {said!r}; truth {seen}; after recover {after}; recover: {rec.lines()}; "
               f"stderr {mig.err[-800:]}")
     if crash and not (lost_ok and not running):  # pytest's --only-rerun 'destination VM is shut' reruns it
@@ -320,13 +323,36 @@ def linked(testbed):
         testbed.up()
 
 
+def ending_bound_s(max_time_s: float) -> float:
+    """When simkvm must have ended, whatever the network does (README "Faults"): the plan's max time, libvirt's
+    cancel (CANCEL_WAIT_S), then asking both hosts and cleaning up (each question bounded; seconds here)."""
+    from simkvm.executor.run import CANCEL_WAIT_S
+
+    return max_time_s + CANCEL_WAIT_S + 30
+
+
+def wait_bounded(mig: Migration, bound_s: float, fault: str) -> float:
+    """Wait for simkvm until its bound (+10 s); a run that outlives it is recorded as a hang, killed, and fails."""
+    try:
+        mig.proc.wait(max(bound_s + 10 - (time.monotonic() - mig.started), 1))
+    except subprocess.TimeoutExpired:
+        mig.proc.kill()
+        mig.finish(30)
+        record(fault, code=None, elapsed_s=None, said="(still running: killed)", location="hang",
+               message_true=False, json=False, leftovers=[], canaries="-", stderr=mig.err[-2000:])
+        pytest.fail(f"simkvm still ran {bound_s + 10:.0f} s after it started (its bound {bound_s:.0f} s): "
+                    f"{mig.err[-1500:]}")
+    return time.monotonic() - mig.started
+
+
 @campaign_only
 @pytest.mark.parametrize("run", RUNS)
 @pytest.mark.parametrize("cut_s", [0, 5, 40])
 def test_link_cut_and_restored(linked, fault_guest, tmp_path, cut_s, run):
     """The link between the hosts cut during the RAM copy and restored ``cut_s`` later: the migration
-    either resumes and completes (VM on b) or is given up (VM on a), and says which. 0: no cut, the
-    control of migrating over the link."""
+    either resumes and completes (VM on b) or is given up at the plan's max time (VM on a), and simkvm
+    says which within its bound. 0: no cut, the control of migrating over the link."""
+    fault = f"link cut for {cut_s} s (RAM copy), restored" if cut_s else "over the link, no cut (control)"
     name = fault_guest(f"f-cut{cut_s}")
     mig = Migration(linked, name, tmp_path, PLAN, "--migrate-uri", linked.migration_uri("b"))
     if cut_s:
@@ -338,10 +364,43 @@ def test_link_cut_and_restored(linked, fault_guest, tmp_path, cut_s, run):
             pass
         finally:
             linked.link().restore()
-    # simkvm's own bound: max_time (90 s) + abortJob (10 s) + libvirt's cancel (ABORT_WAIT_S, 120 s) + locating
-    mig.proc.wait(300)
-    check(linked, name, mig, f"link cut for {cut_s} s (RAM copy), restored" if cut_s else "over the link, no cut "
-          "(control)")
+    bound = ending_bound_s(90)
+    ended = wait_bounded(mig, bound, fault)
+    check(linked, name, mig, fault)
+    assert ended <= bound, f"simkvm ended {ended:.0f} s after it started, beyond its bound {bound:.0f} s"
+
+
+@campaign_only
+@pytest.mark.parametrize("run", RUNS)
+def test_link_cut_until_simkvm_ends(linked, fault_guest, tmp_path, run):
+    """The link cut during the RAM copy and restored only once simkvm has ended: the migration cannot
+    finish, so simkvm gives up at the plan's max time (30 s here), cancels, and ends within its bound
+    with the VM running on the source and no copy left on b, although libvirt's cancel on the source
+    may linger (a disk mirror's writes stuck on the dead connection) until the link is back."""
+    fault = "link cut until simkvm ended (RAM copy; max_time 30 s)"
+    name = fault_guest("f-cutkept")
+    mig = Migration(linked, name, tmp_path, PLAN.replace("max_time: 90s", "max_time: 30s"),
+                    "--migrate-uri", linked.migration_uri("b"))
+    _wait_ram_copy(linked, name, mig)
+    linked.link().cut()
+    bound = ending_bound_s(30)
+    def restore_and_wait() -> dict[str, Any]:
+        """The link back; the source's guest runs again once its QEMU's connection to b resets (TCP's next
+        retransmission, at most TCP_RTO_MAX = 120 s after the restore)."""
+        linked.link().restore()
+        t = time.monotonic()
+        while running_hosts(linked, name) != ["a"] and time.monotonic() - t < 180:
+            time.sleep(2)
+        return {"source_ran_again_after_restore_s": round(time.monotonic() - t, 1)}
+
+    try:
+        ended = wait_bounded(mig, bound, fault)
+        check(linked, name, mig, fault, settle=restore_and_wait)
+    finally:
+        linked.link().restore()
+    said = mig.result["measurement"]["vm_location"]
+    assert said.startswith(("running on the source", "frozen on the source")), said
+    assert ended <= bound, f"simkvm ended {ended:.0f} s after it started, beyond its bound {bound:.0f} s"
 
 
 @pytest.mark.parametrize("run", RUNS)
