@@ -174,3 +174,21 @@ def test_a_completed_migration_leaves_recover_nothing_to_move():
                      HostView("source", "a", "qemu:///a", "absent"), HostView("destination", "b", "qemu:///b",
                                                                              "running"), rec)
     assert not rec.left and not rec.done
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_a_paused_incoming_copy_cannot_run_until_the_guest_stopped_on_the_source(stopped):
+    """The link cut mid-copy: the source runs, the destination holds its paused incoming QEMU. Before the guest
+    stopped on the source that copy has no device state (QEMU sends it after the stop) and cannot run: the VM is
+    on the source, and the message names the copy to remove. After a stop it may hold the whole guest: never
+    called safe."""
+    from simkvm.executor.locate import Location
+
+    where = Location("vm1", HostView("source", "a", "qemu:///a", "running"),
+                     HostView("destination", "b", "qemu:///b", "paused"), stopped_on_source=stopped)
+    assert where.on_source is not stopped
+    text = where.text()
+    if stopped:
+        assert not text.startswith("running on the source")
+    else:
+        assert text.startswith("running on the source (a)") and "virsh -c qemu:///b destroy vm1" in text

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 from ..libvirt_api import RUNNING_STATES, STATE_NAMES, import_libvirt
 
@@ -40,29 +40,56 @@ class Unanswered(Exception):
     """A host did not answer within the time bound."""
 
 
+class Pending(Generic[T]):
+    """``fn()`` running in a daemon thread, waited for in pieces.
+
+    A libvirt call can wait for ever on a daemon or a QEMU monitor that no
+    longer answers; the caller keeps its own deadlines meanwhile (the
+    executor's polling loop checks the plan's limits between pieces) and
+    leaves a stuck call behind when it gives up.
+    """
+
+    def __init__(self, fn: Callable[[], T], what: str) -> None:
+        self.what = what
+        self.started = time.monotonic()
+        self.took_s: float | None = None  # set when the call returned
+        self._box: dict[str, Any] = {}
+        self._done = threading.Event()
+        threading.Thread(target=self._run, args=(fn,), name=f"ask: {what}", daemon=True).start()
+
+    def _run(self, fn: Callable[[], T]) -> None:
+        try:
+            self._box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            self._box["error"] = exc
+        finally:
+            self.took_s = time.monotonic() - self.started
+            self._done.set()
+
+    def wait(self, timeout_s: float) -> bool:
+        """True once the call returned (or raised)."""
+        return self._done.wait(timeout_s)
+
+    @property
+    def waiting_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def result(self) -> T:
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["value"]  # type: ignore[no-any-return]
+
+
 def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
     """``fn()`` in a daemon thread; :class:`Unanswered` if it takes longer than ``timeout_s``.
 
     A frozen libvirtd (SIGSTOP, a hung QEMU monitor) keeps a libvirt call
     waiting forever; the thread is left behind, the caller goes on.
     """
-    box: dict[str, Any] = {}
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            box["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name=f"ask: {what}", daemon=True).start()
-    if not done.wait(timeout_s):
+    call = Pending(fn, what)
+    if not call.wait(timeout_s):
         raise Unanswered(f"{what}: no answer within {timeout_s:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return call.result()
 
 
 def redact_uri(uri: str) -> str:
@@ -146,7 +173,10 @@ class Location:
 
     @property
     def destination_cannot_run(self) -> bool:
-        return self.destination.not_running_for_sure or (not self.destination.known and not self.stopped_on_source)
+        """Known not to run there; or, while the guest never stopped on the source, not asked or paused there:
+        an incoming QEMU cannot run a guest whose device state it never got (QEMU sends it after the stop)."""
+        return self.destination.not_running_for_sure or (
+            not self.stopped_on_source and self.destination.state in ("unknown", "paused"))
 
     @property
     def on_source(self) -> bool:
@@ -173,6 +203,10 @@ class Location:
         src, dst, d = self.source, self.destination, self.domain
         unreachable = f"the destination {dst.name} could not be asked ({dst.error})"
         if self.on_source:
+            if dst.state == "paused":
+                return (f"running on the source ({src.name}); the destination {dst.name} holds a paused incoming "
+                        f"copy that never ran (the guest never stopped on the source): remove it with "
+                        f"{dst.virsh('destroy', d)}")
             if dst.known:
                 return f"running on the source ({src.name})"
             return (f"running on the source ({src.name}); {unreachable}, but the guest never stopped on the "

@@ -47,7 +47,7 @@ from .connection import CONNECT_TIMEOUT_S, open_connection
 from .control import Controller
 from .flags import Transport, aid_support_problem, check_plan, default_migrate_uri, migration_call
 from .journal import Journal, NoJournal
-from .locate import ASK_TIMEOUT_S, Location, Unanswered, call_with_timeout, locate, redact_uri, settle
+from .locate import ASK_TIMEOUT_S, Location, Pending, Unanswered, call_with_timeout, locate, redact_uri, settle
 from .measure import (
     EchoProbe,
     Handover,
@@ -77,7 +77,10 @@ log = logging.getLogger("simkvm.executor")
 
 DEFAULT_MIGRATE_URI = "tcp://127.0.0.1"  # the testbed's; real hosts: default_migrate_uri(dst_uri)
 POLL_S = 0.05  # <= 50 ms: iterations under TCG can be a few hundred ms long
-ABORT_WAIT_S = 120.0  # how long we wait for libvirt to finish cancelling before we say so
+#: How long libvirt may take to cancel a job before simkvm acts on what it sees (see Execution._cancel_stuck):
+#: a cancel normally ends within a second; one that waits on a dead connection ends only when TCP gives up.
+CANCEL_WAIT_S = 30.0
+STATS_WAIT_S = 2.0  # how long the polling loop waits for one job-stats answer before it checks its limits again
 POLL_ERROR_GRACE_S = 10.0  # job-stat errors tolerated while migrate3 is still running
 SLOW_POLL_S = 0.5
 NOTHING_CHANGED = "running on the source (nothing was changed)"
@@ -396,7 +399,13 @@ class Execution:
                  self.meta["bandwidth_MiBps"], downtime_ms)
 
     def watch(self) -> _Stop | None:
-        """Poll job stats until migrate3 returns; a _Stop when a plan limit says give up."""
+        """Poll job stats until migrate3 returns; a _Stop when a plan limit says give up.
+
+        Each job-stats call is waited for STATS_WAIT_S at a time (one call at a
+        time): libvirt answers it through the QEMU monitor, which can stop
+        answering (a busy monitor, a QEMU stuck on a dead connection), and the
+        plan's max time and downtime bound must hold all the same.
+        """
         libvirt = import_libvirt()
         plan = self.plan
         deadline = self.timeout_s if self.timeout_s is not None else plan.max_time_s
@@ -407,11 +416,21 @@ class Execution:
         errors_since: float | None = None
         last_iteration = 0
         last_log = 0.0
+        last: Sample | None = None
+        call: Pending[dict[str, Any]] | None = None
         while not self._done.is_set():
-            t_a = self.now()
+            if call is None:
+                call = Pending(functools.partial(self.dom.jobStats, 0), "job stats")
+            if not call.wait(STATS_WAIT_S):
+                stop = self._limits(deadline, paused=monitor.paused, last_seen=(
+                    f"libvirt has not answered job stats for {call.waiting_s:.0f} s"
+                    + (f"; before that: iteration {last.iteration}, {last.remaining_text()}" if last else "")))
+                if stop is not None:
+                    return stop
+                continue
+            t_a, rpc_s = call.started - self.t0, call.took_s or 0.0
             try:
-                stats = self.dom.jobStats(0)
-                rpc_s = self.now() - t_a
+                stats = call.result()
                 errors_since = None
             except libvirt.libvirtError as exc:
                 if self._done.wait(0.2):
@@ -421,9 +440,12 @@ class Execution:
                     raise
                 log.debug("job stats failed (%s); retrying", exc.get_error_message())
                 continue
+            finally:
+                call = None
             sample = Sample(t_s=t_a, stats=stats, paused=monitor.paused, rpc_s=rpc_s,
                             max_downtime_s=controller.max_downtime_s)
             monitor.add_sample(sample)
+            last = sample
             if sample.active and not reapplied:
                 reapplied = True
                 self._reapply_downtime()
@@ -440,20 +462,30 @@ class Execution:
             if max_iterations and iteration > max_iterations and not sample.paused:
                 return _Stop("not_converged", f"not converged: memory_iteration {iteration} exceeded "
                                               f"migration.max_iterations {max_iterations}")
-            # The plan's downtime is a bound we defend: a switchover that keeps the guest paused far
-            # longer (a destination frozen or dying at the handover) is cancelled while it still can be.
-            stopped_s = monitor.stopped_s
-            if (stopped_s is not None and controller.suspended_s is None and not controller.in_postcopy
-                    and self._dst_resumed_s is None and self.now() - stopped_s > self.downtime_bound_s):
-                return _Stop("error", f"the guest stayed paused {fmt_duration(self.now() - stopped_s)} in the "
-                             f"switchover, beyond the downtime bound {fmt_duration(self.downtime_bound_s)} "
-                             f"(migration.max_downtime {fmt_duration(plan.migration.max_downtime_s)}); "
-                             f"cancelled the switchover")
-            if self.now() > deadline and not sample.paused:
-                what = "--timeout" if self.timeout_s is not None else "migration.max_time"
-                return _Stop("not_converged", f"not converged within {fmt_duration(deadline)} ({what}); "
-                             f"last seen: iteration {iteration}, {sample.remaining_text()}")
+            stop = self._limits(deadline, paused=sample.paused,
+                                last_seen=f"iteration {iteration}, {sample.remaining_text()}")
+            if stop is not None:
+                return stop
             self._done.wait(max(0.0, self.poll_s - (self.now() - t_a)))
+        return None
+
+    def _limits(self, deadline: float, *, paused: bool, last_seen: str) -> _Stop | None:
+        """The bounds simkvm defends whether or not libvirt answers: the plan's downtime and max time."""
+        monitor, controller = self.monitor, self.controller
+        assert monitor is not None and controller is not None
+        # The plan's downtime is a bound we defend: a switchover that keeps the guest paused far
+        # longer (a destination frozen or dying at the handover) is cancelled while it still can be.
+        stopped_s = monitor.stopped_s
+        if (stopped_s is not None and controller.suspended_s is None and not controller.in_postcopy
+                and self._dst_resumed_s is None and self.now() - stopped_s > self.downtime_bound_s):
+            return _Stop("error", f"the guest stayed paused {fmt_duration(self.now() - stopped_s)} in the "
+                         f"switchover, beyond the downtime bound {fmt_duration(self.downtime_bound_s)} "
+                         f"(migration.max_downtime {fmt_duration(self.plan.migration.max_downtime_s)}); "
+                         f"cancelled the switchover")
+        if self.now() > deadline and not paused:
+            what = "--timeout" if self.timeout_s is not None else "migration.max_time"
+            return _Stop("not_converged", f"not converged within {fmt_duration(deadline)} ({what}); "
+                         f"last seen: {last_seen}")
         return None
 
     def _note_slow_polls(self, monitor: JobMonitor) -> None:
@@ -652,7 +684,6 @@ class Execution:
             return self._abort(stop)
 
     def _abort(self, stop: _Stop) -> Result:
-        libvirt = import_libvirt()
         t_abort = self.now()
         self.journal.write("aborting", reason=stop.reason)
         log.warning("%s; aborting the migration job", stop.reason)
@@ -671,19 +702,10 @@ class Execution:
                 log.warning("the switchover is under way: letting it end (at most %s)",
                             fmt_duration(self.downtime_bound_s))
                 self._done.wait(max(self.downtime_bound_s - (self.now() - stopped_s), 0.0))
-            if not self._done.is_set():
-                try:
-                    call_with_timeout(self.dom.abortJob, ASK_TIMEOUT_S, "abortJob")
-                except (libvirt.libvirtError, Unanswered) as exc:
-                    self.meta.setdefault("notes", []).append(f"abortJob: {_error_text(exc)}")
-            if not self._done.wait(ABORT_WAIT_S):
-                where = self._locate().text()
-                self.measurement.vm_location = where
-                raise self._failed(
-                    f"{stop.reason}; libvirt did not finish cancelling within {ABORT_WAIT_S:.0f} s; the job may "
-                    f"still be running: check virsh -c {redact_uri(self.src_uri)} domjobinfo {self.domain}, "
-                    f"cancel it with virsh -c {redact_uri(self.src_uri)} domjobabort {self.domain}, then "
-                    f"{self.recover_command()}", where, stop, t_abort)
+            t_cancel = self.now()
+            accepted = self._cancel_job(until_s=t_cancel + CANCEL_WAIT_S) if not self._done.is_set() else True
+            if not self._done.wait(max(t_cancel + CANCEL_WAIT_S - self.now(), 0.0)):
+                return self._cancel_stuck(stop, t_abort, accepted=accepted)
         if self._ddom is not None and self._error is None:
             log.warning("the migration completed before the abort took effect")
             return self.complete(note=f"{stop.reason}, but the migration completed before the abort")
@@ -710,6 +732,132 @@ class Execution:
         if stop.outcome == "error" or not on_source:
             raise self._failed(stop.reason + (f"; {'; '.join(problems)}" if problems else ""), where, stop, t_abort)
         return self.partial_result(stop, t_abort)
+
+    def _cancel_job(self, until_s: float) -> bool:
+        """Ask libvirt to cancel the job (abortJob), again until it accepts or migrate3 returns, until ``until_s``.
+
+        abortJob waits for libvirt's job lock, which a job-stats call stuck in
+        the QEMU monitor can hold; each try is bounded. True when libvirt
+        accepted the cancel: QEMU's migrate_cancel then ends the migration
+        stream (it shuts the socket down), so the guest can no longer move.
+        """
+        libvirt = import_libvirt()
+        while not self._done.is_set():
+            left = until_s - self.now()
+            if left <= 0:
+                return False
+            try:
+                call_with_timeout(self.dom.abortJob, min(ASK_TIMEOUT_S, left), "abortJob")
+                self.journal.write("cancel_accepted")
+                return True
+            except (libvirt.libvirtError, Unanswered) as exc:
+                self.meta.setdefault("notes", []).append(f"abortJob at {self.now():.1f} s: {_error_text(exc)}")
+            self._done.wait(min(1.0, max(until_s - self.now(), 0.0)))
+        return False
+
+    def _cancel_stuck(self, stop: _Stop, t_abort: float, *, accepted: bool) -> Result:
+        """libvirt has not ended the job CANCEL_WAIT_S after the cancel: say where the VM is, within a bound.
+
+        Why a cancel can hang: libvirt cancels a migration with disks by
+        cancelling QEMU's migration (migrate_cancel), then force-cancelling
+        each disk mirror and waiting, with no time limit, until QEMU reports
+        it gone (libvirt's qemu_migration.c: qemuMigrationSrcRun's error path
+        -> qemuMigrationSrcCancel, qemuMigrationSrcNBDCopyCancel ->
+        qemuDomainObjWait); a mirror first waits for its writes in flight to
+        the destination's NBD server (QEMU's block/mirror.c, mirror_run), and
+        QEMU's NBD client cannot cut them short (block/nbd.c,
+        nbd_cancel_in_flight only stops a reconnection). Measured with the
+        link between the hosts cut (tests/faults; QEMU 7.2, libvirt 9.0):
+        QEMU answered migrate_cancel, then no monitor command at all, and its
+        vCPUs stopped, while libvirt kept saying "running".
+
+        When libvirt accepted the cancel and the guest never stopped on the
+        source, the destination's QEMU holds an incomplete guest it cannot
+        run: simkvm destroys it, as libvirt does with an unfinished incoming
+        migration whose client went away (qemuMigrationAnyConnectionClosed),
+        and deletes the images it created there. A source QEMU that answers
+        no monitor command is said frozen, not running.
+        """
+        location = self._locate()
+        src, dst = location.source, location.destination
+        src_virsh = f"virsh -c {redact_uri(self.src_uri)}"
+        lingering = (f"libvirt has not finished cancelling the migration job on the source "
+                     f"{fmt_duration(self.now() - t_abort)} after the abort (it waits for QEMU, which cannot end "
+                     f"its disk mirror's writes to the destination while their connection carries nothing); until "
+                     f"then the VM cannot be migrated again: watch it with {src_virsh} domjobinfo {self.domain}")
+        self.meta["cancel_pending"] = True
+        if not (accepted and src.running and not location.stopped_on_source):
+            where = location.text()
+            if not accepted:
+                lingering = (f"libvirt did not accept the cancel within {CANCEL_WAIT_S:.0f} s; the job may still "
+                             f"be running: check {src_virsh} domjobinfo {self.domain}, cancel it with {src_virsh} "
+                             f"domjobabort {self.domain}, then {self.recover_command()}")
+            raise self._failed(f"{stop.reason}; {lingering}", where, stop, t_abort)
+        problems = self._destroy_incoming() if dst.state == "paused" else []
+        if self.created.paths and not problems and dst.state in ("paused", "absent", "shut off"):
+            paths = self.created.paths
+            try:
+                problems = call_with_timeout(self.created.remove, ASK_TIMEOUT_S, "vol-delete on the destination")
+            except Unanswered as exc:
+                problems = [f"could not delete {', '.join(paths)} on the destination: {exc}"]
+            self.journal.write("removed_disks", paths=[p for p in paths if not any(p in m for m in problems)])
+        elif self.created.paths:
+            why = problems[-1] if problems else f"the destination could not be asked ({dst.error})"
+            problems.append(f"kept the destination images {self.created.paths} ({why}); once the destination "
+                            f"holds no copy of the VM, delete them with " + "; ".join(
+                                f"virsh -c {redact_uri(self.dst_uri)} vol-delete {p}" for p in self.created.paths))
+        location = self._locate()
+        where = location.text()
+        if location.on_source and self._source_qemu_stuck():
+            # Measured (tests/faults, link cut until simkvm ended): from libvirt's cancel on, the source QEMU
+            # answers no monitor command and its vCPUs use no CPU; libvirt still says running.
+            where = (f"frozen on the source ({src.name}), on no other host: libvirt says running, but its QEMU "
+                     f"has answered nothing since libvirt's cancel (measured with QEMU 7.2: its vCPUs stop too, "
+                     f"while the disk mirror's connection to the destination carries nothing, and did not run again "
+                     f"within minutes of the network's return). Never start it elsewhere; check with {src_virsh} "
+                     f"domjobinfo {self.domain}; if it stays frozen, {src_virsh} destroy {self.domain} then start "
+                     f"it there (the guest reboots; the source's disks are the current ones)")
+            self.meta["source_qemu_unanswered"] = True
+        self.measurement.vm_location = where
+        self.meta.update(abort_requested_s=t_abort, abort_finished_s=self.now(), cleanup_problems=problems,
+                         removed_disks=[] if problems else self.meta.get("created_disks", []))
+        reason = "; ".join([stop.reason, lingering, *problems])
+        if self.meta.get("source_qemu_unanswered"):
+            raise self._failed(reason, where, stop, t_abort)
+        if stop.outcome == "error" or not location.on_source:
+            raise self._failed(reason, where, stop, t_abort)
+        return self.partial_result(_Stop(stop.outcome, reason), t_abort)
+
+    def _source_qemu_stuck(self, wait_s: float = 5.0) -> bool:
+        """The source QEMU does not answer a monitor command (job stats) within ``wait_s``: its main loop is
+        held, and with it the guest's vCPUs (a TCG vCPU needs the main loop's lock for every device access)."""
+        libvirt = import_libvirt()
+        try:
+            call_with_timeout(functools.partial(self.dom.jobStats, 0), wait_s, "job stats")
+        except Unanswered:
+            return True
+        except libvirt.libvirtError:
+            return False
+        return False
+
+    def _destroy_incoming(self) -> list[str]:
+        """Destroy the destination's incoming copy (paused, never run: the guest did not stop on the source)."""
+        libvirt = import_libvirt()
+
+        def destroy() -> None:
+            self.dconn.lookupByName(self.domain).destroy()
+
+        self.journal.write("destroying_incoming")
+        try:
+            call_with_timeout(destroy, ASK_TIMEOUT_S, "destroy on the destination")
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                return [f"could not destroy the destination's incoming copy: {_error_text(exc)}"]
+        except Unanswered as exc:
+            return [f"could not destroy the destination's incoming copy: {exc}"]
+        self.meta.setdefault("notes", []).append(
+            "simkvm destroyed the destination's incoming copy (paused, never run) while libvirt's cancel lingered")
+        return []
 
     def _failed(self, message: str, where: str, stop: _Stop | None = None, t_s: float | None = None
                 ) -> MigrationFailed:
