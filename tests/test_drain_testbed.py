@@ -1,17 +1,38 @@
 """A real drain on the testbed: three small guests from a to b, two at a time over one capped link."""
 from __future__ import annotations
 
+import datetime
+import json
 import os
+import platform
 from pathlib import Path
 
 import pytest
 
 from simkvm.drain import load_fleet
-from simkvm.drain.execute import makespan_error, predict_and_run
+from simkvm.drain.execute import format_comparison, makespan_error, predict_and_run
 from simkvm.validation.store import HEAVY_LOAD_1M
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 2**20
+RECORD = os.environ.get("SIMKVM_DRAIN_RECORD")  # a JSON-lines file: each run's predicted and measured drain
+#: when the executor did what (its own clock from the migration's start), and libvirt's completed job
+EXECUTOR_TIMES = ("checked_destination_s", "migrate3_called_s", "migrate3_returned_s", "libvirt_time_offset_s",
+                  "slowest_poll_s", "slowest_poll_at_s", "completed_stats", "bandwidth_MiBps")
+
+
+def record(predicted, measured, load: tuple[float, float]) -> None:
+    """One line per run (for the README's table), when asked: both drains, the load, the machine."""
+    if RECORD:
+        with open(RECORD, "a") as f:
+            f.write(json.dumps({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                                "load_1m": load, "makespan_error": makespan_error(predicted, measured),
+                                "predicted": predicted.to_dict(), "measured": measured.to_dict(),
+                                "rounds": {d.source: {v.name: v.result.round_records for v in d.vms}
+                                           for d in (predicted, measured)},
+                                "executor": {v.name: {k: v.result.meta.get(k) for k in EXECUTOR_TIMES}
+                                             for v in measured.vms}}, default=str) + "\n")
 
 
 @pytest.mark.testbed
@@ -26,6 +47,8 @@ def test_real_drain_matches_its_prediction(testbed, guest_factory):
     load_before = os.getloadavg()[0]
     predicted, measured = predict_and_run(fleet, testbed.uri("a"), testbed.uri("b"))
     load_after = os.getloadavg()[0]
+    print("\n" + format_comparison(predicted, measured) + f"\nload average {load_before:.2f} -> {load_after:.2f}")
+    record(predicted, measured, (load_before, load_after))
     assert all(v.result.converged for v in measured.vms), [v.result.reason for v in measured.vms]
     assert sorted(v.name for v in measured.vms) == ["drain-1", "drain-2", "drain-3"]
     for v in measured.vms:  # at most two in flight at any start

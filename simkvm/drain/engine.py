@@ -87,6 +87,7 @@ class Drain:
         self.outgoing: dict[str, list[Run]] = {h.name: [] for h in fleet.hosts}
         self.in_flight = 0
         self.records: list[VMRecord] = []
+        self.freed: dict[str, float] = {}  # VM -> when its slot was freed
         self.timeline = timeline
         self.changed = self.env.event()
 
@@ -102,7 +103,7 @@ class Drain:
             link_usage={f"{h}/{way}": s for (h, way), s in sorted(self.network.usage.items())
                         if any(r[1] > 0 for r in s)},
             link_capacity_Bps={f"{h}/{way}": c for (h, way), c in self.network.capacity.items()},
-            meta={"reallocations": self.network.reallocations},
+            meta={"reallocations": self.network.reallocations, "slot_freed_s": self.freed},
         )
 
     def scheduler(self):
@@ -193,6 +194,7 @@ class Drain:
             # oVirt-style share) is free, once libvirt's Confirm has stopped the source QEMU.
             yield self.env.timeout(run.plan.host.source_stop_s)
         self.outgoing[vm.source].remove(run)
+        self.freed[vm.name] = self.env.now
         room.release(vm.memory_bytes, vm.disk_bytes, moved=result.converged)
         self.in_flight -= 1
         if self.c.split_bandwidth:

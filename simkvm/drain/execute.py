@@ -122,13 +122,26 @@ def makespan_error(predicted: DrainResult, measured: DrainResult) -> float:
 
 
 def format_comparison(predicted: DrainResult, measured: DrainResult) -> str:
+    """Each VM predicted/measured: when it started and ended, its phases (preparation, disk mirror,
+    pre-copy), when its slot was freed (the source QEMU gone), its downtime; then the makespans."""
     lines = [f"simkvm drain --execute: {measured.name} ({measured.concurrency})", "",
-             f"{'VM':<14} {'start pred/meas':>17} {'end pred/meas':>17} {'downtime pred/meas':>20}  outcome"]
+             f"{'VM':<10} {'start':>11} {'setup':>11} {'mirror':>11} {'precopy':>11} {'end':>11} {'freed':>11} "
+             f"{'downtime':>11}  outcome   (predicted/measured)"]
+
+    def pair(p: float | None, m: float | None, unit: str = "s", scale: float = 1.0) -> str:
+        def one(x: float | None) -> str:
+            return "-" if x is None else f"{x * scale:.{0 if scale > 1 else 1}f}"
+        return f"{one(p) + '/' + one(m) + unit:>11}"
+
+    freed_p, freed_m = predicted.meta.get("slot_freed_s", {}), measured.meta.get("slot_freed_s", {})
     for m in sorted(measured.vms, key=lambda v: v.start_s):
         p = predicted.record(m.name)
-        lines.append(f"{m.name:<14} {p.start_s:>7.1f}/{m.start_s:<7.1f}s {p.end_s:>7.1f}/{m.end_s:<7.1f}s "
-                     f"{p.result.downtime_s * 1000:>8.0f}/{m.result.downtime_s * 1000:<8.0f}ms  "
-                     f"{p.result.outcome}/{m.result.outcome}")
+        pr, mr = p.result, m.result
+        lines.append(f"{m.name:<10} {pair(p.start_s, m.start_s)} {pair(pr.setup_time_s, mr.setup_time_s)} "
+                     f"{pair(pr.disk_mirror_time_s, mr.disk_mirror_time_s)} "
+                     f"{pair(pr.precopy_time_s, mr.precopy_time_s)} {pair(p.end_s, m.end_s)} "
+                     f"{pair(freed_p.get(m.name), freed_m.get(m.name))} "
+                     f"{pair(pr.downtime_s, mr.downtime_s, 'ms', 1000.0)}  {pr.outcome}/{mr.outcome}")
     lines.append("")
     lines.append(f"makespan predicted {fmt_duration(predicted.makespan_s)}, measured {fmt_duration(measured.makespan_s)} "
                  f"({makespan_error(predicted, measured):+.1%})")
@@ -153,6 +166,7 @@ class _Flight:
         self.mibps = mibps
         self.want = mibps
         self.moving = False
+        self.freed_s: float | None = None  # its slot freed: the source no longer runs the VM
 
 
 def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02) -> DrainResult:
@@ -167,6 +181,8 @@ def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02)
     flying: dict[str, _Flight] = {}
     finishing: list[_Flight] = []  # arrived, the executor still finishing
     records: list[VMRecord] = []
+    freed: dict[str, float] = {}  # VM -> when its slot was freed (drain time)
+    shares: list[tuple[float, str, int]] = []  # (drain time, VM, MiB/s) each max-bandwidth set
     done = threading.Event()
     conn = libvirt.open(src_uri)
     t0 = time.monotonic()
@@ -206,6 +222,7 @@ def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02)
             try:
                 conn.lookupByName(f.name).migrateSetMaxSpeed(f.want, 0)
                 f.mibps = f.want
+                shares.append((time.monotonic() - t0, f.name, f.want))
             except libvirt.libvirtError as exc:  # it may just have finished
                 log.info("drain: %s: max speed not changed (%s)", f.name, exc.get_error_message())
                 f.want = f.mibps
@@ -240,6 +257,7 @@ def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02)
                     bandwidth = max(int(bandwidth / MiB), 1) * MiB  # libvirt's bandwidth is whole MiB/s
                 plan = dataclasses.replace(vm.plan, link=dataclasses.replace(vm.plan.link, bandwidth_Bps=bandwidth))
                 flight = _Flight(vm.name, time.monotonic() - t0, int(bandwidth / MiB))
+                shares.append((flight.start_s, vm.name, flight.mibps))
                 flying[vm.name] = flight
                 flight.thread = threading.Thread(target=run_one, args=(flight, plan), name=f"drain-{vm.name}",
                                                  daemon=True)
@@ -251,6 +269,7 @@ def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02)
             # next VM started at once (the simulator handles each completion on its own, as it comes).
             left = next((name for name, f in flying.items() if f.result is not None or left_source(name)), None)
             if left is not None:
+                flying[left].freed_s = time.monotonic() - t0
                 finishing.append(flying.pop(left))
                 resplit()
             else:
@@ -264,10 +283,14 @@ def run_drain(fleet: Fleet, src_uri: str, dst_uri: str, *, poll_s: float = 0.02)
                     finishing.remove(f)
                     records.append(VMRecord(f.name, fleet.drain[0], fleet.destinations[0].name, f.start_s,
                                             f.start_s + f.result.total_time_s, f.result))
+                    if f.freed_s is not None:
+                        freed[f.name] = f.freed_s
     finally:
         for f in list(flying.values()) + finishing:  # interrupted: each executor finishes or aborts safely
             if f.thread is not None:
                 f.thread.join()
         conn.close()
     return DrainResult(name=fleet.name, source="measured", concurrency=c.describe(),
-                       order=[vm.name for vm in fleet.vms], vms=records)
+                       order=[vm.name for vm in fleet.vms], vms=records,
+                       meta={"slot_freed_s": freed,
+                             "max_bandwidth_set": [{"time_s": t, "name": n, "MiBps": b} for t, n, b in shares]})
