@@ -289,6 +289,8 @@ class _Jobs:
         self.moving: set[str] = set()
         self.speed: dict[str, int] = {}
         self.libvirt = libvirt
+        self.confirming: set[str] = set()  # switched over, libvirt's Confirm stopping the source QEMU
+        self.asked: list[str] = []  # calls made on a domain in Confirm (on libvirt they wait until it ends)
 
     def perform(self, name: str, mibps: int) -> None:
         """libvirt's Perform: migrate3's bandwidth in force, over whatever was set before; data moves."""
@@ -296,12 +298,18 @@ class _Jobs:
             self.speed[name] = mibps
             self.moving.add(name)
 
+    def note_call(self, what: str, dom) -> None:
+        if dom.name() in self.confirming:
+            self.asked.append(f"{what}({dom.name()})")
+
     def stats(self, dom, _flags: int = 0) -> dict:
+        self.note_call("jobStats", dom)
         if not dom.isActive():
             raise self.libvirt.libvirtError("Requested operation is not valid: domain is not running")
         return {"type": 2, "disk_total": 1} if dom.name() in self.moving else {"type": 0}
 
     def set_speed(self, dom, mibps: int, _flags: int = 0) -> None:
+        self.note_call("migrateSetMaxSpeed", dom)
         if not dom.isActive():
             raise self.libvirt.libvirtError("Requested operation is not valid: domain is not running")
         with self.lock:
@@ -339,7 +347,7 @@ def test_driver(monkeypatch):
     conn.close()
 
 
-def _run_drain(monkeypatch, migrate) -> None:
+def _run_drain(monkeypatch, migrate):
     """d1, d2, d3 drained two at a time, 64 MiB/s split oVirt's way; ``migrate(plan, name)`` stands in for
     the executor's migration (the test driver cannot migrate)."""
     from simkvm.drain import execute as ex
@@ -355,6 +363,7 @@ def _run_drain(monkeypatch, migrate) -> None:
               concurrency={"stack": "ovirt", "max_migrations": 2, "bandwidth": "64MiB/s"})
     d = ex.run_drain(f, TEST_URI, TEST_URI, poll_s=0.005)
     assert sorted(v.name for v in d.vms) == ["d1", "d2", "d3"]
+    return d
 
 
 def test_execute_resplit_reaches_a_migration_whose_job_has_not_started(monkeypatch, test_driver):
@@ -480,4 +489,53 @@ def test_execute_frees_one_slot_at_a_time(monkeypatch, test_driver):
             conn.lookupByName(name).destroy()
 
     _run_drain(monkeypatch, migrate)
+    assert start_bw == {"d1": 32, "d2": 32, "d3": 32}
+
+
+def test_execute_never_asks_a_migration_that_has_switched_over(monkeypatch, test_driver):
+    """Once a migration has switched over (its source paused: libvirt's SUSPENDED event), libvirt's Confirm
+    holds its domain until the source QEMU is gone, and a call on it waits that long (the drain's
+    _SourceEvents says why). The drain must ask it nothing (whether it runs, a new max speed) and free
+    its slot from the source's STOPPED event. d1 and d2 switch over together; d1's source stops 50 ms
+    later, d2's 400 ms later: d3 starts at d1's stop, with 32 MiB/s (d2 still counts), not at d2's."""
+    conn, jobs = test_driver
+    libvirt = jobs.libvirt
+    drain_thread = threading.current_thread()
+    both_moving = threading.Barrier(2)
+    stopped_at: dict[str, float] = {}
+    start_bw: dict[str, float] = {}
+    d3_started_at = []
+    is_active = libvirt.virDomain.isActive
+
+    def watched_is_active(dom):
+        if threading.current_thread() is drain_thread:
+            jobs.note_call("isActive", dom)
+        return is_active(dom)
+
+    monkeypatch.setattr(libvirt.virDomain, "isActive", watched_is_active)
+
+    def migrate(plan, name):
+        start_bw[name] = plan.link.bandwidth_Bps / 2**20
+        dom = conn.lookupByName(name)
+        jobs.perform(name, int(start_bw[name]))
+        if name == "d3":
+            d3_started_at.append(time.monotonic())
+            time.sleep(0.05)
+            dom.destroy()
+            return
+        both_moving.wait(5)
+        time.sleep(0.05)
+        dom.suspend()  # the switchover: the source pauses (SUSPENDED event)
+        time.sleep(0.02)  # the stop-and-copy and libvirt's Finish on the destination
+        with jobs.lock:
+            jobs.confirming.add(name)  # Confirm: the domain is libvirt's until its QEMU is gone
+        time.sleep(0.05 if name == "d1" else 0.4)
+        with jobs.lock:
+            jobs.confirming.discard(name)
+        stopped_at[name] = time.monotonic()  # (before the call: the drain may react before it returns)
+        dom.destroy()  # the source QEMU is gone (STOPPED event)
+
+    _run_drain(monkeypatch, migrate)
+    assert jobs.asked == []
+    assert stopped_at["d1"] < d3_started_at[0] < stopped_at["d2"]
     assert start_bw == {"d1": 32, "d2": 32, "d3": 32}
