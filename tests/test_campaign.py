@@ -100,10 +100,12 @@ def test_shipped_campaigns_cover_the_space():
 V5 = CAMPAIGNS / "campaign-v5.yaml"
 Q10 = CAMPAIGNS / "campaign-q10.yaml"  # the same design on QEMU 10 (issue 12), fewer runs
 V6 = CAMPAIGNS / "campaign-v6.yaml"  # v5's design, a new seed: the round after v5's runs were spent
+V7 = CAMPAIGNS / "campaign-v7.yaml"  # the round after v6's runs were spent
 Q10B = CAMPAIGNS / "campaign-q10b.yaml"  # q10's design, a new seed: the round after q10's runs were spent
 #: (campaign file, the drawn scenarios' id prefix, its stack)
 PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "q", "backports", id="q10"),
-                 pytest.param(V6, "v6", "debian12", id="v6"), pytest.param(Q10B, "q2", "backports", id="q10b")]
+                 pytest.param(V6, "v6", "debian12", id="v6"), pytest.param(Q10B, "q2", "backports", id="q10b"),
+                 pytest.param(V7, "v7", "debian12", id="v7")]
 
 
 def test_lhs_column_has_one_draw_per_slice_and_depends_on_the_seed():
@@ -179,6 +181,31 @@ def test_v6_campaign_is_v5s_design_and_holds_out_no_spent_scenario():
     for s in held:
         assert knobs(s) not in spent, s.id
     assert len(load_campaign(V6).runs()) == 96  # v5-idle: 96 runs in 61 min
+
+
+def test_v7_campaign_is_v6s_design_and_holds_out_no_spent_scenario():
+    """v7 declares v6's ranges, calibration and defaults with a new seed; v5's and v6's held-out runs
+    were evaluated and are development data now, so none of v7's held-out scenarios is one of theirs."""
+    import yaml
+
+    v6, v7 = (yaml.safe_load(p.read_text()) for p in (V6, V7))
+    for key in ("dimensions", "fixed", "max_time", "role", "runs"):
+        assert v7["design"][key] == v6["design"][key], key
+    assert v7["design"]["seed"] not in (v6["design"]["seed"], yaml.safe_load(V5.read_text())["design"]["seed"])
+    assert v7["defaults"] == v6["defaults"]
+    assert [s for s in v7["scenarios"] if s.get("role") == "calibration"] == \
+        [s for s in v6["scenarios"] if s.get("role") == "calibration"]
+
+    def knobs(s):
+        return {k: v for k, v in s.knobs().items() if k != "max_time_s"}
+
+    spent_campaigns = [load_campaign(V5), load_campaign(V6)]
+    spent = [knobs(s) for c in spent_campaigns for s in c.scenarios if s.role == "validation"]
+    held = [s for s in load_campaign(V7).scenarios if s.role == "validation"]
+    assert len(held) == 72 and not {s.id for s in held} & {s.id for c in spent_campaigns for s in c.scenarios}
+    for s in held:
+        assert knobs(s) not in spent, s.id
+    assert len(load_campaign(V7).runs()) == 96
 
 
 def test_q10b_campaign_is_q10s_design_and_holds_out_no_spent_scenario():
