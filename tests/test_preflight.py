@@ -102,9 +102,13 @@ def test_preflight_go_and_no_go_on_the_testbed(testbed, guest, capsys):
     assert [p[0] for p in points] == [1.0, 2.0] and points[0][1] <= points[1][1]
     assert all(p[1] >= m["unique_bytes"] * (1 - 1e-9) for p, m in zip(points, curve))
     formula = 64 * MiB * (1 - math.exp(-8 / 64))  # unique pages of uniform writes in 1 s
+    formula_2s = 64 * MiB * (1 - math.exp(-16 / 64))
     # page sampling hashes 512 pages per GiB: 128 pages for this 256 MiB guest, so each sampled page
-    # stands for 2 MiB and libvirt reports whole MiB/s; only a sane factor can be asked for
-    assert 0.25 * formula <= curve[0]["unique_bytes"] <= 3.0 * formula
+    # stands for 2 MiB and libvirt reports whole MiB/s; only a sane factor can be asked for. About 32 of
+    # the sampled pages fall in the 64 MiB working set and ~12 % of those are dirtied in 1 s: ~4 expected
+    # hits, so a 1 s count of 0 happens (Poisson, ~2 %; seen in CI on QEMU 10); over 2 s ~7 (0.1 %).
+    # The curve's largest point is held to the formula's range over the two periods.
+    assert 0.25 * formula <= max(m["unique_bytes"] for m in curve) <= 3.0 * formula_2s
     assert report["plan"]["workload"]["memory"]["model"] == "curve"
     assert report["plan"]["vm"]["memory"] == 256 * MiB
 

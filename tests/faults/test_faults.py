@@ -7,6 +7,7 @@ prints the table of the README from the runs' records.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -234,8 +235,16 @@ def test_destination_qemu_killed(testbed, fault_guest, tmp_path, moment, run):
     name = fault_guest(f"f-dqemu-{moment}")
     mig = Migration(testbed, name, tmp_path)
     stopper = None
+    killed_at: list[float] = []
+
+    def kill_destination_qemu() -> None:
+        pid = guest_qemu(testbed, "b", name)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            killed_at.append(time.time())
+
     if moment == "resumed":
-        stopper = on_destination_resume(testbed, name, lambda: os.kill(guest_qemu(testbed, "b", name), signal.SIGKILL))
+        stopper = on_destination_resume(testbed, name, kill_destination_qemu)
     try:
         if moment == "copy":
             mig.wait_step("migrate3")
@@ -247,6 +256,14 @@ def test_destination_qemu_killed(testbed, fault_guest, tmp_path, moment, run):
     finally:
         if stopper:
             stopper()
+    returned_at = [json.loads(line)["t"] for path in (mig.state_dir / "journal").glob("*.jsonl")
+                   for line in path.read_text().splitlines() if '"step": "migrate3_returned"' in line]
+    if moment == "resumed" and killed_at and returned_at and killed_at[0] > min(returned_at):
+        # libvirt's RESUMED event reached the test only after migrate3 had returned, i.e. while or after simkvm
+        # checked the destination (7 ms later): the kill did not come at the resume, and whether simkvm's check
+        # saw it cannot be told, so the run says nothing about simkvm (seen in CI, 2026-12-01)
+        pytest.skip(f"fault missed its moment: the destination QEMU was killed "
+                    f"{killed_at[0] - min(returned_at):.3f} s after migrate3 returned")
     check(testbed, name, mig, f"destination QEMU killed ({moment})", lost_ok=moment == "resumed")
 
 
