@@ -160,76 +160,40 @@ def test_q10_campaign_is_v5s_design_on_qemu_10():
     assert load_campaign(Q10).stack == "backports"
 
 
-def test_v6_campaign_is_v5s_design_and_holds_out_no_spent_scenario():
-    """v6 declares v5's ranges, calibration and defaults with a new seed; v5's held-out runs were
-    evaluated and are development data now, so none of v6's held-out scenarios is one of v5's."""
+#: (the next round's campaign, the design it repeats, every campaign whose held-out runs are spent by then,
+#: its held-out scenarios, its runs: v5-idle ran 96 in 61 min)
+FOLLOW_UPS = [pytest.param(V6, V5, [V5], 72, 96, id="v6"), pytest.param(V7, V6, [V5, V6], 72, 96, id="v7"),
+              pytest.param(Q10B, Q10, [Q10], 42, 55, id="q10b")]
+
+
+@pytest.mark.parametrize("path, base, spent_paths, held_count, run_count", FOLLOW_UPS)
+def test_next_round_repeats_its_design_and_holds_out_no_spent_scenario(path, base, spent_paths, held_count,
+                                                                        run_count):
+    """A next round declares its predecessor's ranges, calibration and defaults with a new seed; the held-out
+    runs of every earlier round were evaluated and are development data now, so none of its held-out
+    scenarios is one of theirs."""
     import yaml
 
-    v5, v6 = (yaml.safe_load(p.read_text()) for p in (V5, V6))
+    prev, new = (yaml.safe_load(p.read_text()) for p in (base, path))
     for key in ("dimensions", "fixed", "max_time", "role", "runs"):
-        assert v6["design"][key] == v5["design"][key], key
-    assert v6["design"]["seed"] != v5["design"]["seed"] and v6["defaults"] == v5["defaults"]
-    assert [s for s in v6["scenarios"] if s.get("role") == "calibration"] == \
-        [s for s in v5["scenarios"] if s.get("role") == "calibration"]
+        assert new["design"][key] == prev["design"][key], key
+    assert new["design"]["seed"] not in {yaml.safe_load(p.read_text())["design"]["seed"] for p in [base, *spent_paths]}
+    assert new["defaults"] == prev["defaults"]
+    assert [s for s in new["scenarios"] if s.get("role") == "calibration"] == \
+        [s for s in prev["scenarios"] if s.get("role") == "calibration"]
+    assert load_campaign(path).stack == load_campaign(base).stack
 
     def knobs(s):  # the migration a scenario asks for, whatever time it is given
         return {k: v for k, v in s.knobs().items() if k != "max_time_s"}
 
-    spent = [knobs(s) for s in load_campaign(V5).scenarios if s.role == "validation"]
-    held = [s for s in load_campaign(V6).scenarios if s.role == "validation"]
-    assert len(held) == 72 and not {s.id for s in held} & {s.id for s in load_campaign(V5).scenarios}
-    for s in held:
-        assert knobs(s) not in spent, s.id
-    assert len(load_campaign(V6).runs()) == 96  # v5-idle: 96 runs in 61 min
-
-
-def test_v7_campaign_is_v6s_design_and_holds_out_no_spent_scenario():
-    """v7 declares v6's ranges, calibration and defaults with a new seed; v5's and v6's held-out runs
-    were evaluated and are development data now, so none of v7's held-out scenarios is one of theirs."""
-    import yaml
-
-    v6, v7 = (yaml.safe_load(p.read_text()) for p in (V6, V7))
-    for key in ("dimensions", "fixed", "max_time", "role", "runs"):
-        assert v7["design"][key] == v6["design"][key], key
-    assert v7["design"]["seed"] not in (v6["design"]["seed"], yaml.safe_load(V5.read_text())["design"]["seed"])
-    assert v7["defaults"] == v6["defaults"]
-    assert [s for s in v7["scenarios"] if s.get("role") == "calibration"] == \
-        [s for s in v6["scenarios"] if s.get("role") == "calibration"]
-
-    def knobs(s):
-        return {k: v for k, v in s.knobs().items() if k != "max_time_s"}
-
-    spent_campaigns = [load_campaign(V5), load_campaign(V6)]
+    spent_campaigns = [load_campaign(p) for p in spent_paths]
     spent = [knobs(s) for c in spent_campaigns for s in c.scenarios if s.role == "validation"]
-    held = [s for s in load_campaign(V7).scenarios if s.role == "validation"]
-    assert len(held) == 72 and not {s.id for s in held} & {s.id for c in spent_campaigns for s in c.scenarios}
+    held = [s for s in load_campaign(path).scenarios if s.role == "validation"]
+    assert len(held) == held_count
+    assert not {s.id for s in held} & {s.id for c in spent_campaigns for s in c.scenarios}
     for s in held:
         assert knobs(s) not in spent, s.id
-    assert len(load_campaign(V7).runs()) == 96
-
-
-def test_q10b_campaign_is_q10s_design_and_holds_out_no_spent_scenario():
-    """q10b declares q10's ranges, calibration and defaults with a new seed; q10's held-out runs were
-    evaluated and are development data now, so none of q10b's held-out scenarios is one of q10's."""
-    import yaml
-
-    q10, q10b = (yaml.safe_load(p.read_text()) for p in (Q10, Q10B))
-    for key in ("dimensions", "fixed", "max_time", "role", "runs"):
-        assert q10b["design"][key] == q10["design"][key], key
-    assert q10b["design"]["seed"] != q10["design"]["seed"] and q10b["defaults"] == q10["defaults"]
-    assert q10b["stack"] == q10["stack"] == "backports"
-    assert [s for s in q10b["scenarios"] if s.get("role") == "calibration"] == \
-        [s for s in q10["scenarios"] if s.get("role") == "calibration"]
-
-    def knobs(s):
-        return {k: v for k, v in s.knobs().items() if k != "max_time_s"}
-
-    spent = [knobs(s) for s in load_campaign(Q10).scenarios if s.role == "validation"]
-    held = [s for s in load_campaign(Q10B).scenarios if s.role == "validation"]
-    assert len(held) == 42 and not {s.id for s in held} & {s.id for s in load_campaign(Q10).scenarios}
-    for s in held:
-        assert knobs(s) not in spent, s.id
-    assert len(load_campaign(Q10B).runs()) == len(load_campaign(Q10).runs())
+    assert len(load_campaign(path).runs()) == len(load_campaign(base).runs()) == run_count
 
 
 def dataclasses_asdict(s):
