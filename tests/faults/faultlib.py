@@ -388,15 +388,25 @@ class Migration:
         for chunk in iter(lambda: stream.read(65536), ""):
             self._chunks[key].append(chunk)
 
-    def journal_steps(self) -> list[str]:
-        steps: list[str] = []
+    def journal(self) -> list[dict[str, Any]]:
+        """The executor's journal entries so far (a line still being written is skipped)."""
+        entries: list[dict[str, Any]] = []
         for path in (self.state_dir / "journal").glob("*.jsonl"):
             for line in path.read_text().splitlines():
                 try:
-                    steps.append(json.loads(line)["step"])
-                except (ValueError, KeyError):
-                    pass
-        return steps
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if "step" in entry:
+                    entries.append(entry)
+        return entries
+
+    def journal_steps(self) -> list[str]:
+        return [entry["step"] for entry in self.journal()]
+
+    def step_at(self, step: str) -> float | None:
+        """When the journal first shows ``step`` (the executor's wall clock), or None."""
+        return min((entry["t"] for entry in self.journal() if entry["step"] == step), default=None)
 
     def wait_step(self, step: str, timeout_s: float = 90) -> float:
         """Wait until the journal shows ``step``; returns when (monotonic)."""
