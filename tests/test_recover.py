@@ -192,3 +192,29 @@ def test_a_paused_incoming_copy_cannot_run_until_the_guest_stopped_on_the_source
         assert not text.startswith("running on the source")
     else:
         assert text.startswith("running on the source (a)") and "virsh -c qemu:///b destroy vm1" in text
+
+
+@pytest.mark.parametrize("qemu_answers", [True, False])
+def test_recover_takes_a_silent_qemu_for_frozen_not_running(tmp_path, monkeypatch, qemu_answers):
+    """The link cut for good (issue 10): libvirt says the source runs the guest, but its QEMU answers no monitor
+    command. recover said "running on the source" and ok (libvirt's word); it must say frozen, with the command
+    that frees it, and not ok. Both hosts are libvirt's test driver (the source runs "test", the destination is
+    empty); only QEMU's silence is a stand-in, as the test driver has no QEMU monitor to freeze."""
+    import simkvm.executor.recover as r
+
+    empty = tmp_path / "empty-host.xml"
+    empty.write_text("<node/>")
+    monkeypatch.setattr(r, "qemu_answers", lambda dom, wait_s=5.0: qemu_answers)
+    rec = r.recover("test", "test:///default", f"test://{empty}", journal_dir=tmp_path / "journal")
+    if qemu_answers:
+        assert rec.ok and rec.location.startswith("running on the source")
+        return
+    assert not rec.ok, rec.lines()
+    assert rec.location.startswith("frozen on the source"), rec.location
+    assert any("answers no monitor command" in x for x in rec.found)
+    assert any(x.endswith(f"--src test:///default --dst test://{empty} --reset-stuck-connections") for x in rec.left)
+    # asked to reset, here where no QEMU of "test" runs: nothing is reset and it says why
+    again = r.recover("test", "test:///default", f"test://{empty}", journal_dir=tmp_path / "journal",
+                      reset_stuck_connections=True)
+    assert not again.ok and again.location.startswith("frozen on the source") and not again.done
+    assert any("connections were not reset" in x for x in again.left), again.lines()

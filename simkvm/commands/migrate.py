@@ -135,7 +135,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from ..executor.recover import recover
 
     src, dst = host_uri(args.src), host_uri(args.dst)
-    rec = recover(args.domain, src, dst)
+    rec = recover(args.domain, src, dst, reset_stuck_connections=args.reset_stuck_connections)
     if args.json:
         _dump({"ok": rec.ok, "vm_location": rec.location, "found": rec.found, "done": rec.done, "left": rec.left,
                "journal": rec.journal}, False)
@@ -238,6 +238,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "is left over, 1 otherwise (the output says what is left and the command for it).")
     add_domain_and_hosts(r)
     r.add_argument("--json", action="store_true", help="print what was found and done as JSON")
+    r.add_argument("--reset-stuck-connections", action="store_true",
+                   help="run as root on the source host: when the source's QEMU is frozen (libvirt says running, "
+                        "its monitor answers nothing: a disk mirror waiting on a dead link to the destination), "
+                        "destroy its connections to the destination that carried nothing for 10 s (ss -K), so "
+                        "the mirror fails, libvirt's cancel ends and the guest runs on without a reboot; never "
+                        "done while the destination may run the guest")
     r.set_defaults(func=cmd_recover)
 
     c = sub.add_parser(

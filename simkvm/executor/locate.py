@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Generic, TypeVar
+from xml.etree import ElementTree
 
 from ..libvirt_api import RUNNING_STATES, STATE_NAMES, import_libvirt
 
@@ -33,7 +34,8 @@ ASK_TIMEOUT_S = 10.0
 #: After a handover the destination did not confirm: how long to keep asking it (every RECONNECT_EVERY_S).
 RECONNECT_WINDOW_S = 20.0
 RECONNECT_EVERY_S = 2.0
-
+#: How long a QEMU gets to answer one monitor command (through libvirt) before it is said frozen.
+QEMU_ANSWER_WAIT_S = 5.0
 
 
 class Unanswered(Exception):
@@ -90,6 +92,37 @@ def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
     if not call.wait(timeout_s):
         raise Unanswered(f"{what}: no answer within {timeout_s:g} s")
     return call.result()
+
+
+def qemu_answers(dom: Any, wait_s: float = QEMU_ANSWER_WAIT_S) -> bool:
+    """Whether the domain's QEMU answers a monitor command within ``wait_s``; False means frozen.
+
+    libvirt's state is libvirt's word ("running" while QEMU's main loop is
+    held and its vCPUs stand still: a TCG vCPU needs the main loop's lock for
+    every device access). Job stats go to QEMU while a job is active
+    (``query-migrate``: libvirt's qemuDomainGetJobStatsInternal); with no job
+    libvirt answers them alone, so the disk's block stats are asked then
+    (``query-blockstats``: qemuDomainBlockStats). A libvirt error is an
+    answer (the domain went, a disk without stats): only silence is frozen.
+    """
+    libvirt = import_libvirt()
+
+    def ask() -> None:
+        stats = dom.jobStats(0)
+        if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            target = ElementTree.fromstring(dom.XMLDesc(0)).find("devices/disk[@device='disk']/target")
+            if target is not None and target.get("dev"):
+                dom.blockStats(target.get("dev"))
+
+    try:
+        call_with_timeout(ask, wait_s, "a monitor command (job or block stats)")
+    except Unanswered:
+        return False
+    except libvirt.libvirtError as exc:
+        # libvirt gives up waiting for the domain's job lock (held by an earlier question stuck in QEMU's
+        # monitor) after 30 s with a time-out: that is silence too
+        return bool(exc.get_error_code() != libvirt.VIR_ERR_OPERATION_TIMEOUT)
+    return True
 
 
 def redact_uri(uri: str) -> str:
@@ -170,6 +203,8 @@ class Location:
     stopped_on_source: bool = True
     resumed_source: bool = False  # settle() resumed a paused source
     fenced_source: bool = False  # settle() paused the source libvirt had resumed (the destination may run it)
+    #: libvirt says the source runs the guest, but its QEMU answers no monitor command (:func:`qemu_answers`)
+    source_frozen: bool = False
 
     @property
     def destination_cannot_run(self) -> bool:
@@ -181,7 +216,7 @@ class Location:
     @property
     def on_source(self) -> bool:
         """The VM runs on the source and nowhere else (for sure)."""
-        return self.source.running and self.destination_cannot_run
+        return self.source.running and not self.source_frozen and self.destination_cannot_run
 
     @property
     def lost_before_handover(self) -> bool:
@@ -198,10 +233,34 @@ class Location:
     def __str__(self) -> str:
         return self.text()
 
+    def _frozen_text(self) -> str:
+        """Where the VM is when the source's QEMU is frozen (libvirt says running), and what frees it."""
+        src, dst, d = self.source, self.destination, self.domain
+        frozen = ("libvirt says running, but its QEMU answers no monitor command and its vCPUs wait with it, as "
+                  "when the link to the destination dies under a migration with disks: a disk mirror's writes wait "
+                  "for replies that will never come, and TCP, with nothing to retransmit, never gives up")
+        if dst.running:
+            return (f"running on the destination ({dst.name}); the source {src.name} holds a frozen copy ({frozen}): "
+                    f"never resume it or reset its connections, remove it with {src.virsh('destroy', d)}")
+        if not self.destination_cannot_run:
+            seen = dst.state if dst.known else f"unknown ({dst.error})"
+            return (f"unknown: frozen on the source ({src.name}; {frozen}), and the destination {dst.name} says "
+                    f"{seen} after the guest stopped on the source for a switchover, so it may hold the guest: find "
+                    f"out with {dst.virsh('domstate', d)} --reason before touching either copy")
+        recover = (f"simkvm recover --domain {d} --src {redact_uri(src.uri)} --dst {redact_uri(dst.uri)} "
+                   f"--reset-stuck-connections")
+        return (f"frozen on the source ({src.name}), on no other host: {frozen}. Never start it elsewhere. To "
+                f"unfreeze it without a reboot, run as root on {src.name}: {recover} (it destroys the source QEMU's "
+                f"idle connections to the destination: the mirror's writes fail, libvirt's cancel ends and the "
+                f"guest runs on); failing that, {src.virsh('destroy', d)} then {src.virsh('start', d)} (the guest "
+                f"reboots; the source's disks are the current ones)")
+
     def text(self) -> str:
         """The ``vm_location`` sentence: true in every case, with how to find out what is unknown."""
         src, dst, d = self.source, self.destination, self.domain
         unreachable = f"the destination {dst.name} could not be asked ({dst.error})"
+        if self.source_frozen and src.running:
+            return self._frozen_text()
         if self.on_source:
             if dst.state == "paused":
                 return (f"running on the source ({src.name}); the destination {dst.name} holds a paused incoming "
@@ -271,10 +330,10 @@ def locate(conn: Any, dconn: Any, domain: str, *, src: tuple[str, str], dst: tup
     """
     source = look(conn, src[0], domain, "source", src[1], timeout_s=timeout_s)
     destination = look(dconn, dst[0], domain, "destination", dst[1], timeout_s=timeout_s)
-    return Location(domain, source, destination, _stopped(stopped_on_source, source))
+    return Location(domain, source, destination, stopped_for_switchover(stopped_on_source, source))
 
 
-def _stopped(stopped_on_source: bool, source: HostView) -> bool:
+def stopped_for_switchover(stopped_on_source: bool, source: HostView) -> bool:
     """Whether the guest stopped on the source for a switchover, from what we saw or the source's state."""
     libvirt = import_libvirt()
     stopped_reasons = {("paused", libvirt.VIR_DOMAIN_PAUSED_MIGRATION), ("paused", libvirt.VIR_DOMAIN_PAUSED_POSTCOPY),
@@ -327,7 +386,7 @@ def settle(location: Location, conn: Any, *, timeout_s: float = ASK_TIMEOUT_S,
     fenced = False
     if not src.known:  # the source's libvirtd restarting (a service restart, an upgrade): ask it again
         src = _ask_until_known(src, domain, timeout_s, window_s)
-        location = replace(location, source=src, stopped_on_source=_stopped(location.stopped_on_source, src))
+        location = replace(location, source=src, stopped_on_source=stopped_for_switchover(location.stopped_on_source, src))
     if location.stopped_on_source and not dst.known and src.state in ("running", "blocked", "paused"):
         if src.running:
             try:

@@ -22,7 +22,16 @@ asks both hosts (:mod:`.locate`), then acts, only where the answer is sure:
                                 definition left on the source to the destination
    running / running            nothing: two copies; say so (a person decides)
    anything / unknown           nothing on the source; say how to find out
+   frozen / none, or unknown    with ``reset_stuck_connections`` (run on the
+   and the guest never          source host, as root): destroy the source
+   stopped on the source        QEMU's idle connections to the destination
+                                (:mod:`.unfreeze`), wait until it answers;
+                                without: say "frozen" and that command
    ===========================  ==============================================
+
+   "frozen": libvirt says running, but the QEMU answers no monitor command
+   within 5 s (:func:`.locate.qemu_answers`, the executor's own check):
+   libvirt's word alone is not taken for a running guest.
 3. the journal's images on the destination are deleted once the VM runs on
    the source only (never an image the journal does not name; others are
    listed with the command that deletes them), and so is an inactive
@@ -35,17 +44,33 @@ and ``ok`` (the VM runs on exactly one host and nothing is left over).
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..libvirt_api import import_libvirt
 from ..model.errors import EnvironmentProblem
+from . import unfreeze
 from .connection import open_connection
+from .flags import default_migrate_uri
 from .journal import JobRecord, jobs_for
-from .locate import ASK_TIMEOUT_S, HostView, Location, Unanswered, call_with_timeout, look, redact_uri
+from .locate import (
+    ASK_TIMEOUT_S,
+    QEMU_ANSWER_WAIT_S,
+    HostView,
+    Location,
+    Unanswered,
+    call_with_timeout,
+    look,
+    qemu_answers,
+    redact_uri,
+    stopped_for_switchover,
+)
 
 JOB_END_WAIT_S = 60.0
+#: After the reset: how long the source QEMU gets to answer again before it is said still frozen.
+UNFREEZE_WAIT_S = 60.0
 
 
 @dataclass
@@ -103,8 +128,12 @@ def _hostname(conn: Any, uri: str) -> str:
         return redact_uri(uri)
 
 
-def recover(domain: str, src_uri: str, dst_uri: str, *, journal_dir: Any = None) -> Recovery:
-    """Find the migration of ``domain`` from ``src_uri`` to ``dst_uri`` (or its leftovers) and settle it."""
+def recover(domain: str, src_uri: str, dst_uri: str, *, journal_dir: Any = None,
+            reset_stuck_connections: bool = False) -> Recovery:
+    """Find the migration of ``domain`` from ``src_uri`` to ``dst_uri`` (or its leftovers) and settle it.
+
+    ``reset_stuck_connections``: a source QEMU found frozen is freed by destroying its idle connections to
+    the destination (:mod:`.unfreeze`); this process must then run on the source host, as root."""
     libvirt = import_libvirt()
 
     rec = Recovery(domain)
@@ -127,8 +156,21 @@ def recover(domain: str, src_uri: str, dst_uri: str, *, journal_dir: Any = None)
         src = look(conn, src_uri, domain, "source", src_name)
         dst = look(dconn, dst_uri, domain, "destination", dst_name)
         rec.found.append(f"source {src_name}: {_describe(src)}; destination {dst_name}: {_describe(dst)}")
+        frozen = _frozen(conn, domain, src, rec)
+        if frozen:
+            stopped = stopped_for_switchover(job is None or "switchover" in job.steps(), src)
+            at = Location(domain, src, dst, stopped_on_source=stopped, source_frozen=True)
+            if reset_stuck_connections:
+                frozen = not _unfreeze(conn, domain, at, job, dst_uri, rec)
+                src = look(conn, src_uri, domain, "source", src_name)
+            else:
+                rec.left.append(f"the source's QEMU is frozen: run as root on {src_name} simkvm recover --domain "
+                                f"{domain} --src {redact_uri(src_uri)} --dst {redact_uri(dst_uri)} "
+                                f"--reset-stuck-connections")
+        elif reset_stuck_connections:
+            rec.found.append("the source's QEMU answers: no connection needed resetting")
         src, dst = _settle(conn, dconn, domain, src, dst, rec)
-        on_source = src.running and dst.not_running_for_sure
+        on_source = src.running and dst.not_running_for_sure and not frozen
         on_dest = dst.running and src.state == "absent"
         # the guest died on the source during the copy (no switchover in the journal, migrate3 never returned
         # a destination domain): b holds a partial copy, the source's disks are the current ones
@@ -136,6 +178,9 @@ def recover(domain: str, src_uri: str, dst_uri: str, *, journal_dir: Any = None)
         lost_in_copy = (job is not None and "switchover" not in job.steps() and not (returned or {}).get("ok")
                         and src.not_running_for_sure and dst.not_running_for_sure)
         location = Location(domain, src, dst, stopped_on_source=not lost_in_copy)
+        if frozen:
+            location = Location(domain, src, dst, stopped_on_source=stopped_for_switchover(
+                job is None or "switchover" in job.steps(), src), source_frozen=True)
         rec.location = location.text()
         if on_source or lost_in_copy:
             _remove_definition(dconn, job, domain, dst, rec)
@@ -156,6 +201,112 @@ def recover(domain: str, src_uri: str, dst_uri: str, *, journal_dir: Any = None)
 
         Journal.append(job.path, "recovered", vm_location=rec.location)
     return rec
+
+
+def _frozen(conn: Any, domain: str, src: HostView, rec: Recovery) -> bool:
+    """libvirt says the source runs the guest, but its QEMU answers no monitor command (the executor's check)."""
+    libvirt = import_libvirt()
+
+    if conn is None or not src.running:
+        return False
+    try:
+        dom = _ask(lambda: conn.lookupByName(domain), "lookup")
+    except (libvirt.libvirtError, Unanswered):
+        return False
+    if qemu_answers(dom):
+        return False
+    rec.found.append(f"the source {src.name}'s QEMU answers no monitor command within {QEMU_ANSWER_WAIT_S:g} s, "
+                     f"although libvirt says {src.state}: frozen")
+    return True
+
+
+def _unfreeze(conn: Any, domain: str, at: Location, job: JobRecord | None, dst_uri: str, rec: Recovery) -> bool:
+    """Destroy the frozen source QEMU's idle connections to the destination (on this machine, which must be the
+    source host) and wait until it answers again; True when it does. Never while the destination may run the
+    guest (:func:`.unfreeze.refusal`)."""
+    libvirt = import_libvirt()
+
+    src = at.source
+    kept = "its connections were not reset"
+    why = unfreeze.refusal(at)
+    if why:
+        rec.left.append(f"{kept}: {why}")
+        return False
+    started = (job.last("migrate3") if job is not None else None) or {}
+    if started.get("tunnelled"):
+        rec.left.append(f"{kept}: the migration was tunnelled through libvirtd, so the stuck connection is "
+                        f"libvirtd's, not QEMU's; {src.virsh('destroy', domain)} then start it (the guest reboots)")
+        return False
+    migrate_uri = started.get("migrate_uri") or default_migrate_uri(dst_uri) or f"tcp://{at.destination.name}"
+    peers = unfreeze.migration_addresses(migrate_uri)
+    here = socket.gethostname()
+    if not peers:
+        rec.left.append(f"{kept}: the destination's address in {migrate_uri} could not be resolved here ({here})")
+        return False
+    if os.geteuid() != 0:
+        rec.left.append(f"{kept}: resetting another process's connections needs root (run it as root on {src.name})")
+        return False
+    try:
+        dom = _ask(lambda: conn.lookupByName(domain), "lookup")
+        uuid = str(_ask(dom.UUIDString, "UUID"))
+        pids = unfreeze.qemu_pids(domain, uuid)
+        stuck = [(pid, c) for pid in pids for c in unfreeze.stuck_connections([pid], peers)]
+    except (libvirt.libvirtError, Unanswered, EnvironmentProblem) as exc:
+        rec.left.append(f"{kept}: {_error_text(exc)}")
+        return False
+    if not pids:
+        rec.left.append(f"{kept}: no QEMU of {domain} runs on this machine ({here}): run it on the source host "
+                        f"{src.name}")
+        return False
+    if not stuck:
+        rec.left.append(f"{kept}: its QEMU (pid {', '.join(map(str, pids))}) has no connection to "
+                        f"{', '.join(sorted(peers))} idle for {unfreeze.IDLE_S:g} s; if it stays frozen, "
+                        f"{src.virsh('destroy', domain)} then start it (the guest reboots)")
+        return False
+    for pid, c in stuck:
+        try:
+            unfreeze.reset(pid, c)
+        except EnvironmentProblem as exc:
+            rec.left.append(f"could not reset {c.text()}: {exc}")
+            return False
+        rec.done.append(f"reset the frozen source QEMU's (pid {pid}) connection {c.text()}")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < UNFREEZE_WAIT_S:
+        if qemu_answers(dom):
+            rec.done.append(f"the source QEMU answers again, {time.monotonic() - t0:.1f} s after the reset")
+            _wait_job_end(dom, src, domain, rec)
+            return True
+        time.sleep(0.5)
+    rec.left.append(f"the source QEMU still answers nothing {UNFREEZE_WAIT_S:.0f} s after the reset: "
+                    f"{src.virsh('destroy', domain)} then start it (the guest reboots; its disks are current)")
+    return False
+
+
+def _wait_job_end(dom: Any, src: HostView, domain: str, rec: Recovery) -> None:
+    """libvirt's cancel ends once QEMU reports the mirrors gone: wait for it (bounded), say if it did not."""
+    ended = _job_ended(dom)
+    if ended:
+        rec.done.append("libvirt's cancelled migration job ended")
+        return
+    what = (f"has not ended {JOB_END_WAIT_S:.0f} s after the source QEMU answered again" if ended is False
+            else "could not be asked about once the source QEMU answered again")
+    rec.left.append(f"libvirt's migration job {what}: watch it with {src.virsh('domjobinfo', domain)}")
+
+
+def _job_ended(dom: Any, within_s: float = JOB_END_WAIT_S) -> bool | None:
+    """Wait until libvirt says the domain has no job: True; False if it still has one after ``within_s``;
+    None if it could not be asked."""
+    libvirt = import_libvirt()
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if _ask(lambda: dom.jobInfo(), "jobInfo")[0] == libvirt.VIR_DOMAIN_JOB_NONE:
+                return True
+        except (libvirt.libvirtError, Unanswered):
+            return None
+        time.sleep(0.5)
+    return False
 
 
 def _describe(view: HostView) -> str:
@@ -180,7 +331,10 @@ def _end_stale_job(conn: Any, domain: str, rec: Recovery) -> None:
     try:
         dom = _ask(lambda: conn.lookupByName(domain), "lookup")
         info = _ask(lambda: dom.jobInfo(), "jobInfo")
-    except (libvirt.libvirtError, Unanswered):
+    except libvirt.libvirtError:
+        return
+    except Unanswered:
+        rec.found.append(f"the source's job could not be asked (no answer within {ASK_TIMEOUT_S:g} s)")
         return
     if not info or info[0] in (libvirt.VIR_DOMAIN_JOB_NONE, libvirt.VIR_DOMAIN_JOB_COMPLETED,
                                libvirt.VIR_DOMAIN_JOB_FAILED, libvirt.VIR_DOMAIN_JOB_CANCELLED):
@@ -190,17 +344,12 @@ def _end_stale_job(conn: Any, domain: str, rec: Recovery) -> None:
         _ask(dom.abortJob, "abortJob")
     except (libvirt.libvirtError, Unanswered) as exc:
         rec.found.append(f"abortJob refused: {_error_text(exc)}")
-    deadline = time.monotonic() + JOB_END_WAIT_S
-    while time.monotonic() < deadline:
-        try:
-            if _ask(lambda: dom.jobInfo(), "jobInfo")[0] == libvirt.VIR_DOMAIN_JOB_NONE:
-                rec.done.append("cancelled the source's migration job")
-                return
-        except (libvirt.libvirtError, Unanswered):
-            return
-        time.sleep(0.5)
-    rec.left.append(f"the source's migration job did not end within {JOB_END_WAIT_S:.0f} s: "
-                    f"virsh -c {redact_uri(conn.getURI())} domjobabort {domain}")
+    ended = _job_ended(dom)
+    if ended:
+        rec.done.append("cancelled the source's migration job")
+    elif ended is False:
+        rec.left.append(f"the source's migration job did not end within {JOB_END_WAIT_S:.0f} s: "
+                        f"virsh -c {redact_uri(conn.getURI())} domjobabort {domain}")
 
 
 def _settle(conn: Any, dconn: Any, domain: str, src: HostView, dst: HostView, rec: Recovery

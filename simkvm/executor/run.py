@@ -29,6 +29,7 @@ never declares success before the destination VM is running.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import socket
@@ -47,7 +48,17 @@ from .connection import CONNECT_TIMEOUT_S, open_connection
 from .control import Controller
 from .flags import Transport, aid_support_problem, check_plan, default_migrate_uri, migration_call
 from .journal import Journal, NoJournal
-from .locate import ASK_TIMEOUT_S, Location, Pending, Unanswered, call_with_timeout, locate, redact_uri, settle
+from .locate import (
+    ASK_TIMEOUT_S,
+    Location,
+    Pending,
+    Unanswered,
+    call_with_timeout,
+    locate,
+    qemu_answers,
+    redact_uri,
+    settle,
+)
 from .measure import (
     EchoProbe,
     Handover,
@@ -389,7 +400,9 @@ class Execution:
                                    error=None if self._error is None else redact_uri(_error_text(self._error)))
                 self._done.set()
 
-        self.journal.write("migrate3", flags=flags, persist=bool(flags & libvirt.VIR_MIGRATE_PERSIST_DEST))
+        # where the data goes: recover --reset-stuck-connections looks for the source QEMU's connections there
+        self.journal.write("migrate3", flags=flags, persist=bool(flags & libvirt.VIR_MIGRATE_PERSIST_DEST),
+                           migrate_uri=None if self.tunnelled else self.migrate_uri, tunnelled=self.tunnelled)
 
         self._t_call = self.now()
         self.meta["migrate3_called_s"] = self._t_call
@@ -776,7 +789,8 @@ class Execution:
         run: simkvm destroys it, as libvirt does with an unfinished incoming
         migration whose client went away (qemuMigrationAnyConnectionClosed),
         and deletes the images it created there. A source QEMU that answers
-        no monitor command is said frozen, not running.
+        no monitor command is said frozen, not running, with what unfreezes
+        it without a reboot (:mod:`.unfreeze`: nothing else ever will).
         """
         location = self._locate()
         src, dst = location.source, location.destination
@@ -807,38 +821,20 @@ class Execution:
                             f"holds no copy of the VM, delete them with " + "; ".join(
                                 f"virsh -c {redact_uri(self.dst_uri)} vol-delete {p}" for p in self.created.paths))
         location = self._locate()
-        where = location.text()
-        if location.on_source and self._source_qemu_stuck():
+        if location.on_source and not qemu_answers(self.dom):
             # Measured (tests/faults, link cut until simkvm ended): from libvirt's cancel on, the source QEMU
-            # answers no monitor command and its vCPUs use no CPU; libvirt still says running.
-            where = (f"frozen on the source ({src.name}), on no other host: libvirt says running, but its QEMU "
-                     f"has answered nothing since libvirt's cancel (measured with QEMU 7.2: its vCPUs stop too, "
-                     f"while the disk mirror's connection to the destination carries nothing, and did not run again "
-                     f"within minutes of the network's return). Never start it elsewhere; check with {src_virsh} "
-                     f"domjobinfo {self.domain}; if it stays frozen, {src_virsh} destroy {self.domain} then start "
-                     f"it there (the guest reboots; the source's disks are the current ones)")
+            # answers no monitor command and its vCPUs use no CPU; libvirt still says running. What frees it
+            # without a reboot is in .unfreeze (simkvm recover --reset-stuck-connections, on the source host).
+            location = dataclasses.replace(location, source_frozen=True)
             self.meta["source_qemu_unanswered"] = True
+        where = location.text()
         self.measurement.vm_location = where
         self.meta.update(abort_requested_s=t_abort, abort_finished_s=self.now(), cleanup_problems=problems,
                          removed_disks=[] if problems else self.meta.get("created_disks", []))
         reason = "; ".join([stop.reason, lingering, *problems])
-        if self.meta.get("source_qemu_unanswered"):
-            raise self._failed(reason, where, stop, t_abort)
-        if stop.outcome == "error" or not location.on_source:
+        if stop.outcome == "error" or not location.on_source:  # a frozen source is not "on the source"
             raise self._failed(reason, where, stop, t_abort)
         return self.partial_result(_Stop(stop.outcome, reason), t_abort)
-
-    def _source_qemu_stuck(self, wait_s: float = 5.0) -> bool:
-        """The source QEMU does not answer a monitor command (job stats) within ``wait_s``: its main loop is
-        held, and with it the guest's vCPUs (a TCG vCPU needs the main loop's lock for every device access)."""
-        libvirt = import_libvirt()
-        try:
-            call_with_timeout(functools.partial(self.dom.jobStats, 0), wait_s, "job stats")
-        except Unanswered:
-            return True
-        except libvirt.libvirtError:
-            return False
-        return False
 
     def _destroy_incoming(self) -> list[str]:
         """Destroy the destination's incoming copy (paused, never run: the guest did not stop on the source)."""

@@ -388,34 +388,52 @@ def test_link_cut_and_restored(linked, fault_guest, tmp_path, cut_s, run):
 @campaign_only
 @pytest.mark.parametrize("run", RUNS)
 def test_link_cut_until_simkvm_ends(linked, fault_guest, tmp_path, run):
-    """The link cut during the RAM copy and restored only once simkvm has ended: the migration cannot
-    finish, so simkvm gives up at the plan's max time (30 s here), cancels, and ends within its bound
-    with the VM running on the source and no copy left on b, although libvirt's cancel on the source
-    may linger (a disk mirror's writes stuck on the dead connection) until the link is back."""
+    """The link cut during the RAM copy, for good: the migration cannot finish, so simkvm gives up at the plan's
+    max time (30 s here), cancels, and ends within its bound saying the VM is on the source: running, or frozen
+    with the command that frees it (QEMU 7.2: libvirt's cancel leaves the source QEMU waiting for NBD replies
+    that never come; simkvm/executor/unfreeze.py). Then, the link still cut, an operator's recover: plainly it
+    must say frozen too (libvirt's "running" is not taken for it); with --reset-stuck-connections, run here (the
+    source host's machine, as root), the same QEMU runs the guest again (no reboot), canaries ok, nothing left."""
     fault = "link cut until simkvm ended (RAM copy; max_time 30 s)"
     name = fault_guest("f-cutkept")
+    qemu_a = guest_qemu(linked, "a", name)
     mig = Migration(linked, name, tmp_path, PLAN.replace("max_time: 90s", "max_time: 30s"),
                     "--migrate-uri", linked.migration_uri("b"))
     _wait_ram_copy(linked, name, mig)
     linked.link().cut()
     bound = ending_bound_s(30)
-    def restore_and_wait() -> dict[str, Any]:
-        """The link back; the source's guest runs again once its QEMU's connection to b resets (TCP's next
-        retransmission, at most TCP_RTO_MAX = 120 s after the restore)."""
-        linked.link().restore()
+    seen: dict[str, Any] = {}
+
+    def operator_recovers() -> dict[str, Any]:
+        """recover as the message says, the link still cut: plainly first, then with the reset."""
+        from simkvm.executor.recover import recover
+
+        journal = mig.state_dir / "journal"
+        seen["frozen"] = truth(linked, name)["a"] == "paused"
+        plain = recover(name, linked.uri("a"), linked.uri("b"), journal_dir=journal)
         t = time.monotonic()
-        while running_hosts(linked, name) != ["a"] and time.monotonic() - t < 180:
-            time.sleep(2)
-        return {"source_ran_again_after_restore_s": round(time.monotonic() - t, 1)}
+        reset = recover(name, linked.uri("a"), linked.uri("b"), journal_dir=journal, reset_stuck_connections=True)
+        seen.update(plain=plain.location, reset_s=time.monotonic() - t)
+        while running_hosts(linked, name) != ["a"] and time.monotonic() - t < 90:
+            time.sleep(1)
+        seen.update(ran_again_s=time.monotonic() - t, same_qemu=guest_qemu(linked, "a", name) == qemu_a)
+        return {"source_frozen_before_recover": seen["frozen"], "plain_recover": plain.lines(),
+                "reset_recover": reset.lines(), "reset_recover_s": round(seen["reset_s"], 1),
+                "source_ran_again_s": round(seen["ran_again_s"], 1), "same_qemu": seen["same_qemu"]}
 
     try:
         ended = wait_bounded(mig, bound, fault)
-        check(linked, name, mig, fault, settle=restore_and_wait)
+        check(linked, name, mig, fault, settle=operator_recovers)
     finally:
         linked.link().restore()
     said = mig.result["measurement"]["vm_location"]
     assert said.startswith(("running on the source", "frozen on the source")), said
     assert ended <= bound, f"simkvm ended {ended:.0f} s after it started, beyond its bound {bound:.0f} s"
+    if said.startswith("frozen"):
+        assert "--reset-stuck-connections" in said, said
+    if seen["frozen"]:
+        assert seen["plain"].startswith("frozen on the source"), f"recover called a frozen source {seen['plain']!r}"
+    assert seen["same_qemu"], "the source's QEMU is not the one that ran the guest before: it was restarted"
 
 
 @pytest.mark.parametrize("run", RUNS)
