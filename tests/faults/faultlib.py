@@ -253,6 +253,26 @@ def defined(testbed: Any, host: str, name: str) -> bool:
         conn.close()
 
 
+def block_nodes(testbed: Any, host: str, name: str) -> list[str]:
+    """The block node names the guest's QEMU on ``host`` holds (QMP query-named-block-nodes, through libvirt,
+    within 10 s). A migration's disk mirror target is ``migration-<disk>-storage`` / ``-format`` (libvirt's
+    qemu_migration.c); one left after a cancel would make the next migration's blockdev-add fail."""
+    import json as _json
+
+    import libvirt_qemu  # type: ignore[import-not-found]
+
+    from simkvm.executor.locate import call_with_timeout
+
+    conn = testbed.connect(host)
+    try:
+        dom = conn.lookupByName(name)
+        out = call_with_timeout(lambda: libvirt_qemu.qemuMonitorCommand(
+            dom, '{"execute": "query-named-block-nodes"}', 0), 10, "query-named-block-nodes")
+        return sorted(n.get("node-name", "") for n in _json.loads(out)["return"])
+    finally:
+        conn.close()
+
+
 def fill_pool(testbed: Any, host: str, leave_bytes: int, name: str = "fault-filler.img") -> str:
     """A fully allocated raw volume that leaves ``leave_bytes`` free in host's pool (its tmpfs): the
     pool is then all but full for whatever writes next. Returns the volume's name (remove it with

@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import pytest
 
-from faultlib import (GUEST, MiB, PLAN, Migration, canaries, console_tail, defined, fill_pool, guest_crashed,
-                      guest_qemu, kill_libvirtd, on_event, pool_free, record, restart_libvirtd, running_hosts,
-                      stop_libvirtd, truth, unfill_pool, volumes, wait_job)
+from faultlib import (GUEST, MiB, PLAN, Migration, block_nodes, canaries, console_tail, defined, fill_pool,
+                      guest_crashed, guest_qemu, kill_libvirtd, on_event, pool_free, record, restart_libvirtd,
+                      running_hosts, stop_libvirtd, truth, unfill_pool, volumes, wait_job)
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.faults]
 RUNS = range(int(os.environ.get("SIMKVM_FAULT_RUNS", "1")))
@@ -434,6 +434,10 @@ def test_link_cut_until_simkvm_ends(linked, fault_guest, tmp_path, run):
     if seen["frozen"]:
         assert seen["plain"].startswith("frozen on the source"), f"recover called a frozen source {seen['plain']!r}"
     assert seen["same_qemu"], "the source's QEMU is not the one that ran the guest before: it was restarted"
+    # nothing of the cancelled migration is left in libvirt or in QEMU, so the VM can be migrated again
+    assert _no_job(linked, name), "a migration job is left on a host"
+    left = [n for n in block_nodes(linked, "a", name) if n.startswith("migration-")]
+    assert not left, f"the cancelled mirror's block nodes are left in the source QEMU: {left}"
 
 
 @pytest.mark.parametrize("run", RUNS)
