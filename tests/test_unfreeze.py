@@ -174,3 +174,62 @@ def test_a_frozen_source_never_hides_what_the_destination_may_hold(dst, stopped,
                    source_frozen=True)
     assert loc.text().startswith(start) and not loc.on_source
     assert ("--reset-stuck-connections" in loc.text()) == (unfreeze.refusal(loc) is None)
+
+
+@pytest.mark.skipif(_can_destroy_sockets() is not None or not shutil.which("qemu-nbd") or not shutil.which("qemu-io"),
+                    reason="needs root with ss -K, qemu-nbd and qemu-io")
+def test_qemus_nbd_client_waiting_for_a_silent_server_fails_at_once_when_its_socket_is_destroyed(tmp_path: Path):
+    """QEMU's own NBD client (block/nbd.c, as in a disk mirror's target), in qemu-io, writing to a qemu-nbd that
+    stopped answering (SIGSTOP: its kernel still takes the data, the replies never come, as with the link cut).
+    The write waits, with the main loop polling for it; once its connection is destroyed it fails (EIO) at once
+    and the next request does too, instead of waiting for a reconnection: what lets a frozen mirror end."""
+    import signal
+
+    image = tmp_path / "disk.raw"
+    image.write_bytes(b"\0" * (4 << 20))
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    server = subprocess.Popen(["qemu-nbd", "-t", "-f", "raw", "-b", "127.0.0.1", "-p", str(port), str(image)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = None
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["ss", "-tlnH", "sport", "=", f":{port}"], capture_output=True, text=True).stdout == "":
+            assert time.monotonic() < deadline, "qemu-nbd did not listen"
+            time.sleep(0.05)
+        client = subprocess.Popen(["qemu-io", "-f", "raw", f"nbd://127.0.0.1:{port}"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert client.stdin is not None and client.stdout is not None
+        os.set_blocking(client.stdout.fileno(), False)
+
+        def said() -> str:
+            try:
+                return os.read(client.stdout.fileno(), 65536).decode()  # type: ignore[union-attr]
+            except BlockingIOError:
+                return ""
+
+        client.stdin.write(b"write -P 0x5a 0 64k\n")
+        client.stdin.flush()
+        time.sleep(1.0)
+        out = said()
+        assert "wrote 65536/65536" in out, out
+        os.kill(server.pid, signal.SIGSTOP)
+        client.stdin.write(b"write -P 0xa5 0 64k\n")
+        client.stdin.flush()
+        time.sleep(2.0)
+        assert said() in ("", "qemu-io> "), "the write to a silent server did not wait"
+        found = unfreeze.stuck_connections([client.pid], {"127.0.0.1"}, idle_s=1.0)
+        assert len(found) == 1 and found[0].peer == ("127.0.0.1", port), found
+        unfreeze.reset(client.pid, found[0])
+        t = time.monotonic()
+        os.set_blocking(client.stdout.fileno(), True)
+        rest, _ = client.communicate(b"read 0 4k\nquit\n", timeout=20)
+        assert time.monotonic() - t < 5, rest
+        assert rest.decode().count("failed: Input/output error") == 2, rest  # the stuck write, then the read
+    finally:
+        if client is not None and client.poll() is None:
+            client.kill()
+        os.kill(server.pid, signal.SIGCONT)
+        server.kill()
+        server.wait()
