@@ -234,8 +234,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "$SIMKVM_STATE_DIR/journal, default /var/lib/simkvm/journal for root) and asks both hosts where "
                     "the domain is; cancels a job left running, resumes a source only when the destination surely "
                     "does not run the VM, removes a stale paused copy or an unfinished incoming one, and deletes the "
-                    "images the journal says simkvm created. Exit 0 when the VM runs on exactly one host and nothing "
-                    "is left over, 1 otherwise (the output says what is left and the command for it).")
+                    "images the journal says simkvm created. A source QEMU that answers no monitor command is said "
+                    "frozen, not running (see --reset-stuck-connections). Exit 0 when the VM runs on exactly one "
+                    "host and nothing is left over, 1 otherwise (the output says what is left and the command for "
+                    "it).")
     add_domain_and_hosts(r)
     r.add_argument("--json", action="store_true", help="print what was found and done as JSON")
     r.add_argument("--reset-stuck-connections", action="store_true",

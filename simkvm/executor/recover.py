@@ -158,8 +158,7 @@ def recover(domain: str, src_uri: str, dst_uri: str, *, journal_dir: Any = None,
         rec.found.append(f"source {src_name}: {_describe(src)}; destination {dst_name}: {_describe(dst)}")
         frozen = _frozen(conn, domain, src, rec)
         if frozen:
-            stopped = stopped_for_switchover(job is None or "switchover" in job.steps(), src)
-            at = Location(domain, src, dst, stopped_on_source=stopped, source_frozen=True)
+            at = Location(domain, src, dst, stopped_on_source=_stopped(job, src), source_frozen=True)
             if reset_stuck_connections:
                 frozen = not _unfreeze(conn, domain, at, job, dst_uri, rec)
                 src = look(conn, src_uri, domain, "source", src_name)
@@ -179,8 +178,7 @@ def recover(domain: str, src_uri: str, dst_uri: str, *, journal_dir: Any = None,
                         and src.not_running_for_sure and dst.not_running_for_sure)
         location = Location(domain, src, dst, stopped_on_source=not lost_in_copy)
         if frozen:
-            location = Location(domain, src, dst, stopped_on_source=stopped_for_switchover(
-                job is None or "switchover" in job.steps(), src), source_frozen=True)
+            location = Location(domain, src, dst, stopped_on_source=_stopped(job, src), source_frozen=True)
         rec.location = location.text()
         if on_source or lost_in_copy:
             _remove_definition(dconn, job, domain, dst, rec)
@@ -201,6 +199,12 @@ def recover(domain: str, src_uri: str, dst_uri: str, *, journal_dir: Any = None,
 
         Journal.append(job.path, "recovered", vm_location=rec.location)
     return rec
+
+
+def _stopped(job: JobRecord | None, src: HostView) -> bool:
+    """Whether the guest stopped on the source for a switchover: the journal says so (no journal: assume it
+    did), or the source's state reason does."""
+    return stopped_for_switchover(job is None or "switchover" in job.steps(), src)
 
 
 def _frozen(conn: Any, domain: str, src: HostView, rec: Recovery) -> bool:
