@@ -42,7 +42,10 @@ def precopy(run: Run):
         if run.postcopy_requested:
             return "postcopy"  # must-precopy data (none for RAM) <= threshold: postcopy_start()
         pages_per_s, rate, check_every = run.send_rate()
+        limited = check_every == WINDOW_S  # max-bandwidth: a byte budget per 100 ms window
         bandwidth = run.bandwidth_estimate_Bps(rate)  # what QEMU measured over the last window
+        if limited:
+            bandwidth = run.window_figure_Bps(bandwidth)
         threshold_pages = run.threshold_bytes(bandwidth) / run.page_bytes
         # Where the figure settles once a whole window is sent at this rate (the jump's target).
         settled_pages = run.threshold_bytes(rate) / run.page_bytes
@@ -51,7 +54,9 @@ def precopy(run: Run):
             cost = run.sync_cost_s()
             if cost:
                 yield env.timeout(cost)
-                if check_every == WINDOW_S:  # rate-limited: the window still carries its whole budget
+                if limited and run.window_burst:
+                    run.burst_sent(0.0, cost, rate)  # the sync takes the window's time, not its budget
+                elif limited:  # rate-limited: the window still carries its whole budget
                     run.meter_pause(cost)
             first_pass_done = run.iteration == 1
             dirtied = run.bitmap_sync()  # migration_bitmap_sync_precopy()
@@ -66,10 +71,17 @@ def precopy(run: Run):
                 return "max_iterations"
             after_iterations_rules(run)
             continue
-        # ram_save_iterate() until the next check that sees pending below the threshold.
-        figure = ("steady" if abs(bandwidth - rate) <= 1e-9 * rate
-                  else "rising" if run.meter_peak_Bps() <= rate * (1 + 1e-9) else "moving")
-        wait, at_check = _until_below_threshold(run, pages_per_s, settled_pages, check_every, figure)
+        # ram_save_iterate() until the next check that sees pending below the threshold; under
+        # max-bandwidth, pending that fits in what is left of the window's budget goes at once.
+        burst = limited and _fits_window(run, rate)
+        if burst or (limited and run.window_burst):
+            pages_per_s, wait, at_check = _window_send(run, rate, burst)
+        else:
+            figure = ("steady" if abs(bandwidth - rate) <= 1e-9 * rate
+                      else "rising" if run.meter_peak_Bps() <= rate * (1 + 1e-9) else "moving")
+            if limited:  # stop too at the first window whose budget covers all that is pending (a burst)
+                settled_pages = max(settled_pages, rate * WINDOW_S / run.wire_bytes_all_pending())
+            wait, at_check = _until_below_threshold(run, pages_per_s, settled_pages, check_every, figure)
         timed_out = env.now + wait > run.deadline_s
         if timed_out:
             wait = max(run.deadline_s - env.now, 0.0)
@@ -88,7 +100,10 @@ def precopy(run: Run):
             # (wait < ulp(now)): the clock does not move, but the pages are sent all the same;
             # counting them from the clock would leave the sliver pending forever.
             elapsed = wait
+        sent_before = run.ram_sent
         run.send_pages(pages_per_s * elapsed)
+        if burst or (limited and run.window_burst):
+            run.burst_sent(run.ram_sent - sent_before, elapsed, rate, bandwidth if burst else None)
         run.sending(0.0)
         run.meter()
         if env.now < start + wait - 1e-12:
@@ -112,6 +127,33 @@ def dirty_sync_timer(run: Run):
             last = run.iteration + 1
         else:
             last = run.iteration
+
+
+def _fits_window(run: Run, rate_Bps: float) -> bool:
+    """Everything pending fits in what the rate-limited window may still send: ram_save_iterate()
+    sends it at full speed and, the bitmap empty (ram_find_and_save_block() finds no page),
+    returns; migration_thread() runs migration_iteration_run() again at once, whose pending
+    (now below the threshold) asks for a bitmap sync, without waiting for the window's end."""
+    if run.pending_pages <= 0 or not run.dirty_bitmap.cells:
+        return False
+    budget, _ = run.window_budget(rate_Bps)
+    return run.pending_pages * run.wire_bytes_all_pending() <= budget * (1 + 1e-9)
+
+
+def _window_send(run: Run, rate_Bps: float, burst: bool) -> tuple[float, float, bool]:
+    """(pages/s, seconds, ends at a check) for a send inside a window the sender burst in: the
+    slice at full speed (``burst``), else what is left of the budget spread to the window's end,
+    where migration_rate_limit() wakes the thread for the next window's check."""
+    budget, left_s = run.window_budget(rate_Bps)
+    segment = run.segment_pages()
+    empties = segment >= run.pending_pages - 1e-9
+    if burst:
+        pages_per_s = run.burst_pages_per_s()
+        return pages_per_s, segment / pages_per_s, empties
+    pages_per_s = max(budget, 0.0) / left_s / run.wire_bytes_per_page()
+    if pages_per_s > 0 and segment / pages_per_s < left_s:
+        return pages_per_s, segment / pages_per_s, empties
+    return pages_per_s, left_s, True
 
 
 def _until_below_threshold(run: Run, pages_per_s: float, threshold_pages: float,

@@ -57,6 +57,13 @@ class Run:
         # QEMU's bandwidth figure: what the RAM stream carried over the last 100 ms window. The
         # meter keeps (time, ram_sent) where the send rate changed, back to one window ago.
         self._meter: list[tuple[float, float]] = []
+        # The rate limit's current 100 ms window (its index on the grid from the start of RAM
+        # migration): whether the sender burst in it, how far ahead of the budget's pace it is
+        # (wire bytes), and the bandwidth figure its checks compare with (see window_budget()).
+        self._window_index = -1
+        self._window_burst = False
+        self._window_ahead = 0.0
+        self._window_figure = 0.0
         self.reference = reference
         self.qemu = qemu(plan.host.qemu)  # whose migration loop: what changed since 7.2
         # QEMU >= 9.2 with auto-converge: a timer forces a bitmap sync when none came for 5 s.
@@ -160,6 +167,11 @@ class Run:
             return limited, limited * c, WINDOW_S
         return unlimited, unlimited * c, ITERATE_MAX_S
 
+    def burst_pages_per_s(self) -> float:
+        """Pages/s for the slice the walk is in without the rate limit: a window's burst."""
+        return self.wire.unlimited_pages_per_s(self.wire_bytes_per_page(), self.link_capacity_Bps(),
+                                               self.dirty_bitmap.zero_share())
+
     def meter(self) -> None:
         """Note what the RAM stream has carried so far (called where the send rate may change)."""
         now, points = self.env.now, self._meter
@@ -198,6 +210,42 @@ class Run:
         window's byte budget whatever a sync took of it (migration_rate_limit sleeps only what is
         left), while the simulator sends at the budget's pace: its figure must skip the pause."""
         self._meter = [(t + seconds, b) for t, b in self._meter]
+
+    def window_budget(self, rate_Bps: float) -> tuple[float, float]:
+        """(wire bytes the current rate-limited window may still send, seconds to its end).
+
+        QEMU's rate limit is a byte budget per 100 ms window, not a pace: ram_save_iterate()
+        sends at the wire's (and the migration thread's) speed until qemu_file_rate_limit()
+        says the budget is spent, then migration_rate_limit() sleeps to the window's end
+        (migration.c, QEMU 7.2 and 10.0 alike). The simulator sends at the budget's pace,
+        which leaves the same pending at every window's start; what it sent ahead of that pace
+        in bursts (burst_sent()) is taken off the budget."""
+        k = math.floor((self.env.now - self.ram_start_s) / WINDOW_S + 1e-9)
+        if k != self._window_index:
+            self._window_index, self._window_burst, self._window_ahead = k, False, 0.0
+        left_s = max(self.ram_start_s + (k + 1) * WINDOW_S - self.env.now, 0.0)
+        return rate_Bps * left_s - self._window_ahead, left_s
+
+    @property
+    def window_burst(self) -> bool:
+        """The sender burst in the current window: it keeps to the budget left until the window's end."""
+        k = math.floor((self.env.now - self.ram_start_s) / WINDOW_S + 1e-9)
+        return self._window_burst and k == self._window_index
+
+    def burst_sent(self, wire_bytes: float, seconds: float, rate_Bps: float, figure_Bps: float | None = None) -> None:
+        """Account a send of ``wire_bytes`` over ``seconds`` in this window against its budget (paced at
+        ``rate_Bps``). ``figure_Bps``: a burst begins; the bandwidth figure the window's checks use."""
+        if figure_Bps is not None:
+            if not self.window_burst:
+                self._window_figure = figure_Bps
+            self._window_burst = True
+        self._window_ahead += wire_bytes - rate_Bps * seconds
+
+    def window_figure_Bps(self, bandwidth_Bps: float) -> float:
+        """The bandwidth figure behind a check: within a window the sender burst in, the one it had at
+        the burst (migration_update_counters() sets threshold_size only once a window has passed;
+        the simulator's sliding figure would count the burst in the middle of the window)."""
+        return self._window_figure if self.window_burst else bandwidth_Bps
 
     def meter_peak_Bps(self) -> float:
         """The fastest rate sent within the last window (0 when nothing was): while it is at most
