@@ -99,11 +99,12 @@ def test_max_min_fair_closed_forms():
 
 
 def test_two_identical_migrations_share_the_link_half_and_half():
-    """Idle guests, no migration CPU cost, shared storage: RAM, the final copy and the device state all
-    cross at C/2 each, so each takes exactly preparation + syncs + switchover + bytes / (C / 2)."""
+    """Idle guests, no migration CPU cost (nor the destination's first writes), shared storage: RAM, the
+    final copy and the device state all cross at C/2 each, so each takes exactly preparation + syncs +
+    switchover + bytes / (C / 2)."""
     vms = [row(f"vm{i}", "1GiB") for i in (1, 2)]
     f = fleet(vms, concurrency={"max_parallel": 2}, migration={"max_downtime": "300ms", "storage": "shared"},
-              host={"page_cost": 0})
+              host={"page_cost": 0, "first_touch": 0})
     d = drain(f)
     c = 10 * GBIT
     host = f.vms[0].plan.host

@@ -80,6 +80,7 @@ BOUNDS: dict[str, Bound] = {
        for name in ("check_destination_s", "create_disk_s", "start_destination_s", "setup_s", "switchover_overhead_s",
                     "resume_s", "mirror_complete_s", "mirror_drain_s", "job_query_s", "source_stop_s")},
     "host.page_cost_s": Bound(0, 1.0, "CPU time per page"),
+    "host.first_touch_s": Bound(0, 1.0, "time per page"),
     "host.mirror_granularity_bytes": Bound(512, 64 * MiB, "QEMU's drive-mirror granularity is 512 B to 64 MiB "
                                                           "(blockdev.c blockdev_mirror_common)"),
     "network.announce_rounds": Bound(0, 1000, "QEMU's announce-rounds is at most 1000 (migrate_params_check)"),

@@ -258,6 +258,11 @@ class Host:
     page_header_bytes: float = 8
     zero_page_bytes: float = 9  # header + 1 byte
     page_cost_s: float = 2.5e-7  # migration thread's CPU per page (bitmap walk, zero check)
+    # The destination writing a normal page it never received before, in the stop-and-copy: its first
+    # write to that memory, which the kernel allocates then (guest RAM is madvised MADV_HUGEPAGE, so a
+    # fault may compact memory for a huge page). Default: ~10 us, as campaigns v5-idle, v6 and q10
+    # measured (README, "after v6"); `simkvm calibrate` searches it.
+    first_touch_s: float = 1e-5
     sync_s_per_GiB: float = 1e-4  # cost of one dirty-bitmap sync per GiB of guest RAM
     device_state_bytes: float = 256 * 1024
     switchover_overhead_s: float = 0.01  # libvirt pause-before-switchover round trip

@@ -23,6 +23,9 @@ class DirtyBitmap:
     def __init__(self) -> None:
         self.cells: list[list[float]] = []
         self.capacity: list[list[float]] = []
+        # Pending pages never sent yet, per slice and component (a part of ``cells``): the
+        # destination has not written them, so its RAM behind them is not allocated yet.
+        self.fresh: list[list[float]] = []
         self.cursor = 0
 
     def init(self, vm: VM, page_bytes: float, set_pages: Sequence[float], os_sets: int) -> None:
@@ -34,12 +37,18 @@ class DirtyBitmap:
         zero = min(vm.zero_fraction * total, total - in_sets)
         self.capacity = layout.slices(total, workload, os_part, zero, vm.wss_layout, vm.zero_layout)
         self.cells = [list(row) for row in self.capacity]
+        self.fresh = [list(row) for row in self.capacity]
         self.cursor = 0
 
     @property
     def totals(self) -> list[float]:
         """Pending pages per component, over all of RAM."""
         return [sum(col) for col in zip(*self.cells)] if self.cells else []
+
+    @property
+    def fresh_totals(self) -> list[float]:
+        """Pending pages never sent, per component, over all of RAM."""
+        return [sum(col) for col in zip(*self.fresh)] if self.fresh else []
 
     @property
     def pending_pages(self) -> float:
@@ -63,12 +72,31 @@ class DirtyBitmap:
         pending = sum(row)
         return row[-1] / pending if pending > 0 else 0.0
 
-    @staticmethod
-    def clear(row: list[float], share: float) -> float:
-        """Send ``share`` of a slice's pending pages, evenly over its components; returns the zero pages sent."""
+    def fresh_normal_share(self, whole: bool = False) -> float:
+        """Share of normal pages never sent among the pending pages of the walk's slice (``whole``:
+        of all RAM): the ones the destination writes for the first time."""
+        if not self.cells:
+            return 0.0
+        if whole:
+            pending, fresh = self.pending_pages, self.fresh_totals
+        else:
+            row = self.row()
+            pending, fresh = sum(row), next((f for r, f in zip(self.cells, self.fresh) if r is row), [])
+        return sum(fresh[:-1]) / pending if pending > 0 and fresh else 0.0
+
+    def clear(self, row: list[float], share: float) -> float:
+        """Send ``share`` of a slice's pending pages (the walk's, :meth:`row`), evenly over its
+        components; returns the zero pages sent. The never-sent pages go first: until the walk
+        wraps, every pending page ahead of it is one, and every page it sent is behind it."""
         zero_sent = row[-1] * share
+        sent = sum(row) * share
         for i in range(len(row)):
             row[i] *= 1 - share
+        fresh = next((f for r, f in zip(self.cells, self.fresh) if r is row), [])
+        total = sum(fresh)
+        keep = 1.0 - min(sent, total) / total if total > 0 else 0.0
+        for i in range(len(fresh)):
+            fresh[i] = min(fresh[i] * keep, row[i])
         return zero_sent
 
     def merge(self, dirtied: Sequence[float], set_pages: Sequence[float]) -> float:

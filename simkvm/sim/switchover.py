@@ -50,9 +50,13 @@ def switchover(run: Run):
     dirtied = run.bitmap_sync()
     run.record_round(dirtied, capacity)
     pages = run.pending_pages
-    wire_per_page = run.wire_bytes_all_pending()
-    send_s = pages / run.wire.unlimited_pages_per_s(wire_per_page, capacity,
-                                                  run.dirty_bitmap.zero_share(run.dirty_bitmap.totals))
+    bitmap = run.dirty_bitmap
+    # The destination resumes only once it has loaded every page, so its time is on the downtime's
+    # path: a normal page it never had (a switchover during the first pass, or on its tail) is its
+    # first write to that memory (WireCost.first_touch_s). Before the stop the source runs ahead of
+    # it by the sockets' buffers and its own clock sets the checks: pre-copy does not see this cost.
+    send_s = pages / run.wire.unlimited_pages_per_s(run.wire_bytes_all_pending(), capacity,
+                                                  bitmap.zero_share(bitmap.totals), bitmap.fresh_normal_share(whole=True))
     yield env.timeout(run.sync_cost_s() + send_s + host.device_state_bytes / capacity)
     run.send_pages(pages)
     run.ram_sent += host.device_state_bytes

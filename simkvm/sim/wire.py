@@ -77,9 +77,21 @@ class WireCost:
             return cost / mf.channels
         return zero_share * cost + (1 - zero_share) * cost / mf.channels
 
-    def unlimited_pages_per_s(self, c: float, capacity_Bps: float, zero_share: float = 0.0) -> float:
-        """Pages/s without max-bandwidth: the link, the migration CPU, multifd and compressor ceilings."""
-        rate = 1.0 / (c / capacity_Bps + self.page_cpu_s(zero_share))
+    def first_touch_s(self) -> float:
+        """The destination's time to write a normal page it never had: ram_load_precopy() copies it
+        into guest RAM (qemu_get_buffer(), QEMU 7.2 and 10.0), the first write to that memory, so the
+        kernel allocates it then; guest RAM is madvised MADV_HUGEPAGE (ram_block_add()), and with THP's
+        defrag=madvise the fault may compact memory for a huge page. A zero page costs nothing here:
+        ram_handle_compressed() (7.2) / ram_handle_zero() (10.0) write only where the page does not
+        already read as zero. multifd's receive threads write their pages in parallel."""
+        mf = self.aids.multifd
+        return self.plan.host.first_touch_s / (mf.channels if mf.enabled else 1)
+
+    def unlimited_pages_per_s(self, c: float, capacity_Bps: float, zero_share: float = 0.0,
+                              fresh_share: float = 0.0) -> float:
+        """Pages/s without max-bandwidth: the link, the migration CPU, the destination's first writes
+        (``fresh_share``: normal pages never sent before, per page sent), multifd and compressor ceilings."""
+        rate = 1.0 / (c / capacity_Bps + self.page_cpu_s(zero_share) + fresh_share * self.first_touch_s())
         mf, comp = self.aids.multifd, self.aids.compression
         if mf.enabled and mf.channel_throughput_Bps:
             rate = min(rate, mf.channels * mf.channel_throughput_Bps / c)
