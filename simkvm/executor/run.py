@@ -37,6 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from xml.etree import ElementTree
 
 from ..libvirt_api import ensure_event_loop, host_info, import_libvirt, lookup_domain, state_name, version_text
 from ..model.errors import EnvironmentProblem, MigrationFailed, UserError
@@ -91,6 +92,8 @@ POLL_S = 0.05  # <= 50 ms: iterations under TCG can be a few hundred ms long
 #: How long libvirt may take to cancel a job before simkvm acts on what it sees (see Execution._cancel_stuck):
 #: a cancel normally ends within a second; one that waits on a dead connection ends only when TCP gives up.
 CANCEL_WAIT_S = 30.0
+#: How long libvirt may take to notice a destination QEMU that died at its resume (its monitor's EOF).
+EOF_SETTLE_S = 3.0
 STATS_WAIT_S = 2.0  # how long the polling loop waits for one job-stats answer before it checks its limits again
 POLL_ERROR_GRACE_S = 10.0  # job-stat errors tolerated while migrate3 is still running
 SLOW_POLL_S = 0.5
@@ -621,6 +624,8 @@ class Execution:
                     "simkvm resumed the destination VM it had paused on the source")
         except (libvirt.libvirtError, Unanswered) as exc:
             state, reason = None, _error_text(exc)
+        if state == libvirt.VIR_DOMAIN_RUNNING:
+            state, reason = self._destination_state_confirmed(ddom, state, reason)
         if state != libvirt.VIR_DOMAIN_RUNNING:
             what = state_name(state) if state is not None else f"unknown ({redact_uri(str(reason))})"
             location = self._locate()
@@ -628,6 +633,45 @@ class Execution:
                                f"virsh -c {redact_uri(self.dst_uri)} domstate {self.domain} --reason",
                                location.text())
         return resumed_by_us_s
+
+    def _destination_state_confirmed(self, ddom: Any, state: int, reason: Any) -> tuple[int | None, Any]:
+        """libvirt's "running" for the destination, checked against its QEMU: a monitor round trip
+        (``query-blockstats`` through :meth:`blockStats`) right after migrate3 returned.
+
+        libvirt learns of a QEMU that died from its monitor's end of file, which its event loop handles
+        apart from the migration's Finish (qemuProcessHandleMonitorEOF queues the cleanup for a worker
+        thread), so a state read just after Finish can still say running for a QEMU killed at its resume
+        (tests/faults: test_destination_qemu_killed[resumed]). A question that must reach QEMU fails at once
+        then; libvirt's state is read again until it no longer says running (at most EOF_SETTLE_S), and an
+        error that never turns into another state is reported as unknown, never as running."""
+        libvirt = import_libvirt()
+        dev = next((d.target for d in self.disks if getattr(d, "target", None)), None)
+        if dev is None:
+            try:
+                found = ElementTree.fromstring(ddom.XMLDesc(0)).find("devices/disk[@device='disk']/target")
+                dev = found.get("dev") if found is not None else None
+            except libvirt.libvirtError:
+                dev = None
+        if dev is None:
+            return state, reason
+        try:
+            call_with_timeout(functools.partial(ddom.blockStats, dev), ASK_TIMEOUT_S,
+                              "block stats on the destination")
+            return state, reason
+        except Unanswered as exc:
+            return None, f"its QEMU does not answer ({_error_text(exc)})"
+        except libvirt.libvirtError as exc:
+            error = _error_text(exc)
+        deadline = time.monotonic() + EOF_SETTLE_S
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                state, reason = call_with_timeout(ddom.state, ASK_TIMEOUT_S, "the destination's domstate")
+            except (libvirt.libvirtError, Unanswered) as exc:
+                return None, _error_text(exc)
+            if state != libvirt.VIR_DOMAIN_RUNNING:
+                return state, reason
+        return None, f"libvirt says running but its QEMU refused a monitor command: {error}"
 
     def _source_images(self) -> str:
         """After a success: the source's copies of the migrated disks (a later migration back is refused while
