@@ -94,6 +94,12 @@ def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
     return call.result()
 
 
+def disk_target(dom: Any) -> str | None:
+    """The domain's first disk's target (vda): what ``blockStats`` asks QEMU about (query-blockstats)."""
+    target = ElementTree.fromstring(dom.XMLDesc(0)).find("devices/disk[@device='disk']/target")
+    return target.get("dev") if target is not None and target.get("dev") else None
+
+
 def qemu_answers(dom: Any, wait_s: float = QEMU_ANSWER_WAIT_S) -> bool:
     """Whether the domain's QEMU answers a monitor command within ``wait_s``; False means frozen.
 
@@ -110,9 +116,9 @@ def qemu_answers(dom: Any, wait_s: float = QEMU_ANSWER_WAIT_S) -> bool:
     def ask() -> None:
         stats = dom.jobStats(0)
         if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
-            target = ElementTree.fromstring(dom.XMLDesc(0)).find("devices/disk[@device='disk']/target")
-            if target is not None and target.get("dev"):
-                dom.blockStats(target.get("dev"))
+            dev = disk_target(dom)
+            if dev:
+                dom.blockStats(dev)
 
     try:
         call_with_timeout(ask, wait_s, "a monitor command (job or block stats)")

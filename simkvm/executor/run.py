@@ -37,7 +37,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from xml.etree import ElementTree
 
 from ..libvirt_api import ensure_event_loop, host_info, import_libvirt, lookup_domain, state_name, version_text
 from ..model.errors import EnvironmentProblem, MigrationFailed, UserError
@@ -55,6 +54,7 @@ from .locate import (
     Pending,
     Unanswered,
     call_with_timeout,
+    disk_target,
     locate,
     qemu_answers,
     redact_uri,
@@ -645,13 +645,10 @@ class Execution:
         then; libvirt's state is read again until it no longer says running (at most EOF_SETTLE_S), and an
         error that never turns into another state is reported as unknown, never as running."""
         libvirt = import_libvirt()
-        dev = next((d.target for d in self.disks if getattr(d, "target", None)), None)
-        if dev is None:
-            try:
-                found = ElementTree.fromstring(ddom.XMLDesc(0)).find("devices/disk[@device='disk']/target")
-                dev = found.get("dev") if found is not None else None
-            except libvirt.libvirtError:
-                dev = None
+        try:
+            dev = next((d.target for d in self.disks if d.target), None) or disk_target(ddom)
+        except libvirt.libvirtError:
+            dev = None
         if dev is None:
             return state, reason
         try:
