@@ -35,7 +35,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         rep["leave_one_family_out"] = leave_one_family_out(args.directory, args.lofo, full_profile=args.profile)
     if args.json:
         extra = {k: rep[k] for k in ("families", "blind", "blind_families", "clamped", "heavy_load", "rate_shortfall",
-                                     "leave_one_family_out", "warnings") if k in rep}
+                                     "repeatability", "leave_one_family_out", "warnings") if k in rep}
         print(json.dumps({**rep["metrics"], "profile": rep["profile"], "qemu": rep["qemu"],
                           "excluded_fit_runs": rep["excluded"], **extra},
                          indent=1))
@@ -47,6 +47,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile) if args.profile else None
         written = report_plots(RunStore(args.directory), rep, args.plots, profile=profile)
         print(f"{len(written)} plot(s) -> {args.plots}", file=sys.stderr)
+    return 0
+
+
+def cmd_repeats(args: argparse.Namespace) -> int:
+    from ..validation.report import format_repeatability, repeatability
+
+    rep = repeatability(args.directories)
+    print(json.dumps(rep, indent=1) if args.json else format_repeatability(rep, args.directories))
     return 0
 
 
@@ -108,6 +116,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--qemu", help="with --profile: re-predict following this QEMU version's loop (host.qemu) "
                                     "instead of the one each run was predicted with, e.g. 7.2 on a QEMU 10 campaign")
     rep.set_defaults(func=cmd_report)
+    rp = csub.add_parser("repeats", help="how well a real run predicts its own repeat: the ceiling of any model "
+                                         "on this testbed, pooled over campaign directories")
+    rp.add_argument("directories", nargs="+", metavar="DIRECTORY", help="campaign output directories")
+    rp.add_argument("--json", action="store_true", help="print the figures as one JSON object (fractions)")
+    rp.set_defaults(func=cmd_repeats)
 
     def no_action(args: argparse.Namespace) -> int:
         raise UserError("say what to do: simkvm campaign run CAMPAIGN.yaml -o DIR, or simkvm campaign report DIR")

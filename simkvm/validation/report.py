@@ -16,7 +16,7 @@ from ..model.units import MiB
 from ..profile import apply_profile, load_profile
 from ..sim import simulate
 from .evaluate import extend, format_extras
-from .metrics import as_bool, held_out, metrics, repredict
+from .metrics import as_bool, held_out, metrics, repeat_agreement, repredict
 from .store import HEAVY_LOAD_1M, RunStore, plan_of_run
 
 
@@ -52,7 +52,37 @@ def report(directory: str | Path, profile_path: str | None = None, *, extras: bo
                                         qemu)}
     if extras:
         extend(rep, store, metrics, HEAVY_LOAD_1M, blind=blind)
+        rep["repeatability"] = repeat_agreement(store.rows())
     return rep
+
+
+def repeatability(directories: "list[str | Path]") -> dict[str, Any]:
+    """:func:`.metrics.repeat_agreement` pooled over campaign directories (a scenario id is one
+    scenario within its own directory: each campaign's ``cal-idle-32`` ran on its own day)."""
+    import pandas as pd
+
+    frames = []
+    for d in directories:
+        rows = RunStore(d).rows().copy()
+        rows["scenario"] = f"{d}::" + rows["scenario"].astype(str)
+        frames.append(rows)
+    return repeat_agreement(pd.concat(frames, ignore_index=True))
+
+
+def format_repeatability(r: Mapping[str, Any], directories: Any = ()) -> str:
+    where = f" in {', '.join(map(str, directories))}" if directories else ""
+    if not r["ordered_pairs"]:
+        return f"no scenario ran twice{where}: nothing to compare"
+    return "\n".join([
+        f"repeats: {r['scenarios']} scenarios run two or more times{where}; one run as the prediction of its repeat "
+        f"({r['ordered_pairs']} ordered pairs, {r['compared_pairs']} converged on both sides):",
+        f"{'verdict agrees':44s} {_pct(r['verdict_agree_share']):>10s}",
+        f"{'total time: median / p90 relative difference':44s} {_pct(r['total_time_median_rel_diff']):>10s} / "
+        f"{_pct(r['total_time_p90_rel_diff'])}",
+        f"{'downtime within max(30 ms, 25 %)':44s} {_pct(r['downtime_within_tolerance_share']):>10s}",
+        f"{'iteration count exact':44s} {_pct(r['iterations_exact_share']):>10s}   (so a model predicting one "
+        f"count per plan is exact at most {_pct(r['iterations_exact_ceiling'])} of the time)",
+        f"{'iteration count within one':44s} {_pct(r['iterations_within_one_share']):>10s}"])
 
 
 def run_qemu(store: RunStore, rid: str) -> tuple[str | None, str]:
@@ -153,6 +183,8 @@ def format_report(rep: Mapping[str, Any]) -> str:
     if m.get("total_time_over_15pct"):
         lines.append(f"total time off by more than 15 %: {', '.join(m['total_time_over_15pct'])}")
     lines += format_extras(rep)
+    if rep.get("repeatability"):
+        lines += ["", format_repeatability(rep["repeatability"])]
     lines += ["", f"{'run':24s} {'verdict m/p':>21s} {'time m/p [s]':>13s} {'downtime m/p [ms]':>17s} "
                   f"{'MiB m/p':>11s} {'iter m/p':>8s}"]
     for _, r in rows.iterrows():
