@@ -78,3 +78,21 @@ def test_cli_pools_directories_and_rejects_a_non_campaign(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "simkvm", "campaign", "repeats", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_repeat_campaign_draws_from_the_validation_space_and_repeats_each_scenario():
+    """campaign-r1 is v8's declared design with its own seed, each drawn scenario three times, and its
+    committed expansion is what the seed gives."""
+    import yaml
+
+    from simkvm.validation.design import expanded_text
+    from simkvm.validation.spec import load_campaign
+
+    r1, v8 = (ROOT / "experiments" / "validation" / f"campaign-{n}.yaml" for n in ("r1", "v8"))
+    a, b = (yaml.safe_load(p.read_text()) for p in (r1, v8))
+    assert a["design"]["dimensions"] == b["design"]["dimensions"] and a["defaults"] == b["defaults"]
+    assert a["design"]["seed"] != b["design"]["seed"]
+    assert yaml.safe_load(expanded_text(str(r1.relative_to(ROOT)))) == \
+        yaml.safe_load(r1.with_name("campaign-r1.expanded.yaml").read_text())
+    c = load_campaign(r1)
+    assert len(c.scenarios) == 12 and all(s.repeats == 3 for s in c.scenarios) and len(c.runs()) == 36
