@@ -516,6 +516,21 @@ def test_report_can_follow_another_qemu_as_a_variant(tmp_path):
         report(store.dir, str(prof), qemu="6.0")
 
 
+def test_runs_stored_before_the_disk_pattern_get_their_guests_order_back():
+    """v7's stored plans have no workload.disk.pattern; the testbed guest's disk writer followed the
+    run's pattern (workload.c), which an idle-RAM plan drops but the run's row keeps."""
+    from pathlib import Path
+
+    from simkvm.validation.store import RunStore, plan_of_run
+
+    store = RunStore(Path(__file__).resolve().parent.parent / "data/validation/campaign-v7")
+    stored = json.loads(store.path("v7-02-r1", "predicted").read_text())["plan"]["workload"]
+    assert "pattern" not in stored["disk"] and stored["memory"]["model"] == "idle"
+    assert plan_of_run(store, "v7-02-r1").workload.disk.pattern == "sequential"  # idle RAM, 'seq' guest
+    assert plan_of_run(store, "v7-22-r1").workload.disk.pattern == "sequential"
+    assert plan_of_run(store, "v7-26-r1").workload.disk.pattern == "uniform"
+
+
 # ------------------------------------------------------------------ the report's figures
 def _percentile(values, q):
     """Linear interpolation between closest ranks, written out (numpy's default definition)."""

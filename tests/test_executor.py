@@ -139,6 +139,9 @@ def test_guest_workload_maps_onto_the_plan():
     assert plan.link.bandwidth_Bps == 48 * MiB and plan.migration.max_downtime_s == 0.05
     assert workload_sections({**workload, "dirty_rate_Bps": 0, "pattern": "seq"})["memory"] == {"model": "idle"}
     assert workload_sections({**workload, "pattern": "seq"})["memory"]["model"] == "sequential"
+    # the guest's disk writer walks its set in the order of its memory writer (workload.c), idle RAM too
+    assert plan.workload.disk.pattern == "uniform"
+    assert workload_sections({**workload, "dirty_rate_Bps": 0, "pattern": "seq"})["disk"]["pattern"] == "sequential"
     # the paced writers catch up 100 ms after a pause: under QEMU's throttle t (10 ms run, then
     # t / (1 - t) x 10 ms asleep) they keep min(1, 110 ms / cycle) of their rate
     for t in (0.5, 0.9, 0.95, 0.99):

@@ -22,7 +22,8 @@ def plans(draw) -> Plan:
         disks = [{"path": "/d.qcow2", "size": size, "allocated": size * draw(st.floats(0.0, 1.0))}]
         disk_workload = {"write_rate": draw(st.floats(0, 50)) * MiB,
                          "wss": size * draw(st.floats(0.01, 1.0)),
-                         "io_size": draw(st.sampled_from([4096, 65536, 1 << 20]))}
+                         "io_size": draw(st.sampled_from([4096, 65536, 1 << 20])),
+                         "pattern": draw(st.sampled_from(["uniform", "sequential"]))}
     return Plan.from_dict({
         "vm": {"memory": memory, "zero_fraction": draw(st.floats(0.0, 0.95)), "disks": disks},
         "workload": {

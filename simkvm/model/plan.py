@@ -111,11 +111,17 @@ class MemoryWorkload:
 
 @dataclass(frozen=True)
 class DiskWorkload:
-    """Guest writes to its first disk: ``write_rate`` bytes/s in ``io_size`` writes over ``wss``."""
+    """Guest writes to its first disk: ``write_rate`` bytes/s in ``io_size`` writes over ``wss``.
+
+    ``pattern``: uniform (random offsets) or sequential (a cycle through the working set). The
+    disk mirror sees them very differently: consecutive small writes of a sequential writer fall
+    in the same mirror granule, random ones each dirty a granule of their own.
+    """
 
     write_rate_Bps: float = 0.0
     wss_bytes: float | None = None
     io_size_bytes: float = 4096  # one default for plans, CLI and fleet CSVs: the page / file system block
+    pattern: str = "uniform"  # uniform (random) | sequential
 
 
 @dataclass(frozen=True)
@@ -509,6 +515,7 @@ def check_disks(plan: Plan) -> None:
                 raise PlanError("workload.disk.wss is larger than the first disk's size")
         if dsk.io_size_bytes <= 0:
             raise PlanError("workload.disk.io_size must be > 0")
+        _choice(dsk.pattern, ("uniform", "sequential"), "workload.disk.pattern")
     for i, d in enumerate(vm.disks):
         if d.size_bytes <= 0:
             raise PlanError(f"vm.disks[{i}].size must be > 0")

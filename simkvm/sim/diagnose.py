@@ -35,11 +35,12 @@ def mirror_share_clause(run: Run) -> str:
     if share < 0.1:
         return ""
     dsk = run.plan.workload.disk
+    how = ("sequential writes, filling one" if run.guest.disk_sequential else "writes, each dirtying a")
     return (f"disk mirror takes {fmt_rate(run.mirror_bg_Bps)} ({share:.0%}) of the link for the guest's disk "
-            f"writes ({fmt_rate(dsk.write_rate_Bps)} in {fmt_bytes(dsk.io_size_bytes)} writes, each dirtying a "
+            f"writes ({fmt_rate(dsk.write_rate_Bps)} in {fmt_bytes(dsk.io_size_bytes)} {how} "
             f"{fmt_bytes(run.guest.granule_bytes)} mirror granule), leaving RAM {fmt_rate(run.link_capacity_Bps())}: "
-            "lower the disk write rate, raise the bandwidth, or give the real write size (workload.disk.io_size, "
-            "--disk-io-size). RAM: ")
+            "lower the disk write rate, raise the bandwidth, or give the real write size and order "
+            "(workload.disk.io_size, --disk-io-size; workload.disk.pattern). RAM: ")
 
 
 def memory_reason(run: Run, why: str) -> str:

@@ -152,16 +152,25 @@ class Guest:
         self._disk_tau = 0.0  # effective seconds since the last disk collect
         self._last = 0.0
         self.cpu_lost_s = 0.0
-        # Disk: io_size writes at write_rate over wss, tracked at mirror granularity.
+        # Disk: io_size writes at write_rate over wss, tracked at mirror granularity (QEMU's
+        # dirty bitmap of the mirror job: one bit per granule, set by any write into it).
         dsk = plan.workload.disk
         gran = plan.host.mirror_granularity_bytes
         self.granule_bytes = gran
+        self.disk_sequential = dsk.pattern == "sequential"
         if dsk.write_rate_Bps > 0 and plan.migrated_disks:
             granules = (dsk.wss_bytes or 0.0) / gran
-            writes = dsk.write_rate_Bps / dsk.io_size_bytes * max(1.0, dsk.io_size_bytes / gran)
+            if self.disk_sequential:
+                # Consecutive writes fill a granule before moving to the next one: the writer
+                # dirties granules at its byte rate, whatever its write size.
+                writes = dsk.write_rate_Bps / gran
+                self._disk_unique = _sequential(granules, writes)
+            else:
+                # Each random write lands in a granule of its own (io_size > granule: several).
+                writes = dsk.write_rate_Bps / dsk.io_size_bytes * max(1.0, dsk.io_size_bytes / gran)
+                self._disk_unique = _uniform(granules, writes)
             self.disk_granules = granules
             self.disk_granule_writes_per_s = writes
-            self._disk_unique = _uniform(granules, writes)
         else:
             self.disk_granules = 0.0
             self.disk_granule_writes_per_s = 0.0
@@ -208,14 +217,20 @@ class Guest:
     def collect_disk_bytes(self, behind_sweep: bool = False) -> float:
         """The mirror's dirty bitmap: unique granule bytes written since the last collect.
 
-        ``behind_sweep``: only granules written after a cursor moving evenly over the
-        disk during that time had passed them (the bulk pass copies the rest anyway).
-        For a granule passed at fraction x of the interval, it is dirty if written in
-        the remaining (1 - x); averaged over x: W (1 - (1 - e^-a) / a), a = k tau.
+        ``behind_sweep``: only granules written after the bulk pass's cursor (moving from the
+        disk's start to its end during that time) had passed them; the bulk copies the rest.
+
+        * A sequential writer's set is a stretch at the disk's start, where the testbed guest
+          writes (just after its canary: simkvm/guest/workload.c, setup_disk/disk_writer) and
+          where mirror_iteration() begins its walk of the bitmap: the cursor is past it almost
+          at once, so all it wrote in the interval is behind (the pessimistic place).
+        * Random writes keep the older assumption of granules spread evenly over the disk: a
+          granule passed at fraction x of the interval is dirty if written in the remaining
+          (1 - x); averaged over x, W (1 - (1 - e^-a) / a), a = k tau (k: writes per granule/s).
         """
         self._settle()
         tau, self._disk_tau = self._disk_tau, 0.0
-        if not behind_sweep or self.disk_granules <= 0:
+        if not behind_sweep or self.disk_granules <= 0 or self.disk_sequential:
             return self._disk_unique(tau) * self.granule_bytes
         a = self.disk_granule_writes_per_s / self.disk_granules * tau
         if a <= 1e-12:

@@ -28,7 +28,10 @@ def workload_sections(w: dict[str, Any]) -> dict[str, Any]:
     disk_rate = float(w.get("disk_write_rate_Bps", 0.0))
     disk: dict[str, Any] = {"write_rate": 0.0}
     if disk_rate > 0:
-        disk = {"write_rate": disk_rate, "wss": float(w["disk_wss_bytes"]), "io_size": float(w["io_size_bytes"])}
+        # The guest's disk writer walks its working set in the same order as its memory writer
+        # (simkvm/guest/workload.c, disk_writer: sequential blocks or xorshift draws).
+        disk = {"write_rate": disk_rate, "wss": float(w["disk_wss_bytes"]), "io_size": float(w["io_size_bytes"]),
+                "pattern": "sequential" if w.get("pattern") == "seq" else "uniform"}
     return {"memory": memory, "disk": disk}
 
 

@@ -189,6 +189,18 @@ def plan_of_run(store: Any, rid: str) -> Plan:
     plan_dict["link"] = {**plan_dict.get("link", {}), "capacity": None}
     nominal = (data.get("meta") or {}).get("guest_nominal") or {}
     plan_dict["vm"] = {**plan_dict.get("vm", {}), "background_dirty_rate": 0.0}
+    workload = dict(plan_dict.get("workload") or {})
+    disk = dict(workload.get("disk") or {})
+    if disk.get("write_rate") and "pattern" not in disk:
+        # Stored before plans had workload.disk.pattern: the testbed guest's disk writer walks its
+        # working set in the order of its memory writer (simkvm/guest/workload.c, disk_writer),
+        # the run's pattern, which an idle-RAM plan does not keep: the run's row has it.
+        row_path = store.path(rid, "row")
+        pattern = json.loads(row_path.read_text()).get("pattern") if row_path.exists() else None
+        if pattern is None:
+            pattern = "seq" if (workload.get("memory") or {}).get("model") == "sequential" else "random"
+        disk["pattern"] = "sequential" if pattern == "seq" else "uniform"
+        plan_dict["workload"] = {**workload, "disk": disk}
     if "zero_fraction" in nominal:  # predicted with a guest profile: back to what the guest was asked
         plan_dict["vm"]["zero_fraction"] = nominal["zero_fraction"]
     return Plan.from_dict(plan_dict)
