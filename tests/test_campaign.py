@@ -472,6 +472,18 @@ def test_calibration_records_the_qemu_the_runs_were_measured_on(tmp_path):
         calibrated_qemu(runs + calibration_runs(other.dir, "run_id=a-r1"))
 
 
+@pytest.mark.parametrize("granularity", [4096, 16384, 65536, 262144, 1048576])
+def test_every_mirror_granularity_the_fit_can_choose_loads_back(tmp_path, granularity):
+    """The profile keeps the fitted granularity exact: QEMU takes powers of two only (1 MiB written
+    with six digits, 1.04858e+06, was refused when a plan loaded the profile)."""
+    path = tmp_path / "p.yaml"
+    write_profile(path, profile_dict({"constants": {**TRUTH, "mirror_granularity_bytes": float(granularity)},
+                                      "fit": {"runs": []}}))
+    assert load_plan({"profile": str(path)}).host.mirror_granularity_bytes == granularity
+    assert apply_profile(_plan(256 * MiB, 0, 0, 32 * MiB, 0.3), load_profile(path)).host.mirror_granularity_bytes \
+        == granularity
+
+
 def test_report_warns_when_profile_runs_and_predictions_disagree_on_the_qemu(tmp_path):
     import warnings
 

@@ -439,6 +439,8 @@ def profile_dict(fitted: Mapping[str, Any], *, source: str = "") -> dict[str, An
     c = fitted["constants"]
     host = {key_of(k): (bool(c[k]) if isinstance(c[k], bool) else _round(float(c[k]))) for k in PROFILE_HOST_KEYS
             if k in c}  # (a constant not fitted keeps the plan's default)
+    if "mirror_granularity_bytes" in c:  # a power of two, written exactly: 6 digits of 1 MiB do not load back
+        host[key_of("mirror_granularity_bytes")] = int(round(float(c["mirror_granularity_bytes"])))
     host["qemu"] = fitted.get("qemu", "7.2")  # the version calibrated on: plans predicting another get a warning
     guest = {}
     if c.get("os_nonzero_bytes") is not None:
