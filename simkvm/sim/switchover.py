@@ -4,7 +4,11 @@ Order (migration_completion() with libvirt's pause-before-switchover):
 stop the VM -> libvirt completes the disk mirrors -> final bitmap sync ->
 every remaining page and the device state, with the rate limit lifted ->
 the destination loads the state and starts the CPUs. libvirt's downtime is
-that whole span. Service interruption adds the network's re-learning: QEMU
+that whole span, as libvirt 9.0 measures it: from its handling of QEMU's STOP
+event (qemuProcessHandleStop()) to after `cont` in qemuMigrationDstFinishFresh()
+(qemuDomainJobDataUpdateDowntime()), so the Finish phase's monitor calls and
+the persistent definition it writes are in it too (``resume_s``). Service
+interruption adds the network's re-learning: QEMU
 announces the VM's MAC (RARP/gratuitous ARP) right after the resume, then
 after growing gaps; the fabric may also need its own reconvergence time.
 """
