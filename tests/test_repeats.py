@@ -43,9 +43,26 @@ def test_pairs_are_scored_with_the_reports_rules():
     assert r["total_time_median_rel_diff"] == pytest.approx((rel[1] + rel[2]) / 2)
 
 
+def test_best_constant_downtime_is_the_largest_overlap_of_the_runs_tolerance_intervals():
+    """Hand-worked: runs at 100, 110 and 200 ms accept [70, 130], [80, 140] and [150, 250] ms; no single
+    value lies in all three, 100 lies in two: 2 of 3. A pair scores 2 of 6 (only 100 <-> 110 agree), so
+    the pairs understate what a centred prediction reaches."""
+    r = repeat_agreement(_rows([("a", True, 4, 0.100, 10.0), ("a", True, 4, 0.110, 10.0),
+                                ("a", True, 4, 0.200, 10.0), ("b", True, 4, 0.050, 10.0),
+                                ("b", False, 31, 0.0, 60.0)]))  # b: one converged run, no constant scored
+    assert r["downtime_within_best_constant_share"] == pytest.approx(2 / 3)
+    assert r["downtime_within_tolerance_share"] == pytest.approx(2 / 6)
+    # brute force over a fine grid agrees on the same runs
+    ms = [0.100, 0.110, 0.200]
+    grid = np.arange(0.0, 0.3, 0.0005)
+    brute = max(sum(abs(x - m) <= max(0.030, 0.25 * m) for m in ms) for x in grid)
+    assert brute == 2
+
+
 def test_no_repeats_gives_no_shares():
     r = repeat_agreement(_rows([("a", True, 4, 0.04, 10.0), ("b", True, 5, 0.05, 12.0)]))
     assert r["ordered_pairs"] == 0 and r["iterations_exact_share"] is None and r["iterations_exact_ceiling"] is None
+    assert r["downtime_within_best_constant_share"] is None
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -155,6 +155,12 @@ def repeat_agreement(rows) -> dict[str, Any]:
     max(p_i) <= sqrt(sum(p_i^2)); averaged over scenarios (Jensen), the model's exact share is at most
     the square root of the pairs' agreement: ``iterations_exact_ceiling``. Where that sits below a
     target, the target is beyond the testbed's repeatability, not the model's reach.
+
+    No such bound follows from the pairs for a tolerance: one noisy run is a worse centre than the
+    middle of the spread. ``downtime_within_best_constant_share`` is the share of converged runs that
+    the best single downtime per scenario (chosen after the fact, so optimistic for few repeats) puts
+    within tolerance: each run accepts the predictions in [m - tol(m), m + tol(m)], so the best
+    constant sits at one of those intervals' left ends.
     """
     pairs = verdict = 0
     it_exact: list[bool] = []
@@ -162,6 +168,7 @@ def repeat_agreement(rows) -> dict[str, Any]:
     dt_ok: list[bool] = []
     t_rel: list[float] = []
     scenarios = 0
+    best_dt = runs_dt = 0
     mc_all = as_bool(rows["measured_converged"])
     for _sid, idx in rows.groupby("scenario").groups.items():
         g = rows.loc[idx]
@@ -172,6 +179,12 @@ def repeat_agreement(rows) -> dict[str, Any]:
         its = np.asarray(g["measured_iterations"], float)
         dts = np.asarray(g["measured_downtime_s"], float)
         ts = np.asarray(g["measured_total_time_s"], float)
+        conv_dts = dts[np.asarray(conv, bool)]
+        if len(conv_dts) >= 2:
+            tol = np.maximum(DOWNTIME_TOL_ABS_S, DOWNTIME_TOL_REL * conv_dts)
+            lo, hi = conv_dts - tol, conv_dts + tol
+            best_dt += max(int(np.sum((lo <= x) & (x <= hi))) for x in lo)
+            runs_dt += len(conv_dts)
         for a in range(len(g)):
             for b in range(len(g)):
                 if a == b:
@@ -193,6 +206,7 @@ def repeat_agreement(rows) -> dict[str, Any]:
             "iterations_exact_share": share(it_exact), "iterations_within_one_share": share(it_near),
             "iterations_exact_ceiling": float(np.sqrt(np.mean(it_exact))) if it_exact else None,
             "downtime_within_tolerance_share": share(dt_ok),
+            "downtime_within_best_constant_share": best_dt / runs_dt if runs_dt else None,
             "total_time_median_rel_diff": _stat(np.asarray(t_rel), 50),
             "total_time_p90_rel_diff": _stat(np.asarray(t_rel), 90)}
 
