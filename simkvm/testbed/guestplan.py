@@ -18,6 +18,13 @@ from ..model.plan import Plan
 from .guest import GUEST_WRITER_CPU_DEMAND, console_lines, read_guest_workload
 
 
+def disk_pattern(pattern: str | None) -> str:
+    """``workload.disk.pattern`` of a testbed guest whose memory writer has ``pattern`` (seq | random): its
+    disk writer walks its working set in the same order (simkvm/guest/workload.c, disk_writer: sequential
+    blocks or xorshift draws)."""
+    return "sequential" if pattern == "seq" else "uniform"
+
+
 def workload_sections(w: dict[str, Any]) -> dict[str, Any]:
     """The plan's ``workload`` section for a testbed guest workload dict."""
     rate = float(w.get("dirty_rate_Bps", 0.0))
@@ -28,10 +35,8 @@ def workload_sections(w: dict[str, Any]) -> dict[str, Any]:
     disk_rate = float(w.get("disk_write_rate_Bps", 0.0))
     disk: dict[str, Any] = {"write_rate": 0.0}
     if disk_rate > 0:
-        # The guest's disk writer walks its working set in the same order as its memory writer
-        # (simkvm/guest/workload.c, disk_writer: sequential blocks or xorshift draws).
         disk = {"write_rate": disk_rate, "wss": float(w["disk_wss_bytes"]), "io_size": float(w["io_size_bytes"]),
-                "pattern": "sequential" if w.get("pattern") == "seq" else "uniform"}
+                "pattern": disk_pattern(w.get("pattern"))}
     return {"memory": memory, "disk": disk}
 
 

@@ -54,6 +54,11 @@ def near_boundary(bandwidth_Bps: Any, min_bandwidth_Bps: Any, frac: float = NEAR
     return np.where(np.isfinite(mb), near, False)
 
 
+def downtime_tolerance_s(measured_s: Any) -> Any:
+    """How far a downtime may be from the measured one and still count as right: max(30 ms, 25 %)."""
+    return np.maximum(DOWNTIME_TOL_ABS_S, DOWNTIME_TOL_REL * np.asarray(measured_s, float))
+
+
 def metrics(rows) -> dict[str, Any]:
     """Error figures over ``rows`` (a runs.csv DataFrame, already restricted to held-out runs).
 
@@ -68,7 +73,7 @@ def metrics(rows) -> dict[str, Any]:
     both = rows[mc & pc]
     t_rel = _rel(both["predicted_total_time_s"], both["measured_total_time_s"])
     dp, dm = np.asarray(both["predicted_downtime_s"], float), np.asarray(both["measured_downtime_s"], float)
-    d_ok = np.abs(dp - dm) <= np.maximum(DOWNTIME_TOL_ABS_S, DOWNTIME_TOL_REL * dm)
+    d_ok = np.abs(dp - dm) <= downtime_tolerance_s(dm)
     pb = np.asarray(both["predicted_ram_bytes"], float) + np.asarray(both["predicted_disk_bytes"], float)
     mb = np.asarray(both["measured_ram_bytes"], float) + np.asarray(both["measured_disk_bytes"], float)
     b_rel = _rel(pb, mb)
@@ -83,7 +88,7 @@ def metrics(rows) -> dict[str, Any]:
         sm = np.asarray(pd_numeric(both["measured_service_interruption_s"]), float)
         sp = np.asarray(pd_numeric(both["predicted_service_interruption_s"]), float)
         has = np.isfinite(sm) & np.isfinite(sp)
-        si_ok = np.abs(sp[has] - sm[has]) <= np.maximum(DOWNTIME_TOL_ABS_S, DOWNTIME_TOL_REL * sm[has])
+        si_ok = np.abs(sp[has] - sm[has]) <= downtime_tolerance_s(sm[has])
         si_net = sm[has] - dm[has]
     else:
         si_ok = si_net = np.zeros(0)
@@ -169,22 +174,19 @@ def repeat_agreement(rows) -> dict[str, Any]:
     t_rel: list[float] = []
     scenarios = 0
     best_dt = runs_dt = 0
-    mc_all = as_bool(rows["measured_converged"])
-    for _sid, idx in rows.groupby("scenario").groups.items():
-        g = rows.loc[idx]
+    for _sid, g in rows.groupby("scenario"):
         if len(g) < 2:
             continue
         scenarios += 1
-        conv = mc_all[np.asarray(rows.index.get_indexer(idx))]
+        conv = as_bool(g["measured_converged"])
         its = np.asarray(g["measured_iterations"], float)
         dts = np.asarray(g["measured_downtime_s"], float)
         ts = np.asarray(g["measured_total_time_s"], float)
-        conv_dts = dts[np.asarray(conv, bool)]
-        if len(conv_dts) >= 2:
-            tol = np.maximum(DOWNTIME_TOL_ABS_S, DOWNTIME_TOL_REL * conv_dts)
-            lo, hi = conv_dts - tol, conv_dts + tol
+        tols = downtime_tolerance_s(dts)
+        if conv.sum() >= 2:
+            lo, hi = (dts - tols)[conv], (dts + tols)[conv]
             best_dt += max(int(np.sum((lo <= x) & (x <= hi))) for x in lo)
-            runs_dt += len(conv_dts)
+            runs_dt += int(conv.sum())
         for a in range(len(g)):
             for b in range(len(g)):
                 if a == b:
@@ -195,7 +197,7 @@ def repeat_agreement(rows) -> dict[str, Any]:
                     continue
                 it_exact.append(bool(its[a] == its[b]))
                 it_near.append(bool(abs(its[a] - its[b]) <= 1))
-                dt_ok.append(bool(abs(dts[a] - dts[b]) <= max(DOWNTIME_TOL_ABS_S, DOWNTIME_TOL_REL * dts[b])))
+                dt_ok.append(bool(abs(dts[a] - dts[b]) <= tols[b]))
                 t_rel.append(float(abs(ts[a] - ts[b]) / ts[b]))
 
     def share(v: list[bool]) -> float | None:

@@ -29,7 +29,7 @@ def report(directory: str | Path, profile_path: str | None = None, *, extras: bo
     QEMU version's loop instead of the one each run was predicted with (needs a profile).
     """
     store = RunStore(directory)
-    rows = store.rows()
+    rows = all_rows = store.rows()
     excluded: list[str] = []
     if qemu is not None:
         qemu = _known_qemu(qemu)
@@ -52,7 +52,7 @@ def report(directory: str | Path, profile_path: str | None = None, *, extras: bo
                                         qemu)}
     if extras:
         extend(rep, store, metrics, HEAVY_LOAD_1M, blind=blind)
-        rep["repeatability"] = repeat_agreement(store.rows())
+        rep["repeatability"] = repeat_agreement(all_rows)
     return rep
 
 

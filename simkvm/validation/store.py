@@ -192,14 +192,14 @@ def plan_of_run(store: Any, rid: str) -> Plan:
     workload = dict(plan_dict.get("workload") or {})
     disk = dict(workload.get("disk") or {})
     if disk.get("write_rate") and "pattern" not in disk:
-        # Stored before plans had workload.disk.pattern: the testbed guest's disk writer walks its
-        # working set in the order of its memory writer (simkvm/guest/workload.c, disk_writer),
-        # the run's pattern, which an idle-RAM plan does not keep: the run's row has it.
-        row_path = store.path(rid, "row")
-        pattern = json.loads(row_path.read_text()).get("pattern") if row_path.exists() else None
+        # Stored before plans had workload.disk.pattern: the testbed guest's disk writer follows the
+        # run's pattern (guestplan.disk_pattern), which an idle-RAM plan does not keep: the row has it.
+        from ..testbed.guestplan import disk_pattern
+
+        pattern = store.load_row(rid).get("pattern") if store.path(rid, "row").exists() else None
         if pattern is None:
             pattern = "seq" if (workload.get("memory") or {}).get("model") == "sequential" else "random"
-        disk["pattern"] = "sequential" if pattern == "seq" else "uniform"
+        disk["pattern"] = disk_pattern(pattern)
         plan_dict["workload"] = {**workload, "disk": disk}
     if "zero_fraction" in nominal:  # predicted with a guest profile: back to what the guest was asked
         plan_dict["vm"]["zero_fraction"] = nominal["zero_fraction"]
