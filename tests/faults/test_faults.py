@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import pytest
 
-from faultlib import (GUEST, MiB, PLAN, Migration, block_nodes, canaries, console_tail, defined, fill_pool,
-                      guest_crashed, guest_qemu, kill_libvirtd, on_event, pool_free, record, restart_libvirtd,
+from faultlib import (GUEST, MiB, PLAN, Migration, block_nodes, canaries, console_tail, defined, fail_if_guest_crashed,
+                      fill_pool, guest_crashed, guest_qemu, kill_libvirtd, on_event, pool_free, record, restart_libvirtd,
                       running_hosts, stop_libvirtd, truth, unfill_pool, volumes, wait_job)
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.faults]
@@ -89,9 +89,8 @@ def check(testbed: Any, name: str, mig: Migration, fault: str, *, restart: tuple
            location=running[0] if len(running) == 1 else ("lost" if not running else "both"), **settled)
     detail = (f"simkvm said {said!r}; truth {seen}; after recover {after}; recover: {rec.lines()}; "
               f"stderr {mig.err[-800:]}")
-    if crash and not (lost_ok and not running):  # pytest's --only-rerun 'destination VM is shut' reruns it
-        pytest.fail(f"destination VM is shut off or crashed inside: the guest kernel says {crash!r} (QEMU 7.2 TCG "
-                    f"loses dirty pages, README 'The testbed'), not a simkvm fault: {detail}")
+    if not (lost_ok and not running):
+        fail_if_guest_crashed(crash, detail)
     assert json_ok, detail
     assert true, detail
     if lost_ok and not running:
@@ -168,11 +167,14 @@ def check_killed(testbed: Any, name: str, mig: Migration, fault: str) -> None:
         if defined(testbed, gone, name):
             leftovers.append(f"definition on {gone}")
     canary = canaries(testbed, name) if len(running) == 1 else "no single host"
+    crash = guest_crashed(testbed, name) if canary != "ok" else ""
     record(fault, code=mig.proc.returncode, said="(killed: none)", truth=seen, after_recover=after,
            message_true=rec.location.startswith(f"running on the {'source' if running == ['a'] else 'destination'}"),
            json=None, recover_ok=rec.ok, recover=rec.lines(), leftovers=leftovers, canaries=canary,
+           guest_crash=crash, console=console_tail(testbed, name) if crash else None,
            location=running[0] if len(running) == 1 else ("lost" if not running else "both"))
     detail = f"before recover {seen}; after {after}; recover: {rec.lines()}"
+    fail_if_guest_crashed(crash, detail)
     assert len(running) == 1, detail
     assert not leftovers, f"{leftovers}: {detail}"
     assert rec.ok, detail
