@@ -221,6 +221,14 @@ def guest_crashed(testbed: Any, name: str) -> str:
     return next((line.strip()[:200] for line in text.splitlines() if any(m in line for m in CRASH_MARKS)), "")
 
 
+def guest_health(testbed: Any, name: str, running: list[str]) -> dict[str, Any]:
+    """What a fault run records of the guest where it ended: its canaries (when it runs on exactly one
+    host), and if they did not pass, the first crash line of its console and the console's tail."""
+    canary = canaries(testbed, name) if len(running) == 1 else "no single host"
+    crash = guest_crashed(testbed, name) if canary != "ok" else ""
+    return {"canaries": canary, "guest_crash": crash, "console": console_tail(testbed, name) if crash else None}
+
+
 def fail_if_guest_crashed(crash: str, detail: str) -> None:
     """A guest that crashed inside after a handover is QEMU 7.2 TCG's lost dirty pages (README, "The
     testbed"), not simkvm's doing: fail with the message pytest's ``--only-rerun 'destination VM is shut'``

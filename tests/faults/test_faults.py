@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import pytest
 
-from faultlib import (GUEST, MiB, PLAN, Migration, block_nodes, canaries, console_tail, defined, fail_if_guest_crashed,
-                      fill_pool, guest_crashed, guest_qemu, kill_libvirtd, on_event, pool_free, record, restart_libvirtd,
-                      running_hosts, stop_libvirtd, truth, unfill_pool, volumes, wait_job)
+from faultlib import (GUEST, MiB, PLAN, Migration, block_nodes, defined, fail_if_guest_crashed, fill_pool, guest_health,
+                      guest_qemu, kill_libvirtd, on_event, pool_free, record, restart_libvirtd, running_hosts,
+                      stop_libvirtd, truth, unfill_pool, volumes, wait_job)
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.faults]
 RUNS = range(int(os.environ.get("SIMKVM_FAULT_RUNS", "1")))
@@ -81,11 +81,10 @@ def check(testbed: Any, name: str, mig: Migration, fault: str, *, restart: tuple
             leftovers.append(f"definition on {gone}")
         if after[gone] != "none":
             leftovers.append(f"QEMU on {gone}")
-    canary = canaries(testbed, name) if len(running) == 1 else "no single host"
-    crash = guest_crashed(testbed, name) if canary != "ok" else ""
+    health = guest_health(testbed, name, running)
+    canary, crash = health["canaries"], health["guest_crash"]
     record(fault, code=code, elapsed_s=round(elapsed, 1), said=said[:160], truth=seen, after_recover=after,
-           message_true=true, json=json_ok, recover_ok=rec.ok, recover=rec.lines(), leftovers=leftovers,
-           canaries=canary, guest_crash=crash, console=console_tail(testbed, name) if crash else None,
+           message_true=true, json=json_ok, recover_ok=rec.ok, recover=rec.lines(), leftovers=leftovers, **health,
            location=running[0] if len(running) == 1 else ("lost" if not running else "both"), **settled)
     detail = (f"simkvm said {said!r}; truth {seen}; after recover {after}; recover: {rec.lines()}; "
               f"stderr {mig.err[-800:]}")
@@ -166,12 +165,11 @@ def check_killed(testbed: Any, name: str, mig: Migration, fault: str) -> None:
             leftovers.append("image on b")
         if defined(testbed, gone, name):
             leftovers.append(f"definition on {gone}")
-    canary = canaries(testbed, name) if len(running) == 1 else "no single host"
-    crash = guest_crashed(testbed, name) if canary != "ok" else ""
+    health = guest_health(testbed, name, running)
+    canary, crash = health["canaries"], health["guest_crash"]
     record(fault, code=mig.proc.returncode, said="(killed: none)", truth=seen, after_recover=after,
            message_true=rec.location.startswith(f"running on the {'source' if running == ['a'] else 'destination'}"),
-           json=None, recover_ok=rec.ok, recover=rec.lines(), leftovers=leftovers, canaries=canary,
-           guest_crash=crash, console=console_tail(testbed, name) if crash else None,
+           json=None, recover_ok=rec.ok, recover=rec.lines(), leftovers=leftovers, **health,
            location=running[0] if len(running) == 1 else ("lost" if not running else "both"))
     detail = f"before recover {seen}; after {after}; recover: {rec.lines()}"
     fail_if_guest_crashed(crash, detail)
