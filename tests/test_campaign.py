@@ -107,12 +107,15 @@ V8 = CAMPAIGNS / "campaign-v8.yaml"  # the round after v7's runs were spent
 Q10C = CAMPAIGNS / "campaign-q10c.yaml"  # the round after q10b's runs were spent
 V9 = CAMPAIGNS / "campaign-v9.yaml"  # the round after v8's runs were spent
 Q10D = CAMPAIGNS / "campaign-q10d.yaml"  # the round after q10c's runs were spent
+V10 = CAMPAIGNS / "campaign-v10.yaml"  # the round after v9's runs were spent
+Q10E = CAMPAIGNS / "campaign-q10e.yaml"  # the round after q10d's runs were spent
 #: (campaign file, the drawn scenarios' id prefix, its stack)
 PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "q", "backports", id="q10"),
                  pytest.param(V6, "v6", "debian12", id="v6"), pytest.param(Q10B, "q2", "backports", id="q10b"),
                  pytest.param(V7, "v7", "debian12", id="v7"), pytest.param(V8, "v8", "debian12", id="v8"),
                  pytest.param(Q10C, "q3", "backports", id="q10c"), pytest.param(V9, "v9", "debian12", id="v9"),
-                 pytest.param(Q10D, "q4", "backports", id="q10d")]
+                 pytest.param(Q10D, "q4", "backports", id="q10d"), pytest.param(V10, "v10", "debian12", id="v10"),
+                 pytest.param(Q10E, "q5", "backports", id="q10e")]
 
 
 def test_lhs_column_has_one_draw_per_slice_and_depends_on_the_seed():
@@ -173,7 +176,9 @@ FOLLOW_UPS = [pytest.param(V6, V5, [V5], 72, 96, id="v6"), pytest.param(V7, V6, 
               pytest.param(Q10B, Q10, [Q10], 42, 55, id="q10b"), pytest.param(V8, V7, [V5, V6, V7], 72, 96, id="v8"),
               pytest.param(Q10C, Q10B, [Q10, Q10B], 42, 55, id="q10c"),
               pytest.param(V9, V8, [V5, V6, V7, V8], 72, 96, id="v9"),
-              pytest.param(Q10D, Q10C, [Q10, Q10B, Q10C], 42, 55, id="q10d")]
+              pytest.param(Q10D, Q10C, [Q10, Q10B, Q10C], 42, 55, id="q10d"),
+              pytest.param(V10, V9, [V5, V6, V7, V8, V9], 72, 96, id="v10"),
+              pytest.param(Q10E, Q10D, [Q10, Q10B, Q10C, Q10D], 42, 55, id="q10e")]
 
 
 @pytest.mark.parametrize("path, base, spent_paths, held_count, run_count", FOLLOW_UPS)
