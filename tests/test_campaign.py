@@ -109,13 +109,16 @@ V9 = CAMPAIGNS / "campaign-v9.yaml"  # the round after v8's runs were spent
 Q10D = CAMPAIGNS / "campaign-q10d.yaml"  # the round after q10c's runs were spent
 V10 = CAMPAIGNS / "campaign-v10.yaml"  # the round after v9's runs were spent
 Q10E = CAMPAIGNS / "campaign-q10e.yaml"  # the round after q10d's runs were spent
+V11 = CAMPAIGNS / "campaign-v11.yaml"  # the round after v10's runs were spent
+Q10F = CAMPAIGNS / "campaign-q10f.yaml"  # the round after q10e's runs were spent
 #: (campaign file, the drawn scenarios' id prefix, its stack)
 PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "q", "backports", id="q10"),
                  pytest.param(V6, "v6", "debian12", id="v6"), pytest.param(Q10B, "q2", "backports", id="q10b"),
                  pytest.param(V7, "v7", "debian12", id="v7"), pytest.param(V8, "v8", "debian12", id="v8"),
                  pytest.param(Q10C, "q3", "backports", id="q10c"), pytest.param(V9, "v9", "debian12", id="v9"),
                  pytest.param(Q10D, "q4", "backports", id="q10d"), pytest.param(V10, "v10", "debian12", id="v10"),
-                 pytest.param(Q10E, "q5", "backports", id="q10e")]
+                 pytest.param(Q10E, "q5", "backports", id="q10e"), pytest.param(V11, "v11", "debian12", id="v11"),
+                 pytest.param(Q10F, "q6", "backports", id="q10f")]
 
 
 def test_lhs_column_has_one_draw_per_slice_and_depends_on_the_seed():
@@ -178,7 +181,13 @@ FOLLOW_UPS = [pytest.param(V6, V5, [V5], 72, 96, id="v6"), pytest.param(V7, V6, 
               pytest.param(V9, V8, [V5, V6, V7, V8], 72, 96, id="v9"),
               pytest.param(Q10D, Q10C, [Q10, Q10B, Q10C], 42, 55, id="q10d"),
               pytest.param(V10, V9, [V5, V6, V7, V8, V9], 72, 96, id="v10"),
-              pytest.param(Q10E, Q10D, [Q10, Q10B, Q10C, Q10D], 42, 55, id="q10e")]
+              pytest.param(Q10E, Q10D, [Q10, Q10B, Q10C, Q10D], 42, 55, id="q10e"),
+              pytest.param(V11, V10, [V5, V6, V7, V8, V9, V10], 72, 98, id="v11"),
+              pytest.param(Q10F, Q10E, [Q10, Q10B, Q10C, Q10D, Q10E], 42, 57, id="q10f")]
+#: calibration scenarios a round adds to its predecessor's (each run once): v11 and q10f stop idle guests
+#: with mostly never-sent pages, which the earlier calibration designs had once
+ADDED_CALIBRATION = {"v11": {"cal-768-zero20-idle-48-dt2s", "cal-1536-idle-96-dt1500"},
+                     "q10f": {"cal-768-zero20-idle-48-dt2s", "cal-1536-idle-96-dt1500"}}
 
 
 @pytest.mark.parametrize("path, base, spent_paths, held_count, run_count", FOLLOW_UPS)
@@ -194,8 +203,11 @@ def test_next_round_repeats_its_design_and_holds_out_no_spent_scenario(path, bas
         assert new["design"][key] == prev["design"][key], key
     assert new["design"]["seed"] not in {yaml.safe_load(p.read_text())["design"]["seed"] for p in [base, *spent_paths]}
     assert new["defaults"] == prev["defaults"]
-    assert [s for s in new["scenarios"] if s.get("role") == "calibration"] == \
+    added = ADDED_CALIBRATION.get(path.stem.removeprefix("campaign-"), set())
+    new_cal = [s for s in new["scenarios"] if s.get("role") == "calibration"]
+    assert [s for s in new_cal if s["id"] not in added] == \
         [s for s in prev["scenarios"] if s.get("role") == "calibration"]
+    assert {s["id"] for s in new_cal} >= added
     assert load_campaign(path).stack == load_campaign(base).stack
 
     def knobs(s):  # the migration a scenario asks for, whatever time it is given
@@ -208,7 +220,7 @@ def test_next_round_repeats_its_design_and_holds_out_no_spent_scenario(path, bas
     assert not {s.id for s in held} & {s.id for c in spent_campaigns for s in c.scenarios}
     for s in held:
         assert knobs(s) not in spent, s.id
-    assert len(load_campaign(path).runs()) == len(load_campaign(base).runs()) == run_count
+    assert len(load_campaign(path).runs()) == run_count == len(load_campaign(base).runs()) + len(added)
 
 
 def dataclasses_asdict(s):
