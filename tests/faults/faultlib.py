@@ -187,6 +187,37 @@ def running_hosts(testbed: Any, name: str) -> list[str]:
     return [h for h, s in truth(testbed, name).items() if s == "running"]
 
 
+@dataclasses.dataclass
+class Settled:
+    """Where a fault run's guest is once ``simkvm recover`` has run: what the kernel shows per host, the
+    hosts that run it, and what the host it left still holds (its definition, a QEMU, on b its image)."""
+
+    after: dict[str, str]
+    running: list[str]
+    leftovers: list[str]
+
+    @property
+    def location(self) -> str:
+        """The record's one word: the host that runs the guest, else "lost" (none) or "both"."""
+        return self.running[0] if len(self.running) == 1 else ("lost" if not self.running else "both")
+
+
+def settled(testbed: Any, name: str) -> Settled:
+    """The guest's place after recover (see :class:`Settled`); leftovers only when exactly one host runs it."""
+    after = truth(testbed, name)
+    running = [h for h, s in after.items() if s == "running"]
+    leftovers = []
+    if len(running) == 1:
+        gone = {"a": "b", "b": "a"}[running[0]]
+        if gone == "b" and f"{name}.qcow2" in volumes(testbed, "b"):
+            leftovers.append("image on b")
+        if defined(testbed, gone, name):
+            leftovers.append(f"definition on {gone}")
+        if after[gone] != "none":
+            leftovers.append(f"QEMU on {gone}")
+    return Settled(after, running, leftovers)
+
+
 def canaries(testbed: Any, name: str, timeout_s: float = 40) -> str:
     """'ok' when two fresh memory+disk checks by the guest both pass (it runs, its data survived),
     else what went wrong."""

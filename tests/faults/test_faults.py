@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import pytest
 
-from faultlib import (GUEST, MiB, PLAN, Migration, block_nodes, defined, fail_if_guest_crashed, fill_pool, guest_health,
+from faultlib import (GUEST, MiB, PLAN, Migration, block_nodes, fail_if_guest_crashed, fill_pool, guest_health,
                       guest_qemu, kill_libvirtd, on_event, pool_free, record, restart_libvirtd, running_hosts,
-                      stop_libvirtd, truth, unfill_pool, volumes, wait_job)
+                      settled, stop_libvirtd, truth, unfill_pool, volumes, wait_job)
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow, pytest.mark.faults]
 RUNS = range(int(os.environ.get("SIMKVM_FAULT_RUNS", "1")))
@@ -67,25 +67,15 @@ def check(testbed: Any, name: str, mig: Migration, fault: str, *, restart: tuple
         restart_libvirtd(testbed, host)
     seen = truth(testbed, name)
     true = message_true(said, seen) if json_ok else False
-    settled = settle() if settle is not None else {}
+    settled_fields = settle() if settle is not None else {}
     rec = recover(name, testbed.uri("a"), testbed.uri("b"), journal_dir=mig.state_dir / "journal")
-    after = truth(testbed, name)
-    running = [h for h, s in after.items() if s == "running"]
-    other = {"a": "b", "b": "a"}
-    leftovers = []
-    if len(running) == 1:
-        gone = other[running[0]]
-        if f"{name}.qcow2" in volumes(testbed, gone) and gone == "b":
-            leftovers.append(f"image on {gone}")
-        if defined(testbed, gone, name):
-            leftovers.append(f"definition on {gone}")
-        if after[gone] != "none":
-            leftovers.append(f"QEMU on {gone}")
+    place = settled(testbed, name)
+    after, running, leftovers = place.after, place.running, place.leftovers
     health = guest_health(testbed, name, running)
     canary, crash = health["canaries"], health["guest_crash"]
     record(fault, code=code, elapsed_s=round(elapsed, 1), said=said[:160], truth=seen, after_recover=after,
            message_true=true, json=json_ok, recover_ok=rec.ok, recover=rec.lines(), leftovers=leftovers, **health,
-           location=running[0] if len(running) == 1 else ("lost" if not running else "both"), **settled)
+           location=place.location, **settled_fields)
     detail = (f"simkvm said {said!r}; truth {seen}; after recover {after}; recover: {rec.lines()}; "
               f"stderr {mig.err[-800:]}")
     if not (lost_ok and not running):
@@ -156,21 +146,14 @@ def check_killed(testbed: Any, name: str, mig: Migration, fault: str) -> None:
     mig.finish()
     seen = truth(testbed, name)
     rec = recover(name, testbed.uri("a"), testbed.uri("b"), journal_dir=mig.state_dir / "journal")
-    after = truth(testbed, name)
-    running = [h for h, s in after.items() if s == "running"]
-    leftovers = []
-    if len(running) == 1:
-        gone = {"a": "b", "b": "a"}[running[0]]
-        if gone == "b" and f"{name}.qcow2" in volumes(testbed, "b"):
-            leftovers.append("image on b")
-        if defined(testbed, gone, name):
-            leftovers.append(f"definition on {gone}")
+    place = settled(testbed, name)
+    after, running, leftovers = place.after, place.running, place.leftovers
     health = guest_health(testbed, name, running)
     canary, crash = health["canaries"], health["guest_crash"]
     record(fault, code=mig.proc.returncode, said="(killed: none)", truth=seen, after_recover=after,
            message_true=rec.location.startswith(f"running on the {'source' if running == ['a'] else 'destination'}"),
            json=None, recover_ok=rec.ok, recover=rec.lines(), leftovers=leftovers, **health,
-           location=running[0] if len(running) == 1 else ("lost" if not running else "both"))
+           location=place.location)
     detail = f"before recover {seen}; after {after}; recover: {rec.lines()}"
     fail_if_guest_crashed(crash, detail)
     assert len(running) == 1, detail
