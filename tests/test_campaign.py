@@ -675,6 +675,36 @@ def test_blind_prediction_is_what_simkvm_predict_gives_for_the_planners_plan(tmp
     assert got["predicted_iterations"] == want["iterations"] and bool(got["predicted_converged"]) == want["converged"]
 
 
+@pytest.mark.parametrize("guest", [None, {"os_nonzero": 4 * MiB, "kernel_reserve": True},
+                                   {"os_nonzero": -12 * MiB}])
+def test_blind_zero_share_is_what_the_guest_informed_path_finds_once_the_working_set_outgrows_half(guest):
+    """The oracle: the guest-informed non-zero memory (the testbed guest's report through
+    guestplan.reported_nonzero_bytes, then the profile's guest section through apply_profile) of a
+    guest whose arena is its working set and whose kernel is at its measured size. Below that,
+    the planner's half; never above it; less zero as the working set grows."""
+    from simkvm.testbed.guestplan import reported_nonzero_bytes
+    from simkvm.validation.design import guest_kernel_estimate
+    from simkvm.validation.evaluate import BLIND_ZERO_FRACTION, blind_plan_dict, blind_zero_fraction
+
+    for mem_mib in (256, 1024, 1664, 4096):
+        mem = mem_mib * MiB
+        mem_total, used = guest_kernel_estimate(mem)
+        shares = [blind_zero_fraction(mem, w * mem / 64, guest) for w in range(65)]
+        assert shares[0] == BLIND_ZERO_FRACTION and shares[-1] == 0.0
+        assert all(0.0 <= b <= a <= BLIND_ZERO_FRACTION for a, b in zip(shares, shares[1:]))
+        for wss in (0.55 * mem, 0.6 * mem):  # what the guest can allocate (workload.c clamps above)
+            arena = math.ceil(wss / PAGE_BYTES) * PAGE_BYTES  # max(fill, WSS) in whole pages (workload.c)
+            report = {"used": used, "mem_total": mem_total, "arena": arena}
+            reported = 1.0 - reported_nonzero_bytes(report, mem) / mem
+            plan = Plan.from_dict({"name": "g", "vm": {"memory": mem, "zero_fraction": reported}})
+            informed = apply_profile(plan, {"host": {}, "guest": guest or {"kernel_reserve": True}}).vm.zero_fraction
+            assert blind_zero_fraction(mem, wss, guest) == pytest.approx(informed, abs=1e-12)
+            # an idle workload keeps its working set (the guest wrote it once), a dirtying one too
+            for rate in (0.0, 8.0):
+                row = _knob_row("i-r1", mem_mib, 64, rate, wss_bytes=wss)
+                assert blind_plan_dict(row, None, guest=guest)["vm"]["zero_fraction"] == pytest.approx(informed)
+
+
 def test_clamped_guest_is_explained_not_a_failed_canary(tmp_path):
     from simkvm.validation.evaluate import canary_ok, clamped
 

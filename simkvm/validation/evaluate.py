@@ -6,9 +6,10 @@ asks next, over the same runs and with the same keys:
 
 * per family (:data:`FAMILIES`): guest size, link speed, dirty rate / bandwidth, disk
   writers -- the groups declared in the campaign file before the runs;
-* blind (:func:`blind_plan`): predicted from the plan a planner can write (memory, zero
-  share 0.5, dirty rate, WSS, pattern, disk, link, limit, the profile: ``simkvm predict``),
-  without the guest's own report of its non-zero memory and page layout;
+* blind (:func:`blind_plan_dict`): predicted from the plan a planner can write (memory, zero
+  share 0.5 or what the working set leaves (:func:`blind_zero_fraction`), dirty rate, WSS,
+  pattern, disk, link, limit, the profile: ``simkvm predict``), without the guest's own report
+  of its non-zero memory and page layout;
 * leave one family out (:func:`leave_one_family_out`): calibrated without the largest
   calibration guests, scored on the largest held-out ones;
 * which runs need a word of explanation: guests that clamped their arena (they ran with
@@ -17,6 +18,7 @@ asks next, over the same runs and with the same keys:
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -69,9 +71,39 @@ def by_family(rows, metrics: Callable[[Any], dict[str, Any]]) -> dict[str, dict[
 
 
 # ------------------------------------------------------------------ blind
-def blind_plan_dict(row: Mapping[str, Any], profile_path: str | None, qemu: str | None = None) -> dict[str, Any]:
-    """The plan a planner writes for this run: its knobs, zero share 0.5, no guest report; the QEMU
-    version the run was measured on (``qemu``: this one instead)."""
+def blind_zero_fraction(memory_bytes: float, wss_bytes: float, guest: Mapping[str, Any] | None = None) -> float:
+    """The zero share a planner writes when it does not know its guest's memory: half of RAM
+    (:data:`BLIND_ZERO_FRACTION`), but never more than the working set and the guest OS leave.
+
+    Why: every page the workload writes holds data, and QEMU sends a page as a header only
+    when it is all zero (``buffer_is_zero()`` in migration/ram.c ``save_zero_page()``), so the
+    working set is non-zero however idle the workload is now; so is the guest OS's own
+    memory. That is the guest-informed non-zero memory (:func:`..testbed.guestplan.reported_nonzero_bytes`
+    and the profile's ``guest`` section, :func:`..profile.apply_profile`: kernel used + arena +
+    what MemTotal never shows + the fitted residual) with the working set as the arena and the
+    testbed guest's kernel at its measured size (:func:`.design.guest_kernel_estimate`) instead
+    of its report. Nothing here is fitted: the kernel sizes were measured on the guest image,
+    the residual comes from the profile's calibration runs. Without the profile's ``guest``
+    section, no residual; the kernel's free-page reserve is zero to QEMU either way.
+    """
+    from ..guestos import PAGE, os_nonzero_bytes
+    from .design import guest_kernel_estimate
+
+    guest = guest or {}
+    # as apply_profile: a residual fitted without the reserve already holds it at the calibration sizes
+    reserve = bool(guest.get("kernel_reserve")) if guest.get("os_nonzero") is not None else True
+    mem_total, used = guest_kernel_estimate(memory_bytes)
+    wss = math.ceil(max(wss_bytes, 0.0) / PAGE) * PAGE  # workload.c rounds its working set up to a page
+    kernel = used + max(0.0, memory_bytes - mem_total) + os_nonzero_bytes(
+        memory_bytes, float(guest.get("os_nonzero") or 0.0), reserve)
+    return min(BLIND_ZERO_FRACTION, max(0.0, 1.0 - (wss + kernel) / memory_bytes))
+
+
+def blind_plan_dict(row: Mapping[str, Any], profile_path: str | None, qemu: str | None = None,
+                    guest: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The plan a planner writes for this run: its knobs, zero share 0.5 or what the working set
+    leaves (:func:`blind_zero_fraction`; ``guest``: the profile's guest section), no guest report;
+    the QEMU version the run was measured on (``qemu``: this one instead)."""
     from ..testbed.guestplan import workload_sections
 
     workload = {"dirty_rate_Bps": float(row["dirty_rate_Bps"]), "wss_bytes": float(row["wss_bytes"]),
@@ -79,7 +111,9 @@ def blind_plan_dict(row: Mapping[str, Any], profile_path: str | None, qemu: str 
                 "disk_wss_bytes": float(row["disk_wss_bytes"]), "io_size_bytes": float(row["io_size_bytes"])}
     plan: dict[str, Any] = {
         "name": str(row["run_id"]),
-        "vm": {"memory": float(row["memory_bytes"]), "zero_fraction": BLIND_ZERO_FRACTION,
+        "vm": {"memory": float(row["memory_bytes"]),
+               # the row's working set even when its workload is idle: the guest wrote it once
+               "zero_fraction": blind_zero_fraction(float(row["memory_bytes"]), float(row["wss_bytes"]), guest),
                "disks": [{"path": "/var/lib/libvirt/images/vm.qcow2", "size": float(row["disk_bytes"])}]},
         "workload": workload_sections(workload),
         "link": {"bandwidth": float(row["bandwidth_Bps"])},
@@ -101,10 +135,12 @@ def blind_plan_dict(row: Mapping[str, Any], profile_path: str | None, qemu: str 
 def blind_rows(rows, profile_path: str | None, qemu: str | None = None):
     """Rows with the predicted_* columns (and the boundary) from the blind plan, as ``simkvm predict`` gives."""
     from ..load import load_plan
+    from ..profile import load_profile
     from .metrics import with_predictions
 
+    guest = load_profile(profile_path).get("guest") if profile_path else None
     # load_plan: as simkvm predict reads a plan file (the profile's host and link sections)
-    return with_predictions(rows, [load_plan(blind_plan_dict(r, profile_path, qemu))
+    return with_predictions(rows, [load_plan(blind_plan_dict(r, profile_path, qemu, guest))
                                    for r in rows.to_dict("records")])
 
 
@@ -249,7 +285,8 @@ def format_extras(rep: Mapping[str, Any]) -> list[str]:
             for group, m in groups.items():
                 lines.append(line(fam, group, m))
     if rep.get("blind"):
-        lines += ["", "blind (simkvm predict from the planner's plan: zero share 0.5, no guest report)", head,
+        lines += ["", "blind (simkvm predict from the planner's plan: zero share 0.5 or what the working set and "
+                      "the guest OS leave, no guest report)", head,
                   line("pooled", "", rep["blind"])]
         for fam, groups in (rep.get("blind_families") or {}).items():
             for group, m in groups.items():
