@@ -18,10 +18,15 @@ min + 2 x max(min / 4, 0.1 % of the zone)), and with transparent huge pages on
 reports 24.6 MiB used, a 1 GiB guest 100.5 MiB; QEMU saw 11 MiB and 80 MiB of
 the reported non-zero memory as zero pages. This reserve accounts for 16 MiB
 and 70 MiB of that.
+
+It also holds the rule behind a plan's ``vm.zero_fraction: auto`` (:func:`auto_zero_fraction`): the
+zero share a planner writes when it does not know its guest's memory, resolved where a plan is
+loaded (:func:`simkvm.load.plan_from_dict`) and used by the campaign report's blind plans.
 """
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 PAGE = 4096
 PAGEBLOCK_PAGES = 512  # a 2 MiB pageblock of 4 KiB pages (x86-64, pageblock_order = HPAGE_PMD_ORDER)
@@ -32,6 +37,9 @@ MEMMAP_SHARE = 64 / 4096  # struct page per 4 KiB page: not in MemTotal either
 LOWMEM_TOP_BYTES = 3.5 * 2**30  # QEMU's pc machine puts RAM above this above 4 GiB (ZONE_NORMAL)
 LOWMEM_RESERVE_RATIO = 256  # sysctl_lowmem_reserve_ratio for ZONE_DMA and ZONE_DMA32
 WATERMARK_SCALE = 10 / 10000  # watermark_scale_factor = 10
+MiB = 2**20
+#: ``vm.zero_fraction: auto``: half of RAM at most (issue 11's planner who does not know its guest).
+AUTO_ZERO_FRACTION_MAX = 0.5
 
 
 def kernel_free_reserve_bytes(memory_bytes: float, thp: bool = True) -> float:
@@ -72,3 +80,48 @@ def os_nonzero_bytes(memory_bytes: float, residual_bytes: float, kernel_reserve:
     """RAM non-zero beyond what the guest reported: a profile's fitted constant, less the
     kernel's reserve when the profile says its reports count the reserve as used."""
     return residual_bytes - (kernel_free_reserve_bytes(memory_bytes) if kernel_reserve else 0.0)
+
+
+#: The testbed guest's kernel at READY, measured (MemTotal and MemTotal - MemAvailable): 256 MiB ->
+#: 206 MiB seen, 25 MiB used; 2 GiB -> 1967 MiB seen, 106 MiB used. Linear in between.
+def guest_kernel_estimate(memory_bytes: float) -> tuple[float, float]:
+    """(MemTotal, used) bytes the testbed guest's kernel reports at READY, interpolated."""
+    m = memory_bytes / MiB
+    mem_total = m - (45.6 + 0.0173 * m)
+    used = 13.4 + 0.0452 * m
+    return mem_total * MiB, used * MiB
+
+
+def guest_os_nonzero_estimate(memory_bytes: float, guest: Mapping[str, Any] | None = None) -> float:
+    """RAM the guest OS keeps non-zero besides the workload's working set, without a guest report:
+    the testbed guest's kernel at its measured size (:func:`guest_kernel_estimate`: used + what
+    MemTotal never shows) plus the profile's fitted residual (``guest``: a profile's guest section,
+    ``os_nonzero`` and ``kernel_reserve``, as :func:`simkvm.profile.apply_profile` applies them).
+    Without a guest section, no residual; the kernel's free-page reserve is zero to QEMU either way.
+    """
+    guest = guest or {}
+    # as apply_profile: a residual fitted without the reserve already holds it at the calibration sizes
+    reserve = bool(guest.get("kernel_reserve")) if guest.get("os_nonzero") is not None else True
+    mem_total, used = guest_kernel_estimate(memory_bytes)
+    return used + max(0.0, memory_bytes - mem_total) + os_nonzero_bytes(
+        memory_bytes, float(guest.get("os_nonzero") or 0.0), reserve)
+
+
+def auto_zero_fraction(memory_bytes: float, wss_bytes: float, guest: Mapping[str, Any] | None = None) -> float:
+    """``vm.zero_fraction: auto``: half of RAM (:data:`AUTO_ZERO_FRACTION_MAX`), but never more than
+    the working set and the guest OS leave.
+
+    Why: every page the workload writes holds data, and QEMU sends a page as a header only when
+    it is all zero (``buffer_is_zero()`` in migration/ram.c ``save_zero_page()``), so the working
+    set is non-zero however idle the workload is now; so is the guest OS's own memory
+    (:func:`guest_os_nonzero_estimate`). That is the guest-informed non-zero memory
+    (:func:`simkvm.testbed.guestplan.reported_nonzero_bytes` and the profile's ``guest`` section
+    through :func:`simkvm.profile.apply_profile`: kernel used + arena + what MemTotal never shows +
+    the fitted residual) with the working set as the arena (in whole pages, as the testbed guest's
+    workload.c allocates it) and the kernel at its measured size instead of its report. Nothing
+    here is fitted: the kernel sizes were measured on the testbed's guest image, the residual comes
+    from the profile's calibration runs.
+    """
+    wss = math.ceil(max(wss_bytes, 0.0) / PAGE) * PAGE  # workload.c rounds its working set up to a page
+    kernel = guest_os_nonzero_estimate(memory_bytes, guest)
+    return min(AUTO_ZERO_FRACTION_MAX, max(0.0, 1.0 - (wss + kernel) / memory_bytes))

@@ -4,14 +4,18 @@ The model (:class:`simkvm.model.plan.Plan`) builds and checks the plan's own
 sections; what lives above it is resolved here: a ``profile:`` key names a host
 profile file (:mod:`simkvm.profile`) whose ``host`` and ``link`` sections the plan's own
 values override, and the policy's name and options are checked against the
-registered policies (:mod:`simkvm.policies`).
+registered policies (:mod:`simkvm.policies`). ``vm.zero_fraction: auto`` is resolved here too
+(:func:`simkvm.guestos.auto_zero_fraction`, with the profile's ``guest`` section): once, from the
+plan as read; a later change of its memory or working set keeps the share.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping
 
+from .guestos import auto_zero_fraction
 from .io import read_yaml
+from .model.codec import WORDS
 from .model.errors import PlanError
 from .model.plan import Plan
 from .policies import validate_policy
@@ -25,9 +29,28 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
     profile = data.get("profile")
     if profile is not None:
         data = {**data, "profile": load_profile(profile)}
+    auto = zero_fraction_is_auto(data)
+    if auto:  # built with no zero pages, then the rule's share from the built plan's memory and working set
+        data = {**data, "vm": {**data["vm"], "zero_fraction": 0.0}}
     plan = Plan.from_dict(data)
+    if auto:
+        guest = (data.get("profile") or {}).get("guest")
+        plan = plan.with_(**{"vm.zero_fraction": resolve_zero_fraction(plan, guest)})
     validate_policy(plan.policy)
     return plan
+
+
+def zero_fraction_is_auto(data: Mapping[str, Any]) -> bool:
+    """Whether a plan's YAML structure says ``vm.zero_fraction: auto``."""
+    vm = data.get("vm")
+    value = vm.get("zero_fraction") if isinstance(vm, Mapping) else None
+    return isinstance(value, str) and value.strip() == WORDS["zero_fraction"][0]
+
+
+def resolve_zero_fraction(plan: Plan, guest: Mapping[str, Any] | None = None) -> float:
+    """What ``vm.zero_fraction: auto`` is for ``plan`` (its memory and its workload's working set) with a
+    profile's ``guest`` section."""
+    return auto_zero_fraction(plan.vm.memory_bytes, plan.workload.memory.working_set_bytes(), guest)
 
 
 def plan_from_file(path: str | Path) -> Plan:

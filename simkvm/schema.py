@@ -15,7 +15,7 @@ import typing
 from typing import Any
 
 from . import __version__
-from .model.codec import key_of
+from .model.codec import WORDS, key_of
 from .model.plan import Plan
 
 _NUMBER = r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?"
@@ -50,7 +50,12 @@ def _field(name: str, hint: Any) -> dict[str, Any]:
     if suffix:
         return _quantity(suffix)
     if "fraction" in name:
-        return _quantity("_frac")
+        frac = _quantity("_frac")
+        if name in WORDS:  # a word the plan's loader resolves (vm.zero_fraction: auto)
+            word, meaning = WORDS[name]
+            frac = {"anyOf": [*frac["anyOf"], {"const": word}], "description": f"{frac['description']}, or "
+                    f"{word!r}: {meaning}"}
+        return frac
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _object(hint)
     if origin in (typing.Union, types.UnionType):  # a name or a list of shares (layouts)

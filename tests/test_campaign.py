@@ -656,25 +656,29 @@ def test_families_split_runs_at_the_declared_bounds():
     assert fam["disk_writer"] == {"none": {"runs": ["a-r1", "b-r1"]}, "writer": {"runs": ["c-r1", "d-r1"]}}
 
 
-def test_blind_prediction_is_what_simkvm_predict_gives_for_the_planners_plan(tmp_path, capsys):
-    """The oracle: the plan a planner writes by hand (human units, zero share 0.5), through the CLI."""
+@pytest.mark.parametrize("wss_mib", [256, 640])
+def test_blind_prediction_is_what_simkvm_predict_gives_for_the_planners_plan(tmp_path, capsys, wss_mib):
+    """The oracle: the plan a planner writes by hand (human units, ``zero_fraction: auto``), through the
+    CLI; below half of RAM (256 MiB of 1 GiB) and above it (640 MiB: the working set caps the share)."""
     import pandas as pd
 
     from simkvm.cli import main
     from simkvm.validation.evaluate import blind_rows
 
     profile = str(ROOT / "profiles" / "testbed.yaml")
-    rows = pd.DataFrame([_knob_row("x-r1", 1024, 64, 24, 1, zero_fraction=0.2, min_bandwidth_Bps=None)])
+    rows = pd.DataFrame([_knob_row("x-r1", 1024, 64, 24, 1, zero_fraction=0.2, min_bandwidth_Bps=None,
+                                   wss_bytes=wss_mib * MiB)])
     plan = tmp_path / "plan.yaml"
     plan.write_text(
         f"name: x\nprofile: {profile}\n"
-        "vm: {memory: 1GiB, zero_fraction: 0.5, disks: [{path: /var/lib/libvirt/images/vm.qcow2, size: 256MiB}]}\n"
-        "workload: {memory: {model: uniform, dirty_rate: 24MiB/s, wss: 256MiB},\n"
+        "vm: {memory: 1GiB, zero_fraction: auto, disks: [{path: /var/lib/libvirt/images/vm.qcow2, size: 256MiB}]}\n"
+        f"workload: {{memory: {{model: uniform, dirty_rate: 24MiB/s, wss: {wss_mib}MiB}},\n"
         "           disk: {write_rate: 1MiB/s, wss: 16MiB, io_size: 4KiB}}\n"
         "link: {bandwidth: 64MiB/s}\n"
         "migration: {max_downtime: 300ms, max_time: 60s, max_iterations: 30, storage: non_shared_disk}\n")
     assert main(["predict", str(plan), "--json"]) == 0
     want = json.loads(capsys.readouterr().out)
+    assert (want["zero_fraction_auto"]["zero_fraction"] < 0.5) == (wss_mib > 512)
     got = blind_rows(rows, profile).iloc[0]
     assert got["predicted_total_time_s"] == pytest.approx(want["total_time_s"], rel=1e-9)
     assert got["predicted_ram_bytes"] == pytest.approx(want["ram_transferred_bytes"], rel=1e-9)
@@ -683,32 +687,39 @@ def test_blind_prediction_is_what_simkvm_predict_gives_for_the_planners_plan(tmp
 
 @pytest.mark.parametrize("guest", [None, {"os_nonzero": 4 * MiB, "kernel_reserve": True},
                                    {"os_nonzero": -12 * MiB}])
-def test_blind_zero_share_is_what_the_guest_informed_path_finds_once_the_working_set_outgrows_half(guest):
+def test_blind_zero_share_is_what_the_guest_informed_path_finds_once_the_working_set_outgrows_half(guest, tmp_path):
     """The oracle: the guest-informed non-zero memory (the testbed guest's report through
     guestplan.reported_nonzero_bytes, then the profile's guest section through apply_profile) of a
     guest whose arena is its working set and whose kernel is at its measured size. Below that,
-    the planner's half; never above it; less zero as the working set grows."""
+    the planner's half; never above it; less zero as the working set grows. The campaign report's
+    blind plan says ``auto`` and gets that share when loaded, idle or not."""
+    from simkvm.guestos import AUTO_ZERO_FRACTION_MAX, auto_zero_fraction, guest_kernel_estimate
     from simkvm.testbed.guestplan import reported_nonzero_bytes
-    from simkvm.validation.design import guest_kernel_estimate
-    from simkvm.validation.evaluate import BLIND_ZERO_FRACTION, blind_plan_dict, blind_zero_fraction
+    from simkvm.validation.evaluate import blind_plan_dict
 
+    profile = None
+    if guest is not None:
+        profile = str(tmp_path / "profile.yaml")
+        write_profile(profile, {"host": {}, "guest": guest})
     for mem_mib in (256, 1024, 1664, 4096):
         mem = mem_mib * MiB
         mem_total, used = guest_kernel_estimate(mem)
-        shares = [blind_zero_fraction(mem, w * mem / 64, guest) for w in range(65)]
-        assert shares[0] == BLIND_ZERO_FRACTION and shares[-1] == 0.0
-        assert all(0.0 <= b <= a <= BLIND_ZERO_FRACTION for a, b in zip(shares, shares[1:]))
+        shares = [auto_zero_fraction(mem, w * mem / 64, guest) for w in range(65)]
+        assert shares[0] == AUTO_ZERO_FRACTION_MAX and shares[-1] == 0.0
+        assert all(0.0 <= b <= a <= AUTO_ZERO_FRACTION_MAX for a, b in zip(shares, shares[1:]))
         for wss in (0.55 * mem, 0.6 * mem):  # what the guest can allocate (workload.c clamps above)
             arena = math.ceil(wss / PAGE_BYTES) * PAGE_BYTES  # max(fill, WSS) in whole pages (workload.c)
             report = {"used": used, "mem_total": mem_total, "arena": arena}
             reported = 1.0 - reported_nonzero_bytes(report, mem) / mem
             plan = Plan.from_dict({"name": "g", "vm": {"memory": mem, "zero_fraction": reported}})
             informed = apply_profile(plan, {"host": {}, "guest": guest or {"kernel_reserve": True}}).vm.zero_fraction
-            assert blind_zero_fraction(mem, wss, guest) == pytest.approx(informed, abs=1e-12)
+            assert auto_zero_fraction(mem, wss, guest) == pytest.approx(informed, abs=1e-12)
             # an idle workload keeps its working set (the guest wrote it once), a dirtying one too
             for rate in (0.0, 8.0):
                 row = _knob_row("i-r1", mem_mib, 64, rate, wss_bytes=wss)
-                assert blind_plan_dict(row, None, guest=guest)["vm"]["zero_fraction"] == pytest.approx(informed)
+                blind = blind_plan_dict(row, profile)
+                assert blind["vm"]["zero_fraction"] == "auto"
+                assert load_plan(blind).vm.zero_fraction == pytest.approx(informed, abs=1e-12)
 
 
 def test_clamped_guest_is_explained_not_a_failed_canary(tmp_path):

@@ -43,7 +43,8 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("plan", nargs="?", help="plan file (YAML); flags below override its keys")
     g = parser.add_argument_group("plan as flags")
     g.add_argument("--memory", help="guest RAM, e.g. 4GiB")
-    g.add_argument("--zero-fraction", help="share of RAM that is zero pages, e.g. 0.3")
+    g.add_argument("--zero-fraction", help="share of RAM that is zero pages, e.g. 0.3, or auto: half of RAM, at most "
+                                           "what the working set and the guest OS leave")
     g.add_argument("--dirty-rate", help="page writes per second in bytes, e.g. 100MiB/s")
     g.add_argument("--wss", help="writable working set, e.g. 1GiB")
     g.add_argument("--pattern", choices=["uniform", "sequential"], help="memory write pattern (default uniform)")
@@ -68,6 +69,11 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
     """The plan file (or the built-in defaults) with the flags applied on top."""
+    return plan_from_dict(plan_data_from_args(args))
+
+
+def plan_data_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The plan's YAML structure: the file's (or none) with the flags set on top, units not yet parsed."""
     data: dict[str, Any] = {}
     if args.plan:
         loaded = read_yaml(args.plan)
@@ -109,7 +115,27 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         given["policy"] = {**data["policy"], "name": given["policy"]}
     for key, value in given.items():
         set_path(data, PLAN_FLAGS[key], value)
-    return plan_from_dict(data)
+    return data
+
+
+def auto_zero_line(plan: Plan, data: dict[str, Any]) -> tuple[str, dict[str, float]] | None:
+    """What ``vm.zero_fraction: auto`` resolved to (None: the plan gave a number), as a line and a record."""
+    from ..guestos import AUTO_ZERO_FRACTION_MAX, guest_os_nonzero_estimate
+    from ..load import zero_fraction_is_auto
+    from ..model.units import fmt_bytes
+    from ..profile import load_profile
+
+    if not zero_fraction_is_auto(data):
+        return None
+    guest = load_profile(data["profile"]).get("guest") if data.get("profile") is not None else None
+    wss = plan.workload.memory.working_set_bytes()
+    os_bytes = guest_os_nonzero_estimate(plan.vm.memory_bytes, guest)
+    share = plan.vm.zero_fraction
+    line = (f"zero pages (vm.zero_fraction: auto): {100 * share:.1f} % of RAM, "
+            f"{fmt_bytes(share * plan.vm.memory_bytes)}  (half of RAM at most; the working set "
+            f"{fmt_bytes(wss)} and the guest OS {fmt_bytes(max(os_bytes, 0.0))} are not zero)")
+    return line, {"zero_fraction": share, "max": AUTO_ZERO_FRACTION_MAX, "working_set_bytes": wss,
+                  "guest_os_nonzero_bytes": os_bytes}
 
 
 #: --reference walks QEMU's loop one check at a time: its cost grows with the simulated time (~1 s per
@@ -125,17 +151,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from ..io import FIGURE_SUFFIXES, check_output
 
         check_output(args.plot, "--plot", FIGURE_SUFFIXES)
-    plan = plan_from_args(args)
+    data = plan_data_from_args(args)
+    plan = plan_from_dict(data)
+    auto = auto_zero_line(plan, data)
     if args.reference and plan.max_time_s > REFERENCE_MAX_TIME_S:
         raise UserError(f"--reference walks QEMU's loop check by check; give migration.max_time <= 1h "
                         f"(--max-time 1h), got {plan.max_time_s:g} s")
     result = simulate(plan, reference=args.reference)
     result.plan = plan.to_dict()
     if args.json:
-        json.dump(result.to_dict(), sys.stdout, indent=None if args.compact else 2)
+        out = result.to_dict()
+        if auto:
+            out["zero_fraction_auto"] = auto[1]
+        json.dump(out, sys.stdout, indent=None if args.compact else 2)
         sys.stdout.write("\n")
     else:
-        print(format_result(result, title=f"simkvm predict: {plan.name} (QEMU {plan.host.qemu} migration loop)"))
+        title = f"simkvm predict: {plan.name} (QEMU {plan.host.qemu} migration loop)"
+        print(format_result(result, title=title + (f"\n{auto[0]}" if auto else "")))
     if args.plot:
         from .. import plot
 

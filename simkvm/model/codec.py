@@ -32,6 +32,9 @@ _UNIONS = (typing.Union, types.UnionType)
 CEILING = {"_bytes": MAX_UINT64, "_Bps": MAX_UINT64, "_s": MAX_TIME_S, "_frac": 1.0}
 CEILING_WHY = {"_bytes": "a uint64 of bytes", "_Bps": "a uint64 of bytes/s", "_s": "a week",
                "_frac": "a share"}
+#: Fields that also take a word, which a plan's loader resolves (simkvm.load: it knows the profile),
+#: never the model: field name -> (word, what it means).
+WORDS = {"zero_fraction": ("auto", "half of RAM, at most what the working set and the guest OS leave")}
 
 
 def key_of(field_name: str) -> str:
@@ -64,6 +67,8 @@ def parse_leaf(field_name: str, hint: Any, value: Any, where: str) -> Any:
                 raise PlanError(f"{where} must be at most {CEILING[suffix]:g} ({CEILING_WHY[suffix]}), got {value!r}")
             return number
     if "fraction" in field_name:
+        if field_name in WORDS and isinstance(value, str):
+            _word(field_name, value, where)
         return parse_fraction(value, where)
     if hint in (int, "int"):
         if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
@@ -89,6 +94,20 @@ def parse_leaf(field_name: str, hint: Any, value: Any, where: str) -> Any:
             raise PlanError(f"{where} must be a string, got {value!r}")
         return value
     return value
+
+
+def _word(field_name: str, value: str, where: str) -> None:
+    """A field's word is the loader's to resolve; any other text that is no number names it."""
+    word, meaning = WORDS[field_name]
+    if value.strip() == word:
+        raise PlanError(f"{where}: {word!r} ({meaning}) is resolved where a plan is loaded (simkvm.load_plan, "
+                        f"a plan file, the CLI); give a number here, e.g. 0.3")
+    text = value.strip().removesuffix("%")
+    try:
+        float(text)
+    except ValueError:
+        raise PlanError(f"{where} must be a fraction like 0.3 or '30%', or {word} ({meaning}), "
+                        f"got {value!r}") from None
 
 
 def build(cls: type, data: Any, where: str = "") -> Any:

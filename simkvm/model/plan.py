@@ -99,6 +99,17 @@ class MemoryWorkload:
     # needing u < 1 keeps its rate until 1 - t < u, then runs at (1 - t) / u of it.
     cpu_demand_frac: float = 1.0
 
+    def working_set_bytes(self) -> float:
+        """RAM the workload has written, which holds data whether it is written again or not: ``wss``
+        (on an idle workload too: what the guest wrote once), the sets' sum for ``hotcold``, and for
+        ``curve`` its ``wss`` or else its largest unique bytes. What ``vm.zero_fraction: auto`` leaves
+        non-zero (:func:`simkvm.guestos.auto_zero_fraction`)."""
+        if self.model == "hotcold":
+            return float(sum(s.wss_bytes for s in self.sets))
+        if self.model == "curve" and self.wss_bytes is None:
+            return float(max((b for _t, b in self.points), default=0.0))
+        return float(self.wss_bytes or 0.0)
+
     def dirty_sets(self) -> tuple[DirtySet, ...]:
         """Every model as a list of sets, which is all the simulator sees (curve excepted)."""
         if self.model in ("uniform", "sequential"):
@@ -471,6 +482,9 @@ def check_memory_workload(plan: Plan) -> None:
             )
         if mem.wss_bytes <= 0 and mem.dirty_rate_Bps > 0:
             raise PlanError("workload.memory.wss must be > 0 when dirty_rate > 0")
+    if mem.model == "idle" and mem.wss_bytes is not None and not 0 <= mem.wss_bytes <= usable:
+        raise PlanError(f"workload.memory.wss of an idle workload (what the guest wrote once) must be between 0 "
+                        f"and vm.memory ({usable / 2**30:.3g} GiB), got {mem.wss_bytes / 2**30:.3g} GiB")
     if mem.model == "hotcold":
         if not mem.sets:
             raise PlanError("workload.memory.sets must list at least one {wss, dirty_rate} for model 'hotcold'")

@@ -31,6 +31,7 @@ import hashlib
 import math
 from typing import Any, Mapping
 
+from ..guestos import guest_kernel_estimate
 from ..model.errors import UserError
 from ..model.units import MiB, parse_duration, parse_rate, parse_size
 
@@ -247,16 +248,6 @@ def expanded_text(path: str) -> str:
             "defaults": data.get("defaults") or {},
             "scenarios": with_drawn(list(data.get("scenarios") or []), drawn)}
     return header + yaml.safe_dump(body, sort_keys=False, default_flow_style=None, width=120)
-
-
-#: The testbed guest's kernel at READY, measured (MemTotal and MemTotal - MemAvailable): 256 MiB ->
-#: 206 MiB seen, 25 MiB used; 2 GiB -> 1967 MiB seen, 106 MiB used. Linear in between.
-def guest_kernel_estimate(memory_bytes: float) -> tuple[float, float]:
-    """(MemTotal, used) bytes the testbed guest's kernel reports at READY, interpolated."""
-    m = memory_bytes / MiB
-    mem_total = m - (45.6 + 0.0173 * m)
-    used = 13.4 + 0.0452 * m
-    return mem_total * MiB, used * MiB
 
 
 def clamps(memory_bytes: float, wss_bytes: float, zero_fraction: float, margin_bytes: float = 8 * MiB) -> bool:

@@ -7,9 +7,9 @@ asks next, over the same runs and with the same keys:
 * per family (:data:`FAMILIES`): guest size, link speed, dirty rate / bandwidth, disk
   writers -- the groups declared in the campaign file before the runs;
 * blind (:func:`blind_plan_dict`): predicted from the plan a planner can write (memory, zero
-  share 0.5 or what the working set leaves (:func:`blind_zero_fraction`), dirty rate, WSS,
-  pattern, disk, link, limit, the profile: ``simkvm predict``), without the guest's own report
-  of its non-zero memory and page layout;
+  share ``auto``: 0.5 or what the working set and the guest OS leave, :func:`..guestos.auto_zero_fraction`;
+  dirty rate, WSS, pattern, disk, link, limit, the profile: ``simkvm predict``), without the
+  guest's own report of its non-zero memory and page layout;
 * leave one family out (:func:`leave_one_family_out`): calibrated without the largest
   calibration guests, scored on the largest held-out ones;
 * which runs need a word of explanation: guests that clamped their arena (they ran with
@@ -18,7 +18,6 @@ asks next, over the same runs and with the same keys:
 """
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -27,8 +26,6 @@ import numpy as np
 
 from ..model.units import MiB
 
-#: The planner's zero share when it does not know its guest (issue 11's blind mode).
-BLIND_ZERO_FRACTION = 0.5
 CLAMP_RE = re.compile(r"wanted (\d+) bytes of arena, only (\d+) allocatable; clamping")
 
 #: Family -> [(group, predicate on a runs.csv row)]; the groups of campaign-v5.yaml's header.
@@ -71,51 +68,24 @@ def by_family(rows, metrics: Callable[[Any], dict[str, Any]]) -> dict[str, dict[
 
 
 # ------------------------------------------------------------------ blind
-def blind_zero_fraction(memory_bytes: float, wss_bytes: float, guest: Mapping[str, Any] | None = None) -> float:
-    """The zero share a planner writes when it does not know its guest's memory: half of RAM
-    (:data:`BLIND_ZERO_FRACTION`), but never more than the working set and the guest OS leave.
-
-    Why: every page the workload writes holds data, and QEMU sends a page as a header only
-    when it is all zero (``buffer_is_zero()`` in migration/ram.c ``save_zero_page()``), so the
-    working set is non-zero however idle the workload is now; so is the guest OS's own
-    memory. That is the guest-informed non-zero memory (:func:`..testbed.guestplan.reported_nonzero_bytes`
-    and the profile's ``guest`` section, :func:`..profile.apply_profile`: kernel used + arena +
-    what MemTotal never shows + the fitted residual) with the working set as the arena and the
-    testbed guest's kernel at its measured size (:func:`.design.guest_kernel_estimate`) instead
-    of its report. Nothing here is fitted: the kernel sizes were measured on the guest image,
-    the residual comes from the profile's calibration runs. Without the profile's ``guest``
-    section, no residual; the kernel's free-page reserve is zero to QEMU either way.
-    """
-    from ..guestos import PAGE, os_nonzero_bytes
-    from .design import guest_kernel_estimate
-
-    guest = guest or {}
-    # as apply_profile: a residual fitted without the reserve already holds it at the calibration sizes
-    reserve = bool(guest.get("kernel_reserve")) if guest.get("os_nonzero") is not None else True
-    mem_total, used = guest_kernel_estimate(memory_bytes)
-    wss = math.ceil(max(wss_bytes, 0.0) / PAGE) * PAGE  # workload.c rounds its working set up to a page
-    kernel = used + max(0.0, memory_bytes - mem_total) + os_nonzero_bytes(
-        memory_bytes, float(guest.get("os_nonzero") or 0.0), reserve)
-    return min(BLIND_ZERO_FRACTION, max(0.0, 1.0 - (wss + kernel) / memory_bytes))
-
-
-def blind_plan_dict(row: Mapping[str, Any], profile_path: str | None, qemu: str | None = None,
-                    guest: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The plan a planner writes for this run: its knobs, zero share 0.5 or what the working set
-    leaves (:func:`blind_zero_fraction`; ``guest``: the profile's guest section), no guest report;
-    the QEMU version the run was measured on (``qemu``: this one instead)."""
+def blind_plan_dict(row: Mapping[str, Any], profile_path: str | None, qemu: str | None = None) -> dict[str, Any]:
+    """The plan a planner writes for this run: its knobs, ``vm.zero_fraction: auto`` (half of RAM or
+    what the working set and the guest OS leave: :func:`..guestos.auto_zero_fraction`, with the
+    profile's guest section when the plan is loaded), no guest report; the QEMU version the run was
+    measured on (``qemu``: this one instead)."""
     from ..testbed.guestplan import workload_sections
 
     workload = {"dirty_rate_Bps": float(row["dirty_rate_Bps"]), "wss_bytes": float(row["wss_bytes"]),
                 "pattern": row["pattern"], "disk_write_rate_Bps": float(row["disk_write_rate_Bps"]),
                 "disk_wss_bytes": float(row["disk_wss_bytes"]), "io_size_bytes": float(row["io_size_bytes"])}
+    sections = workload_sections(workload)
+    if sections["memory"]["model"] == "idle":  # the row's working set even when idle: the guest wrote it once
+        sections["memory"]["wss"] = float(row["wss_bytes"])
     plan: dict[str, Any] = {
         "name": str(row["run_id"]),
-        "vm": {"memory": float(row["memory_bytes"]),
-               # the row's working set even when its workload is idle: the guest wrote it once
-               "zero_fraction": blind_zero_fraction(float(row["memory_bytes"]), float(row["wss_bytes"]), guest),
+        "vm": {"memory": float(row["memory_bytes"]), "zero_fraction": "auto",
                "disks": [{"path": "/var/lib/libvirt/images/vm.qcow2", "size": float(row["disk_bytes"])}]},
-        "workload": workload_sections(workload),
+        "workload": sections,
         "link": {"bandwidth": float(row["bandwidth_Bps"])},
         "migration": {"max_downtime": float(row["max_downtime_s"]), "max_time": float(row["max_time_s"]),
                       "max_iterations": int(row["max_iterations"]), "storage": str(row["storage"])},
@@ -135,12 +105,11 @@ def blind_plan_dict(row: Mapping[str, Any], profile_path: str | None, qemu: str 
 def blind_rows(rows, profile_path: str | None, qemu: str | None = None):
     """Rows with the predicted_* columns (and the boundary) from the blind plan, as ``simkvm predict`` gives."""
     from ..load import load_plan
-    from ..profile import load_profile
     from .metrics import with_predictions
 
-    guest = load_profile(profile_path).get("guest") if profile_path else None
-    # load_plan: as simkvm predict reads a plan file (the profile's host and link sections)
-    return with_predictions(rows, [load_plan(blind_plan_dict(r, profile_path, qemu, guest))
+    # load_plan: as simkvm predict reads a plan file (the profile's host and link sections; its guest
+    # section for the zero share's auto)
+    return with_predictions(rows, [load_plan(blind_plan_dict(r, profile_path, qemu))
                                    for r in rows.to_dict("records")])
 
 
