@@ -58,6 +58,15 @@ def cmd_repeats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pool(args: argparse.Namespace) -> int:
+    from ..validation.pool import format_pool, pool
+
+    result = pool(args.directories, profiles=args.profiles, calibrate_dir=args.calibrate, blind=args.blind,
+                  jobs=args.jobs, progress=not args.quiet)
+    print(json.dumps(result, indent=1) if args.json else format_pool(result))
+    return 0
+
+
 def cmd_expand(args: argparse.Namespace) -> int:
     from ..validation.design import expanded_text
     from ..validation.spec import load_campaign
@@ -121,6 +130,26 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("directories", nargs="+", metavar="DIRECTORY", help="campaign output directories")
     rp.add_argument("--json", action="store_true", help="print the figures as one JSON object (fractions)")
     rp.set_defaults(func=cmd_repeats)
+
+    po = csub.add_parser("pool", help="held-out figures over several campaigns: each with its own profile, and "
+                                      "pooled over all their runs and per QEMU version",
+                         description="Score each campaign directory's held-out runs as `campaign report --profile` "
+                                     "does, with its own profile (committed, or recalibrated on its own calibration "
+                                     "runs with --calibrate), and the pooled figures over all their held-out runs "
+                                     "and over the runs of each QEMU version.")
+    po.add_argument("directories", nargs="+", metavar="DIRECTORY", help="campaign output directories")
+    po.add_argument("--profiles", default="profiles/testbed-{name}.yaml", metavar="PATTERN",
+                    help="each campaign's profile; {name} is the directory's name without 'campaign-' "
+                         "(default: profiles/testbed-{name}.yaml)")
+    po.add_argument("--calibrate", metavar="OUTDIR",
+                    help="recalibrate each campaign on its own calibration runs with this checkout's model first "
+                         "(profiles written to OUTDIR/NAME.profile.yaml) instead of --profiles")
+    po.add_argument("--blind", action="store_true",
+                    help="also the blind figures (the planner's plan: vm.zero_fraction auto, no guest report)")
+    po.add_argument("--jobs", type=int, default=1, help="campaigns scored in parallel processes (default 1)")
+    po.add_argument("--json", action="store_true", help="print the figures as one JSON object (fractions)")
+    po.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    po.set_defaults(func=cmd_pool)
 
     def no_action(args: argparse.Namespace) -> int:
         raise UserError("say what to do: simkvm campaign run CAMPAIGN.yaml -o DIR, or simkvm campaign report DIR")

@@ -203,13 +203,14 @@ def leave_one_family_out(directory: str | Path, profile_out: str | Path, *, fit_
 # ------------------------------------------------------------------ the report's extra sections
 def extend(rep: dict[str, Any], store: Any, metrics: Callable[[Any], dict[str, Any]], heavy_threshold: float,
            *, blind: bool = True) -> dict[str, Any]:
-    """Add ``families``, ``blind``, ``blind_families``, ``clamped``, ``heavy_load`` and
-    ``rate_shortfall`` to a report (``{"metrics", "rows", "profile", ...}``), in place."""
+    """Add ``families``, ``blind`` (and its rows, ``blind_rows``), ``blind_families``, ``clamped``, ``heavy_load``
+    and ``rate_shortfall`` to a report (``{"metrics", "rows", "profile", ...}``), in place."""
     rows = rep["rows"]
     rep["families"] = by_family(rows, metrics)
     if blind:
         brows = blind_rows(rows, rep.get("profile"), rep.get("qemu"))
         rep["blind"] = metrics(brows)
+        rep["blind_rows"] = brows
         rep["blind_families"] = by_family(brows, metrics)
     rep["clamped"] = clamped(store, rows["run_id"])
     oks = [canary_ok(store, str(r)) for r in rows["run_id"]]
