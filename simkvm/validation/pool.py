@@ -20,8 +20,8 @@ DEFAULT_PROFILES = "profiles/testbed-{name}.yaml"
 
 
 def campaign_name(directory: str | Path) -> str:
-    """``data/validation/campaign-v11/`` -> ``v11``."""
-    name = Path(directory).name
+    """``data/validation/campaign-v11/`` -> ``v11`` (``.`` is the directory's own name)."""
+    name = Path(directory).resolve().name
     return name.removeprefix("campaign-") or name
 
 

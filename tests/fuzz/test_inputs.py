@@ -16,6 +16,7 @@ from test_plans import FUZZ, write
 
 import simkvm
 
+ROOT = Path(__file__).resolve().parents[2]
 _dir = itertools.count()
 
 
@@ -246,13 +247,14 @@ def test_testbed_guest_arguments(name: str, opts: dict, data: st.DataObject, fuz
 @given(csv=st.one_of(st.just("run_id,role,scenario\ns1-r1,calibration,s1\n"), st.text(max_size=200),
                      st.binary(max_size=100)),
        row=st.one_of(st.just(None), st.text(max_size=100), st.just(json.dumps({"run_id": "s1-r1"}))),
-       calibrate=st.booleans())
-def test_campaign_directories(csv: str | bytes, row: str | None, calibrate: bool, fuzzdir: Path) -> None:
+       command=st.sampled_from(["calibrate", "report", "pool"]))
+def test_campaign_directories(csv: str | bytes, row: str | None, command: str, fuzzdir: Path) -> None:
     d = fresh(fuzzdir)
     (d / "runs.csv").write_bytes(csv if isinstance(csv, bytes) else csv.encode())
     if row is not None:
         (d / "runs").mkdir()
         (d / "runs" / "s1-r1.row.json").write_text(row)
-    argv = ["calibrate", ".", "-o", "prof.yaml", "--no-search"] if calibrate else ["campaign", "report", "."]
+    argv = {"calibrate": ["calibrate", ".", "-o", "prof.yaml", "--no-search"], "report": ["campaign", "report", "."],
+            "pool": ["campaign", "pool", ".", "-q", "--profiles", str(ROOT / "profiles" / "testbed-v11.yaml")]}[command]
     fuzzkit.check(argv, cwd=d, label="campaign directory")
 
