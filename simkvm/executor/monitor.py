@@ -259,6 +259,13 @@ def build_rounds(
             continue
         rows.append(_missed_row(monitor, i, events.get(i), rows, firsts, offset,
                                 stop_s if completed and stop_s is not None else end_s))
+    # A row's time is when we first saw its iteration (a poll's answer, an event's delivery): no later
+    # than that, but the next iteration's start bounds it too. Two syncs can come a millisecond or less
+    # apart (the validation campaigns' MIGRATION_PASS events, on QEMU 7.2 and 10), so a poll answered
+    # just after the second sync's event may be the first to show the iteration between them: that
+    # iteration then starts no later than the next one.
+    for row, nxt in zip(reversed(rows[:-1]), reversed(rows[1:])):
+        row["time_elapsed_s"] = min(row["time_elapsed_s"], nxt["time_elapsed_s"])
     # Close each period with the start of the next one.
     for row, nxt in zip(rows, rows[1:]):
         row["duration_s"] = nxt["time_elapsed_s"] - row["time_elapsed_s"]
