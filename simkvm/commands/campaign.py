@@ -138,9 +138,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                      "runs with --calibrate), and the pooled figures over all their held-out runs "
                                      "and over the runs of each QEMU version.")
     po.add_argument("directories", nargs="+", metavar="DIRECTORY", help="campaign output directories")
-    po.add_argument("--profiles", default="profiles/testbed-{name}.yaml", metavar="PATTERN",
+    from ..validation.pool import DEFAULT_PROFILES
+
+    po.add_argument("--profiles", default=DEFAULT_PROFILES, metavar="PATTERN",
                     help="each campaign's profile; {name} is the directory's name without 'campaign-' "
-                         "(default: profiles/testbed-{name}.yaml)")
+                         f"(default: {DEFAULT_PROFILES})")
     po.add_argument("--calibrate", metavar="OUTDIR",
                     help="recalibrate each campaign on its own calibration runs with this checkout's model first "
                          "(profiles written to OUTDIR/NAME.profile.yaml) instead of --profiles")

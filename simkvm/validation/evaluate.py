@@ -213,16 +213,23 @@ def extend(rep: dict[str, Any], store: Any, metrics: Callable[[Any], dict[str, A
         rep["blind_rows"] = brows
         rep["blind_families"] = by_family(brows, metrics)
     rep["clamped"] = clamped(store, rows["run_id"])
-    oks = [canary_ok(store, str(r)) for r in rows["run_id"]]
-    known = [x for x in oks if x is not None]
-    rep["metrics"]["checks_ok_share"] = sum(known) / len(known) if known else rep["metrics"].get("checks_ok_share")
-    rep["metrics"]["checks_failed"] = [str(r) for r, ok in zip(rows["run_id"], oks) if ok is False]
+    with_checks(rep["metrics"], [(str(r), canary_ok(store, str(r))) for r in rows["run_id"]])
     heavy = heavy_load(rows, heavy_threshold)
     rep["heavy_load"] = {"threshold_load_1m": heavy_threshold, "runs": [str(x) for x in rows["run_id"][heavy]],
                          "load_1m_median": _median(rows, "load_1m"),
                          "unflagged": metrics(rows[~heavy].reset_index(drop=True)) if (~heavy).any() else None}
     rep["rate_shortfall"] = rate_shortfall(rows)
     return rep
+
+
+def with_checks(m: dict[str, Any], oks: list[tuple[str, bool | None]]) -> dict[str, Any]:
+    """Figures ``m`` with the guest canaries counted (``oks``: run id and :func:`canary_ok`): the share
+    of runs whose checks passed, where the console says, and the runs whose checks failed."""
+    known = [ok for _rid, ok in oks if ok is not None]
+    if known:
+        m["checks_ok_share"] = sum(known) / len(known)
+    m["checks_failed"] = [rid for rid, ok in oks if ok is False]
+    return m
 
 
 def _median(rows, col: str) -> float | None:

@@ -11,6 +11,7 @@ two scenarios), and over the rows of each QEMU version the runs were measured on
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -96,7 +97,7 @@ def pool(directories: Sequence[str | Path], *, profiles: str = DEFAULT_PROFILES,
     from tqdm import tqdm
 
     tasks = [(item, calibrate_dir is not None, blind) for item in items]
-    bar = tqdm(total=len(tasks), unit="campaign", desc="pool", disable=not progress, file=_stderr())
+    bar = tqdm(total=len(tasks), unit="campaign", desc="pool", disable=not progress, file=sys.stderr)
     try:
         if jobs == 1 or len(tasks) == 1:
             scored = []
@@ -122,52 +123,47 @@ def pool(directories: Sequence[str | Path], *, profiles: str = DEFAULT_PROFILES,
 
 def pooled(scored: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The pooled figures of scored campaigns (:func:`score_campaign`): all rows, then per QEMU version."""
+    from .evaluate import canary_ok
+    from .store import RunStore
+
     out: dict[str, Any] = {"campaigns": {}, "pooled": {}}
+    parts = []  # each campaign once: its measured versions and guest checks serve its rows and blind rows
     for s in scored:
         out["campaigns"][s["name"]] = {k: s[k] for k in ("directory", "profile", "metrics", "blind") if k in s}
-    out["pooled"] = _pools([(s, s["rows"]) for s in scored])
+        store = RunStore(s["directory"])
+        versions = measured_versions(s["directory"], s["rows"])
+        checks = [(f"{s['name']}/{rid}", canary_ok(store, str(rid))) for rid in s["rows"]["run_id"]]
+        parts.append((s, versions, checks))
+    out["pooled"] = _pools([(s, s["rows"], versions, checks) for s, versions, checks in parts])
     if all("blind_rows" in s for s in scored) and scored:
-        out["pooled_blind"] = _pools([(s, s["blind_rows"]) for s in scored])
+        out["pooled_blind"] = _pools([(s, s["blind_rows"], versions, checks) for s, versions, checks in parts])
     return out
 
 
-def _pools(parts: Sequence[tuple[Mapping[str, Any], Any]]) -> dict[str, Any]:
+def _pools(parts: Sequence[tuple[Mapping[str, Any], Any, list[str], list[tuple[str, bool | None]]]]) -> dict[str, Any]:
+    """Figures over every part's rows (a campaign's rows, the QEMU version each run was measured on, its
+    guest checks), then over each version's."""
     import pandas as pd
 
+    from .evaluate import with_checks
     from .metrics import metrics
 
     frames = []
-    for s, rows in parts:
+    for s, rows, versions, _checks in parts:
         rows = rows.copy()
-        rows["qemu_measured"] = measured_versions(s["directory"], rows)
+        rows["qemu_measured"] = versions
         rows["run_id"] = f"{s['name']}/" + rows["run_id"].astype(str)
         rows["scenario"] = f"{s['name']}/" + rows["scenario"].astype(str)
         frames.append(rows)
     every = pd.concat(frames, ignore_index=True)
-    out = {"all": _with_canaries(metrics(every), parts)}
+    checks = [c for *_rest, part_checks in parts for c in part_checks]
+    versions = [v for _s, _rows, part_versions, _c in parts for v in part_versions]
+    out = {"all": with_checks(metrics(every), checks)}
     for version in sorted(set(every["qemu_measured"]), key=_version_key):
         mask = (every["qemu_measured"] == version).to_numpy()
-        out[f"qemu {version}"] = _with_canaries(metrics(every[mask].reset_index(drop=True)), parts, version)
+        out[f"qemu {version}"] = with_checks(metrics(every[mask].reset_index(drop=True)),
+                                             [c for c, v in zip(checks, versions) if v == version])
     return out
-
-
-def _with_canaries(m: dict[str, Any], parts: Sequence[tuple[Mapping[str, Any], Any]],
-                   version: str | None = None) -> dict[str, Any]:
-    """The guest canaries as the report counts them (:func:`.evaluate.canary_ok`, from each run's console)."""
-    from .evaluate import canary_ok
-    from .store import RunStore
-
-    oks: list[tuple[str, bool | None]] = []
-    for s, rows in parts:
-        store = RunStore(s["directory"])
-        versions = measured_versions(s["directory"], rows)
-        oks += [(f"{s['name']}/{rid}", canary_ok(store, str(rid)))
-                for rid, v in zip(rows["run_id"], versions) if version is None or v == version]
-    known = [ok for _rid, ok in oks if ok is not None]
-    if known:
-        m["checks_ok_share"] = sum(known) / len(known)
-    m["checks_failed"] = [rid for rid, ok in oks if ok is False]
-    return m
 
 
 def measured_versions(directory: str | Path, rows) -> list[str]:
@@ -194,12 +190,6 @@ def _version_key(v: str) -> tuple[int, ...]:
         return tuple(int(x) for x in v.split("."))
     except ValueError:
         return (10**6,)
-
-
-def _stderr() -> Any:
-    import sys
-
-    return sys.stderr
 
 
 # ------------------------------------------------------------------ text
