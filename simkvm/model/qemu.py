@@ -21,6 +21,9 @@ later versions change it only where listed here, each read in QEMU's source
   s->threshold_size) && can_switchover`` (7.2: iterate while ``pending_size &&
   pending_size >= threshold_size``); ``can_switchover`` is false only while
   ``switchover-ack`` waits for a device that asked for it.
+* 8.0: the NBD server uncorks its socket after each reply (``nbd_trip``, bd2cd4a441 "nbd/server:
+  push pending frames after sending reply"); before, a disk mirror copying scattered granules
+  waited for the client's delayed ACK once per window of ops (simkvm/sim/mirror.py).
 * 8.1: the ``dirty-limit`` capability (``vcpu-dirty-limit``); ``switchover-ack``
   (the source waits for the destination's ack; only devices that ask for it,
   VFIO, make it wait, so it changes nothing here).
@@ -82,6 +85,10 @@ class Qemu:
     """The behaviour of one QEMU version's migration loop, as the simulator needs it."""
 
     version: str
+
+    @property
+    def nbd_replies_uncorked(self) -> bool:
+        return _key(self.version) >= (8, 0)
 
     @property
     def has_dirty_limit(self) -> bool:
