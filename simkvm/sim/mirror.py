@@ -70,7 +70,7 @@ def mirror(run: Run):
     guest.collect_disk_bytes()
     done = yield from _copy(run, max(progress), n, n)
     if done and _fragmented_by_the_writer(run):  # the written region, in granule ops, window after window
-        done = yield from _reply_stalls(run, guest.disk_granules * guest.granule_bytes)
+        done = yield from _bulk_reply_waits(run)
     if not done:
         return False
     run.disk_processed = run.disk_total
@@ -113,19 +113,17 @@ def _fragmented_by_the_writer(run: Run) -> bool:
     return bool(disks) and region > 0 and disks[0].allocation_bytes <= 1.25 * region
 
 
-def _reply_stalls(run: Run, dirty_bytes: float):
-    """Before QEMU 8.0: one delayed ACK per window of MAX_IN_FLIGHT granule ops over ``dirty_bytes``
-    of scattered writes, as many windows as the dirty chunks lying next to each other fill (the
-    share of the written region that is dirty: all of it in the bulk pass). Writes of a granule or
-    more, and sequential writers, leave whole extents: nothing to wait for. False if the deadline
-    or an abort came first."""
+def _bulk_reply_waits(run: Run):
+    """Before QEMU 8.0: one delayed ACK per window of MAX_IN_FLIGHT granule ops over the written
+    region, which the bulk pass copies granule by granule. Writes of a granule or more, and
+    sequential writers, leave whole extents: nothing to wait for. False if the deadline or an abort
+    came first."""
     guest = run.guest
     region = guest.disk_granules * guest.granule_bytes
     if (run.qemu.nbd_replies_uncorked or region <= 0 or guest.disk_sequential
             or run.plan.workload.disk.io_size_bytes >= guest.granule_bytes):
         return True
-    dense = min(dirty_bytes / region, 1.0)
-    left = dirty_bytes / guest.granule_bytes * dense / MAX_IN_FLIGHT * DELAYED_ACK_S
+    left = region / guest.granule_bytes / MAX_IN_FLIGHT * DELAYED_ACK_S
     while left > 1e-12:
         if run.abort_requested or run.env.now >= run.deadline_s:
             return False
