@@ -177,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
                           f"/var/log/libvirt/qemu/{domain}.log"], capture_output=True, text=True, check=True).stdout
     lines = [line for line in log.splitlines() if ":mirror_" in line]
     (out / "mirror-trace.log").write_text("\n".join(lines) + "\n")
-    summary = summarize(parse(lines))
+    try:
+        summary = summarize(parse(lines))
+    except ValueError as exc:
+        print(f"mirror_trace: {exc}", file=sys.stderr)
+        return 1
     measured = json.loads(next((out / "run" / "runs").glob("*.measured.json")).read_text())
     report = {"stack": state.stack, "scenario": scenario, **asdict(summary),
               "disk_mirror_time_s": measured["disk_mirror_time_s"],
