@@ -69,7 +69,7 @@ def mirror(run: Run):
     run.disk_total = sum(progress)
     guest.collect_disk_bytes()
     done = yield from _copy(run, max(progress), n, n)
-    if done and _fragmented_by_the_writer(run):  # the written region, in granule ops, window after window
+    if done and not run.qemu.nbd_replies_uncorked and _fragmented_by_the_writer(run):  # window after window
         done = yield from _bulk_reply_waits(run)
     if not done:
         return False
@@ -103,27 +103,24 @@ def mirror(run: Run):
 
 
 def _fragmented_by_the_writer(run: Run) -> bool:
-    """Whether the written disk's data lies in fragments: its small random writes allocated it. That
-    is what a disk holding little besides the writer's region shows (allocated <= 1.25 x the region;
-    the testbed's disks, 0.15-1.16 in campaigns v5-v12). A disk with more data had it laid out by
-    something else (an install, a preallocation), and rewrites do not move allocated clusters: the
-    model then charges no wait rather than guess the layout."""
+    """Whether the written disk's data lies in fragments that the bulk pass copies granule by granule:
+    small random writes (a sequential writer, or writes of a granule or more, leave whole extents)
+    that allocated the disk's data. That is what a disk holding little besides the writer's region
+    shows (allocated <= 1.25 x the region; the testbed's disks, 0.15-1.16 in campaigns v5-v12). A disk
+    with more data had it laid out by something else (an install, a preallocation), and rewrites do
+    not move allocated clusters: the model then charges no wait rather than guess the layout."""
     guest, disks = run.guest, run.plan.migrated_disks
     region = guest.disk_granules * guest.granule_bytes
-    return bool(disks) and region > 0 and disks[0].allocation_bytes <= 1.25 * region
+    return (bool(disks) and region > 0 and not guest.disk_sequential
+            and run.plan.workload.disk.io_size_bytes < guest.granule_bytes
+            and disks[0].allocation_bytes <= 1.25 * region)
 
 
 def _bulk_reply_waits(run: Run):
-    """Before QEMU 8.0: one delayed ACK per window of MAX_IN_FLIGHT granule ops over the written
-    region, which the bulk pass copies granule by granule. Writes of a granule or more, and
-    sequential writers, leave whole extents: nothing to wait for. False if the deadline or an abort
-    came first."""
+    """Before QEMU 8.0: one delayed ACK per window of MAX_IN_FLIGHT granule ops over the written region.
+    False if the deadline or an abort came first."""
     guest = run.guest
-    region = guest.disk_granules * guest.granule_bytes
-    if (run.qemu.nbd_replies_uncorked or region <= 0 or guest.disk_sequential
-            or run.plan.workload.disk.io_size_bytes >= guest.granule_bytes):
-        return True
-    left = region / guest.granule_bytes / MAX_IN_FLIGHT * DELAYED_ACK_S
+    left = guest.disk_granules / MAX_IN_FLIGHT * DELAYED_ACK_S
     while left > 1e-12:
         if run.abort_requested or run.env.now >= run.deadline_s:
             return False
