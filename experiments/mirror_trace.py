@@ -20,6 +20,24 @@ from host a's mount namespace and prints what the ops did:
     python experiments/mirror_trace.py -o data/experiments/mirror-trace/debian12/
     simkvm testbed down && simkvm testbed up --stack backports
     python experiments/mirror_trace.py -o data/experiments/mirror-trace/backports/
+    python experiments/mirror_trace.py -o /tmp/sw --bandwidth 160MiB/s --disk 96MiB --memory 640MiB --switchover
+
+With ``--switchover`` it also traces the VM's stop, the migration's states and the block job's
+transitions, and says where the downtime goes on the source (traces in
+data/experiments/mirror-trace/debian12-switchover-*, QEMU 7.2, random 4 KiB writes over 16 MiB):
+
+* a job that is READY keeps copying while RAM migrates, but at what pace depends on the
+  destination: its QEMU loads the RAM stream in a coroutine of the main loop, the same loop that
+  serves the NBD export, so a fast RAM stream delays the NBD replies (sw2, 251 MiB/s: ops took
+  150-250 ms; the job's dirty set grew from 2 to 13 MiB, all a 1 MiB/s writer touched in 1.9 s);
+  at 56-61 MiB/s (sw3, sw4) the job kept up (19 and 5 granules left at the stop);
+* at the stop, vm_stop() drains the job: it finishes the mirror_iteration() it is in, window after
+  window of 16 ops, each waiting 40 ms on 7.2 (sw1, 160 MiB/s, 4 MiB/s of writes: 219 granules
+  dirty, 5 windows in the drain, 373 ms from the stop to the job's end, downtime 446 ms); after
+  libvirt's block-job-cancel the rest flows without such waits (sw1's last 120 granules in 13 ms,
+  sw2's 190 in 34 ms) until the last op's reply.
+
+The model charges none of this yet (the stop costs a calibrated constant for a busy disk).
 
 Each run takes about 20 s. The output directory gets the campaign's run files, ``mirror-trace.log``
 (the trace lines) and ``summary.json`` (the figures printed).
@@ -39,6 +57,11 @@ from pathlib import Path
 import numpy as np
 
 _LINE = re.compile(r"^\d+@(?P<t>[\d.]+):(?P<event>mirror_\w+) (?P<args>.*)$")
+_ANY = re.compile(r"^\d+@(?P<t>[\d.]+):(?P<event>\w+) ?(?P<args>.*)$")
+#: trace events around the switchover (--switchover): the VM's stop, the migration's states, the block
+#: jobs' transitions (READY -> the cancel's final copy -> concluded), the final RAM pass
+SWITCHOVER_EVENTS = ("vm_state_notify", "migrate_set_state", "migration_completion_vm_stop",
+                     "savevm_state_complete_precopy", "job_state_transition", "job_apply_verb", "job_completed")
 STALL_S = 0.015  # a gap between completions longer than this is a stall (ops take 1-3 ms when flowing)
 
 
@@ -68,6 +91,48 @@ def parse(lines: list[str]) -> list[tuple[float, str, str]]:
         if m:
             out.append((float(m["t"]), m["event"], m["args"]))
     return out
+
+
+def parse_any(lines: list[str]) -> list[tuple[float, str, str]]:
+    """(time, event, arguments) of every trace line of any event, in order."""
+    out = []
+    for line in lines:
+        m = _ANY.match(line.strip())
+        if m:
+            out.append((float(m["t"]), m["event"], m["args"]))
+    return out
+
+
+@dataclass
+class SwitchoverSummary:
+    """Where the downtime goes on the source (seconds from the VM's stop)."""
+
+    stop_to_last_copy_s: float  # the last mirror op done after the stop: the cancel's final copies
+    ops_after_stop: int  # mirror ops issued after the stop
+    stalls_after_stop: int  # gaps between their completions longer than STALL_S
+    stop_to_job_done_s: float | None  # the job's last transition (concluded)
+    stop_to_ram_complete_s: float | None  # savevm_state_complete_precopy: the final RAM pass starts
+    stop_to_completed_s: float | None  # migrate_set_state ... completed
+
+
+def summarize_switchover(events: list[tuple[float, str, str]]) -> SwitchoverSummary:
+    """The span from the source VM's stop (vm_state_notify running 0) to the job's end and the migration's."""
+    stop = next((t for t, e, a in events if e == "vm_state_notify" and a.startswith("running 0")), None)
+    if stop is None:
+        raise ValueError("no vm_state_notify 'running 0' line: the VM's stop was not traced")
+    after = [(t - stop, e, a) for t, e, a in events if t >= stop]
+    issued = [t for t, e, _ in after if e == "mirror_one_iteration"]
+    done = [t for t, e, _ in after if e == "mirror_iteration_done"]
+    gaps = [b - a for a, b in zip([0.0, *done], done) if b - a > STALL_S]
+
+    def first(event: str, contains: str = "") -> float | None:
+        return next((t for t, e, a in after if e == event and contains in a), None)
+
+    concluded = [t for t, e, a in after if e == "job_state_transition" and "concluded" in a]
+    return SwitchoverSummary(stop_to_last_copy_s=done[-1] if done else 0.0, ops_after_stop=len(issued),
+                             stalls_after_stop=len(gaps), stop_to_job_done_s=concluded[-1] if concluded else None,
+                             stop_to_ram_complete_s=first("savevm_state_complete_precopy"),
+                             stop_to_completed_s=first("migrate_set_state", "completed"))
 
 
 def summarize(events: list[tuple[float, str, str]]) -> TraceSummary:
@@ -115,7 +180,8 @@ def _campaign(path: Path, scenario: str, stack: str) -> None:
         f"scenarios:\n- {scenario}\n")
 
 
-def _trace_when_defined(uri: str, domain: str, stop: threading.Event, result: dict[str, float]) -> None:
+def _trace_when_defined(uri: str, domain: str, stop: threading.Event, result: dict[str, float],
+                        patterns: tuple[str, ...] = ("mirror_*",)) -> None:
     """Switch the mirror's trace events on in the source QEMU as soon as the domain runs."""
     import libvirt
     import libvirt_qemu
@@ -127,8 +193,9 @@ def _trace_when_defined(uri: str, domain: str, stop: threading.Event, result: di
             conn = libvirt.open(uri)
             try:
                 dom = conn.lookupByName(domain)
-                libvirt_qemu.qemuMonitorCommand(dom, "trace-event mirror_* on",
-                                                libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+                for pattern in patterns:
+                    libvirt_qemu.qemuMonitorCommand(dom, f"trace-event {pattern} on",
+                                                    libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
                 result["traced_after_s"] = time.monotonic() - start
                 return
             finally:
@@ -146,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--disk-write-rate", default="4MiB/s")
     ap.add_argument("--io-size", default="4KiB")
     ap.add_argument("--pattern", default="random", choices=["random", "seq"])
+    ap.add_argument("--memory", default="256MiB")
+    ap.add_argument("--max-downtime", default="300ms")
+    ap.add_argument("--switchover", action="store_true",
+                    help="also trace the VM's stop, the migration's states and the block job's transitions, "
+                         "and say where the downtime goes on the source")
     args = ap.parse_args(argv)
 
     from simkvm.testbed.hosts import Testbed
@@ -161,11 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     scenario = (f"{{id: {args.id}, role: validation, dirty_rate: 0, disk: {args.disk}, "
                 f"disk_write_rate: {args.disk_write_rate}, disk_wss: 16MiB, io_size: {args.io_size}, "
-                f"pattern: {args.pattern}, bandwidth: {args.bandwidth}}}")
+                f"pattern: {args.pattern}, bandwidth: {args.bandwidth}, memory: {args.memory}, "
+                f"max_downtime: {args.max_downtime}}}")
+    patterns = ("mirror_*", *SWITCHOVER_EVENTS) if args.switchover else ("mirror_*",)
     _campaign(out / "campaign.yaml", scenario, state.stack)
     domain = f"cmp-{args.id}"
     stop, traced = threading.Event(), {}  # type: ignore[var-annotated]
-    watcher = threading.Thread(target=_trace_when_defined, args=(state.uri, domain, stop, traced), daemon=True)
+    watcher = threading.Thread(target=_trace_when_defined, args=(state.uri, domain, stop, traced, patterns),
+                               daemon=True)
     watcher.start()
     rc = subprocess.run([sys.executable, "-m", "simkvm", "campaign", "run", str(out / "campaign.yaml"), "-o",
                          str(out / "run"), "--keep-testbed", "--no-probe", "-q"]).returncode
@@ -175,8 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log = subprocess.run(["nsenter", "-t", str(state.libvirtd_pid), "-m", "cat",
                           f"/var/log/libvirt/qemu/{domain}.log"], capture_output=True, text=True, check=True).stdout
-    lines = [line for line in log.splitlines() if ":mirror_" in line]
-    (out / "mirror-trace.log").write_text("\n".join(lines) + "\n")
+    names = tuple(f":{p.rstrip('*')}" for p in patterns)
+    traced_lines = [line for line in log.splitlines() if any(n in line for n in names)]
+    (out / "mirror-trace.log").write_text("\n".join(traced_lines) + "\n")
+    lines = [line for line in traced_lines if ":mirror_" in line]
     try:
         summary = summarize(parse(lines))
     except ValueError as exc:
@@ -186,12 +263,24 @@ def main(argv: list[str] | None = None) -> int:
     report = {"stack": state.stack, "scenario": scenario, **asdict(summary),
               "disk_mirror_time_s": measured["disk_mirror_time_s"],
               "disk_transferred_bytes": measured["disk_transferred_bytes"]}
+    switch = None
+    if args.switchover:
+        try:
+            switch = summarize_switchover(parse_any(traced_lines))
+        except ValueError as exc:
+            print(f"mirror_trace: {exc}", file=sys.stderr)
+            return 1
+        report.update(switchover=asdict(switch), downtime_s=measured["downtime_s"])
     (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"stack {state.stack}: mirror {report['disk_mirror_time_s']:.2f} s, {summary.ops} ops "
           f"(sizes {summary.op_sizes}), op latency p50 {summary.latency_p50_s * 1e3:.1f} ms, "
           f"p90 {summary.latency_p90_s * 1e3:.1f} ms; {summary.stalls} stalls > {STALL_S * 1e3:.0f} ms "
           f"(median {summary.stall_median_s * 1e3:.1f} ms) = {summary.stall_total_s:.2f} s of the "
           f"{summary.ready_s or summary.span_s:.2f} s until ready")
+    if switch is not None:
+        ms = {k: None if v is None else round(v * 1e3, 1) for k, v in asdict(switch).items() if k.endswith("_s")}
+        print(f"switchover: downtime {measured['downtime_s'] * 1e3:.0f} ms (libvirt); from the stop (ms): {ms}; "
+              f"{switch.ops_after_stop} mirror ops after it, {switch.stalls_after_stop} stalls")
     return 0
 
 

@@ -52,3 +52,30 @@ def test_no_trace_lines_is_a_clear_error():
     mt = _module()
     with pytest.raises(ValueError, match="switched on"):
         mt.summarize(mt.parse(["no trace here"]))
+
+
+def test_switchover_spans_from_the_stop_on_a_hand_written_trace():
+    """--switchover: times from the VM's stop to the last mirror copy, the job's end and the
+    migration's; the stalls between completions after the stop; no stop line is a clear error."""
+    mt = _module()
+    t0 = 2000.0
+    lines = [
+        _line(t0, "mirror_one_iteration", "offset 0 bytes 65536"),  # before the stop: not counted
+        f"4242@{t0 + 0.010:.6f}:vm_state_notify running 0 reason 7 (finish-migrate)",
+        _line(t0 + 0.012, "mirror_one_iteration", "offset 65536 bytes 65536"),
+        _line(t0 + 0.013, "mirror_iteration_done", "offset 0 bytes 65536 ret 0"),
+        _line(t0 + 0.055, "mirror_iteration_done", "offset 65536 bytes 65536 ret 0"),  # a 42 ms stall
+        f"4242@{t0 + 0.060:.6f}:job_state_transition job 0x1 (ret: 0) attempting allowed transition "
+        "(pending-->concluded)",
+        f"4242@{t0 + 0.061:.6f}:migrate_set_state new state device",
+        f"4242@{t0 + 0.062:.6f}:savevm_state_complete_precopy ",
+        f"4242@{t0 + 0.100:.6f}:migrate_set_state new state completed",
+    ]
+    s = mt.summarize_switchover(mt.parse_any(lines))
+    assert s.ops_after_stop == 1 and s.stalls_after_stop == 1
+    assert s.stop_to_last_copy_s == pytest.approx(0.045)
+    assert s.stop_to_job_done_s == pytest.approx(0.050)
+    assert s.stop_to_ram_complete_s == pytest.approx(0.052)
+    assert s.stop_to_completed_s == pytest.approx(0.090)
+    with pytest.raises(ValueError, match="stop"):
+        mt.summarize_switchover(mt.parse_any(lines[:1]))
