@@ -56,7 +56,6 @@ from pathlib import Path
 
 import numpy as np
 
-_LINE = re.compile(r"^\d+@(?P<t>[\d.]+):(?P<event>mirror_\w+) (?P<args>.*)$")
 _ANY = re.compile(r"^\d+@(?P<t>[\d.]+):(?P<event>\w+) ?(?P<args>.*)$")
 #: trace events around the switchover (--switchover): the VM's stop, the migration's states, the block
 #: jobs' transitions (READY -> the cancel's final copy -> concluded), the final RAM pass
@@ -85,12 +84,7 @@ class TraceSummary:
 
 def parse(lines: list[str]) -> list[tuple[float, str, str]]:
     """(time, event, arguments) of every mirror_* trace line, in order."""
-    out = []
-    for line in lines:
-        m = _LINE.match(line.strip())
-        if m:
-            out.append((float(m["t"]), m["event"], m["args"]))
-    return out
+    return [e for e in parse_any(lines) if e[1].startswith("mirror_")]
 
 
 def parse_any(lines: list[str]) -> list[tuple[float, str, str]]:
