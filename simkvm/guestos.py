@@ -19,6 +19,14 @@ reports 24.6 MiB used, a 1 GiB guest 100.5 MiB; QEMU saw 11 MiB and 80 MiB of
 the reported non-zero memory as zero pages. This reserve accounts for 16 MiB
 and 70 MiB of that.
 
+The raise happens only where THP is on, and the kernel leaves THP off on small guests:
+hugepage_init() (mm/huge_memory.c) clears ``transparent_hugepage_flags`` and never starts
+khugepaged when ``totalram_pages()`` is below 512 MiB (:func:`thp_enabled`). The testbed guest
+switches between 576 MiB of RAM (THP never, min_free_kbytes 2891) and 584 MiB (always, 26320):
+below it the reserve is a few MiB, not 5 % of RAM. Taking THP as always on had counted 12-35 MiB
+of a small guest's non-zero memory as zero (normal pages 10-13 % short on the guests of 256-576 MiB
+in campaigns v11-v13).
+
 It also holds the rule behind a plan's ``vm.zero_fraction: auto`` (:func:`auto_zero_fraction`): the
 zero share a planner writes when it does not know its guest's memory, resolved where a plan is
 loaded (:func:`simkvm.load.plan_from_dict`) and used by the campaign report's blind plans.
@@ -38,21 +46,39 @@ LOWMEM_TOP_BYTES = 3.5 * 2**30  # QEMU's pc machine puts RAM above this above 4 
 LOWMEM_RESERVE_RATIO = 256  # sysctl_lowmem_reserve_ratio for ZONE_DMA and ZONE_DMA32
 WATERMARK_SCALE = 10 / 10000  # watermark_scale_factor = 10
 MiB = 2**20
+THP_MIN_TOTALRAM_BYTES = 512 * MiB  # hugepage_init(): THP off below this much RAM
+#: What the guest kernel frees after hugepage_init() runs (its init sections, the initramfs), measured
+#: on the testbed (experiments/guest_thp.py, data/experiments/guest-thp/): THP off up to 576 MiB of RAM
+#: (MemTotal 518.7 MiB), on from 584 MiB (526.7 MiB), so 7-15 MiB; 12 MiB puts the model's switch
+#: (on its own MemTotal estimate, 3 MiB above the kernel's) between the same two sizes.
+INIT_FREED_BYTES = 12 * MiB
 #: ``vm.zero_fraction: auto``: half of RAM at most (issue 11's planner who does not know its guest).
 AUTO_ZERO_FRACTION_MAX = 0.5
 
 
-def kernel_free_reserve_bytes(memory_bytes: float, thp: bool = True) -> float:
-    """Bytes of free (zero) pages a Linux guest of ``memory_bytes`` keeps out of MemAvailable.
-
-    The zones hold the pages the kernel manages (MemTotal): RAM less its page array
-    and its own image (in ZONE_DMA32).
-    """
+def _zone_pages(memory_bytes: float) -> list[float]:
+    """Pages in ZONE_DMA, ZONE_DMA32 and ZONE_NORMAL: what the kernel manages (MemTotal), RAM less
+    its page array and its own image (in ZONE_DMA32)."""
     lowmem = min(memory_bytes, LOWMEM_TOP_BYTES)
     zones = [min(DMA_BYTES, lowmem), max(lowmem - DMA_BYTES - KERNEL_BYTES, 0.0),
              max(memory_bytes - LOWMEM_TOP_BYTES, 0.0)]
-    zones = [z * (1 - MEMMAP_SHARE) for z in zones]
-    pages = [max(z, 0.0) / PAGE for z in zones]
+    return [max(z * (1 - MEMMAP_SHARE), 0.0) / PAGE for z in zones]
+
+
+def thp_enabled(memory_bytes: float) -> bool:
+    """Whether the guest kernel turns transparent huge pages on (and so khugepaged's raise of
+    min_free_kbytes): hugepage_init() (mm/huge_memory.c) clears transparent_hugepage_flags and
+    never starts khugepaged when totalram_pages() is below 512 MiB. It runs as a subsys_initcall,
+    before the kernel frees its init sections and the initramfs, so it sees MemTotal less those."""
+    return sum(_zone_pages(memory_bytes)) * PAGE - INIT_FREED_BYTES >= THP_MIN_TOTALRAM_BYTES
+
+
+def kernel_free_reserve_bytes(memory_bytes: float, thp: bool | None = None) -> float:
+    """Bytes of free (zero) pages a Linux guest of ``memory_bytes`` keeps out of MemAvailable
+    (``thp``: whether transparent huge pages are on; by default as the kernel decides, :func:`thp_enabled`)."""
+    if thp is None:
+        thp = thp_enabled(memory_bytes)
+    pages = _zone_pages(memory_bytes)
     total = sum(pages)
     if total <= 0:
         return 0.0

@@ -409,12 +409,36 @@ def test_kernel_reserve_is_the_high_watermarks_and_lowmem_reserve():
     dma32 = (1024 * mib - 16 * mib - KERNEL_BYTES) * (1 - MEMMAP_SHARE)
     expected = 1.5 * 44 * mib + dma32 / 256
     assert kernel_free_reserve_bytes(2**30) == pytest.approx(expected, abs=4096)
-    # 256 MiB: the 5 % cap decides the minimum
+    # 256 MiB with huge pages on: the 5 % cap decides the minimum
     total = (256 * mib - KERNEL_BYTES) * (1 - MEMMAP_SHARE)
     dma32 = total - 16 * mib * (1 - MEMMAP_SHARE)
-    assert kernel_free_reserve_bytes(2**28) == pytest.approx(1.5 * total / 20 + dma32 / 256, abs=4096)
+    assert kernel_free_reserve_bytes(2**28, thp=True) == pytest.approx(1.5 * total / 20 + dma32 / 256, abs=4096)
     # without huge pages the minimum is sqrt(16 x lowmem KiB): a few MiB
     assert kernel_free_reserve_bytes(2**30, thp=False) < 12 * mib
+    # ... which is what a 256 MiB guest has: hugepage_init() leaves THP off below 512 MiB of RAM
+    min_kb = math.sqrt(16 * total / 1024)
+    zone_min = [min_kb * 1024 * z / total for z in (total - dma32, dma32)]
+    high = sum(m + 2 * max(m / 4, z / 1000) for m, z in zip(zone_min, (total - dma32, dma32)))
+    assert kernel_free_reserve_bytes(2**28) == pytest.approx(high + dma32 / 256, rel=1e-6)
+
+
+def test_huge_pages_are_off_below_512_mib_of_ram_as_hugepage_init_decides():
+    """hugepage_init() compares the RAM the kernel manages when its initcalls run (MemTotal less
+    what the kernel frees after them) with 512 MiB: one switch, off below, on above, and the
+    reserve jumps there by khugepaged's raise of min_free_kbytes."""
+    from simkvm.guestos import INIT_FREED_BYTES, KERNEL_BYTES, MEMMAP_SHARE, kernel_free_reserve_bytes, thp_enabled
+
+    mib = 2**20
+    sizes = [m * mib for m in range(256, 2049, 8)]
+    switch = [thp_enabled(m) for m in sizes]
+    assert not switch[0] and switch[-1]
+    first_on = switch.index(True)
+    assert all(switch[first_on:]) and not any(switch[:first_on])
+    managed = (sizes[first_on] - KERNEL_BYTES) * (1 - MEMMAP_SHARE)
+    assert managed - INIT_FREED_BYTES >= 512 * mib > managed - 8 * mib * (1 - MEMMAP_SHARE) - INIT_FREED_BYTES
+    below, above = sizes[first_on - 1], sizes[first_on]
+    assert kernel_free_reserve_bytes(above) - kernel_free_reserve_bytes(below) > 20 * mib
+    assert kernel_free_reserve_bytes(below) == kernel_free_reserve_bytes(below, thp=False)
 
 
 def test_kernel_reserve_grows_with_ram_and_moves_the_zero_share():

@@ -8,6 +8,7 @@ stay intact on the destination, and down leaves nothing behind.
 """
 from __future__ import annotations
 
+import math
 import os
 import socket
 import statistics
@@ -268,6 +269,29 @@ def test_destination_listens_on_the_testbed_address_only(testbed, guest_factory)
     assert all(addr.rsplit(":", 1)[0] == address for addr in seen), seen
     assert all(ports.migration_port_min <= int(addr.rsplit(":", 1)[1]) <= ports.migration_port_max
                for addr in seen), seen
+
+
+def test_guest_kernel_turns_huge_pages_on_where_the_model_says(testbed, guest_factory):
+    """The guest kernel is the oracle for simkvm.guestos.thp_enabled(): at the largest RAM the model
+    says THP is off (hugepage_init(): under 512 MiB managed when the initcalls run) the guest reports
+    THP "never" and min_free_kbytes = sqrt(16 x lowmem KiB) (init_per_zone_wmark_min()); at the
+    smallest it says on, "always" and khugepaged's raise (several times that)."""
+    from simkvm.guestos import thp_enabled
+    from simkvm.testbed.guest import console_lines
+
+    sizes = [m * MiB for m in range(480, 705, 8)]
+    first_on = next(m for m in sizes if thp_enabled(m))
+    for memory, on in ((first_on - 8 * MiB, False), (first_on, True)):
+        name = guest_factory(f"tb-thp-{memory // MiB}", memory, 32 * MiB, wss_bytes=8 * MiB)
+        ready = console_lines(name, kind="READY", testbed=testbed)[-1].values
+        sqrt_rule_kb = math.sqrt(16 * ready["mem_total"] / 1024)
+        print(f"\n{memory // MiB} MiB: MemTotal {ready['mem_total'] / MiB:.1f} MiB, THP {ready['thp']}, "
+              f"min_free_kbytes {ready['min_free_kb']:.0f} (sqrt rule {sqrt_rule_kb:.0f}), model {'on' if on else 'off'}")
+        if on:
+            assert ready["thp"] == "always" and ready["min_free_kb"] > 4 * sqrt_rule_kb
+        else:
+            assert ready["thp"] == "never"
+            assert ready["min_free_kb"] == pytest.approx(sqrt_rule_kb, rel=0.05)
 
 
 def test_bad_guest_input_is_a_user_error(testbed):

@@ -326,6 +326,34 @@ static void read_boot_id(char *out, size_t len)
     }
 }
 
+/* The kernel's transparent-huge-page mode ("always", "madvise", "never": the bracketed word of
+ * /sys/kernel/mm/transparent_hugepage/enabled) and vm.min_free_kbytes: hugepage_init()
+ * (mm/huge_memory.c) leaves THP off on guests with less than 512 MiB of RAM, and only with THP
+ * on does khugepaged raise min_free_kbytes, the free (zero) reserve the host's model estimates. */
+static void read_thp(char *mode, size_t len, uint64_t *min_free_kb)
+{
+    snprintf(mode, len, "unknown");
+    *min_free_kb = 0;
+    char line[128];
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f) {
+        if (fgets(line, sizeof line, f)) {
+            char *a = strchr(line, '['), *b = a ? strchr(a, ']') : NULL;
+            if (a && b && (size_t)(b - a - 1) < len) {
+                memcpy(mode, a + 1, (size_t)(b - a - 1));
+                mode[b - a - 1] = 0;
+            }
+        }
+        fclose(f);
+    }
+    f = fopen("/proc/sys/vm/min_free_kbytes", "r");
+    if (f) {
+        if (fgets(line, sizeof line, f))
+            *min_free_kb = strtoull(line, NULL, 10);
+        fclose(f);
+    }
+}
+
 /* Allocate the arena and fill the non-zero part.  Returns bytes filled. */
 static uint64_t kernel_used_bytes; /* MemTotal - MemAvailable before the fill: reported at READY */
 
@@ -839,10 +867,15 @@ int main(void)
     if (have_disk && W.disk_rate > 0 && pthread_create(&th, NULL, disk_writer, NULL) != 0)
         say("SIMKVM ERROR cannot start the disk writer");
 
-    say("SIMKVM READY boot=%s t=%.3f kernel_uptime_s=%.2f mem_total=%llu used=%llu arena=%llu filled=%llu fill_s=%.3f "
+    char thp[16];
+    uint64_t min_free_kb;
+    read_thp(thp, sizeof thp, &min_free_kb);
+    say("SIMKVM READY boot=%s t=%.3f kernel_uptime_s=%.2f mem_total=%llu used=%llu thp=%s min_free_kb=%llu "
+        "arena=%llu filled=%llu fill_s=%.3f "
         "wss=%llu pattern=%s dirty_rate=%.0f zero_fraction=%.4f "
         "disk=%s disk_size=%llu disk_wss=%llu io_size=%llu disk_rate=%.0f wss_hist=%s arena_hist=%s ip=%s",
         boot_id, now_s(), uptime_s + now_s(), (unsigned long long)mem_total, (unsigned long long)kernel_used_bytes,
+        thp, (unsigned long long)min_free_kb,
         (unsigned long long)arena_bytes,
         (unsigned long long)filled, fill_s, (unsigned long long)W.wss, W.sequential ? "seq" : "random",
         W.dirty_rate, W.zero_fraction, have_disk ? "/dev/vda" : "none",
