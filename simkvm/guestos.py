@@ -16,8 +16,8 @@ min + 2 x max(min / 4, 0.1 % of the zone)), and with transparent huge pages on
 (mm/khugepaged.c ``set_recommended_min_free_kbytes``). Measured on the testbed
 (Debian 6.1 kernel, memory dumped with QMP ``pmemsave``): a 256 MiB guest
 reports 24.6 MiB used, a 1 GiB guest 100.5 MiB; QEMU saw 11 MiB and 80 MiB of
-the reported non-zero memory as zero pages. This reserve accounts for 16 MiB
-and 70 MiB of that.
+the reported non-zero memory as zero pages. This reserve accounts for 70 MiB of
+the 1 GiB guest's; the 256 MiB guest has THP off (below) and a reserve of 3 MiB.
 
 The raise happens only where THP is on, and the kernel leaves THP off on small guests:
 hugepage_init() (mm/huge_memory.c) clears ``transparent_hugepage_flags`` and never starts
