@@ -46,7 +46,7 @@ LOWMEM_TOP_BYTES = 3.5 * 2**30  # QEMU's pc machine puts RAM above this above 4 
 LOWMEM_RESERVE_RATIO = 256  # sysctl_lowmem_reserve_ratio for ZONE_DMA and ZONE_DMA32
 WATERMARK_SCALE = 10 / 10000  # watermark_scale_factor = 10
 MiB = 2**20
-THP_MIN_TOTALRAM_BYTES = 512 * MiB  # hugepage_init(): THP off below this much RAM
+THP_MIN_TOTALRAM_BYTES = 512 * MiB  # hugepage_init(): THP off below this much managed RAM (totalram_pages)
 #: What the guest kernel frees after hugepage_init() runs (its init sections, the initramfs), measured
 #: on the testbed (experiments/guest_thp.py, data/experiments/guest-thp/): THP off up to 576 MiB of RAM
 #: (MemTotal 518.7 MiB), on from 584 MiB (526.7 MiB), so 7-15 MiB; 12 MiB puts the model's switch
