@@ -247,9 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     names = tuple(f":{p.rstrip('*')}" for p in patterns)
     traced_lines = [line for line in log.splitlines() if any(n in line for n in names)]
     (out / "mirror-trace.log").write_text("\n".join(traced_lines) + "\n")
-    lines = [line for line in traced_lines if ":mirror_" in line]
     try:
-        summary = summarize(parse(lines))
+        summary = summarize(parse(traced_lines))
     except ValueError as exc:
         print(f"mirror_trace: {exc}", file=sys.stderr)
         return 1
