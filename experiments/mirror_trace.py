@@ -37,6 +37,12 @@ data/experiments/mirror-trace/debian12-switchover-*, QEMU 7.2, random 4 KiB writ
   libvirt's block-job-cancel the rest flows without such waits (sw1's last 120 granules in 13 ms,
   sw2's 190 in 34 ms) until the last op's reply.
 
+A sweep over link speeds and writer shapes (sw5-sw12, 640 MiB guest, no memory dirtying) puts the
+backlog at the stop on the link's speed and the writes' size: 4 KiB writes at 4 MiB/s left nothing
+to copy at 96 MiB/s (downtime 41 ms) and 186 granules with 6 reply stalls at 250 MiB/s (349 ms);
+at 1 MiB/s, 42 granules and 2 stalls at 160 MiB/s (125 ms); 64 KiB writes at 1 MiB/s left one op
+at 32-250 MiB/s (30-57 ms), at 4 MiB/s over 200 MiB/s four ops and a stall (96 ms).
+
 The model charges none of this yet (the stop costs a calibrated constant for a busy disk).
 
 Each run takes about 20 s. The output directory gets the campaign's run files, ``mirror-trace.log``
