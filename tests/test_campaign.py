@@ -117,6 +117,8 @@ Q10H = CAMPAIGNS / "campaign-q10h.yaml"  # the round after q10g's runs were spen
 V13 = CAMPAIGNS / "campaign-v13.yaml"  # the round after v12's runs were spent
 V14 = CAMPAIGNS / "campaign-v14.yaml"  # the round after v13's runs were spent
 V15 = CAMPAIGNS / "campaign-v15.yaml"  # the round after v14's runs were spent
+V16 = CAMPAIGNS / "campaign-v16.yaml"  # the round after v15's runs were spent
+Q10I = CAMPAIGNS / "campaign-q10i.yaml"  # the round after q10h's runs were spent
 #: (campaign file, the drawn scenarios' id prefix, its stack)
 PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "q", "backports", id="q10"),
                  pytest.param(V6, "v6", "debian12", id="v6"), pytest.param(Q10B, "q2", "backports", id="q10b"),
@@ -129,7 +131,9 @@ PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "
                  pytest.param(V13, "v13", "debian12", id="v13"),
                  pytest.param(V14, "v14", "debian12", id="v14"),
                  pytest.param(Q10H, "q8", "backports", id="q10h"),
-                 pytest.param(V15, "v15", "debian12", id="v15")]
+                 pytest.param(V15, "v15", "debian12", id="v15"),
+                 pytest.param(V16, "v16", "debian12", id="v16"),
+                 pytest.param(Q10I, "q9", "backports", id="q10i")]
 
 
 def test_lhs_column_has_one_draw_per_slice_and_depends_on_the_seed():
@@ -200,7 +204,9 @@ FOLLOW_UPS = [pytest.param(V6, V5, [V5], 72, 96, id="v6"), pytest.param(V7, V6, 
               pytest.param(V13, V12, [V5, V6, V7, V8, V9, V10, V11, V12], 72, 98, id="v13"),
               pytest.param(V14, V13, [V5, V6, V7, V8, V9, V10, V11, V12, V13], 72, 98, id="v14"),
               pytest.param(Q10H, Q10G, [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G], 42, 57, id="q10h"),
-              pytest.param(V15, V14, [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14], 72, 98, id="v15")]
+              pytest.param(V15, V14, [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14], 72, 98, id="v15"),
+              pytest.param(V16, V15, [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15], 72, 98, id="v16"),
+              pytest.param(Q10I, Q10H, [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G, Q10H], 42, 57, id="q10i")]
 #: idle guests whose generous limit stops them with mostly never-sent pages (each run once), which the
 #: calibration designs before v11 and q10f had once
 NEVER_SENT_CALIBRATION = {"cal-768-zero20-idle-48-dt2s", "cal-1536-idle-96-dt1500"}
