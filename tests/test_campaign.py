@@ -518,6 +518,25 @@ def test_calibration_records_the_qemu_the_runs_were_measured_on(tmp_path):
         calibrated_qemu(runs + calibration_runs(other.dir, "run_id=a-r1"))
 
 
+def test_the_calibration_takes_qemus_mirror_granularity_not_the_disk_bytes_best_fit():
+    """bdrv_get_default_bitmap_granularity() clamps the mirror's granularity to at most 64 KiB and
+    gives 64 KiB for an NBD target: a writer whose measured disk bytes a 1 MiB granularity would
+    reproduce exactly (simulated with it here) still calibrates to 64 KiB (fitted on q10h's two
+    writers it chose 1 MiB, and three 4 KiB writers were predicted never ready)."""
+    plans = [_plan(256 * MiB, 8 * MiB, 32 * MiB, 32 * MiB, 0.1)]
+    writer = Plan.from_dict({**plans[0].to_dict(), "workload": {
+        "memory": {"model": "uniform", "dirty_rate": 4 * MiB, "wss": 32 * MiB},
+        "disk": {"write_rate": 2 * MiB, "wss": 16 * MiB, "io_size": 4096}}})
+    runs = [CalibrationRun(f"r{i}", p, simulate(with_constants(p, TRUTH))) for i, p in enumerate(plans)]
+    coarse = simulate(with_constants(writer, {**TRUTH, "mirror_granularity_bytes": 1048576.0}))
+    fine = simulate(with_constants(writer, TRUTH))
+    assert coarse.disk_transferred_bytes != pytest.approx(fine.disk_transferred_bytes, rel=0.01)
+    runs.append(CalibrationRun("w", writer, coarse))
+    out = fit(runs, max_evals=200)
+    assert out["constants"]["mirror_granularity_bytes"] == 65536
+    assert "not fitted" in out["fit"]["method"]["mirror_granularity_bytes"]
+
+
 @pytest.mark.parametrize("granularity", [4096, 16384, 65536, 262144, 1048576])
 def test_every_mirror_granularity_the_fit_can_choose_loads_back(tmp_path, granularity):
     """The profile keeps the fitted granularity exact: QEMU takes powers of two only (1 MiB written
