@@ -72,6 +72,28 @@ def load_profile(profile: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     return prof
 
 
+class GuestImageWarning(UserWarning):
+    """A profile's guest constants were measured on another testbed guest image than the one running."""
+
+
+def check_guest_image(profile: str | Path | Mapping[str, Any], image: str | None) -> str | None:
+    """Warn (and return why) when ``profile`` was calibrated on another testbed guest image than ``image``.
+
+    The guest section (its OS's non-zero bytes, its own dirtying) describes the guest image the calibration
+    booted; after the image changes (a new kernel, a changed workload) a profile still loads but predicts
+    another guest. Profiles from before the image was recorded (no ``fit.guest_image``) are not checked."""
+    prof = profile if isinstance(profile, Mapping) and "fit" in profile else load_profile(profile)
+    calibrated = (prof.get("fit") or {}).get("guest_image")
+    if not calibrated or not image or calibrated == image:
+        return None
+    what = f"profile {profile}" if isinstance(profile, (str, Path)) else "the profile"
+    why = (f"{what} was calibrated on testbed guest image {calibrated}, the testbed now boots {image}: its guest "
+           f"constants describe another guest; recalibrate (simkvm campaign run + simkvm calibrate) or use a "
+           f"profile calibrated on this image")
+    warnings.warn(why, GuestImageWarning, stacklevel=2)
+    return why
+
+
 def apply_profile(plan: Plan, profile: Mapping[str, Any]) -> Plan:
     """``plan`` with every constant of the profile forced (capacity never below the plan's bandwidth)."""
     prof = load_profile(profile) if not {"host", "link", "guest", "network"} & set(profile) else profile

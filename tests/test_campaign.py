@@ -524,6 +524,35 @@ def test_calibration_records_the_qemu_the_runs_were_measured_on(tmp_path):
         calibrated_qemu(runs + calibration_runs(other.dir, "run_id=a-r1"))
 
 
+def test_a_profile_carries_the_guest_image_its_campaign_booted_and_warns_on_another(tmp_path):
+    """The guest section describes one guest image: a campaign whose sessions booted one image passes it
+    to the profile (fit.guest_image); a testbed booting another image makes the profile warn; campaigns
+    without the record, or with sessions on different images, record none (and nothing is checked)."""
+    import warnings
+
+    from simkvm.profile import GuestImageWarning, check_guest_image
+    from simkvm.validation.calibrate import campaign_guest_image
+
+    d = tmp_path / "c"
+    d.mkdir()
+    assert campaign_guest_image(d) is None  # no meta.json
+    (d / "meta.json").write_text(json.dumps({"sessions": [{"guest_image": "aaaa"}, {"guest_image": "aaaa"}]}))
+    assert campaign_guest_image(d) == "aaaa"
+    (d / "meta.json").write_text(json.dumps({"sessions": [{"guest_image": "aaaa"}, {"guest_image": "bbbb"}]}))
+    assert campaign_guest_image(d) is None
+    (d / "meta.json").write_text(json.dumps({"sessions": [{"guest_image": "aaaa"}, {"date": "before the record"}]}))
+    assert campaign_guest_image(d) is None
+    path = tmp_path / "p.yaml"
+    write_profile(path, {"host": {"page_cost": 1e-6}, "fit": {"runs": [], "guest_image": "aaaa"}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_guest_image(str(path), "aaaa") is None
+        assert check_guest_image(str(path), None) is None  # the running image unknown: nothing to compare
+        assert check_guest_image({"host": {}, "fit": {"runs": []}}, "bbbb") is None  # a profile without the record
+    with pytest.warns(GuestImageWarning, match="calibrated on testbed guest image aaaa, the testbed now boots bbbb"):
+        assert "recalibrate" in check_guest_image(str(path), "bbbb")
+
+
 def test_the_calibration_takes_qemus_mirror_granularity_not_the_disk_bytes_best_fit():
     """bdrv_get_default_bitmap_granularity() clamps the mirror's granularity to at most 64 KiB and
     gives 64 KiB for an NBD target: a writer whose measured disk bytes a 1 MiB granularity would

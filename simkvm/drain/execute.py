@@ -81,10 +81,13 @@ def predict_and_run(fleet: Fleet, src_uri: str, dst_uri: str) -> tuple[DrainResu
     then the fleet's profile forced, its guest section included (the testbed guest's kernel reserve and
     its own dirtying), and the cores its vCPUs keep busy measured. The testbed's hosts are one machine:
     they share its cores (the fleet's, else this machine's)."""
-    from ..profile import apply_profile
+    from ..profile import apply_profile, check_guest_image
+    from ..testbed.guest import guest_image_id
     from ..testbed.guestplan import plan_for_domain
 
     testbed_fleet(fleet)
+    if fleet.profile is not None:
+        check_guest_image(fleet.profile, guest_image_id())
     loads = guest_cpu_loads([vm.name for vm in fleet.vms], src_uri)
 
     def as_measured(vm: VMSpec) -> VMSpec:

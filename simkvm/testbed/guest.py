@@ -161,6 +161,22 @@ def find_guest_kernel() -> tuple[str, Path]:
     return kver, Path("/boot") / f"vmlinuz-{kver}"
 
 
+def guest_image_id(kver: str | None = None, vmlinuz: Path | None = None) -> str:
+    """The testbed guest image's identity: a hash of its workload, build script and kernel.
+
+    A profile calibrated on one image carries it (``fit.guest_image``), so a run on another image (a new
+    kernel, a changed workload) can say the profile's guest constants were measured on a different guest.
+    """
+    if kver is None or vmlinuz is None:
+        kver, vmlinuz = find_guest_kernel()
+    digest = hashlib.sha256()
+    for path in (GUEST_SRC_DIR / "workload.c", GUEST_SRC_DIR / "build.sh", vmlinuz):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    digest.update(kver.encode())
+    return digest.hexdigest()[:16]
+
+
 def build_initramfs(testbed: Testbed | None = None) -> GuestImage:
     """Build (or reuse) the guest image, cached by a hash of everything in it.
 
@@ -171,12 +187,7 @@ def build_initramfs(testbed: Testbed | None = None) -> GuestImage:
     kver, vmlinuz = find_guest_kernel()
     if shutil.which("gcc") is None or shutil.which("cpio") is None:
         raise EnvironmentProblem(f"gcc and cpio are needed to build the guest; {SETUP_HINT}")
-    digest = hashlib.sha256()
-    for path in (GUEST_SRC_DIR / "workload.c", GUEST_SRC_DIR / "build.sh", vmlinuz):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    digest.update(kver.encode())
-    out = tb.cache_dir / f"guest-{digest.hexdigest()[:16]}"
+    out = tb.cache_dir / f"guest-{guest_image_id(kver, vmlinuz)}"
     image = GuestImage(out / "vmlinuz", out / "initramfs.cpio.gz", kver)
     if image.kernel_path.exists() and image.initrd_path.exists():
         return image

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -482,5 +483,21 @@ def calibrate(directory: str | Path, output: str | Path, *, selector: str = "rol
     runs = calibration_runs(directory, selector)
     fitted = fit(runs, search=search)
     prof = profile_dict(fitted, source=f"{directory} ({selector})")
+    image = campaign_guest_image(directory)
+    if image:
+        prof["fit"]["guest_image"] = image
     write_profile(output, prof)
     return prof
+
+
+def campaign_guest_image(directory: str | Path) -> str | None:
+    """The testbed guest image a campaign directory measured (its sessions' ``guest_image``), if one.
+
+    None when the campaign predates the record or its sessions booted different images (then no
+    single guest is what the profile's guest constants describe)."""
+    try:
+        meta = json.loads((Path(directory) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    images = {s.get("guest_image") for s in meta.get("sessions", []) if isinstance(s, dict)}
+    return images.pop() if len(images) == 1 and None not in images else None

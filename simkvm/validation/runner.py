@@ -44,6 +44,16 @@ from .store import HEAVY_LOAD_1M, RunStore, result_columns
 
 
 # ------------------------------------------------------------------ the machine
+def _guest_image() -> str | None:
+    """The testbed guest image's id (see :func:`simkvm.testbed.guest.guest_image_id`), None if unknown."""
+    from ..testbed.guest import guest_image_id
+
+    try:
+        return guest_image_id()
+    except Exception:  # noqa: BLE001 - a record, never a reason to stop a campaign
+        return None
+
+
 def machine_meta(stack: Any = None) -> dict[str, Any]:
     """What ran the campaign: kernel, CPU, cores, memory, QEMU/libvirt versions, date, simkvm commit.
 
@@ -260,7 +270,8 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
         store.reconcile_tables()
     meta_path = store.dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    meta.setdefault("sessions", []).append({**machine_meta(stack), "campaign": campaign.name,
+    meta.setdefault("sessions", []).append({**machine_meta(stack), "guest_image": _guest_image(),
+                                            "campaign": campaign.name,
                                             "campaign_file": campaign.source, "profile": profile_path,
                                             "probe_network": probe_network, "runs_pending": len(pending)})
     meta.update({k: v for k, v in meta["sessions"][-1].items() if k != "runs_pending"})
