@@ -43,7 +43,9 @@ to copy at 96 MiB/s (downtime 41 ms) and 186 granules with 6 reply stalls at 250
 at 1 MiB/s, 42 granules and 2 stalls at 160 MiB/s (125 ms); 64 KiB writes at 1 MiB/s left one op
 at 32-250 MiB/s (30-57 ms), at 4 MiB/s over 200 MiB/s four ops and a stall (96 ms).
 
-The model charges none of this yet (the stop costs a calibrated constant for a busy disk).
+The model charges the stop's windows on QEMU < 8.0 (simkvm.sim.mirror.stop_reply_stalls_s: 40 ms
+per window of 16 ops of the backlog, at most six), on the backlog of the job's last 100 ms of writes;
+the backlog's growth with the link's speed is not modelled yet.
 
 Each run takes about 20 s. The output directory gets the campaign's run files, ``mirror-trace.log``
 (the trace lines) and ``summary.json`` (the figures printed).

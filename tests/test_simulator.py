@@ -234,6 +234,32 @@ def test_before_qemu_8_the_bulk_pass_over_scattered_writes_waits_a_delayed_ack_p
     assert mirror_s("uniform", "4KiB", "7.2", rate="0B/s") == pytest.approx(mirror_s("uniform", "4KiB", "10.0", rate="0B/s"))
 
 
+@pytest.mark.parametrize("rate", ["1MiB/s", "4MiB/s"])
+def test_before_qemu_8_the_stop_waits_a_delayed_ack_per_window_of_the_backlog(rate):
+    """Once the VM is paused QEMU 7.2's drain copies the mirror's backlog window after window of 16 ops,
+    each ending on a reply held until the client's delayed ACK: the downtime grows by 40 ms a window
+    (at most MAX_STOP_WINDOWS, then libvirt's cancel lets the rest flow). The backlog is what the guest
+    wrote in the job's last lag, in scattered granules for a random writer, one op each. On 8.0+ (the
+    replies pushed) and for a sequential writer (one stretch, ops of up to 1 MiB) nothing waits."""
+    import simpy
+
+    from simkvm.sim.mirror import DELAYED_ACK_S, MAX_IN_FLIGHT, MAX_STOP_WINDOWS
+    from simkvm.sim.state import MIRROR_LAG_S
+
+    def downtime(pattern: str, version: str) -> float:
+        p = _small_block_writer(pattern, rate=rate, bandwidth="120MiB/s").with_(**{"host.qemu": version})
+        r = simulate(p)
+        assert r.converged
+        return r.downtime_s
+
+    backlog = Guest(simpy.Environment(), _small_block_writer("uniform", rate=rate)).disk_unique_bytes(MIRROR_LAG_S)
+    ops = math.ceil(backlog / 65536)
+    windows = min(math.ceil(ops / MAX_IN_FLIGHT), MAX_STOP_WINDOWS)
+    assert windows >= 2  # 25 and 85 scattered granules: two and six windows
+    assert downtime("uniform", "7.2") - downtime("uniform", "8.0") == pytest.approx(windows * DELAYED_ACK_S, abs=1e-6)
+    assert downtime("sequential", "7.2") == pytest.approx(downtime("sequential", "8.0"), abs=1e-6)
+
+
 @pytest.mark.parametrize("pattern", ["sequential", "uniform"])
 def test_the_first_catch_up_is_what_the_writer_left_behind_the_bulk_cursor(pattern):
     """A sequential writer's set at the disk's start is behind the bulk cursor at once: the first

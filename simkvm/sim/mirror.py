@@ -39,7 +39,9 @@ ops and yields, the client keeps sending and its requests carry the ACKs. The mo
 bulk pass's windows over the written region when the writer's small random writes laid the disk's
 data out (_fragmented_by_the_writer); the catch-up passes' windows are not modelled (on v5-v12's
 random 4 KiB writers the mirror time's median error went from -17.5 % to -0.8 %, the 4 MiB/s ones
-on fast links are still 20-45 % short).
+on fast links are still 20-45 % short). The stop pays the same waits on the job's backlog
+(stop_reply_stalls_s): once the VM is paused nothing else flows to the NBD server, so each window
+of the drain ends on a held reply.
 """
 from __future__ import annotations
 
@@ -163,6 +165,29 @@ def mirror_backlog_bytes(run: Run) -> float:
     if not run.plan.migrated_disks or run.plan.migration.mirror_mode == "write_blocking":
         return 0.0
     return run.guest.disk_unique_bytes(MIRROR_LAG_S)
+
+
+#: The longest run of reply stalls a paused VM's drain has shown before libvirt cancels the job and the rest
+#: flows (traces debian12-switchover-sw1, sw6: 5 and 6 windows, 219 and 186 granules dirty at the stop).
+MAX_STOP_WINDOWS = 6
+MAX_IO_BYTES = 2**20  # block/mirror.c: the largest op, over consecutive dirty granules
+
+
+def stop_reply_stalls_s(run: Run, backlog_bytes: float) -> float:
+    """Before QEMU 8.0, the delayed ACKs the stop's drain waits for. Once the VM is paused nothing else
+    flows to the destination's NBD server, so each window of MAX_IN_FLIGHT ops ends with the client
+    waiting for replies that QEMU 7.2's server leaves corked behind Nagle (nbd_trip(); fixed by QEMU
+    commit bd2cd4a441): one DELAYED_ACK_S per window. A random writer's backlog is scattered granules,
+    an op each; a sequential writer's lies in one stretch that mirror_iteration() copies in ops of up to
+    MAX_IO_BYTES. A lone op has no reply queued behind it. The drain runs window after window until
+    libvirt's block-job-cancel, after which the rest flows (MAX_STOP_WINDOWS)."""
+    if run.qemu.nbd_replies_uncorked or backlog_bytes <= 0:
+        return 0.0
+    guest = run.guest
+    ops = math.ceil(backlog_bytes / (MAX_IO_BYTES if guest.disk_sequential else guest.granule_bytes))
+    if ops < 2:
+        return 0.0
+    return min(math.ceil(ops / MAX_IN_FLIGHT), MAX_STOP_WINDOWS) * DELAYED_ACK_S
 
 
 def mirror_limit_reason(run: Run) -> str:

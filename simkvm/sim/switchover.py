@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from .mirror import mirror_backlog_bytes
+from .mirror import mirror_backlog_bytes, stop_reply_stalls_s
 from .state import Run
 
 
@@ -29,7 +29,8 @@ def stop_and_complete_mirrors(run: Run):
     run.guest.pause()
     backlog = mirror_backlog_bytes(run)
     complete = mirror_completion_s(plan)
-    yield env.timeout(host.switchover_overhead_s + backlog / run.capacity_Bps() + complete)
+    stalls = stop_reply_stalls_s(run, backlog) if plan.migrated_disks else 0.0
+    yield env.timeout(host.switchover_overhead_s + backlog / run.capacity_Bps() + stalls + complete)
     run.disk_background += backlog
     run.disk_wire += backlog
 

@@ -16,13 +16,15 @@ def _median_dirty_rate(res: Result) -> float | None:
     return float(np.median(rates)) if rates else None
 
 
-def run_terms(pred: Result, meas: Result) -> dict[str, float]:
-    """Squared normalised errors of one run (the fit's objective adds them up)."""
+def run_terms(pred: Result, meas: Result, *, downtime: bool = True) -> dict[str, float]:
+    """Squared normalised errors of one run (the fit's objective adds them up); ``downtime=False``
+    leaves the run's downtime out (a disk writer's: see calibrate.objective)."""
     terms: dict[str, float] = {}
     if meas.converged:
         if pred.converged:
             terms["total_time"] = ((pred.total_time_s - meas.total_time_s) / meas.total_time_s) ** 2
-            terms["downtime"] = ((pred.downtime_s - meas.downtime_s) / max(meas.downtime_s, 0.03)) ** 2
+            if downtime:
+                terms["downtime"] = ((pred.downtime_s - meas.downtime_s) / max(meas.downtime_s, 0.03)) ** 2
             terms["iterations"] = 0.3 * ((pred.iterations - meas.iterations) / max(meas.iterations, 3)) ** 2
         else:
             terms["verdict"] = 1.0
