@@ -508,6 +508,19 @@ def test_runs_record_their_stack_and_an_older_runs_csv_gains_the_columns(tmp_pat
     assert [r["run_id"] for r in rows] == ["a-r1", "b-r1"] and rows[0]["qemu_version"] == "10.0.2"
 
 
+def test_the_calibration_simulates_each_run_with_the_qemu_it_was_measured_on(tmp_path):
+    """The fitted constants never carry a version: a QEMU 10 run re-simulated during the search follows
+    QEMU 10's loop (no reply stalls at the stop), even though the constants start from Host's defaults
+    (whose version is 7.2). Until session 17 every QEMU 10 calibration followed 7.2's loop."""
+    from simkvm.validation.calibrate import calibration_runs, direct_estimates
+
+    store = _versioned_store(tmp_path / "q10", "10.0.2", "10.0")
+    runs = calibration_runs(store.dir, "run_id=a-r1")
+    c, _ = direct_estimates(runs)
+    assert "qemu" not in c
+    assert with_constants(runs[0].plan, {**c, "qemu": "7.2"}).host.qemu == "10.0"
+
+
 def test_calibration_records_the_qemu_the_runs_were_measured_on(tmp_path):
     from simkvm.validation.calibrate import calibrated_qemu, calibration_runs
 

@@ -84,7 +84,9 @@ def searched_space(how: Mapping[str, str]) -> tuple[tuple[str, float, float, flo
 def with_constants(plan: Plan, c: Mapping[str, float]) -> Plan:
     """``plan`` with the fitted constants ``c`` (SI, by field name): host fields, the wire's capacity
     (never below the bandwidth) and the guest image's own corrections."""
-    changes: dict[str, Any] = {f"host.{key_of(k)}": v for k, v in c.items() if k in HOST_FIELDS}
+    # host.qemu is not a constant: each run keeps the version it was measured on (a QEMU 10 run fitted
+    # under 7.2's loop would bend the constants to 7.2's behaviour: its reply stalls, its checks)
+    changes: dict[str, Any] = {f"host.{key_of(k)}": v for k, v in c.items() if k in HOST_FIELDS and k != "qemu"}
     if "capacity_Bps" in c:
         changes["link.capacity"] = max(float(c["capacity_Bps"]), plan.link.bandwidth_Bps)
     vm = plan.vm
@@ -339,7 +341,7 @@ GUEST_HOW = {"os_nonzero_bytes": "idle calibration runs: zero pages QEMU counted
 def direct_estimates(runs: Sequence[CalibrationRun]) -> tuple[dict[str, float], dict[str, str]]:
     """The constants read off the measurements (defaults for the rest), and how each was found."""
     base = Host()
-    c: dict[str, float] = {f.name: getattr(base, f.name) for f in dataclasses.fields(Host)}
+    c: dict[str, float] = {f.name: getattr(base, f.name) for f in dataclasses.fields(Host) if f.name != "qemu"}
     c["capacity_Bps"] = max(r.plan.link.bandwidth_Bps for r in runs) * 4
     how: dict[str, str] = {}
     pb = fit_page_bytes(runs)
