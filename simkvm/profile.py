@@ -11,7 +11,8 @@ Sections (SI numbers or human units):
   OS's own dirtying) and ``background_hot`` (pages it rewrites all the time);
 * ``network: {reconvergence}`` what the network adds to the downtime before the
   VM's traffic reaches it again (measured with the testbed's network probe);
-* ``fit:`` the calibration's record (runs used, residuals); never applied.
+* ``fit:`` the calibration's record (runs used, residuals, the testbed guest image it measured:
+  ``guest_image``, see :func:`check_guest_image`); never applied.
 
 A plan's ``profile: FILE`` key loads ``host`` and ``link`` (the plan's own values win);
 :func:`apply_profile` forces all three sections onto a plan, guest included, which is
