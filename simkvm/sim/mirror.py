@@ -47,6 +47,8 @@ from __future__ import annotations
 
 import math
 
+from ..model.plan import Plan
+from ..model.qemu import qemu
 from .state import MIRROR_LAG_S, Run
 
 MAX_IN_FLIGHT = 16  # block/mirror.c: ops a job keeps in flight
@@ -173,6 +175,14 @@ MAX_STOP_WINDOWS = 6
 MAX_IO_BYTES = 2**20  # block/mirror.c: the largest op, over consecutive dirty granules
 
 
+def stop_may_stall(plan: Plan) -> bool:
+    """Whether the plan's stop can wait on the drain's reply stalls (stop_reply_stalls_s): a migrated disk
+    that the guest writes, on a QEMU whose NBD server still corks its replies (before 8.0). The
+    calibration asks the same question of its runs (simkvm.validation.calibrate.objective)."""
+    return (bool(plan.migrated_disks) and plan.workload.disk.write_rate_Bps > 0
+            and not qemu(plan.host.qemu).nbd_replies_uncorked)
+
+
 def stop_reply_stalls_s(run: Run, backlog_bytes: float) -> float:
     """Before QEMU 8.0, the delayed ACKs the stop's drain waits for. Once the VM is paused nothing else
     flows to the destination's NBD server, so each window of MAX_IN_FLIGHT ops ends with the client
@@ -181,7 +191,7 @@ def stop_reply_stalls_s(run: Run, backlog_bytes: float) -> float:
     an op each; a sequential writer's lies in one stretch that mirror_iteration() copies in ops of up to
     MAX_IO_BYTES. A lone op has no reply queued behind it. The drain runs window after window until
     libvirt's block-job-cancel, after which the rest flows (MAX_STOP_WINDOWS)."""
-    if run.qemu.nbd_replies_uncorked or backlog_bytes <= 0:
+    if not stop_may_stall(run.plan) or backlog_bytes <= 0:
         return 0.0
     guest = run.guest
     ops = math.ceil(backlog_bytes / (MAX_IO_BYTES if guest.disk_sequential else guest.granule_bytes))

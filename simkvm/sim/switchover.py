@@ -29,8 +29,8 @@ def stop_and_complete_mirrors(run: Run):
     run.guest.pause()
     backlog = mirror_backlog_bytes(run)
     complete = mirror_completion_s(plan)
-    stalls = stop_reply_stalls_s(run, backlog) if plan.migrated_disks else 0.0
-    yield env.timeout(host.switchover_overhead_s + backlog / run.capacity_Bps() + stalls + complete)
+    yield env.timeout(host.switchover_overhead_s + backlog / run.capacity_Bps() + stop_reply_stalls_s(run, backlog)
+                      + complete)
     run.disk_background += backlog
     run.disk_wire += backlog
 

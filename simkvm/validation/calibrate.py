@@ -53,10 +53,10 @@ from ..io import atomic_write
 from ..model.codec import key_of
 from ..model.errors import UserError
 from ..model.plan import Host, Plan
-from ..model.qemu import qemu
 from ..model.result import Result
 from ..model.units import PAGE_BYTES
 from ..sim import simulate
+from ..sim.mirror import stop_may_stall
 from .search import coordinate_search, run_terms
 from .store import RunStore, plan_of_run
 
@@ -71,7 +71,10 @@ SEARCHED: tuple[tuple[str, float, float, float], ...] = (
     ("page_cost_s", 0.0, 2e-5, 1e-8),
     ("first_touch_s", 0.0, 1e-4, 1e-7),
 )
-HOST_FIELDS = {f.name for f in dataclasses.fields(Host)}
+#: The host fields a calibration fits or carries: all but ``qemu``, which is not a constant (each run keeps
+#: the version it was measured on; a QEMU 10 run fitted under 7.2's loop would bend the constants to 7.2's
+#: behaviour: its reply stalls, its checks).
+HOST_CONSTANTS = tuple(f.name for f in dataclasses.fields(Host) if f.name != "qemu")
 
 
 def searched_space(how: Mapping[str, str]) -> tuple[tuple[str, float, float, float], ...]:
@@ -84,9 +87,7 @@ def searched_space(how: Mapping[str, str]) -> tuple[tuple[str, float, float, flo
 def with_constants(plan: Plan, c: Mapping[str, float]) -> Plan:
     """``plan`` with the fitted constants ``c`` (SI, by field name): host fields, the wire's capacity
     (never below the bandwidth) and the guest image's own corrections."""
-    # host.qemu is not a constant: each run keeps the version it was measured on (a QEMU 10 run fitted
-    # under 7.2's loop would bend the constants to 7.2's behaviour: its reply stalls, its checks)
-    changes: dict[str, Any] = {f"host.{key_of(k)}": v for k, v in c.items() if k in HOST_FIELDS and k != "qemu"}
+    changes: dict[str, Any] = {f"host.{key_of(k)}": v for k, v in c.items() if k in HOST_CONSTANTS}
     if "capacity_Bps" in c:
         changes["link.capacity"] = max(float(c["capacity_Bps"]), plan.link.bandwidth_Bps)
     vm = plan.vm
@@ -281,9 +282,7 @@ def objective(runs: Sequence[CalibrationRun], c: Mapping[str, float]) -> tuple[f
     totals: dict[str, float] = {}
     for r in runs:
         pred = simulate(with_constants(r.plan, c), timeline=False)
-        stalls = (bool(r.plan.migrated_disks) and r.plan.workload.disk.write_rate_Bps > 0
-                  and not qemu(r.plan.host.qemu).nbd_replies_uncorked)
-        for k, v in run_terms(pred, r.measured, downtime=not stalls).items():
+        for k, v in run_terms(pred, r.measured, downtime=not stop_may_stall(r.plan)).items():
             totals[k] = totals.get(k, 0.0) + v
     return sum(totals.values()) / max(len(runs), 1), {k: v / len(runs) for k, v in totals.items()}
 
@@ -341,7 +340,7 @@ GUEST_HOW = {"os_nonzero_bytes": "idle calibration runs: zero pages QEMU counted
 def direct_estimates(runs: Sequence[CalibrationRun]) -> tuple[dict[str, float], dict[str, str]]:
     """The constants read off the measurements (defaults for the rest), and how each was found."""
     base = Host()
-    c: dict[str, float] = {f.name: getattr(base, f.name) for f in dataclasses.fields(Host) if f.name != "qemu"}
+    c: dict[str, float] = {name: getattr(base, name) for name in HOST_CONSTANTS}
     c["capacity_Bps"] = max(r.plan.link.bandwidth_Bps for r in runs) * 4
     how: dict[str, str] = {}
     pb = fit_page_bytes(runs)
