@@ -12,6 +12,8 @@ import csv
 import dataclasses
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -591,6 +593,41 @@ def test_the_calibration_takes_qemus_mirror_granularity_not_the_disk_bytes_best_
     out = fit(runs, max_evals=200)
     assert out["constants"]["mirror_granularity_bytes"] == 65536
     assert "not fitted" in out["fit"]["method"]["mirror_granularity_bytes"]
+
+
+def test_a_pooled_calibration_takes_each_searched_constants_median_over_the_earlier_fits(tmp_path):
+    """--pool: every searched constant becomes its median over this fit and the earlier profiles, in the
+    search's log(x + eps) coordinates; the direct estimates and the guest stay this campaign's; a profile
+    of another QEMU version is refused (one clear line, exit code 2 from the CLI)."""
+    from simkvm.validation.calibrate import SEARCHED, pool_searched
+
+    space = tuple(s for s in SEARCHED if s[0] != "dirty_rate_factor")
+    earlier = [{"resume_s": 0.002, "first_touch_s": 3e-6, "page_cost_s": 0.0, "sync_s_per_GiB": 0.0, "capacity_Bps": 2e9},
+               {"resume_s": 0.016, "first_touch_s": 1.4e-5, "page_cost_s": 0.0, "sync_s_per_GiB": 0.01,
+                "capacity_Bps": 2.1e10},
+               {"resume_s": 0.009, "first_touch_s": 7e-6, "page_cost_s": 2e-7, "sync_s_per_GiB": 0.02, "capacity_Bps": 3e9}]
+    paths = []
+    for i, c in enumerate(earlier):
+        path = tmp_path / f"p{i}.yaml"
+        write_profile(path, {"host": {"resume": c["resume_s"], "first_touch": c["first_touch_s"],
+                                      "page_cost": c["page_cost_s"], "sync_s_per_GiB": c["sync_s_per_GiB"],
+                                      "qemu": "10.0"},
+                             "link": {"capacity": c["capacity_Bps"]}, "fit": {"runs": []}})
+        paths.append(path)
+    own = {"resume_s": 0.0, "first_touch_s": 1e-5, "page_cost_s": 1e-6, "sync_s_per_GiB": 0.027, "capacity_Bps": 4e9}
+    out = pool_searched(own, space, paths, "10.0")
+    # four values each: the median of u = log(x + eps) is the mean of the middle two, mapped back
+    for name, lo, hi, eps in space:
+        vals = sorted([own[name]] + [c[name] for c in earlier])
+        u = (math.log(vals[1] + eps) + math.log(vals[2] + eps)) / 2
+        assert out[name] == pytest.approx(math.exp(u) - eps, rel=1e-6), name
+        assert vals[1] <= out[name] <= vals[2]
+    assert out["resume_s"] == pytest.approx(math.exp((math.log(0.002 + 0.005) + math.log(0.009 + 0.005)) / 2) - 0.005)
+    with pytest.raises(UserError, match=r"calibrated on QEMU 10.0, these runs on QEMU 7.2"):
+        pool_searched(own, space, paths, "7.2")
+    r = subprocess.run([sys.executable, "-m", "simkvm", "calibrate", str(tmp_path), "-o", str(tmp_path / "o.yaml"),
+                        "--no-search", "--pool", str(paths[0])], capture_output=True, text=True)
+    assert r.returncode == 2 and "needs the search" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("version, counted", [("7.2", False), ("10.0", True)])

@@ -86,7 +86,8 @@ def cmd_expand(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from ..validation.calibrate import calibrate
 
-    prof = calibrate(args.directory, args.output, selector=args.runs, search=not args.no_search)
+    prof = calibrate(args.directory, args.output, selector=args.runs, search=not args.no_search,
+                     pool=args.pool or ())
     fit = prof["fit"]
     print(f"fitted on {len(fit['runs'])} run(s) ({args.runs}); profile -> {args.output}", file=sys.stderr)
     for k, v in {**prof["host"], "link.capacity": prof["link"]["capacity"]}.items():
@@ -163,4 +164,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="which runs to fit on: role=calibration (default), scenario=ID[,ID] or run_id=ID[,ID]")
     c.add_argument("-o", "--output", required=True, help="profile YAML to write, e.g. profiles/testbed.yaml")
     c.add_argument("--no-search", action="store_true", help="only the direct estimates, no re-simulation search")
+    c.add_argument("--pool", nargs="+", metavar="PROFILE",
+                   help="earlier profiles of the same host and QEMU version (each calibrated on its own campaign): "
+                        "every searched constant becomes its median over them and this fit, a steadier estimate "
+                        "than one campaign's ten calibration runs give")
     c.set_defaults(func=cmd_calibrate)

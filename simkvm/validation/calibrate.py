@@ -29,7 +29,11 @@ judges the model on the others) and fits:
   (per-iteration overheads), ``first_touch_s`` (the destination's first write to a page in the
   stop-and-copy: pinned by runs that switch over with much of RAM never sent, such as
   cal-512-rand32-128-dt2s and the idle runs whose first pass ends on the guest's memory map). The fixed costs stay as measured: letting the
-  search move them would let them soak up errors of other parts of the model.
+  search move them would let them soak up errors of other parts of the model;
+* with ``--pool PROFILE...`` (earlier calibrations of the same testbed and QEMU version), each
+  searched constant then becomes its median over those fits and this one (:func:`pool_searched`):
+  ten calibration runs pin the stop-and-copy constants loosely, repeated fits scatter widely
+  (:data:`POOL_HOW`), and their median is the steadier estimate.
 
 The profile is YAML: ``host:`` (what ``profile:`` in a plan loads), ``link:``
 (``capacity``: not a host field in the plan schema, so only
@@ -50,6 +54,7 @@ import numpy as np
 
 from ..guestos import kernel_free_reserve_bytes, os_nonzero_bytes
 from ..io import atomic_write
+from ..model import codec
 from ..model.codec import key_of
 from ..model.errors import UserError
 from ..model.plan import Host, Plan
@@ -287,11 +292,14 @@ def objective(runs: Sequence[CalibrationRun], c: Mapping[str, float]) -> tuple[f
     return sum(totals.values()) / max(len(runs), 1), {k: v / len(runs) for k, v in totals.items()}
 
 
-def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int = 6000) -> dict[str, Any]:
+def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int = 6000,
+        pool: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Fit the host constants on ``runs``; returns ``{"constants": SI dict, "fit": info}``.
 
     First what can be read off the measurements (:func:`direct_estimates`), then the rest by
-    re-simulating the runs (a coordinate search).
+    re-simulating the runs (a coordinate search); with ``pool`` (earlier profiles of the same host
+    and QEMU version), each searched constant then becomes its median over them and this fit
+    (:func:`pool_searched`).
     """
     if not runs:
         raise UserError("no calibration runs to fit on")
@@ -320,11 +328,62 @@ def fit(runs: Sequence[CalibrationRun], *, search: bool = True, max_evals: int =
         for name, *_ in space:
             how.setdefault(name, "coordinate search re-simulating the runs")
     at_bound = [name for name, lo, hi, _ in space if search and (c[name] <= lo or c[name] >= hi)]
+    qemu = calibrated_qemu(runs)
+    pooled: dict[str, Any] = {}
+    if pool:
+        own = {name: c[name] for name, *_ in space}
+        c = {**c, **pool_searched(own, space, pool, qemu)}
+        pooled = {"pooled": {"profiles": [str(p) for p in pool], "own": {k: _round(v) for k, v in own.items()},
+                             "how": POOL_HOW}}
     final, terms = objective(runs, c)
-    return {"constants": c, "qemu": calibrated_qemu(runs), "fit": {
+    return {"constants": c, "qemu": qemu, "fit": {
         "runs": [r.run_id for r in runs], "method": how, "objective_start": _round(start_obj),
         "objective": _round(final), "objective_terms": {k: _round(v) for k, v in terms.items()},
-        "evaluations": evals, "at_bound": at_bound, "residuals": residuals(runs, c)}}
+        "evaluations": evals, "at_bound": at_bound, **pooled, "residuals": residuals(runs, c)}}
+
+
+#: Why a calibration pools its searched constants with earlier ones (``simkvm calibrate --pool``).
+POOL_HOW = ("each searched constant is the median, in the search's log(x + eps) coordinates, of this fit and "
+            "the pooled profiles' values: a campaign's ten calibration runs pin the stop-and-copy constants "
+            "loosely (nine QEMU 10 rounds of one testbed fitted resume_s 0-16 ms, sync_s_per_GiB 0-27 ms, "
+            "first_touch_s 3-14 us, link capacity 2.5-21 GB/s), and the median of repeated fits is the "
+            "steadier estimate of one host's constants")
+
+
+def pool_searched(own: Mapping[str, float], space: Sequence[tuple[str, float, float, float]],
+                  profiles: Sequence[str | Path], qemu: str) -> dict[str, float]:
+    """The searched constants ``own`` pooled with earlier profiles of the same host: each one's median
+    over this fit and theirs, in the search's coordinates u = log(x + eps).
+
+    Only what the search moves is pooled: the direct estimates (fixed costs, bytes per page) are read
+    off this campaign's runs, and the guest section describes this campaign's guest image. A profile
+    of another QEMU version is refused: its constants absorbed another loop's behaviour."""
+    from ..model.qemu import normalise
+    from ..model.units import parse_rate
+    from ..profile import load_profile
+
+    values: dict[str, list[float]] = {name: [float(v)] for name, v in own.items()}
+    for path in profiles:
+        prof = load_profile(path)
+        theirs = normalise(str(prof["host"].get("qemu", "7.2")))
+        if theirs != qemu:
+            raise UserError(f"--pool {path}: calibrated on QEMU {theirs}, these runs on QEMU {qemu}; pool "
+                            f"profiles of QEMU {qemu} only")
+        host = codec.build(Host, prof["host"], "host")
+        for name in values:
+            if name == "capacity_Bps":
+                cap = (prof.get("link") or {}).get("capacity")
+                if cap is None:
+                    raise UserError(f"--pool {path}: no link.capacity; pool profiles written by simkvm calibrate")
+                values[name].append(parse_rate(cap, "profile link.capacity"))
+            else:
+                values[name].append(float(getattr(host, name)))
+    out = {}
+    for name, lo, hi, eps in space:
+        if name in values:
+            u = float(np.median([math.log(max(v, lo) + eps) for v in values[name]]))
+            out[name] = min(max(math.exp(u) - eps, lo), hi)
+    return out
 
 
 GUEST_HOW = {"os_nonzero_bytes": "idle calibration runs: zero pages QEMU counted, less the kernel's "
@@ -490,9 +549,11 @@ def write_profile(path: str | Path, prof: Mapping[str, Any]) -> None:
 
 
 def calibrate(directory: str | Path, output: str | Path, *, selector: str = "role=calibration",
-              search: bool = True) -> dict[str, Any]:
+              search: bool = True, pool: Sequence[str | Path] = ()) -> dict[str, Any]:
+    if pool and not search:
+        raise UserError("--pool pools the searched constants: it needs the search (drop --no-search)")
     runs = calibration_runs(directory, selector)
-    fitted = fit(runs, search=search)
+    fitted = fit(runs, search=search, pool=pool)
     prof = profile_dict(fitted, source=f"{directory} ({selector})")
     image = campaign_guest_image(directory)
     if image:
