@@ -632,6 +632,15 @@ def test_a_pooled_calibration_takes_each_searched_constants_median_over_the_earl
     assert out["resume_s"] == pytest.approx(math.exp((math.log(0.002 + 0.005) + math.log(0.009 + 0.005)) / 2) - 0.005)
     with pytest.raises(UserError, match=r"calibrated on QEMU 10.0, these runs on QEMU 7.2"):
         pool_searched(own, space, paths, "7.2")
+    # an older profile that never recorded a constant does not lend it Host's default
+    old = tmp_path / "old.yaml"
+    write_profile(old, {"host": {"resume": 0.03, "qemu": "10.0"}, "link": {"capacity": 5e9}, "fit": {"runs": []}})
+    two = pool_searched(own, space, [old], "10.0")
+    assert two["first_touch_s"] == pytest.approx(own["first_touch_s"], rel=1e-9)
+    assert two["resume_s"] == pytest.approx(math.exp((math.log(0.005) + math.log(0.035)) / 2) - 0.005)
+    r = subprocess.run([sys.executable, "-m", "simkvm", "calibrate", str(tmp_path), "-o", str(paths[0]),
+                        "--pool", str(paths[0]), str(paths[1])], capture_output=True, text=True)
+    assert r.returncode == 2 and "is the profile this calibration writes" in r.stderr
     r = subprocess.run([sys.executable, "-m", "simkvm", "calibrate", str(tmp_path), "-o", str(tmp_path / "o.yaml"),
                         "--no-search", "--pool", str(paths[0])], capture_output=True, text=True)
     assert r.returncode == 2 and "needs the search" in r.stderr and "Traceback" not in r.stderr

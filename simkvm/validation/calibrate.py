@@ -356,8 +356,10 @@ def pool_searched(own: Mapping[str, float], space: Sequence[tuple[str, float, fl
     over this fit and theirs, in the search's coordinates u = log(x + eps).
 
     Only what the search moves is pooled: the direct estimates (fixed costs, bytes per page) are read
-    off this campaign's runs, and the guest section describes this campaign's guest image. A profile
-    of another QEMU version is refused: its constants absorbed another loop's behaviour."""
+    off this campaign's runs, and the guest section describes this campaign's guest image. A constant
+    a profile does not record (an older calibration) is left out for it, not read as Host's default,
+    which no fit found. A profile of another QEMU version is refused: its constants absorbed another
+    loop's behaviour."""
     from ..model.qemu import normalise
     from ..model.units import parse_rate
     from ..profile import load_profile
@@ -376,7 +378,7 @@ def pool_searched(own: Mapping[str, float], space: Sequence[tuple[str, float, fl
                 if cap is None:
                     raise UserError(f"--pool {path}: no link.capacity; pool profiles written by simkvm calibrate")
                 values[name].append(parse_rate(cap, "profile link.capacity"))
-            else:
+            elif key_of(name) in prof["host"] or name in prof["host"]:
                 values[name].append(float(getattr(host, name)))
     out = {}
     for name, lo, hi, eps in space:
@@ -552,6 +554,10 @@ def calibrate(directory: str | Path, output: str | Path, *, selector: str = "rol
               search: bool = True, pool: Sequence[str | Path] = ()) -> dict[str, Any]:
     if pool and not search:
         raise UserError("--pool pools the searched constants: it needs the search (drop --no-search)")
+    mine = [p for p in pool if Path(p).resolve() == Path(output).resolve()]
+    if mine:
+        raise UserError(f"--pool {mine[0]} is the profile this calibration writes (-o): pool earlier "
+                        "calibrations only (e.g. profiles/pool/), not this campaign's previous output")
     runs = calibration_runs(directory, selector)
     fitted = fit(runs, search=search, pool=pool)
     prof = profile_dict(fitted, source=f"{directory} ({selector})")
