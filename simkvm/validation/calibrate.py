@@ -62,7 +62,7 @@ from ..model.result import Result
 from ..model.units import PAGE_BYTES
 from ..sim import simulate
 from ..sim.mirror import stop_may_stall
-from .search import coordinate_search, run_terms
+from .search import coordinate_search, from_u, run_terms, to_u
 from .store import RunStore, plan_of_run
 
 PAGE = float(PAGE_BYTES)
@@ -380,12 +380,8 @@ def pool_searched(own: Mapping[str, float], space: Sequence[tuple[str, float, fl
                 values[name].append(parse_rate(cap, "profile link.capacity"))
             elif key_of(name) in prof["host"] or name in prof["host"]:
                 values[name].append(float(getattr(host, name)))
-    out = {}
-    for name, lo, hi, eps in space:
-        if name in values:
-            u = float(np.median([math.log(max(v, lo) + eps) for v in values[name]]))
-            out[name] = min(max(math.exp(u) - eps, lo), hi)
-    return out
+    return {dim[0]: from_u(float(np.median([to_u(v, dim) for v in values[dim[0]]])), dim)
+            for dim in space if dim[0] in values}
 
 
 GUEST_HOW = {"os_nonzero_bytes": "idle calibration runs: zero pages QEMU counted, less the kernel's "

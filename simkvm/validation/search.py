@@ -36,10 +36,21 @@ def run_terms(pred: Result, meas: Result, *, downtime: bool = True) -> dict[str,
     return terms
 
 
+def to_u(value: float, dim: tuple[str, float, float, float]) -> float:
+    """A constant's value in the search's coordinate u = log(x + eps) (below its lower bound: at it)."""
+    _, lo, _, eps = dim
+    return math.log(max(value, lo) + eps)
+
+
+def from_u(u: float, dim: tuple[str, float, float, float]) -> float:
+    """The value at coordinate ``u``, kept within the constant's bounds."""
+    _, lo, hi, eps = dim
+    return min(max(math.exp(u) - eps, lo), hi)
+
+
 def _moved(x: Mapping[str, float], dim: tuple[str, float, float, float], by: float) -> float:
     """Coordinate ``dim`` of ``x`` moved by ``by`` in u = log(x + eps), kept within its bounds."""
-    name, lo, hi, eps = dim
-    return min(max(math.exp(math.log(max(x[name], lo) + eps) + by) - eps, lo), hi)
+    return from_u(to_u(x[dim[0]], dim) + by, dim)
 
 
 def coordinate_search(f: Callable[[dict[str, float]], float], start: Mapping[str, float],
