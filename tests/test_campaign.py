@@ -129,6 +129,7 @@ Q10K = CAMPAIGNS / "campaign-q10k.yaml"  # the round after q10j's runs were spen
 V19 = CAMPAIGNS / "campaign-v19.yaml"  # the round after v18's runs were spent
 Q10L = CAMPAIGNS / "campaign-q10l.yaml"  # the round after q10k's runs were spent
 Q10M = CAMPAIGNS / "campaign-q10m.yaml"  # the round after q10l's runs were spent
+V20 = CAMPAIGNS / "campaign-v20.yaml"  # the round after v19's runs were spent
 #: (campaign file, the drawn scenarios' id prefix, its stack)
 PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "q", "backports", id="q10"),
                  pytest.param(V6, "v6", "debian12", id="v6"), pytest.param(Q10B, "q2", "backports", id="q10b"),
@@ -150,7 +151,8 @@ PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "
                  pytest.param(Q10K, "q11", "backports", id="q10k"),
                  pytest.param(V19, "v19", "debian12", id="v19"),
                  pytest.param(Q10L, "q12", "backports", id="q10l"),
-                 pytest.param(Q10M, "q13", "backports", id="q10m")]
+                 pytest.param(Q10M, "q13", "backports", id="q10m"),
+                 pytest.param(V20, "v20", "debian12", id="v20")]
 
 
 def test_lhs_column_has_one_draw_per_slice_and_depends_on_the_seed():
@@ -233,7 +235,9 @@ FOLLOW_UPS = [pytest.param(V6, V5, [V5], 72, 96, id="v6"), pytest.param(V7, V6, 
               pytest.param(Q10L, Q10K, [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G, Q10H, Q10I, Q10J, Q10K], 42, 57,
                            id="q10l"),
               pytest.param(Q10M, Q10L, [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G, Q10H, Q10I, Q10J, Q10K, Q10L], 42,
-                           57, id="q10m")]
+                           57, id="q10m"),
+              pytest.param(V20, V19, [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17, V18, V19], 72, 98,
+                           id="v20")]
 #: idle guests whose generous limit stops them with mostly never-sent pages (each run once), which the
 #: calibration designs before v11 and q10f had once
 NEVER_SENT_CALIBRATION = {"cal-768-zero20-idle-48-dt2s", "cal-1536-idle-96-dt1500"}
