@@ -317,6 +317,33 @@ class _Jobs:
             self.speed[dom.name()] = mibps
 
 
+def _assert_events_flow(libvirt, conn, timeout_s: float = 2.0) -> None:
+    """libvirt's event loop (one thread per process, simkvm.libvirt_api.ensure_event_loop) delivers a
+    lifecycle event within ``timeout_s``: the drain learns switchovers and departures from it. If an
+    earlier test left that thread blocked, say where it is stuck rather than fail on the drain."""
+    import sys
+    import traceback
+
+    from simkvm.libvirt_api import ensure_event_loop
+
+    ensure_event_loop()
+    seen = threading.Event()
+    cid = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                      lambda _c, dom, *_: dom.name() == "probe" and seen.set(), None)
+    try:
+        dom = conn.createXML("<domain type='test'><name>probe</name><memory>65536</memory>"
+                             "<os><type>hvm</type></os></domain>", 0)
+        dom.destroy()
+        if not seen.wait(timeout_s):
+            frames = sys._current_frames()
+            stuck = [f"{t.name}:\n" + "".join(traceback.format_stack(frames[t.ident]))
+                     for t in threading.enumerate() if t.name == "libvirt-event-loop" and t.ident in frames]
+            pytest.fail(f"libvirt's event loop delivered no event in {timeout_s} s; its thread:\n"
+                        + ("\n".join(stuck) or "(none running)"))
+    finally:
+        conn.domainEventDeregisterAny(cid)
+
+
 @pytest.fixture
 def test_driver(monkeypatch):
     """d1 and d2 defined and running on libvirt's test driver (a stopped source keeps an inactive
@@ -331,6 +358,7 @@ def test_driver(monkeypatch):
     for n in ("d1", "d2"):
         conn.defineXML(xml.format(n)).create()
     conn.createXML(xml.format("d3"), 0)
+    _assert_events_flow(libvirt, conn)
     jobs = _Jobs(libvirt)
     monkeypatch.setattr(libvirt.virDomain, "jobStats", lambda dom, flags=0: jobs.stats(dom, flags))
     monkeypatch.setattr(libvirt.virDomain, "migrateSetMaxSpeed", lambda dom, mibps, flags=0: jobs.set_speed(dom, mibps))
@@ -514,6 +542,18 @@ def test_execute_never_asks_a_migration_that_has_switched_over(monkeypatch, test
         return is_active(dom)
 
     monkeypatch.setattr(libvirt.virDomain, "isActive", watched_is_active)
+    from simkvm.drain.execute import _SourceEvents
+
+    on_lifecycle = _SourceEvents._on_lifecycle
+    switch_heard = {n: threading.Event() for n in ("d1", "d2")}
+    unheard: list[str] = []
+
+    def heard_lifecycle(self, conn_, dom, event, detail, opaque):
+        on_lifecycle(self, conn_, dom, event, detail, opaque)
+        if event == libvirt.VIR_DOMAIN_EVENT_SUSPENDED and dom.name() in switch_heard:
+            switch_heard[dom.name()].set()
+
+    monkeypatch.setattr(_SourceEvents, "_on_lifecycle", heard_lifecycle)
 
     def migrate(plan, name):
         start_bw[name] = plan.link.bandwidth_Bps / 2**20
@@ -527,7 +567,12 @@ def test_execute_never_asks_a_migration_that_has_switched_over(monkeypatch, test
         both_moving.wait(5)
         time.sleep(0.05)
         dom.suspend()  # the switchover: the source pauses (SUSPENDED event)
-        time.sleep(0.02)  # the stop-and-copy and libvirt's Finish on the destination
+        # The stop-and-copy and libvirt's Finish on the destination: on libvirt the SUSPENDED event is on
+        # its way to the client before Confirm starts. Here the event loop thread may be late (one CI run,
+        # 2026-12-03, asked d2 eight times: no event in 400 ms), so Confirm waits until the drain has it.
+        if not switch_heard[name].wait(5):
+            unheard.append(name)
+        time.sleep(0.02)
         with jobs.lock:
             jobs.confirming.add(name)  # Confirm: the domain is libvirt's until its QEMU is gone
         time.sleep(0.05 if name == "d1" else 0.4)
@@ -537,6 +582,7 @@ def test_execute_never_asks_a_migration_that_has_switched_over(monkeypatch, test
         dom.destroy()  # the source QEMU is gone (STOPPED event)
 
     _run_drain(monkeypatch, migrate)
+    assert not unheard, f"the drain never heard {unheard}'s SUSPENDED event (libvirt's event loop)"
     assert jobs.asked == []
     assert stopped_at["d1"] < d3_started_at[0] < stopped_at["d2"]
     assert start_bw == {"d1": 32, "d2": 32, "d3": 32}
