@@ -209,35 +209,25 @@ def test_q10_campaign_is_v5s_design_on_qemu_10():
 
 #: (the next round's campaign, the design it repeats, every campaign whose held-out runs are spent by then,
 #: its held-out scenarios, its runs: v5-idle ran 96 in 61 min)
-FOLLOW_UPS = [pytest.param(V6, V5, [V5], 72, 96, id="v6"), pytest.param(V7, V6, [V5, V6], 72, 96, id="v7"),
-              pytest.param(Q10B, Q10, [Q10], 42, 55, id="q10b"), pytest.param(V8, V7, [V5, V6, V7], 72, 96, id="v8"),
-              pytest.param(Q10C, Q10B, [Q10, Q10B], 42, 55, id="q10c"),
-              pytest.param(V9, V8, [V5, V6, V7, V8], 72, 96, id="v9"),
-              pytest.param(Q10D, Q10C, [Q10, Q10B, Q10C], 42, 55, id="q10d"),
-              pytest.param(V10, V9, [V5, V6, V7, V8, V9], 72, 96, id="v10"),
-              pytest.param(Q10E, Q10D, [Q10, Q10B, Q10C, Q10D], 42, 55, id="q10e"),
-              pytest.param(V11, V10, [V5, V6, V7, V8, V9, V10], 72, 98, id="v11"),
-              pytest.param(Q10F, Q10E, [Q10, Q10B, Q10C, Q10D, Q10E], 42, 57, id="q10f"),
-              pytest.param(V12, V11, [V5, V6, V7, V8, V9, V10, V11], 72, 98, id="v12"),
-              pytest.param(Q10G, Q10F, [Q10, Q10B, Q10C, Q10D, Q10E, Q10F], 42, 57, id="q10g"),
-              pytest.param(V13, V12, [V5, V6, V7, V8, V9, V10, V11, V12], 72, 98, id="v13"),
-              pytest.param(V14, V13, [V5, V6, V7, V8, V9, V10, V11, V12, V13], 72, 98, id="v14"),
-              pytest.param(Q10H, Q10G, [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G], 42, 57, id="q10h"),
-              pytest.param(V15, V14, [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14], 72, 98, id="v15"),
-              pytest.param(V16, V15, [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15], 72, 98, id="v16"),
-              pytest.param(Q10I, Q10H, [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G, Q10H], 42, 57, id="q10i"),
-              pytest.param(V17, V16, [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16], 72, 98, id="v17"),
-              pytest.param(Q10J, Q10I, [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G, Q10H, Q10I], 42, 57, id="q10j"),
-              pytest.param(V18, V17, [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17], 72, 98, id="v18"),
-              pytest.param(Q10K, Q10J, [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G, Q10H, Q10I, Q10J], 42, 57,
-                           id="q10k"),
-              pytest.param(V19, V18, [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17, V18], 72, 98, id="v19"),
-              pytest.param(Q10L, Q10K, [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G, Q10H, Q10I, Q10J, Q10K], 42, 57,
-                           id="q10l"),
-              pytest.param(Q10M, Q10L, [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G, Q10H, Q10I, Q10J, Q10K, Q10L], 42,
-                           57, id="q10m"),
-              pytest.param(V20, V19, [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17, V18, V19], 72, 98,
-                           id="v20")]
+#: each stack's rounds in the order they were run: every round after the first repeats its predecessor's
+#: design with a new seed, and every earlier round of its stack is spent for it
+V_ROUNDS = [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17, V18, V19, V20]
+Q_ROUNDS = [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G, Q10H, Q10I, Q10J, Q10K, Q10L, Q10M]
+#: (held-out runs, all runs) of a round: from the round that changed them on (v11 and q10f added
+#: NEVER_SENT_CALIBRATION's two runs)
+RUN_COUNTS = {V6: (72, 96), V11: (72, 98), Q10B: (42, 55), Q10F: (42, 57)}
+
+
+def _follow_ups(rounds: list) -> list:
+    """(round, its predecessor, the rounds spent before it, held-out runs, runs) for each round after the first."""
+    params, counts = [], None
+    for i, path in enumerate(rounds[1:], start=1):
+        counts = RUN_COUNTS.get(path, counts)
+        params.append(pytest.param(path, rounds[i - 1], rounds[:i], *counts, id=path.stem.removeprefix("campaign-")))
+    return params
+
+
+FOLLOW_UPS = _follow_ups(V_ROUNDS) + _follow_ups(Q_ROUNDS)
 #: idle guests whose generous limit stops them with mostly never-sent pages (each run once), which the
 #: calibration designs before v11 and q10f had once
 NEVER_SENT_CALIBRATION = {"cal-768-zero20-idle-48-dt2s", "cal-1536-idle-96-dt1500"}
