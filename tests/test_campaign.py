@@ -130,6 +130,7 @@ V19 = CAMPAIGNS / "campaign-v19.yaml"  # the round after v18's runs were spent
 Q10L = CAMPAIGNS / "campaign-q10l.yaml"  # the round after q10k's runs were spent
 Q10M = CAMPAIGNS / "campaign-q10m.yaml"  # the round after q10l's runs were spent
 V20 = CAMPAIGNS / "campaign-v20.yaml"  # the round after v19's runs were spent
+Q10N = CAMPAIGNS / "campaign-q10n.yaml"  # the round after q10m's runs were spent
 #: (campaign file, the drawn scenarios' id prefix, its stack)
 PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "q", "backports", id="q10"),
                  pytest.param(V6, "v6", "debian12", id="v6"), pytest.param(Q10B, "q2", "backports", id="q10b"),
@@ -152,7 +153,8 @@ PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "
                  pytest.param(V19, "v19", "debian12", id="v19"),
                  pytest.param(Q10L, "q12", "backports", id="q10l"),
                  pytest.param(Q10M, "q13", "backports", id="q10m"),
-                 pytest.param(V20, "v20", "debian12", id="v20")]
+                 pytest.param(V20, "v20", "debian12", id="v20"),
+                 pytest.param(Q10N, "q14", "backports", id="q10n")]
 
 
 def test_lhs_column_has_one_draw_per_slice_and_depends_on_the_seed():
@@ -212,7 +214,7 @@ def test_q10_campaign_is_v5s_design_on_qemu_10():
 #: each stack's rounds in the order they were run: every round after the first repeats its predecessor's
 #: design with a new seed, and every earlier round of its stack is spent for it
 V_ROUNDS = [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17, V18, V19, V20]
-Q_ROUNDS = [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G, Q10H, Q10I, Q10J, Q10K, Q10L, Q10M]
+Q_ROUNDS = [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G, Q10H, Q10I, Q10J, Q10K, Q10L, Q10M, Q10N]
 #: (held-out runs, all runs) of a round: from the round that changed them on (v11 and q10f added
 #: NEVER_SENT_CALIBRATION's two runs)
 RUN_COUNTS = {V6: (72, 96), V11: (72, 98), Q10B: (42, 55), Q10F: (42, 57)}
