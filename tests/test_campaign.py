@@ -131,6 +131,7 @@ Q10L = CAMPAIGNS / "campaign-q10l.yaml"  # the round after q10k's runs were spen
 Q10M = CAMPAIGNS / "campaign-q10m.yaml"  # the round after q10l's runs were spent
 V20 = CAMPAIGNS / "campaign-v20.yaml"  # the round after v19's runs were spent
 Q10N = CAMPAIGNS / "campaign-q10n.yaml"  # the round after q10m's runs were spent
+V21 = CAMPAIGNS / "campaign-v21.yaml"  # the round after v20's runs were spent
 #: (campaign file, the drawn scenarios' id prefix, its stack)
 PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "q", "backports", id="q10"),
                  pytest.param(V6, "v6", "debian12", id="v6"), pytest.param(Q10B, "q2", "backports", id="q10b"),
@@ -154,7 +155,8 @@ PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "
                  pytest.param(Q10L, "q12", "backports", id="q10l"),
                  pytest.param(Q10M, "q13", "backports", id="q10m"),
                  pytest.param(V20, "v20", "debian12", id="v20"),
-                 pytest.param(Q10N, "q14", "backports", id="q10n")]
+                 pytest.param(Q10N, "q14", "backports", id="q10n"),
+                 pytest.param(V21, "v21", "debian12", id="v21")]
 
 
 def test_lhs_column_has_one_draw_per_slice_and_depends_on_the_seed():
@@ -213,7 +215,7 @@ def test_q10_campaign_is_v5s_design_on_qemu_10():
 #: its held-out scenarios, its runs: v5-idle ran 96 in 61 min)
 #: each stack's rounds in the order they were run: every round after the first repeats its predecessor's
 #: design with a new seed, and every earlier round of its stack is spent for it
-V_ROUNDS = [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17, V18, V19, V20]
+V_ROUNDS = [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17, V18, V19, V20, V21]
 Q_ROUNDS = [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G, Q10H, Q10I, Q10J, Q10K, Q10L, Q10M, Q10N]
 #: (held-out runs, all runs) of a round: from the round that changed them on (v11 and q10f added
 #: NEVER_SENT_CALIBRATION's two runs)
