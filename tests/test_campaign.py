@@ -1154,3 +1154,41 @@ def test_a_disk_writers_downtime_residual_is_not_fitted_as_a_drain():
     c = out["constants"]
     assert simulate(with_constants(writer, c)).downtime_s == pytest.approx(
         simulate(with_constants(writer, {**c, "mirror_drain_s": 0.0})).downtime_s)
+
+
+def test_a_retried_run_keeps_its_earlier_failures(tmp_path):
+    """A run that failed (its error and console in RUN.error.txt) and is retried by the next `campaign
+    run` keeps each earlier failure as RUN.failed-attempt-N.txt, whether the retry fails again or is
+    measured; only the latest failure is RUN.error.txt, and a measured run has none."""
+    from types import SimpleNamespace
+
+    from simkvm.validation import runner
+
+    runs_dir = tmp_path / "runs"
+    saved = []
+    store = SimpleNamespace(runs_dir=runs_dir, save=lambda rid, *rest: saved.append(rid))
+    tb = SimpleNamespace(status=lambda: {"running": True}, up=lambda: None, down=lambda: None)
+    outcomes = iter([RuntimeError("destination VM is shutting down: Kernel panic 1"),
+                     RuntimeError("destination VM is shutting down: Kernel panic 2"), None])
+
+    def run_one(s, k, **_kw):
+        exc = next(outcomes)
+        if exc is not None:
+            raise exc
+        return {}, SimpleNamespace(outcome="converged", total_time_s=1.0), \
+            SimpleNamespace(outcome="converged", total_time_s=1.0)
+
+    pending = [(SimpleNamespace(id="c-idle"), 1)]
+    rid = run_id("c-idle", 1)
+    for attempt in range(3):
+        out = {"failed": [], "done": []}
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(runner, "run_one", run_one)
+            runner._run_pending(pending, pending, out, store, tb, None, None, False, False, True,
+                                own_testbed=False, log=lambda _m: None)
+        assert (out["done"] == [rid]) == (attempt == 2)
+    assert saved == [rid]
+    assert not (runs_dir / f"{rid}.error.txt").exists()
+    kept = sorted(p.name for p in runs_dir.iterdir())
+    assert kept == [f"{rid}.failed-attempt-1.txt", f"{rid}.failed-attempt-2.txt"]
+    assert "panic 1" in (runs_dir / kept[0]).read_text() and "panic 2" in (runs_dir / kept[1]).read_text()
