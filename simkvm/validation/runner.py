@@ -316,19 +316,17 @@ def _campaign_lock(tb: Any, output: Path) -> Any:
     return fh
 
 
-def keep_failed_attempt(runs_dir: Path, rid: str) -> Path | None:
+def _keep_failed_attempt(runs_dir: Path, rid: str) -> None:
     """Move ``rid``'s last failure (``RUN.error.txt``) aside as ``RUN.failed-attempt-N.txt`` once a retry
     has an outcome: a run measured at its second try (its guest panicked on the destination the first
     time, say) keeps the console that showed why, instead of losing it to the success."""
     err = runs_dir / f"{rid}.error.txt"
     if not err.exists():
-        return None
+        return
     n = 1
     while (runs_dir / f"{rid}.failed-attempt-{n}.txt").exists():
         n += 1
-    kept = runs_dir / f"{rid}.failed-attempt-{n}.txt"
-    err.rename(kept)
-    return kept
+    err.rename(runs_dir / f"{rid}.failed-attempt-{n}.txt")
 
 
 def _run_pending(pending: list, todo: list, out: dict[str, Any], store: "RunStore", tb: Any,
@@ -362,12 +360,12 @@ def _run_pending(pending: list, todo: list, out: dict[str, Any], store: "RunStor
                 out["failed"].append((rid, text))
                 store.runs_dir.mkdir(parents=True, exist_ok=True)
                 notes = "".join(f"\n{n}" for n in getattr(exc, "__notes__", ()))
-                keep_failed_attempt(store.runs_dir, rid)
+                _keep_failed_attempt(store.runs_dir, rid)
                 atomic_write(store.runs_dir / f"{rid}.error.txt", text + notes + "\n")
                 log(f"run {rid} failed (will be retried on the next run): {text.splitlines()[0]}")
             else:
                 store.save(rid, row, predicted, measured)
-                keep_failed_attempt(store.runs_dir, rid)
+                _keep_failed_attempt(store.runs_dir, rid)
                 out["done"].append(rid)
                 if bar is not None:
                     bar.set_postfix_str(f"measured {measured.outcome} {measured.total_time_s:.1f}s, "
