@@ -252,21 +252,61 @@ def guest_crashed(testbed: Any, name: str) -> str:
     return next((line.strip()[:200] for line in text.splitlines() if any(m in line for m in CRASH_MARKS)), "")
 
 
-def guest_health(testbed: Any, name: str, running: list[str]) -> dict[str, Any]:
+def libvirt_states(testbed: Any, name: str) -> dict[str, str]:
+    """Per host: what libvirt says of guest ``name`` ("running", "paused", "shutoff", ..., or "none")."""
+    import libvirt
+
+    names = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused",
+             libvirt.VIR_DOMAIN_SHUTOFF: "shutoff", libvirt.VIR_DOMAIN_CRASHED: "crashed"}
+    out = {}
+    for host in ("a", "b"):
+        conn = testbed.connect(host)
+        try:
+            out[host] = names.get(conn.lookupByName(name).state()[0], "other")
+        except libvirt.libvirtError:
+            out[host] = "none"
+        finally:
+            conn.close()
+    return out
+
+
+def guest_hung(testbed: Any, name: str, after: dict[str, str]) -> str:
+    """A guest that stopped working inside, or "": libvirt runs it on exactly one host and no other QEMU
+    of it exists, yet that QEMU's vCPUs are idle (``after``, the kernel's view, says no host runs it) and
+    its console has printed no check since. The busy canary workload keeps a working guest's vCPUs busy,
+    so this is a guest deadlocked by wrong memory (README, "The testbed": QEMU 7.2 TCG loses dirty pages;
+    then it hangs rather than panics), not a VM simkvm left paused (libvirt would say paused)."""
+    if any(s == "running" for s in after.values()):
+        return ""
+    said = libvirt_states(testbed, name)
+    runs = [h for h, s in said.items() if s == "running"]
+    if len(runs) != 1 or any(after[h] != "none" for h in ("a", "b") if h != runs[0]):
+        return ""
+    silent = canaries(testbed, name, timeout_s=20)
+    if not silent.startswith("silent"):
+        return ""
+    return f"hung: libvirt runs it on {runs[0]}, its QEMU's vCPUs are idle and its console printed no check in 20 s"
+
+
+def guest_health(testbed: Any, name: str, running: list[str], after: dict[str, str] | None = None) -> dict[str, Any]:
     """What a fault run records of the guest where it ended: its canaries (when it runs on exactly one
-    host), and if they did not pass, the first crash line of its console and the console's tail."""
+    host), and if they did not pass, the first crash line of its console (or that it hung inside, see
+    :func:`guest_hung`, when ``after``, the kernel's view per host, is given) and the console's tail."""
     canary = canaries(testbed, name) if len(running) == 1 else "no single host"
-    crash = guest_crashed(testbed, name) if canary != "ok" else ""
-    return {"canaries": canary, "guest_crash": crash, "console": console_tail(testbed, name) if crash else None}
+    crash = ""
+    if canary != "ok":
+        crash = guest_crashed(testbed, name) or (guest_hung(testbed, name, after) if after is not None else "")
+    return {"canaries": canary, "guest_crash": crash,
+            "console": console_tail(testbed, name) if canary != "ok" else None}
 
 
 def fail_if_guest_crashed(crash: str, detail: str) -> None:
-    """A guest that crashed inside after a handover is QEMU 7.2 TCG's lost dirty pages (README, "The
+    """A guest that crashed or hung inside after a handover is QEMU 7.2 TCG's lost dirty pages (README, "The
     testbed"), not simkvm's doing: fail with the message pytest's ``--only-rerun 'destination VM is shut'``
     reruns (pyproject.toml), so the run is repeated and a second crash still fails."""
     if crash:
-        pytest.fail(f"destination VM is shut off or crashed inside: the guest kernel says {crash!r} (QEMU 7.2 TCG "
-                    f"loses dirty pages, README 'The testbed'), not a simkvm fault: {detail}")
+        pytest.fail(f"destination VM is shut off or crashed inside: {crash!r} (QEMU 7.2 TCG loses dirty pages, "
+                    f"README 'The testbed'), not a simkvm fault: {detail}")
 
 
 def console_tail(testbed: Any, name: str, lines: int = 60) -> list[str]:

@@ -71,7 +71,7 @@ def check(testbed: Any, name: str, mig: Migration, fault: str, *, restart: tuple
     rec = recover(name, testbed.uri("a"), testbed.uri("b"), journal_dir=mig.state_dir / "journal")
     place = settled(testbed, name)
     after, running, leftovers = place.after, place.running, place.leftovers
-    health = guest_health(testbed, name, running)
+    health = guest_health(testbed, name, running, after)
     canary, crash = health["canaries"], health["guest_crash"]
     record(fault, code=code, elapsed_s=round(elapsed, 1), said=said[:160], truth=seen, after_recover=after,
            message_true=true, json=json_ok, recover_ok=rec.ok, recover=rec.lines(), leftovers=leftovers, **health,
@@ -148,7 +148,7 @@ def check_killed(testbed: Any, name: str, mig: Migration, fault: str) -> None:
     rec = recover(name, testbed.uri("a"), testbed.uri("b"), journal_dir=mig.state_dir / "journal")
     place = settled(testbed, name)
     after, running, leftovers = place.after, place.running, place.leftovers
-    health = guest_health(testbed, name, running)
+    health = guest_health(testbed, name, running, after)
     canary, crash = health["canaries"], health["guest_crash"]
     record(fault, code=mig.proc.returncode, said="(killed: none)", truth=seen, after_recover=after,
            message_true=rec.location.startswith(f"running on the {'source' if running == ['a'] else 'destination'}"),
