@@ -252,24 +252,6 @@ def guest_crashed(testbed: Any, name: str) -> str:
     return next((line.strip()[:200] for line in text.splitlines() if any(m in line for m in CRASH_MARKS)), "")
 
 
-def libvirt_states(testbed: Any, name: str) -> dict[str, str]:
-    """Per host: what libvirt says of guest ``name`` ("running", "paused", "shutoff", ..., or "none")."""
-    import libvirt
-
-    names = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused",
-             libvirt.VIR_DOMAIN_SHUTOFF: "shutoff", libvirt.VIR_DOMAIN_CRASHED: "crashed"}
-    out = {}
-    for host in ("a", "b"):
-        conn = testbed.connect(host)
-        try:
-            out[host] = names.get(conn.lookupByName(name).state()[0], "other")
-        except libvirt.libvirtError:
-            out[host] = "none"
-        finally:
-            conn.close()
-    return out
-
-
 def guest_hung(testbed: Any, name: str, after: dict[str, str]) -> str:
     """A guest that stopped working inside, or "": libvirt runs it on exactly one host and no other QEMU
     of it exists, yet that QEMU's vCPUs are idle (``after``, the kernel's view, says no host runs it) and
@@ -278,8 +260,7 @@ def guest_hung(testbed: Any, name: str, after: dict[str, str]) -> str:
     then it hangs rather than panics), not a VM simkvm left paused (libvirt would say paused)."""
     if any(s == "running" for s in after.values()):
         return ""
-    said = libvirt_states(testbed, name)
-    runs = [h for h, s in said.items() if s == "running"]
+    runs = [h for h in ("a", "b") if libvirt_state(testbed, h, name) == "running"]
     if len(runs) != 1 or any(after[h] != "none" for h in ("a", "b") if h != runs[0]):
         return ""
     silent = canaries(testbed, name, timeout_s=20)
