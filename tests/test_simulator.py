@@ -239,12 +239,14 @@ def test_before_qemu_8_the_stop_waits_a_delayed_ack_per_window_of_the_backlog(ra
     """Once the VM is paused QEMU 7.2's drain copies the mirror's backlog window after window of 16 ops,
     each ending on a reply held until the client's delayed ACK: the downtime grows by 40 ms a window
     (at most MAX_STOP_WINDOWS, then libvirt's cancel lets the rest flow). The backlog is what the guest
-    wrote in the job's last lag, in scattered granules for a random writer, one op each. On 8.0+ (the
-    replies pushed) and for a sequential writer (one stretch, ops of up to 1 MiB) nothing waits."""
+    wrote since the READY job's last wake-up (it sleeps 100 ms between looks at its bitmap), so a stop at
+    a uniformly random moment of that slice finds the writes of the last u seconds, u ~ U(0, 100 ms):
+    the model's stall is the mean over u, here by a fine grid of u. Random writes lie in scattered
+    granules, one op each. On 8.0+ (the replies pushed) and for a sequential writer (one stretch, ops
+    of up to 1 MiB) nothing waits."""
     import simpy
 
     from simkvm.sim.mirror import DELAYED_ACK_S, MAX_IN_FLIGHT, MAX_STOP_WINDOWS
-    from simkvm.sim.state import MIRROR_LAG_S
 
     def downtime(pattern: str, version: str) -> float:
         p = _small_block_writer(pattern, rate=rate, bandwidth="120MiB/s").with_(**{"host.qemu": version})
@@ -252,12 +254,37 @@ def test_before_qemu_8_the_stop_waits_a_delayed_ack_per_window_of_the_backlog(ra
         assert r.converged
         return r.downtime_s
 
-    backlog = Guest(simpy.Environment(), _small_block_writer("uniform", rate=rate)).disk_unique_bytes(MIRROR_LAG_S)
-    ops = math.ceil(backlog / 65536)
-    windows = min(math.ceil(ops / MAX_IN_FLIGHT), MAX_STOP_WINDOWS)
-    assert windows >= 2  # 25 and 85 scattered granules: two and six windows
-    assert downtime("uniform", "7.2") - downtime("uniform", "8.0") == pytest.approx(windows * DELAYED_ACK_S, abs=1e-6)
+    guest = Guest(simpy.Environment(), _small_block_writer("uniform", rate=rate))
+    u = (np.arange(20000) + 0.5) / 20000 * 0.1
+    ops = np.ceil(np.array([guest.disk_unique_bytes(x) for x in u]) / 65536)
+    windows = np.where(ops >= 2, np.minimum(np.ceil(ops / MAX_IN_FLIGHT), MAX_STOP_WINDOWS), 0)
+    expected = float(windows.mean()) * DELAYED_ACK_S
+    assert windows.max() >= 2 and 0 < expected < windows.max() * DELAYED_ACK_S  # 25 and 85 granules at most
+    assert downtime("uniform", "7.2") - downtime("uniform", "8.0") == pytest.approx(expected, abs=1e-4)
     assert downtime("sequential", "7.2") == pytest.approx(downtime("sequential", "8.0"), abs=1e-6)
+
+
+def test_a_stop_waits_for_a_second_op_only_in_the_part_of_the_slice_after_it():
+    """A 1 MiB/s writer of random 64 KiB blocks writes 1.6 blocks in the mirror's 100 ms slice: a stop
+    finds a lone op (no reply queued behind it, no wait) until the unique granules written since the
+    job's wake-up pass one, G (1 - e^(-n u / G)) = 1 (n = 16 writes/s over G = 256 granules), and one
+    window's delayed ACK after that: the expected stall is that later share of the slice x 40 ms."""
+    from simkvm.sim.mirror import DELAYED_ACK_S
+
+    def writer(version: str) -> Plan:
+        return plan(vm={"memory": "512MiB", "disks": [{"path": "/d.qcow2", "size": "160MiB", "allocated": "6MiB"}]},
+                    link={"bandwidth": "120MiB/s", "capacity": None}, host={"qemu": version},
+                    workload={"disk": {"write_rate": "1MiB/s", "wss": "16MiB", "io_size": "64KiB",
+                                       "pattern": "uniform"}},
+                    migration={"max_time": "120s"})
+
+    g, n = 256, 16.0
+    u_second = -g / n * math.log1p(-1 / g)  # when the expected unique granules reach one
+    share = 1 - u_second / 0.1
+    assert 0.3 < share < 0.45
+    old, new = simulate(writer("7.2")), simulate(writer("8.0"))
+    assert old.converged and new.converged
+    assert old.downtime_s - new.downtime_s == pytest.approx(share * DELAYED_ACK_S, abs=1e-6)
 
 
 @pytest.mark.parametrize("pattern", ["sequential", "uniform"])

@@ -41,7 +41,10 @@ data out (_fragmented_by_the_writer); the catch-up passes' windows are not model
 random 4 KiB writers the mirror time's median error went from -17.5 % to -0.8 %, the 4 MiB/s ones
 on fast links are still 20-45 % short). The stop pays the same waits on the job's backlog
 (stop_reply_stalls_s): once the VM is paused nothing else flows to the NBD server, so each window
-of the drain ends on a held reply.
+of the drain ends on a held reply. That backlog is what the guest wrote since the READY job last woke
+(it sleeps 100 ms whenever it has caught up), and the stop falls anywhere in that slice: the model
+takes the backlog and its waits as their means over a uniformly placed stop (a 1 MiB/s writer of
+64 KiB blocks leaves a second op in 37 % of the slice, so its stop waits 15 ms on average, not 40).
 """
 from __future__ import annotations
 
@@ -162,11 +165,38 @@ def _copy(run: Run, job_bytes: float, jobs: int, of: int):
     return True
 
 
-def mirror_backlog_bytes(run: Run) -> float:
-    """What the mirror still has to copy when the VM stops (writes of the last lag)."""
+#: block/mirror.c mirror_run(): a READY job with nothing dirty and nothing in flight sleeps
+#: BLOCK_JOB_SLICE_TIME (include/block/blockjob_int.h, 100 ms) before it reads the bitmap again; the
+#: guest's writes in between wait for that wake-up, and the stop falls at no particular moment of it.
+MIRROR_SLICE_S = 0.1
+BACKLOG_POINTS = 32  # midpoints of the slice for the mean backlog (a smooth function of the phase)
+
+
+def stop_backlog_bytes(run: Run, phase_s: float) -> float:
+    """What the mirror still has to copy when the VM stops ``phase_s`` after the job's last wake-up:
+    the unique granules the guest wrote since."""
     if not run.plan.migrated_disks or run.plan.migration.mirror_mode == "write_blocking":
         return 0.0
-    return run.guest.disk_unique_bytes(MIRROR_LAG_S)
+    return run.guest.disk_unique_bytes(phase_s)
+
+
+def mirror_backlog_bytes(run: Run) -> float:
+    """What the mirror has to copy once the VM stops, expected over where in the job's slice the stop
+    falls (uniformly: the writes of the last u seconds, u anywhere in the 100 ms, not a whole slice)."""
+    return sum(stop_backlog_bytes(run, MIRROR_SLICE_S * (k + 0.5) / BACKLOG_POINTS)
+               for k in range(BACKLOG_POINTS)) / BACKLOG_POINTS
+
+
+def share_of_slice_above(run: Run, backlog_bytes: float) -> float:
+    """The share of the job's slice in which a stop finds more than ``backlog_bytes`` to copy (the
+    backlog grows with the phase, so it is the slice after the phase where it passes that size)."""
+    if stop_backlog_bytes(run, MIRROR_SLICE_S) <= backlog_bytes:
+        return 0.0
+    lo, hi = 0.0, MIRROR_SLICE_S
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if stop_backlog_bytes(run, mid) <= backlog_bytes else (lo, mid)
+    return 1.0 - hi / MIRROR_SLICE_S
 
 
 #: The longest run of reply stalls a paused VM's drain has shown before libvirt cancels the job and the rest
@@ -183,21 +213,27 @@ def stop_may_stall(plan: Plan) -> bool:
             and not qemu(plan.host.qemu).nbd_replies_uncorked)
 
 
-def stop_reply_stalls_s(run: Run, backlog_bytes: float) -> float:
-    """Before QEMU 8.0, the delayed ACKs the stop's drain waits for. Once the VM is paused nothing else
-    flows to the destination's NBD server, so each window of MAX_IN_FLIGHT ops ends with the client
-    waiting for replies that QEMU 7.2's server leaves corked behind Nagle (nbd_trip(); fixed by QEMU
-    commit bd2cd4a441): one DELAYED_ACK_S per window. A random writer's backlog is scattered granules,
-    an op each; a sequential writer's lies in one stretch that mirror_iteration() copies in ops of up to
-    MAX_IO_BYTES. A lone op has no reply queued behind it. The drain runs window after window until
-    libvirt's block-job-cancel, after which the rest flows (MAX_STOP_WINDOWS)."""
-    if not stop_may_stall(run.plan) or backlog_bytes <= 0:
+def stop_reply_stalls_s(run: Run) -> float:
+    """Before QEMU 8.0, the delayed ACKs the stop's drain waits for, expected over where in the job's
+    slice the stop falls. Once the VM is paused nothing else flows to the destination's NBD server, so
+    each window of MAX_IN_FLIGHT ops ends with the client waiting for replies that QEMU 7.2's server
+    leaves corked behind Nagle (nbd_trip(); fixed by QEMU commit bd2cd4a441): one DELAYED_ACK_S per
+    window. A random writer's backlog is scattered granules, an op each; a sequential writer's lies in
+    one stretch that mirror_iteration() copies in ops of up to MAX_IO_BYTES. A lone op has no reply
+    queued behind it. The drain runs window after window until libvirt's block-job-cancel, after which
+    the rest flows (MAX_STOP_WINDOWS). A stop just after the job's wake-up finds a write or none and
+    waits for nothing, one just before it a whole slice of writes: the k-th window waits in the share
+    of the slice where the backlog is more than 16 (k - 1) ops (more than one op for the first)."""
+    if not stop_may_stall(run.plan):
         return 0.0
-    guest = run.guest
-    ops = math.ceil(backlog_bytes / (MAX_IO_BYTES if guest.disk_sequential else guest.granule_bytes))
-    if ops < 2:
-        return 0.0
-    return min(math.ceil(ops / MAX_IN_FLIGHT), MAX_STOP_WINDOWS) * DELAYED_ACK_S
+    op_bytes = MAX_IO_BYTES if run.guest.disk_sequential else run.guest.granule_bytes
+    expected = 0.0
+    for k in range(1, MAX_STOP_WINDOWS + 1):
+        share = share_of_slice_above(run, op_bytes * (1 if k == 1 else MAX_IN_FLIGHT * (k - 1)))
+        if share <= 0.0:
+            break
+        expected += share * DELAYED_ACK_S
+    return expected
 
 
 def mirror_limit_reason(run: Run) -> str:

@@ -29,7 +29,7 @@ def stop_and_complete_mirrors(run: Run):
     run.guest.pause()
     backlog = mirror_backlog_bytes(run)
     complete = mirror_completion_s(plan)
-    yield env.timeout(host.switchover_overhead_s + backlog / run.capacity_Bps() + stop_reply_stalls_s(run, backlog)
+    yield env.timeout(host.switchover_overhead_s + backlog / run.capacity_Bps() + stop_reply_stalls_s(run)
                       + complete)
     run.disk_background += backlog
     run.disk_wire += backlog
