@@ -52,10 +52,14 @@ import math
 
 from ..model.plan import Plan
 from ..model.qemu import qemu
-from .state import MIRROR_LAG_S, Run
+from .state import Run
 
 MAX_IN_FLIGHT = 16  # block/mirror.c: ops a job keeps in flight
 DELAYED_ACK_S = 0.040  # Linux TCP_DELACK_MIN (HZ / 25): the longest a reply waits before QEMU 8.0
+#: block/mirror.c mirror_run(): a READY job with nothing dirty and nothing in flight sleeps
+#: BLOCK_JOB_SLICE_TIME (include/block/blockjob_int.h, 100 ms) before it reads the bitmap again; the
+#: guest's writes in between wait for that wake-up, and the stop falls at no particular moment of it.
+MIRROR_SLICE_S = 0.1
 
 
 def mirror(run: Run):
@@ -103,8 +107,8 @@ def mirror(run: Run):
             yield from _copy(run, math.inf, 0, n)
             return False
         dirty = again
-    # While RAM migrates the job copies each new write after a short lag.
-    run.mirror_bg_Bps = min(mirror_speed_Bps(run, n), guest.disk_unique_bytes(MIRROR_LAG_S) / MIRROR_LAG_S)
+    # While RAM migrates the job copies each slice's new writes when it wakes (MIRROR_SLICE_S).
+    run.mirror_bg_Bps = min(mirror_speed_Bps(run, n), guest.disk_unique_bytes(MIRROR_SLICE_S) / MIRROR_SLICE_S)
     run.follow_disk_writes()
     return True
 
@@ -165,10 +169,6 @@ def _copy(run: Run, job_bytes: float, jobs: int, of: int):
     return True
 
 
-#: block/mirror.c mirror_run(): a READY job with nothing dirty and nothing in flight sleeps
-#: BLOCK_JOB_SLICE_TIME (include/block/blockjob_int.h, 100 ms) before it reads the bitmap again; the
-#: guest's writes in between wait for that wake-up, and the stop falls at no particular moment of it.
-MIRROR_SLICE_S = 0.1
 BACKLOG_POINTS = 32  # midpoints of the slice for the mean backlog (a smooth function of the phase)
 
 

@@ -27,7 +27,6 @@ from .wire import WireCost
 
 WINDOW_S = 0.1  # BUFFER_DELAY: bandwidth is measured and the rate limit reset every 100 ms
 ITERATE_MAX_S = 0.05  # ram_save_iterate() returns after 50 ms even if the budget is not spent
-MIRROR_LAG_S = 0.1  # how long a guest write waits before the background mirror copies it
 
 
 class SharedLink(Protocol):
