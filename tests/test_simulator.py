@@ -181,11 +181,11 @@ def test_disk_mirror_bulk_copy_then_catch_up():
     assert r.disk_transferred_bytes > size
 
 
-def _small_block_writer(pattern: str, rate: str = "4MiB/s", bandwidth: str = "30MiB/s") -> Plan:
+def _small_block_writer(pattern: str, rate: str = "4MiB/s", bandwidth: str = "30MiB/s", io_size: str = "4KiB") -> Plan:
     """Campaign v7's corner: 4 KiB writes over a 16 MiB disk working set on a slow link."""
     return plan(vm={"memory": "512MiB", "disks": [{"path": "/d.qcow2", "size": "160MiB", "allocated": "6MiB"}]},
                 link={"bandwidth": bandwidth, "capacity": None},
-                workload={"disk": {"write_rate": rate, "wss": "16MiB", "io_size": "4KiB", "pattern": pattern}},
+                workload={"disk": {"write_rate": rate, "wss": "16MiB", "io_size": io_size, "pattern": pattern}},
                 migration={"max_time": "120s"})
 
 
@@ -272,11 +272,8 @@ def test_a_stop_waits_for_a_second_op_only_in_the_part_of_the_slice_after_it():
     from simkvm.sim.mirror import DELAYED_ACK_S
 
     def writer(version: str) -> Plan:
-        return plan(vm={"memory": "512MiB", "disks": [{"path": "/d.qcow2", "size": "160MiB", "allocated": "6MiB"}]},
-                    link={"bandwidth": "120MiB/s", "capacity": None}, host={"qemu": version},
-                    workload={"disk": {"write_rate": "1MiB/s", "wss": "16MiB", "io_size": "64KiB",
-                                       "pattern": "uniform"}},
-                    migration={"max_time": "120s"})
+        return _small_block_writer("uniform", rate="1MiB/s", bandwidth="120MiB/s",
+                                   io_size="64KiB").with_(**{"host.qemu": version})
 
     g, n = 256, 16.0
     u_second = -g / n * math.log1p(-1 / g)  # when the expected unique granules reach one
