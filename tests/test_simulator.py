@@ -243,12 +243,14 @@ def test_before_qemu_8_the_stop_waits_a_delayed_ack_per_window_of_the_backlog(ra
     a uniformly random moment of that slice finds the writes of the last u seconds, u ~ U(0, 100 ms):
     the model's stall is the mean over u, here by a fine grid of u. Random writes lie in scattered
     granules, one op each. A lone op waits only when the stop's flush of the target is in flight with
-    it, at even odds (FLUSH_RACE_SHARE); a sequential writer's backlog is such a lone op (one stretch of
-    at most 0.4 MiB here, ops of up to 1 MiB) at every phase but the very start. On 8.0+ (the replies
-    pushed) nothing waits."""
+    it and the client delays its ACK: a stop within 40 ms (Linux's ato) of the job's wake-up with a
+    write since (one io_size write every io_size / rate s: odds min(1, u / interval)). A sequential
+    writer's backlog is such a lone op (one stretch of at most 0.4 MiB here, ops of up to 1 MiB): its
+    mean is the integral of min(1, u / interval) over the first 40 ms of the slice, in closed form.
+    On 8.0+ (the replies pushed) nothing waits."""
     import simpy
 
-    from simkvm.sim.mirror import DELAYED_ACK_S, FLUSH_RACE_SHARE, MAX_IN_FLIGHT, MAX_STOP_WINDOWS
+    from simkvm.sim.mirror import DELAYED_ACK_S, MAX_IN_FLIGHT, MAX_STOP_WINDOWS
 
     def downtime(pattern: str, version: str) -> float:
         p = _small_block_writer(pattern, rate=rate, bandwidth="120MiB/s").with_(**{"host.qemu": version})
@@ -259,22 +261,28 @@ def test_before_qemu_8_the_stop_waits_a_delayed_ack_per_window_of_the_backlog(ra
     guest = Guest(simpy.Environment(), _small_block_writer("uniform", rate=rate))
     u = (np.arange(20000) + 0.5) / 20000 * 0.1
     ops = np.ceil(np.array([guest.disk_unique_bytes(x) for x in u]) / 65536)
+    interval = 4096 / (float(rate.removesuffix("MiB/s")) * MiB)
+    lone = np.where(u < 0.040, np.minimum(1.0, u / interval), 0.0)
     windows = np.where(ops >= 2, np.minimum(np.ceil(ops / MAX_IN_FLIGHT), MAX_STOP_WINDOWS),
-                       np.where(ops == 1, FLUSH_RACE_SHARE, 0.0))
+                       np.where(ops == 1, lone, 0.0))
     expected = float(windows.mean()) * DELAYED_ACK_S
     assert windows.max() >= 2 and 0 < expected < windows.max() * DELAYED_ACK_S  # 25 and 85 granules at most
     assert downtime("uniform", "7.2") - downtime("uniform", "8.0") == pytest.approx(expected, abs=1e-4)
+    seq_share = (0.040 - interval / 2) / 0.1  # the interval (1-4 ms) is well inside the 40 ms
+    assert 0.38 < seq_share < 0.4
     assert downtime("sequential", "7.2") - downtime("sequential", "8.0") == pytest.approx(
-        FLUSH_RACE_SHARE * DELAYED_ACK_S, abs=1e-6)
+        seq_share * DELAYED_ACK_S, abs=1e-6)
 
 
 def test_a_stop_waits_for_a_second_op_only_in_the_part_of_the_slice_after_it():
     """A 1 MiB/s writer of random 64 KiB blocks writes 1.6 blocks in the mirror's 100 ms slice: a stop
-    finds a lone op (a reply queued behind it only if the stop's flush of the target races it, at even
-    odds) until the unique granules written since the job's wake-up pass one, G (1 - e^(-n u / G)) = 1
-    (n = 16 writes/s over G = 256 granules), and one window's delayed ACK after that: the expected
-    stall is that later share of the slice x 40 ms plus the odds x the earlier share x 40 ms."""
-    from simkvm.sim.mirror import DELAYED_ACK_S, FLUSH_RACE_SHARE
+    finds a lone op until the unique granules written since the job's wake-up pass one,
+    G (1 - e^(-n u / G)) = 1 (n = 16 writes/s over G = 256 granules), and one window's delayed ACK
+    after that: the expected stall is that later share of the slice x 40 ms. The lone op waits too
+    when the stop falls within 40 ms of the wake-up (the client's socket still in pingpong mode) and a
+    write came since: odds u / 62.5 ms (one 64 KiB write every 62.5 ms), 0.04^2 / (2 x 0.0625) / 0.1
+    = 0.128 of the slice on average."""
+    from simkvm.sim.mirror import DELAYED_ACK_S
 
     def writer(version: str) -> Plan:
         return _small_block_writer("uniform", rate="1MiB/s", bandwidth="120MiB/s",
@@ -286,8 +294,9 @@ def test_a_stop_waits_for_a_second_op_only_in_the_part_of_the_slice_after_it():
     assert 0.3 < share < 0.45
     old, new = simulate(writer("7.2")), simulate(writer("8.0"))
     assert old.converged and new.converged
-    assert old.downtime_s - new.downtime_s == pytest.approx(
-        (share + FLUSH_RACE_SHARE * (1 - share)) * DELAYED_ACK_S, abs=1e-6)
+    lone = 0.040**2 / (2 * 0.0625) / 0.1  # u_second (63 ms) is past the 40 ms window
+    assert u_second > 0.040
+    assert old.downtime_s - new.downtime_s == pytest.approx((share + lone) * DELAYED_ACK_S, abs=1e-6)
 
 
 @pytest.mark.parametrize("pattern", ["sequential", "uniform"])

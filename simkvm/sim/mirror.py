@@ -50,10 +50,12 @@ do_vm_stop()'s bdrv_drain_all() pauses and resumes the sleeping job, and job_res
 once, so the backlog goes out during vm_stop, alongside bdrv_flush_all(), which flushes the guest's
 disk first and then the job's target BlockBackend: an NBD_CMD_FLUSH to the same server. A lone op
 (a sequential writer's stretch, or one scattered granule) has no reply queued behind it unless that
-flush is in flight with it; then one of the two replies waits for the delayed ACK. Which comes first
-is a race between the source image's flush (the host's disk) and the op's round trip, which nothing
-in the plan decides: the model charges it at even odds (FLUSH_RACE_SHARE); on v8-v22's 128 sequential
-writers about a third of the stops took the extra 40 ms, in every group of rate, write size and link.
+flush is in flight with it, and even then the first reply is ACKed at once unless the client's socket
+is in Linux's pingpong mode, which it enters when it sends within ato (TCP_ATO_MIN, 40 ms) of the last
+data it received (tcp_event_data_sent()): the job's last replies came when it last woke, so a stop
+within 40 ms of that wake-up, with a write since, waits one delayed ACK (lone_op_hold_share). On
+v8-v22's 128 sequential writers about a third of the stops took ~40 ms more (the share this gives for
+their writes: 0.13 for 64 KiB blocks at 1 MiB/s, 0.32-0.40 for the others).
 """
 from __future__ import annotations
 
@@ -208,10 +210,9 @@ def share_of_slice_above(run: Run, backlog_bytes: float) -> float:
     return 1.0 - hi / MIRROR_SLICE_S
 
 
-#: The odds that the stop's flush of the target (bdrv_flush_all() in do_vm_stop()) is in flight with a
-#: lone mirror op, so that one reply waits for the delayed ACK: a race with the host's disk that the plan
-#: does not decide, taken at even odds, not fitted.
-FLUSH_RACE_SHARE = 0.5
+#: Linux's ato at its floor (TCP_ATO_MIN, HZ / 25): a socket that sends within this long of the last data
+#: it received enters pingpong mode and delays its ACKs (tcp_event_data_sent(), inet_csk_inc_pingpong_cnt()).
+PINGPONG_WINDOW_S = 0.040
 #: The longest run of reply stalls a paused VM's drain has shown before libvirt cancels the job and the rest
 #: flows (traces debian12-switchover-sw1, sw6: 5 and 6 windows, 219 and 186 granules dirty at the stop).
 MAX_STOP_WINDOWS = 6
@@ -236,19 +237,34 @@ def stop_reply_stalls_s(run: Run) -> float:
     after window until libvirt's block-job-cancel, after which the rest flows (MAX_STOP_WINDOWS). A stop
     just after the job's wake-up finds a write or none, one just before it a whole slice of writes: the
     k-th window waits in the share of the slice where the backlog is more than 16 (k - 1) ops (more than
-    one op for the first). A lone op has a reply queued behind it only when the stop's flush of the
-    target is in flight with it (FLUSH_RACE_SHARE of the share of the slice with one op to copy)."""
+    one op for the first). A lone op waits only when the stop's flush of the target is in flight with
+    it and the client delays its ACKs (lone_op_hold_share)."""
     if not stop_may_stall(run.plan):
         return 0.0
     op_bytes = MAX_IO_BYTES if run.guest.disk_sequential else run.guest.granule_bytes
-    lone_op = share_of_slice_above(run, 0.0) - share_of_slice_above(run, op_bytes)
-    expected = FLUSH_RACE_SHARE * lone_op * DELAYED_ACK_S
+    expected = lone_op_hold_share(run, op_bytes) * DELAYED_ACK_S
     for k in range(1, MAX_STOP_WINDOWS + 1):
         share = share_of_slice_above(run, op_bytes * (1 if k == 1 else MAX_IN_FLIGHT * (k - 1)))
         if share <= 0.0:
             break
         expected += share * DELAYED_ACK_S
     return expected
+
+
+def lone_op_hold_share(run: Run, op_bytes: float) -> float:
+    """The share of stops whose lone backlog op waits one delayed ACK: do_vm_stop() copies it beside
+    bdrv_flush_all()'s flush of the target, two requests out, and the second reply waits behind Nagle
+    for the client's ACK of the first, which comes at once unless the client's socket is in pingpong
+    mode: only if the stop falls within PINGPONG_WINDOW_S of the job's last wake-up (its last replies)
+    and the guest has written since (one write of io_size every io_size / rate seconds, so a stop u
+    after the wake-up finds one with odds min(1, u / interval)), and only while the backlog is one op.
+    The mean of those odds over a stop placed uniformly in the job's slice, in closed form."""
+    disk = run.plan.workload.disk
+    interval = disk.io_size_bytes / disk.write_rate_Bps
+    lone_until = MIRROR_SLICE_S * (1.0 - share_of_slice_above(run, op_bytes))
+    x = min(PINGPONG_WINDOW_S, lone_until)
+    written = x * x / (2 * interval) if x <= interval else x - interval / 2
+    return written / MIRROR_SLICE_S
 
 
 def mirror_limit_reason(run: Run) -> str:
