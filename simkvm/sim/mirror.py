@@ -211,7 +211,7 @@ def share_of_slice_above(run: Run, backlog_bytes: float) -> float:
 
 
 #: Linux's ato at its floor (TCP_ATO_MIN, HZ / 25): a socket that sends within this long of the last data
-#: it received enters pingpong mode and delays its ACKs (tcp_event_data_sent(), inet_csk_inc_pingpong_cnt()).
+#: it received enters pingpong mode and delays its ACKs (net/ipv4/tcp_output.c tcp_event_data_sent()).
 PINGPONG_WINDOW_S = 0.040
 #: The longest run of reply stalls a paused VM's drain has shown before libvirt cancels the job and the rest
 #: flows (traces debian12-switchover-sw1, sw6: 5 and 6 windows, 219 and 186 granules dirty at the stop).
