@@ -253,20 +253,20 @@ def guest_crashed(testbed: Any, name: str) -> str:
 
 
 def guest_hung(testbed: Any, name: str, after: dict[str, str]) -> str:
-    """A guest that stopped working inside, or "": libvirt runs it on exactly one host and no other QEMU
-    of it exists, yet that QEMU's vCPUs are idle (``after``, the kernel's view, says no host runs it) and
-    its console has printed no check since. The busy canary workload keeps a working guest's vCPUs busy,
-    so this is a guest deadlocked by wrong memory (README, "The testbed": QEMU 7.2 TCG loses dirty pages;
-    then it hangs rather than panics), not a VM simkvm left paused (libvirt would say paused)."""
-    if any(s == "running" for s in after.values()):
-        return ""
+    """A guest that stopped working inside, or "": libvirt runs it on exactly one host, no QEMU of it
+    exists on the other (``after``, the kernel's view), and its console has printed no check for 20 s
+    while its vCPUs sit idle or spin. A working guest's canary workload prints a check every second, so
+    this is a guest deadlocked or looping on wrong memory (README, "The testbed": QEMU 7.2 TCG loses
+    dirty pages; then it may hang rather than panic; a CI run on 2026-12-04 met one spinning), not a VM
+    simkvm left paused (libvirt would say paused) or running on two hosts (the other host's QEMU)."""
     runs = [h for h in ("a", "b") if libvirt_state(testbed, h, name) == "running"]
     if len(runs) != 1 or any(after[h] != "none" for h in ("a", "b") if h != runs[0]):
         return ""
     silent = canaries(testbed, name, timeout_s=20)
     if not silent.startswith("silent"):
         return ""
-    return f"hung: libvirt runs it on {runs[0]}, its QEMU's vCPUs are idle and its console printed no check in 20 s"
+    vcpus = "spin" if after[runs[0]] == "running" else "are idle"
+    return f"hung: libvirt runs it on {runs[0]}, its QEMU's vCPUs {vcpus} and its console printed no check in 20 s"
 
 
 def guest_health(testbed: Any, name: str, running: list[str], after: dict[str, str] | None = None) -> dict[str, Any]:
