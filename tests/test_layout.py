@@ -185,3 +185,23 @@ def test_float_dust_is_sent_with_its_slice():
         run.send_pages(sum(run.dirty_bitmap.row()) - 1e-7)
     assert run.pending_pages == 0
     assert run.zero_pages + run.normal_pages == pytest.approx(total)
+
+
+def test_the_kernel_pages_go_where_the_guest_found_them():
+    """With ``kernel_hist`` (frames in use besides the arena, /proc/kpageflags) the kernel's pages
+    leave zero pages where they are, not an even share of every slice. Oracles: RAM is conserved
+    (the same zero total as a spread kernel), the slices holding the kernel have that many fewer
+    zero pages and the others only their arena's fewer; a report without it (an older guest), or
+    with another bin count, keeps the even spread."""
+    arena_hist = ",".join(["0"] * 8 + ["125"] * 8)
+    base = {"mem_total": 248 * MiB, "used": 8 * MiB, "arena": 32 * MiB, "wss_hist": arena_hist,
+            "arena_hist": arena_hist}
+    kernel = 8 * MiB + (256 - 248) * MiB
+    spread = reported_layouts(base, 256 * MiB)["vm.zero_layout"]
+    placed = reported_layouts({**base, "kernel_hist": ",".join(["0"] * 14 + ["500", "500"])},
+                              256 * MiB)["vm.zero_layout"]
+    assert sum(placed) == pytest.approx(sum(spread)) == pytest.approx(256 * MiB - 32 * MiB - kernel)
+    assert placed[15] == pytest.approx(16 * MiB - 4 * MiB - kernel / 2) and placed[0] == pytest.approx(16 * MiB)
+    assert placed[8] == pytest.approx(16 * MiB - 4 * MiB) and spread[0] == pytest.approx(16 * MiB - kernel / 16)
+    odd = reported_layouts({**base, "kernel_hist": "1,1,1"}, 256 * MiB)["vm.zero_layout"]
+    assert odd == pytest.approx(spread)

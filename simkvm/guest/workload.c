@@ -138,7 +138,7 @@ static double now_s(void)
 
 static void say(const char *fmt, ...)
 {
-    char buf[1024];
+    char buf[4096]; /* the READY line carries three 64-bin histograms */
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
@@ -428,18 +428,36 @@ static uint64_t setup_memory(uint64_t *arena_bytes_out, uint64_t *mem_total_out)
 }
 
 /* Where pages sit in guest-physical memory: the share of a range's pages in
- * each 1/16 of RAM, bottom to top, in per mille ("-" when unknown).
+ * each 1/64 of RAM, bottom to top, in per mille ("-" when unknown).
  *
  * Why: QEMU walks its dirty bitmap in address order and carries on from where
  * it stopped after a bitmap sync, so the pages still unsent when a sync comes
  * are the ones just ahead of the walk; whether the working set is among them
  * decides how many newly dirtied pages were already pending, and so the
- * iteration count. The model takes these as vm.wss_layout and vm.zero_layout.
- * Read from /proc/self/pagemap (page-frame numbers need root: PID 1 is) against
- * the highest "System RAM" address in /proc/iomem. */
-#define LAYOUT_BINS 16
+ * iteration count. Where the non-zero pages sit decides how fast the first
+ * pass crosses each part of RAM (a zero page costs the rate limit a few bytes,
+ * a normal one a page), so where it stands when pending first falls below the
+ * threshold, and what the stop then sends. The model takes these as
+ * vm.wss_layout and vm.zero_layout. Read from /proc/self/pagemap (page-frame
+ * numbers need root: PID 1 is) against the highest "System RAM" address in
+ * /proc/iomem.
+ *
+ * kernel_hist: where the pages this program does not own are in use, from
+ * /proc/kpageflags (every frame not on the buddy allocator's free lists, minus
+ * the arena's): the kernel's own memory (its image, wherever KASLR put it; the
+ * memory map and the other early allocations memblock makes top-down; page
+ * tables, slab and page cache). Measured on the testbed's idle guests, the first
+ * pass crosses a dense stretch of them below the top of RAM that a kernel
+ * spread evenly over RAM does not have. Free frames count as zero: a fresh
+ * guest's free memory was never written (what it freed after writing is not). */
+#define LAYOUT_BINS 64
+#define KPF_BUDDY 10
+#define KPF_NOPAGE 20
+#define KPF_ZERO_PAGE 24
 static char wss_hist[LAYOUT_BINS * 5 + 1] = "-";
 static char arena_hist[LAYOUT_BINS * 5 + 1] = "-";
+static char kernel_hist[LAYOUT_BINS * 5 + 1] = "-";
+static uint64_t kernel_pages; /* frames in use besides the arena (0: unknown) */
 
 static uint64_t ram_top_bytes(void)
 {
@@ -457,21 +475,14 @@ static uint64_t ram_top_bytes(void)
     return top;
 }
 
-static void page_layout(int pagemap, uint64_t top, const uint8_t *start, uint64_t pages, char *out, size_t out_size)
+static uint64_t bin_of(uint64_t pfn, uint64_t top)
 {
-    uint64_t bins[LAYOUT_BINS] = {0}, n = 0;
-    for (uint64_t p = 0; p < pages; p++) {
-        uint64_t entry;
-        uint64_t vpn = ((uintptr_t)start + p * PAGE) / PAGE;
-        if (pread(pagemap, &entry, sizeof entry, (off_t)(vpn * sizeof entry)) != sizeof entry)
-            return;
-        uint64_t pfn = entry & ((1ULL << 55) - 1);
-        if (!(entry >> 63) || pfn == 0) /* not present, or frame numbers hidden from us */
-            continue;
-        uint64_t bin = pfn * PAGE * LAYOUT_BINS / top;
-        bins[bin < LAYOUT_BINS ? bin : LAYOUT_BINS - 1]++;
-        n++;
-    }
+    uint64_t bin = pfn * PAGE * LAYOUT_BINS / top;
+    return bin < LAYOUT_BINS ? bin : LAYOUT_BINS - 1;
+}
+
+static void format_hist(const uint64_t *bins, uint64_t n, char *out, size_t out_size)
+{
     if (!n)
         return;
     char *o = out;
@@ -479,13 +490,70 @@ static void page_layout(int pagemap, uint64_t top, const uint8_t *start, uint64_
         o += snprintf(o, out + out_size - o, "%s%d", b ? "," : "", (int)(1000.0 * bins[b] / n + 0.5));
 }
 
+/* Pages of [start, start + pages) per bin (added to bins); returns how many were found. */
+static uint64_t page_bins(int pagemap, uint64_t top, const uint8_t *start, uint64_t pages, uint64_t *bins)
+{
+    uint64_t n = 0;
+    for (uint64_t p = 0; p < pages; p++) {
+        uint64_t entry;
+        uint64_t vpn = ((uintptr_t)start + p * PAGE) / PAGE;
+        if (pread(pagemap, &entry, sizeof entry, (off_t)(vpn * sizeof entry)) != sizeof entry)
+            return 0;
+        uint64_t pfn = entry & ((1ULL << 55) - 1);
+        if (!(entry >> 63) || pfn == 0) /* not present, or frame numbers hidden from us */
+            continue;
+        bins[bin_of(pfn, top)]++;
+        n++;
+    }
+    return n;
+}
+
+/* Frames in use per bin (kpageflags): not free, not a hole, not the shared zero page. */
+static uint64_t used_bins(uint64_t top, uint64_t *bins)
+{
+    int fd = open("/proc/kpageflags", O_RDONLY);
+    if (fd < 0)
+        return 0;
+    enum { CHUNK = 4096 };
+    static uint64_t flags[CHUNK];
+    uint64_t frames = top / PAGE, n = 0;
+    for (uint64_t pfn = 0; pfn < frames; pfn += CHUNK) {
+        size_t want = (size_t)(frames - pfn < CHUNK ? frames - pfn : CHUNK) * sizeof flags[0];
+        ssize_t got = pread(fd, flags, want, (off_t)(pfn * sizeof flags[0]));
+        if (got <= 0) {
+            n = 0;
+            break;
+        }
+        for (uint64_t i = 0; i < (uint64_t)got / sizeof flags[0]; i++) {
+            uint64_t f = flags[i];
+            if (f & ((1ULL << KPF_BUDDY) | (1ULL << KPF_NOPAGE) | (1ULL << KPF_ZERO_PAGE)))
+                continue;
+            bins[bin_of(pfn + i, top)]++;
+            n++;
+        }
+    }
+    close(fd);
+    return n;
+}
+
 static void measure_layout(uint64_t arena_bytes)
 {
     uint64_t top = ram_top_bytes();
     int fd = open("/proc/self/pagemap", O_RDONLY);
     if (top && fd >= 0) {
-        page_layout(fd, top, arena, wss_pages, wss_hist, sizeof wss_hist);
-        page_layout(fd, top, arena, arena_bytes / PAGE, arena_hist, sizeof arena_hist);
+        uint64_t wss_b[LAYOUT_BINS] = {0}, arena_b[LAYOUT_BINS] = {0}, used_b[LAYOUT_BINS] = {0};
+        format_hist(wss_b, page_bins(fd, top, arena, wss_pages, wss_b), wss_hist, sizeof wss_hist);
+        uint64_t n_arena = page_bins(fd, top, arena, arena_bytes / PAGE, arena_b);
+        format_hist(arena_b, n_arena, arena_hist, sizeof arena_hist);
+        if (n_arena && used_bins(top, used_b)) {
+            uint64_t kernel_b[LAYOUT_BINS], n = 0;
+            for (int b = 0; b < LAYOUT_BINS; b++) {
+                kernel_b[b] = used_b[b] > arena_b[b] ? used_b[b] - arena_b[b] : 0;
+                n += kernel_b[b];
+            }
+            kernel_pages = n;
+            format_hist(kernel_b, n, kernel_hist, sizeof kernel_hist);
+        }
     }
     if (fd >= 0)
         close(fd);
@@ -873,14 +941,15 @@ int main(void)
     say("SIMKVM READY boot=%s t=%.3f kernel_uptime_s=%.2f mem_total=%llu used=%llu thp=%s min_free_kb=%llu "
         "arena=%llu filled=%llu fill_s=%.3f "
         "wss=%llu pattern=%s dirty_rate=%.0f zero_fraction=%.4f "
-        "disk=%s disk_size=%llu disk_wss=%llu io_size=%llu disk_rate=%.0f wss_hist=%s arena_hist=%s ip=%s",
+        "disk=%s disk_size=%llu disk_wss=%llu io_size=%llu disk_rate=%.0f wss_hist=%s arena_hist=%s kernel_hist=%s kernel_pages=%llu ip=%s",
         boot_id, now_s(), uptime_s + now_s(), (unsigned long long)mem_total, (unsigned long long)kernel_used_bytes,
         thp, (unsigned long long)min_free_kb,
         (unsigned long long)arena_bytes,
         (unsigned long long)filled, fill_s, (unsigned long long)W.wss, W.sequential ? "seq" : "random",
         W.dirty_rate, W.zero_fraction, have_disk ? "/dev/vda" : "none",
         (unsigned long long)disk_size, (unsigned long long)(have_disk ? W.disk_wss : 0),
-        (unsigned long long)W.io_size, W.disk_rate, wss_hist, arena_hist, guest_ip[0] ? guest_ip : "none");
+        (unsigned long long)W.io_size, W.disk_rate, wss_hist, arena_hist, kernel_hist, (unsigned long long)kernel_pages,
+        guest_ip[0] ? guest_ip : "none");
 
     /* Reporter: once a second, achieved rates; then the canary checks. */
     uint64_t seed = 0xfeedULL;

@@ -101,10 +101,13 @@ def reported_layouts(report: dict[str, Any] | None, memory_bytes: float) -> dict
     """``vm.wss_layout`` and ``vm.zero_layout`` from where the guest found its pages (empty: unknown).
 
     The guest reads its pages' frame numbers (/proc/self/pagemap) and reports, per
-    1/16 of RAM bottom to top, the per-mille share of its working set
-    (``wss_hist``) and of its whole non-zero arena (``arena_hist``). Zero pages
-    are what a slice holds besides the arena and the kernel's own pages (taken
-    as spread evenly).
+    1/64 of RAM bottom to top (1/16 before), the per-mille share of its working set
+    (``wss_hist``) and of its whole non-zero arena (``arena_hist``), and of the frames in
+    use besides the arena (``kernel_hist``, from /proc/kpageflags: the kernel's image,
+    memory map, page tables, slab, page cache). Zero pages are what a slice holds besides
+    the arena and the kernel's pages, placed where ``kernel_hist`` says (an older guest's
+    report has none: spread evenly). The kernel's total is its report's (used, plus the
+    memory the kernel never sees), the figure the zero share is made of.
     """
     out: dict[str, tuple[float, ...]] = {}
     if not report:
@@ -120,7 +123,11 @@ def reported_layouts(report: dict[str, Any] | None, memory_bytes: float) -> dict
         return out
     if arena:
         n = len(arena)
-        zero = [max(0.0, memory_bytes / n - arena_bytes * a / sum(arena) - kernel / n) for a in arena]
+        placed = _hist(report.get("kernel_hist"))
+        kernel_share = ([k / sum(placed) for k in placed] if placed and len(placed) == n and sum(placed) > 0
+                        else [1.0 / n] * n)
+        zero = [max(0.0, memory_bytes / n - arena_bytes * a / sum(arena) - kernel * k)
+                for a, k in zip(arena, kernel_share)]
         if sum(zero) > 0:
             out["vm.zero_layout"] = tuple(zero)
     return out

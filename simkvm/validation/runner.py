@@ -232,7 +232,10 @@ def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[s
                                       "errors": [e.raw for e in errors],
                                       # the guest's TLB-flush workaround (its always-dirty flush pages) ran
                                       # where the stack needs it (define_guest follows Stack.tlb_flush)
-                                      "tlb_flush": stack.tlb_flush if stack is not None else None}
+                                      "tlb_flush": stack.tlb_flush if stack is not None else None,
+                                      # the READY report the plan's layouts and zero share were read from
+                                      # (simkvm/testbed/guestplan.py), kept to re-derive them another way
+                                      "ready": dict(ready.values)}
     return row, predicted, measured
 
 
