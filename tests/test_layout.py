@@ -188,20 +188,37 @@ def test_float_dust_is_sent_with_its_slice():
 
 
 def test_the_kernel_pages_go_where_the_guest_found_them():
-    """With ``kernel_hist`` (frames in use besides the arena, /proc/kpageflags) the kernel's pages
-    leave zero pages where they are, not an even share of every slice. Oracles: RAM is conserved
-    (the same zero total as a spread kernel), the slices holding the kernel have that many fewer
-    zero pages and the others only their arena's fewer; a report without it (an older guest), or
-    with another bin count, keeps the even spread."""
+    """``place_kernel`` (a variant: README, the v25 / q10r round): with ``kernel_hist`` (frames in use
+    besides the arena, /proc/kpageflags) the kernel's pages leave zero pages where they are, not an
+    even share of every part. Oracles: RAM is conserved (the same zero total as a spread kernel), the
+    parts holding the kernel have that many fewer zero pages and the others only their arena's
+    fewer; the default spreads them; a histogram of another part count keeps the even spread."""
     arena_hist = ",".join(["0"] * 8 + ["125"] * 8)
     base = {"mem_total": 248 * MiB, "used": 8 * MiB, "arena": 32 * MiB, "wss_hist": arena_hist,
-            "arena_hist": arena_hist}
+            "arena_hist": arena_hist, "kernel_hist": ",".join(["0"] * 14 + ["500", "500"])}
     kernel = 8 * MiB + (256 - 248) * MiB
     spread = reported_layouts(base, 256 * MiB)["vm.zero_layout"]
-    placed = reported_layouts({**base, "kernel_hist": ",".join(["0"] * 14 + ["500", "500"])},
-                              256 * MiB)["vm.zero_layout"]
+    placed = reported_layouts(base, 256 * MiB, place_kernel=True)["vm.zero_layout"]
     assert sum(placed) == pytest.approx(sum(spread)) == pytest.approx(256 * MiB - 32 * MiB - kernel)
     assert placed[15] == pytest.approx(16 * MiB - 4 * MiB - kernel / 2) and placed[0] == pytest.approx(16 * MiB)
     assert placed[8] == pytest.approx(16 * MiB - 4 * MiB) and spread[0] == pytest.approx(16 * MiB - kernel / 16)
-    odd = reported_layouts({**base, "kernel_hist": "1,1,1"}, 256 * MiB)["vm.zero_layout"]
+    odd = reported_layouts({**base, "kernel_hist": "1,1,1"}, 256 * MiB, place_kernel=True)["vm.zero_layout"]
     assert odd == pytest.approx(spread)
+
+
+def test_a_guest_reporting_64ths_gives_the_layouts_of_its_16ths():
+    """The guest reports 1/64ths; the plan's layouts sum them to 1/16ths (LAYOUT_PARTS), so a report of
+    64 parts gives exactly what the same pages in 16 parts give; ``parts=64`` keeps them (a variant)."""
+    fine = [0.0] * 64
+    for i, v in enumerate([5, 0, 3, 9, 40, 12, 0, 0, 1, 1, 7, 30, 2, 0, 0, 90] * 4):
+        fine[i] = float(v)
+    coarse = [sum(fine[4 * i:4 * i + 4]) for i in range(16)]
+    base = {"mem_total": 240 * MiB, "used": 20 * MiB, "arena": 96 * MiB}
+    r64 = reported_layouts({**base, "wss_hist": ",".join(map(str, fine)), "arena_hist": ",".join(map(str, fine))},
+                           256 * MiB)
+    r16 = reported_layouts({**base, "wss_hist": ",".join(map(str, coarse)), "arena_hist": ",".join(map(str, coarse))},
+                           256 * MiB)
+    assert r64["vm.wss_layout"] == pytest.approx(r16["vm.wss_layout"]) and len(r64["vm.wss_layout"]) == 16
+    assert r64["vm.zero_layout"] == pytest.approx(r16["vm.zero_layout"])
+    assert len(reported_layouts({**base, "arena_hist": ",".join(map(str, fine))}, 256 * MiB,
+                                parts=64)["vm.zero_layout"]) == 64

@@ -29,10 +29,9 @@ for movable_node). Those pages are non-zero, so QEMU's first pass ends on them a
 the sender's pace, not on zero pages at the CPU's: measured on campaign v5's
 runs, the last non-zero stretch of the first pass was 6-9 MB on 256-320 MiB
 guests, 17-21 MB at 1 GiB, 30-31 MB at 1.5 GiB and 37-42 MB at 2 GiB (RAM/64
-plus a few MB). A guest report from before kernel_hist could not place it (it saw
-its own pages and counted the kernel's as spread), so :func:`slices` puts it on top;
-a report with kernel_hist (simkvm/testbed/guestplan.py: the frames in use, read
-from /proc/kpageflags) has the top already non-zero, and the move changes little.
+plus a few MB). The plan counts the kernel's pages as spread evenly (the guest's
+kernel_hist, read from /proc/kpageflags, can place them: a variant not used yet,
+simkvm/testbed/guestplan.py), so :func:`slices` puts the memory map on top.
 """
 from __future__ import annotations
 
