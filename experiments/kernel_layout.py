@@ -1,0 +1,128 @@
+"""Where the guest kernel's pages are, and what placing them does to the predictions.
+
+Why: QEMU's first pass walks RAM in address order, and how fast it crosses each part (a zero page
+costs the rate limit a few bytes, a normal page a page) decides where it stands when pending first
+falls below the threshold, and so what the stop sends. The plan's layouts come from the testbed
+guest's report (simkvm/testbed/guestplan.py): its arena per 1/16 of RAM, the kernel's pages
+counted as spread evenly. The guest also reports, per 1/64, the frames in use besides its arena
+(``kernel_hist``, from /proc/kpageflags). This script compares, on a campaign directory whose runs
+kept the guest's READY report (``meta.guest_console.ready``):
+
+* three layouts of each run against QEMU's own walk of its first pass (the executor's polls of
+  remaining and transferred bytes: transferred bytes per byte of RAM passed is the normal share
+  there): **S16** the plan's (1/16, kernel spread), **S64** 1/64 parts with the kernel spread, **K**
+  1/64 with the kernel placed where kernel_hist says;
+* the predictions each layout gives (downtime within max(30 ms, 25 %), time, iteration count).
+
+    python experiments/kernel_layout.py data/experiments/kernel-layout --profile profiles/testbed-v24.yaml
+
+On the ten development re-runs in data/experiments/kernel-layout (QEMU 7.2, shapes of spent runs
+with big stops; run alongside other work, load 0.7-4.8) K follows the walk about twice as closely as
+S16 yet scores the stops worse: README, the v25 / q10r round's model work.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from simkvm.profile import apply_profile, load_profile  # noqa: E402
+from simkvm.sim import simulate  # noqa: E402
+from simkvm.testbed.guestplan import reported_layouts  # noqa: E402
+from simkvm.validation.metrics import plan_of_run  # noqa: E402
+from simkvm.validation.store import RunStore  # noqa: E402
+
+PARTS = 64
+ZERO_PAGE_WIRE = 0.0022  # transferred bytes per byte of a zero page passed (a header of ~9 bytes per 4 KiB)
+
+
+def walk_share(timeline: list[dict[str, Any]], memory_bytes: float, parts: int = PARTS) -> np.ndarray:
+    """Normal-page share per part of RAM as QEMU's first pass met it (NaN where the polls do not
+    resolve a part: a poll interval covering less than 90 % of it, or the walk never got there)."""
+    size = memory_bytes / parts
+    polls = [t for t in timeline if t.get("phase") == "precopy" and t.get("memory_iteration") == 1
+             and t.get("memory_remaining") is not None and t.get("memory_processed") is not None]
+    num, den = np.zeros(parts), np.zeros(parts)
+    for a, b in zip(polls, polls[1:]):
+        pa, pb = memory_bytes - a["memory_remaining"], memory_bytes - b["memory_remaining"]
+        if pb - pa <= 4096:
+            continue
+        density = (b["memory_processed"] - a["memory_processed"]) / (pb - pa)
+        for j in range(int(pa // size), min(int(np.ceil(pb / size)), parts)):
+            overlap = max(0.0, min(pb, (j + 1) * size) - max(pa, j * size))
+            num[j] += density * overlap
+            den[j] += overlap
+    seen = den > 0.9 * size
+    return np.where(seen, np.clip(num / np.maximum(den, 1.0) - ZERO_PAGE_WIRE, 0.0, 1.0), np.nan)
+
+
+def layouts(report: dict[str, Any], memory_bytes: float) -> dict[str, dict[str, tuple[float, ...]]]:
+    """The three variants' ``vm.*_layout`` changes from one READY report."""
+    return {"S16": reported_layouts(report, memory_bytes),
+            "S64": reported_layouts(report, memory_bytes, parts=PARTS),
+            "K": reported_layouts(report, memory_bytes, parts=PARTS, place_kernel=True)}
+
+
+def normal_share(zero_layout: tuple[float, ...], memory_bytes: float, parts: int = PARTS) -> np.ndarray:
+    """A zero layout (zero bytes per part) as the normal share of ``parts`` equal parts."""
+    zero = np.repeat(np.asarray(zero_layout, dtype=float), parts // len(zero_layout)) / (parts // len(zero_layout))
+    return 1.0 - zero / (memory_bytes / parts)
+
+
+def compare(directory: Path, profile_path: str) -> list[dict[str, Any]]:
+    store, profile = RunStore(directory), load_profile(profile_path)
+    rows = []
+    for path in sorted((directory / "runs").glob("*.measured.json")):
+        run_id = path.name[: -len(".measured.json")]
+        measured = json.loads(path.read_text())
+        report = (measured.get("meta", {}).get("guest_console") or {}).get("ready")
+        if not report or "kernel_hist" not in report:
+            continue
+        memory = float(measured["plan"]["vm"]["memory"])
+        walk = walk_share(measured["timeline"], memory)
+        base = plan_of_run(store, run_id)
+        row: dict[str, Any] = {"run": run_id, "downtime_s": measured["downtime_s"], "time_s": measured["total_time_s"],
+                               "iterations": measured["iterations"]}
+        for name, change in layouts(report, memory).items():
+            share = normal_share(change["vm.zero_layout"], memory)
+            row[f"{name}_walk_diff"] = float(np.nanmean(np.abs(share - walk))) if np.isfinite(walk).any() else np.nan
+            res = simulate(apply_profile(base.with_(**change), profile), timeline=False)
+            row[f"{name}_downtime_s"], row[f"{name}_time_s"], row[f"{name}_iterations"] = (
+                res.downtime_s, res.total_time_s, res.iterations)
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("directory", type=Path, help="a campaign directory whose runs kept the guest's READY report")
+    ap.add_argument("--profile", required=True, help="the profile to predict with")
+    args = ap.parse_args()
+    rows = compare(args.directory, args.profile)
+    if not rows:
+        sys.exit(f"{args.directory}: no run with the guest's kernel_hist (a campaign from before a8ad536)")
+    print(f"{'run':24s} {'measured dt':>11s}  " + "  ".join(f"{n + ' dt':>8s} {n + ' walk':>8s}" for n in ("S16", "S64", "K")))
+    for r in rows:
+        print(f"{r['run']:24s} {1e3 * r['downtime_s']:9.0f}ms  " + "  ".join(
+            f"{1e3 * r[n + '_downtime_s']:6.0f}ms {r[n + '_walk_diff']:8.3f}" for n in ("S16", "S64", "K")))
+    dt = np.array([r["downtime_s"] for r in rows])
+    for n in ("S16", "S64", "K"):
+        pred = np.array([r[f"{n}_downtime_s"] for r in rows])
+        ok = np.abs(pred - dt) <= np.maximum(0.030, 0.25 * dt)
+        time = np.median([abs(r[f"{n}_time_s"] / r["time_s"] - 1) for r in rows])
+        exact = np.mean([r[f"{n}_iterations"] == r["iterations"] for r in rows])
+        walk = np.nanmedian([r[f"{n}_walk_diff"] for r in rows])
+        print(f"{n:4s} layout vs walk (median |normal share| difference) {walk:.3f}; downtime ok {ok.sum()} of "
+              f"{len(rows)} (median error {1e3 * np.median(np.abs(pred - dt)):.0f} ms); time median "
+              f"{100 * time:.1f} %; exact {100 * exact:.0f} %")
+
+
+if __name__ == "__main__":
+    main()
