@@ -1212,3 +1212,17 @@ def test_a_retried_run_keeps_its_earlier_failures(tmp_path):
     kept = sorted(p.name for p in runs_dir.iterdir())
     assert kept == [f"{rid}.failed-attempt-1.txt", f"{rid}.failed-attempt-2.txt"]
     assert "panic 1" in (runs_dir / kept[0]).read_text() and "panic 2" in (runs_dir / kept[1]).read_text()
+
+
+def test_a_campaign_stops_when_its_guest_changes_under_it():
+    """A round runs one guest: an image id that differs from the campaign's start stops it with a
+    one-line error naming both; the same id, or an unknown one, lets it go on."""
+    from simkvm.model.errors import UserError
+    from simkvm.validation.runner import check_guest_unchanged
+
+    check_guest_unchanged("3953fb2861ef0986", "3953fb2861ef0986")
+    check_guest_unchanged(None, "3953fb2861ef0986")
+    check_guest_unchanged("3953fb2861ef0986", None)
+    with pytest.raises(UserError, match="3953fb2861ef0986 at its start, 1a233f79eb951a11 now") as err:
+        check_guest_unchanged("3953fb2861ef0986", "1a233f79eb951a11")
+    assert "\n" not in str(err.value)

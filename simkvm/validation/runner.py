@@ -54,6 +54,20 @@ def _guest_image() -> str | None:
         return None
 
 
+def check_guest_unchanged(at_start: str | None, now: str | None) -> None:
+    """Refuse to go on when the guest image changed since the campaign started (None: unknown, no check).
+
+    Why: every run defines its guest from the working tree's simkvm/guest/ (built and cached by its
+    hash), so an edit there while a campaign runs gives the rest of the round another guest, and a
+    round's runs must share one (campaign q10r's set-aside runs, data/validation/campaign-q10r/set-aside/).
+    """
+    if at_start and now and now != at_start:
+        raise UserError(f"the testbed guest changed while the campaign ran (image {at_start} at its start, {now} "
+                        "now: simkvm/guest/workload.c, build.sh or the guest kernel was edited); a round runs one "
+                        "guest: undo the change and run the campaign again (finished runs are kept), or start a "
+                        "new campaign with it")
+
+
 def machine_meta(stack: Any = None) -> dict[str, Any]:
     """What ran the campaign: kernel, CPU, cores, memory, QEMU/libvirt versions, date, simkvm commit.
 
@@ -291,7 +305,8 @@ def run_campaign(campaign: Campaign, output: str | Path, *, profile_path: str | 
     try:
         with signals_as_interrupt():  # SIGTERM: like Ctrl-C, the run's guest is cleaned up
             return _run_pending(pending, todo, out, store, tb, profile, profile_path, probe_network, progress,
-                                keep_testbed, own_testbed=testbed is None, log=log, stack=stack)
+                                keep_testbed, own_testbed=testbed is None, log=log, stack=stack,
+                                guest_image=meta["sessions"][-1]["guest_image"])
     finally:
         lock.close()  # releases the flock
 
@@ -335,7 +350,7 @@ def _keep_failed_attempt(runs_dir: Path, rid: str) -> None:
 def _run_pending(pending: list, todo: list, out: dict[str, Any], store: "RunStore", tb: Any,
                  profile: Mapping[str, Any] | None, profile_path: str | None, probe_network: bool,
                  progress: bool, keep_testbed: bool, *, own_testbed: bool, log: Any,
-                 stack: Any = None) -> dict[str, Any]:
+                 stack: Any = None, guest_image: str | None = None) -> dict[str, Any]:
     was_running = tb.status()["running"]
     tb.up()
     from ..testbed.network import GuestNetwork
@@ -353,6 +368,7 @@ def _run_pending(pending: list, todo: list, out: dict[str, Any], store: "RunStor
             rid = run_id(s.id, k)
             if bar is not None:
                 bar.set_description(rid)
+            check_guest_unchanged(guest_image, _guest_image())
             try:
                 row, predicted, measured = run_one(s, k, testbed=tb, profile=profile, profile_name=profile_path,
                                                    network=network, stack=stack)
