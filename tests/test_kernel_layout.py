@@ -52,3 +52,35 @@ def test_a_zero_layout_becomes_normal_shares_of_64_parts():
     assert list(share) == pytest.approx([0.0] * 32 + [1.0] * 32)
     fine = kl.normal_share(tuple([memory / 64] * 16 + [0.0] * 48), memory)
     assert sum(1 - fine) * memory / 64 == pytest.approx(memory / 4)
+
+
+def test_a_variant_directory_carries_the_layout_in_every_plan_and_nothing_else_changes(tmp_path):
+    """On the committed development re-runs: each stored plan of the copy has the layout its own READY
+    report gives (64 parts for K), the measured and row files are the same data, and the copy is then
+    an ordinary campaign directory (its plans load and simulate); an existing directory is refused."""
+    import json
+
+    from simkvm.sim import simulate
+    from simkvm.validation.store import RunStore, plan_of_run
+
+    kl = _module()
+    src, out = ROOT / "data" / "experiments" / "kernel-layout", tmp_path / "k"
+    changed, same = kl.write_variant(src, out, "K")
+    runs = sorted(p.name[: -len(".measured.json")] for p in (src / "runs").glob("*.measured.json"))
+    assert (changed, same) == (len(runs), 0) and changed > 0
+    for rid in runs:
+        measured = json.loads((src / "runs" / f"{rid}.measured.json").read_text())
+        report, memory = measured["meta"]["guest_console"]["ready"], float(measured["plan"]["vm"]["memory"])
+        want = kl.layouts(report, memory)["K"]
+        plan = json.loads((out / "runs" / f"{rid}.predicted.json").read_text())["plan"]["vm"]
+        assert len(plan["zero_layout"]) == len(plan["wss_layout"]) == kl.PARTS
+        assert plan["zero_layout"] == pytest.approx(list(want["vm.zero_layout"]))
+        assert plan["wss_layout"] == pytest.approx(list(want["vm.wss_layout"]))
+        for kind in ("measured", "row"):
+            assert json.loads((out / "runs" / f"{rid}.{kind}.json").read_text()) == \
+                json.loads((src / "runs" / f"{rid}.{kind}.json").read_text())
+    store = RunStore(out)
+    assert store.finished_ids() == runs
+    assert simulate(plan_of_run(store, runs[0]), timeline=False).total_time_s > 0
+    with pytest.raises(SystemExit, match="exists"):
+        kl.write_variant(src, out, "S16")
