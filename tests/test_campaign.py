@@ -1109,6 +1109,9 @@ def test_smoke_campaign_calibrate_and_report_on_the_testbed(testbed, tmp_path, c
                    for c in console["failed_checks"]), console
     assert rows["check_ok"].sum() >= len(rows) - 1
     assert (out / "meta.json").exists() and (out / "rounds.csv").exists()
+    for rid in rows["run_id"]:  # the host's memory around each migration: the destination faulted its RAM in
+        host = json.loads((out / "runs" / f"{rid}.measured.json").read_text())["meta"]["host_memory"]
+        assert host["start"]["free_bytes"] > 0 and host["change"]["pgfault"] > 0, (rid, host)
     # resuming a finished campaign runs nothing
     assert main(["campaign", "run", str(CAMPAIGNS / "smoke.yaml"), "-o", str(out), "-q"]) == 0
     assert len(pd.read_csv(out / "runs.csv")) == len(rows)
@@ -1212,6 +1215,25 @@ def test_a_retried_run_keeps_its_earlier_failures(tmp_path):
     kept = sorted(p.name for p in runs_dir.iterdir())
     assert kept == [f"{rid}.failed-attempt-1.txt", f"{rid}.failed-attempt-2.txt"]
     assert "panic 1" in (runs_dir / kept[0]).read_text() and "panic 2" in (runs_dir / kept[1]).read_text()
+
+
+def test_host_memory_reads_free_memory_huge_page_blocks_and_counters(tmp_path):
+    """Free 2 MiB blocks: an order-9 block is one, an order-10 block two; kB become bytes; the change
+    over a run is the counters' increase only."""
+    from simkvm.validation.runner import host_memory, memory_change
+
+    (tmp_path / "meminfo").write_text("MemTotal:       24684320 kB\nMemFree:         1000 kB\nCached:    2 kB\n")
+    (tmp_path / "vmstat").write_text("nr_free_pages 5\ncompact_stall 3\nthp_fault_alloc 10\npgfault 100\n")
+    (tmp_path / "buddyinfo").write_text(
+        "Node 0, zone      DMA      0      0      0      0      0      0      0      0      1      1      3\n"
+        "Node 0, zone   Normal   3111   2853   2378   1929   1330   1447    956    500    261      6    215\n")
+    files = {k: tmp_path / k for k in ("meminfo", "vmstat", "buddyinfo")}
+    state = host_memory(**files)
+    assert state == {"free_bytes": 1000 * 1024, "cached_bytes": 2048, "compact_stall": 3, "thp_fault_alloc": 10,
+                     "pgfault": 100, "free_2mib_blocks": 1 + 3 * 2 + 6 + 215 * 2}
+    later = {**state, "compact_stall": 5, "pgfault": 160, "free_bytes": 0}
+    assert memory_change(state, later) == {"compact_stall": 2, "thp_fault_alloc": 0, "pgfault": 60}
+    assert host_memory(meminfo=tmp_path / "absent") == {}  # not Linux: nothing, and the run goes on
 
 
 def test_a_campaign_stops_when_its_guest_changes_under_it():

@@ -134,6 +134,45 @@ def other_qemus(own_pids: Iterable[int] = ()) -> int:
     return n
 
 
+#: /proc/vmstat counters that say how the kernel found memory for the migration's first writes: the
+#: destination's guest RAM is madvised MADV_HUGEPAGE (QEMU's ram_block_add()), so a first write faults
+#: in a 2 MiB page, and with THP's defrag=madvise the fault may compact memory first (a stall)
+VMSTAT_KEYS = ("thp_fault_alloc", "thp_fault_fallback", "compact_stall", "compact_fail", "compact_success",
+               "pgfault", "pgmajfault")
+
+
+def host_memory(meminfo: str | Path = "/proc/meminfo", vmstat: str | Path = "/proc/vmstat",
+                buddyinfo: str | Path = "/proc/buddyinfo") -> dict[str, Any]:
+    """The host's memory as a run starts or ends: free and cached bytes, free blocks of 2 MiB or more
+    (what a huge-page fault takes without compacting), and the :data:`VMSTAT_KEYS` counters.
+
+    Why: the stop of a switchover during the first pass is mostly the destination's first writes
+    (simkvm/sim/wire.py, first_touch_s), and the same scenario's stop has differed by 2.5x between
+    rounds; a row's host state lets that be checked against the host instead of guessed. Missing
+    files (not Linux) give an empty dict: the run does not depend on it."""
+    out: dict[str, Any] = {}
+    try:
+        info = dict(line.split(":", 1) for line in Path(meminfo).read_text().splitlines() if ":" in line)
+        for key, name in (("MemFree", "free_bytes"), ("Cached", "cached_bytes")):
+            if key in info:
+                out[name] = int(info[key].split()[0]) * 1024
+        stat = dict(line.split() for line in Path(vmstat).read_text().splitlines() if len(line.split()) == 2)
+        out.update({k: int(stat[k]) for k in VMSTAT_KEYS if k in stat})
+        blocks = 0
+        for line in Path(buddyinfo).read_text().splitlines():  # "Node 0, zone Normal c0 c1 ... c10"
+            counts = [int(x) for x in line.split()[4:]]
+            blocks += sum(c << max(0, order - 9) for order, c in enumerate(counts) if order >= 9)
+        out["free_2mib_blocks"] = blocks
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
+def memory_change(start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, Any]:
+    """The counters' increase over a run (:data:`VMSTAT_KEYS` present at both ends)."""
+    return {k: end[k] - start[k] for k in VMSTAT_KEYS if k in start and k in end}
+
+
 # ------------------------------------------------------------------ running it
 def _console_rates(lines: list[Any], after: int, before: int | None) -> tuple[float | None, float | None]:
     sel = [ln.values for ln in lines if ln.kind == "RATE" and ln.line_no > after
@@ -193,7 +232,9 @@ def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[s
         except Exception:  # noqa: BLE001 - the boundary is informative only
             min_bw = None
         at_start = max((ln.line_no for ln in console_lines(name, testbed=testbed)), default=0)
+        memory_start = host_memory()
         measured = execute(plan, name, src, dst, probe=network.probe(ip) if network is not None else None)
+        memory_end = host_memory()
         at_end = max((ln.line_no for ln in console_lines(name, testbed=testbed)), default=0)
         if measured.outcome == "aborted" and "interrupted" in measured.reason:
             raise KeyboardInterrupt(measured.reason)
@@ -240,6 +281,9 @@ def run_one(scenario: Scenario, repeat: int, *, testbed: Any, profile: Mapping[s
     # other work on the machine shares the cores with the guest and both QEMUs: say how much
     measured.meta["load_avg"] = {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in load_end],
                                  "other_qemus_start": qemus_before, "heavy": max(load, load_end[0]) > HEAVY_LOAD_1M}
+    # the host's memory around the migration (host_memory(): why the stop's first writes may differ)
+    measured.meta["host_memory"] = {"start": memory_start, "end": memory_end,
+                                    "change": memory_change(memory_start, memory_end)}
     measured.meta["guest_console"] = {"mem_Bps_during": mem_during, "disk_Bps_during": disk_during,
                                       "mem_Bps_before": mem_before, "checks": len(checks), "check_ok": check_ok,
                                       "failed_checks": failed_checks[:5],
