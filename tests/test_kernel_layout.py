@@ -1,24 +1,18 @@
 """experiments/kernel_layout.py's map of RAM from QEMU's first pass, on timelines written by hand."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
+from experiment_scripts import load
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("kernel_layout", ROOT / "experiments" / "kernel_layout.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load("kernel_layout")
 
 
 def _poll(memory: float, passed: float, sent: float) -> dict:

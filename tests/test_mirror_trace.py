@@ -1,22 +1,16 @@
 """experiments/mirror_trace.py's reading of QEMU's mirror_* trace lines, on a trace written by hand."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from experiment_scripts import load
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("mirror_trace", ROOT / "experiments" / "mirror_trace.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load("mirror_trace")
 
 
 def _line(t: float, event: str, args: str) -> str:
