@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from simkvm.profile import apply_profile, load_profile  # noqa: E402
 from simkvm.sim import simulate  # noqa: E402
 from simkvm.testbed.guestplan import reported_layouts  # noqa: E402
+from simkvm.validation.metrics import held_out as held_out_rows  # noqa: E402
 from simkvm.validation.metrics import plan_of_run  # noqa: E402
 from simkvm.validation.store import RunStore  # noqa: E402
 
@@ -95,10 +96,8 @@ def normal_share(zero_layout: tuple[float, ...], memory_bytes: float, parts: int
 def compare(directory: Path, profile_path: str, held_out: bool = False) -> list[dict[str, Any]]:
     store, profile = RunStore(directory), load_profile(profile_path)
     scored = None
-    if held_out:
-        fitted = set((profile.get("fit") or {}).get("runs") or [])
-        scored = {r for r, role in zip(store.rows()["run_id"], store.rows()["role"])
-                  if role == "validation" and r not in fitted}
+    if held_out:  # what `simkvm campaign report --profile` scores
+        scored = set(held_out_rows(store.rows(), (profile.get("fit") or {}).get("runs") or [])["run_id"])
     rows = []
     for path in sorted((directory / "runs").glob("*.measured.json")):
         run_id = path.name[: -len(".measured.json")]
@@ -135,17 +134,19 @@ def write_variant(directory: Path, out: Path, layout: str) -> tuple[int, int]:
             shutil.copy2(directory / name, out / name)
     changed = same = 0
     for path in sorted((directory / "runs").glob("*.json")):
+        if not path.name.endswith(".predicted.json"):  # measured and row files: as they are
+            shutil.copy2(path, out / "runs" / path.name)
+            continue
         data = json.loads(path.read_text())
-        if path.name.endswith(".predicted.json"):
-            measured = json.loads(path.with_name(path.name.replace(".predicted.", ".measured.")).read_text())
-            report = (measured.get("meta", {}).get("guest_console") or {}).get("ready")
-            if report and "kernel_hist" in report:
-                memory = float(measured["plan"]["vm"]["memory"])
-                for key, value in layouts(report, memory)[layout].items():
-                    data["plan"]["vm"][key.removeprefix("vm.")] = list(value)
-                changed += 1
-            else:
-                same += 1
+        measured = json.loads(path.with_name(path.name.replace(".predicted.", ".measured.")).read_text())
+        report = (measured.get("meta", {}).get("guest_console") or {}).get("ready")
+        if report and "kernel_hist" in report:
+            memory = float(measured["plan"]["vm"]["memory"])
+            for key, value in layouts(report, memory)[layout].items():
+                data["plan"]["vm"][key.removeprefix("vm.")] = list(value)
+            changed += 1
+        else:
+            same += 1
         (out / "runs" / path.name).write_text(json.dumps(data, indent=1))
     return changed, same
 
