@@ -85,11 +85,14 @@ def qmp(path: str) -> Callable[..., dict[str, Any]]:
     return cmd
 
 
-def qemu_command(root: Path | None) -> list[str]:
-    """The QEMU to run: the system's, or the one in ``root`` (chroot in a private mount namespace)."""
+def qemu_command(root: Path | None, also: Path | None = None) -> list[str]:
+    """The QEMU to run: the system's, or the one in ``root`` (chroot in a private mount namespace with
+    /proc, /dev, /tmp, /var/tmp and ``also`` bound in)."""
     if root is None:
         return ["qemu-system-x86_64"]
-    binds = "; ".join(f"mount --bind {d} {shlex.quote(str(root))}{d}" for d in ("/proc", "/dev", "/tmp", "/var/tmp"))
+    dirs = ["/proc", "/dev", "/tmp", "/var/tmp"] + ([str(also.resolve())] if also is not None else [])
+    binds = "; ".join(f"mkdir -p {shlex.quote(str(root) + d)}; mount --bind {shlex.quote(d)} {shlex.quote(str(root) + d)}"
+                      for d in dirs)
     return ["unshare", "-m", "sh", "-c", f'{binds}; exec chroot {shlex.quote(str(root))} qemu-system-x86_64 "$@"', "qemu"]
 
 
@@ -243,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dest_first_touch: no vmlinuz in {args.guest}; give a /var/lib/simkvm-testbed/cache/guest-* directory "
               "(simkvm testbed up builds it)", file=sys.stderr)
         return 2
-    qemu = qemu_command(args.root)
+    qemu = qemu_command(args.root, args.guest)
     version = subprocess.run([*qemu, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     rows = []
     kinds = [0] if args.guest is not None else densities
