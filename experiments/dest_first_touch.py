@@ -28,6 +28,10 @@ the switchover comes during the first pass; QEMU's downtime and the normal pages
     python experiments/dest_first_touch.py --guest /var/lib/simkvm-testbed/cache/guest-* \
         --memory-mib 512 --bandwidth-mib 64 --downtime-ms 1000 --repeats 3
 
+``--stop`` migrates the synthetic image that way too (its source paused), so the stop carries the
+top of an image whose non-zero pages sit ``--every`` pages apart: whether the first touch goes by the
+page or by the 2 MiB region it lands in.
+
 ``--root`` runs the QEMU installed in that root (the QEMU 10 stack of scripts/setup-stack.sh) in a
 private mount namespace with /proc, /dev and /tmp bound in. Run it on an idle host: a migration's
 time is what is measured.
@@ -224,8 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", default="1,512", help="synthetic image: a non-zero page every N pages, comma-separated "
                     "(default 1,512)")
     ap.add_argument("--guest", type=Path, help="boot the testbed guest in this directory (vmlinuz, initramfs.cpio.gz)")
-    ap.add_argument("--bandwidth-mib", type=float, default=64.0, help="guest mode: max-bandwidth, MiB/s (default 64)")
-    ap.add_argument("--downtime-ms", type=float, default=1000.0, help="guest mode: downtime-limit, ms (default 1000)")
+    ap.add_argument("--stop", action="store_true", help="synthetic image: migrate it as guest mode does (rate limit, "
+                    "a stop during the first pass) instead of in one unlimited pass")
+    ap.add_argument("--bandwidth-mib", type=float, default=64.0, help="guest and --stop mode: max-bandwidth, MiB/s "
+                    "(default 64)")
+    ap.add_argument("--downtime-ms", type=float, default=1000.0, help="guest and --stop mode: downtime-limit, ms "
+                    "(default 1000)")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each kind (default 3)")
     ap.add_argument("--root", type=Path, help="run the QEMU installed in this root (the QEMU 10 stack)")
     ap.add_argument("--port", type=int, default=47111, help="loopback port for the migration (default 47111)")
@@ -253,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     for k in range(args.repeats):
         for every in kinds:
             for prealloc in (False, True):
-                if args.guest is not None:
-                    row = migrate_once(qemu, args.memory_mib, 0, prealloc, args.port, args.bandwidth_mib * MiB,
+                if args.guest is not None or args.stop:
+                    row = migrate_once(qemu, args.memory_mib, every, prealloc, args.port, args.bandwidth_mib * MiB,
                                        args.downtime_ms / 1e3, guest=args.guest)
                 else:
                     row = migrate_once(qemu, args.memory_mib, every, prealloc, args.port)
@@ -264,14 +272,19 @@ def main(argv: list[str] | None = None) -> int:
                       f"{1e3 * row['downtime_s']:.0f} ms, {row['normal_pages']} normal pages, "
                       f"{row['stop_normal_pages']:.0f} in the stop, {row['vmstat_change']}", flush=True)
     print(version)
-    if args.guest is not None:
-        summary: Any = summarise_guest(rows)
-        for kind, v in summary.items():
-            if kind == "first_touch_s":
-                print(f"a fresh destination adds {1e6 * v:.1f} us per page the stop carried")
-                continue
-            print(f"{kind:8s}: downtime {1e3 * v['downtime_s']:.0f} ms for {v['stop_normal_pages']:.0f} stop pages, "
-                  f"{1e6 * v['per_stop_page_s']:.1f} us per stop page (median of {v['runs']})")
+    summary: Any
+    if args.guest is not None or args.stop:
+        summary = {str(every): summarise_guest([r for r in rows if r["every"] == every]) for every in kinds}
+        for every, by_kind in summary.items():
+            for kind, v in by_kind.items():
+                if kind == "first_touch_s":
+                    print(f"{'guest' if args.guest else f'every {every}'}: a fresh destination adds {1e6 * v:.1f} us "
+                          "per page the stop carried")
+                    continue
+                print(f"{kind:8s}: downtime {1e3 * v['downtime_s']:.0f} ms for {v['stop_normal_pages']:.0f} stop pages, "
+                      f"{1e6 * v['per_stop_page_s']:.1f} us per stop page (median of {v['runs']})")
+        if args.guest is not None:
+            summary = summary["0"]
     else:
         summary = summarise(rows)
         for s in summary:
