@@ -915,7 +915,7 @@ def test_blind_zero_share_is_what_the_guest_informed_path_finds_once_the_working
 
 
 def test_clamped_guest_is_explained_not_a_failed_canary(tmp_path):
-    from simkvm.validation.evaluate import canary_ok, clamped
+    from simkvm.validation.evaluate import canary_ok, canary_unconfirmed, clamped
 
     store = RunStore(tmp_path)
     store.runs_dir.mkdir(parents=True)
@@ -923,12 +923,17 @@ def test_clamped_guest_is_explained_not_a_failed_canary(tmp_path):
     consoles = {"a-r1": {"checks": 9, "failed_checks": [], "errors": [clamp]},
                 "b-r1": {"checks": 9, "failed_checks": ["CHECK mem=bad page=7"], "errors": [clamp]},
                 "c-r1": {"checks": 9, "failed_checks": [], "errors": ["SIMKVM ERROR mmap canary: no memory"]},
-                "d-r1": {"checks": 0, "failed_checks": [], "errors": []}}
+                "d-r1": {"checks": 0, "failed_checks": [], "errors": []},
+                # the runner saw no CHECK after the move (check_ok false) and nothing failed: unknown
+                "e-r1": {"checks": 17, "check_ok": False, "failed_checks": [], "errors": []},
+                "f-r1": {"checks": 17, "check_ok": False, "failed_checks": ["CHECK mem=bad page=3"], "errors": []},
+                "g-r1": {"checks": 17, "check_ok": True, "failed_checks": [], "errors": []}}
     for rid, con in consoles.items():
         store.path(rid, "measured").write_text(json.dumps({"meta": {"guest_console": con}}))
     assert clamped(store, consoles) == {rid: {"wanted_bytes": 167772160.0, "allocatable_bytes": 164814848.0}
                                         for rid in ("a-r1", "b-r1")}
-    assert [canary_ok(store, rid) for rid in consoles] == [True, False, False, False]
+    assert [canary_ok(store, rid) for rid in consoles] == [True, False, False, False, None, False, True]
+    assert [rid for rid in consoles if canary_unconfirmed(store, rid)] == ["e-r1"]
 
 
 def test_heavy_load_and_starved_guests_are_flagged():

@@ -131,12 +131,27 @@ def clamped(store: Any, run_ids: Any) -> dict[str, dict[str, float]]:
 
 
 def canary_ok(store: Any, rid: str) -> bool | None:
-    """The guest's memory and disk checks after the move, an arena clamp not counted as a failure."""
+    """The guest's memory and disk checks after the move, an arena clamp not counted as a failure; None
+    when unknown: no console kept, or :func:`canary_unconfirmed`."""
     con = _console(store, rid)
-    if not con:
+    if not con or _unconfirmed(con):
         return None
-    other_errors = [e for e in con.get("errors") or [] if not CLAMP_RE.search(str(e))]
-    return bool(con.get("checks")) and not con.get("failed_checks") and not other_errors
+    return bool(con.get("checks")) and not con.get("failed_checks") and not _other_errors(con)
+
+
+def canary_unconfirmed(store: Any, rid: str) -> bool:
+    """No check failed and the guest reported no error, but no CHECK line came within the runner's wait
+    after the move (runs from the runner that records its own verdict, ``check_ok``): nothing vouches
+    for the memory the guest arrived with, so the run counts neither as ok nor as failed."""
+    return _unconfirmed(_console(store, rid))
+
+
+def _unconfirmed(con: dict[str, Any]) -> bool:
+    return con.get("check_ok") is False and not con.get("failed_checks") and not _other_errors(con)
+
+
+def _other_errors(con: dict[str, Any]) -> list[Any]:
+    return [e for e in con.get("errors") or [] if not CLAMP_RE.search(str(e))]
 
 
 def _console(store: Any, rid: str) -> dict[str, Any]:
@@ -214,6 +229,7 @@ def extend(rep: dict[str, Any], store: Any, metrics: Callable[[Any], dict[str, A
         rep["blind_families"] = by_family(brows, metrics)
     rep["clamped"] = clamped(store, rows["run_id"])
     with_checks(rep["metrics"], [(str(r), canary_ok(store, str(r))) for r in rows["run_id"]])
+    rep["metrics"]["checks_unconfirmed"] = [str(r) for r in rows["run_id"] if canary_unconfirmed(store, str(r))]
     heavy = heavy_load(rows, heavy_threshold)
     rep["heavy_load"] = {"threshold_load_1m": heavy_threshold, "runs": [str(x) for x in rows["run_id"][heavy]],
                          "load_1m_median": _median(rows, "load_1m"),
