@@ -23,7 +23,8 @@ destination's first touch; with ``--every 512`` (one normal page per 2 MiB) it i
 /var/lib/simkvm-testbed/cache/guest-*), idle with half its memory zero, and migrates it the way a
 campaign's idle run does: ``--bandwidth-mib`` per second and a ``--downtime-ms`` generous enough that
 the switchover comes during the first pass; QEMU's downtime and the normal pages its stop carried
-(after the last 'active' poll) are printed, fresh and preallocated destination side by side:
+(those sent after the last 10 ms poll before the stop began, less what the rate limit let through
+since that poll) are printed, fresh and preallocated destination side by side:
 
     python experiments/dest_first_touch.py --guest /var/lib/simkvm-testbed/cache/guest-* \
         --memory-mib 512 --bandwidth-mib 64 --downtime-ms 1000 --repeats 3
@@ -42,6 +43,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import socket
 import statistics
 import subprocess
@@ -110,18 +112,17 @@ def wait_ready(console: Path, timeout_s: float = 180.0) -> None:
     time.sleep(2.0)
 
 
-def fill_file(memory_mib: int, every: int) -> Path:
-    """A RAM image with a non-zero page every ``every`` pages, the first of them ``every // 2`` pages
-    into RAM (so each 2 MiB region begins with a zero page when ``every`` > 1: the destination reads
-    it before writing there), made once and kept in /var/tmp."""
-    path = Path(f"/var/tmp/simkvm-fill-{memory_mib}-{every}-mid.bin")
-    if not path.exists():
-        page, zero = b"\x5a" * PAGE, bytes(PAGE)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            for i in range(memory_mib * MiB // PAGE):
-                f.write(page if i % every == every // 2 else zero)
-        tmp.replace(path)
+def fill_file(directory: Path, memory_mib: int, every: int) -> Path:
+    """A RAM image in ``directory`` with a non-zero page every ``every`` pages, the first of them
+    ``every // 2`` pages into RAM (so each 2 MiB region begins with a zero page when ``every`` > 1: the
+    destination reads it before writing there); sparse, the zero pages are holes."""
+    path = directory / f"fill-{memory_mib}-{every}.bin"
+    page = b"\x5a" * PAGE
+    with open(path, "wb") as f:
+        f.truncate(memory_mib * MiB)
+        for i in range(every // 2, memory_mib * MiB // PAGE, every):
+            f.seek(i * PAGE)
+            f.write(page)
     return path
 
 
@@ -139,7 +140,8 @@ def migrate_once(qemu: list[str], memory_mib: int, every: int, prealloc: bool, p
               "-cpu", "qemu64", "-m", f"{memory_mib}M"]
     if guest is None:
         common.append("-S")
-        backend = f"memory-backend-file,id=pc.ram,size={memory_mib}M,mem-path={fill_file(memory_mib, every)},share=off,prealloc=on"
+        fill = fill_file(Path(d), memory_mib, every)
+        backend = f"memory-backend-file,id=pc.ram,size={memory_mib}M,mem-path={fill},share=off,prealloc=on"
     else:
         disk = f"{d}/disk.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "32M"], check=True)
@@ -180,6 +182,7 @@ def migrate_once(qemu: list[str], memory_mib: int, every: int, prealloc: bool, p
             if p is not None:
                 p.kill()
                 p.wait()
+        shutil.rmtree(d, ignore_errors=True)
     if info.get("status") != "completed":
         raise SystemExit(f"dest_first_touch: the migration ended {info.get('status')}: {info.get('error-desc', '')}")
     ram = info.get("ram", {})
