@@ -10,6 +10,9 @@ campaign directories, at a 1-minute load below ``--max-load`` and with more than
 such pages (README, the v26 / q10s round's model work):
 
     python experiments/stop_cost.py data/validation/campaign-q10{,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q,r}
+
+``--writers --min-pages 1000`` fits the RAM writers' stops after the first pass instead, which re-send
+pages the destination already has (README, the v27 / q10t round's model work).
 """
 from __future__ import annotations
 
@@ -35,12 +38,17 @@ def stop_normal_pages(measured: dict[str, Any]) -> float | None:
     return (float(stats["memory_processed"]) - float(polls[-1]["memory_processed"])) / PAGE
 
 
-def idle_stops(directory: Path, max_load: float, min_pages: float) -> list[tuple[str, float, float]]:
-    """(run, stop's normal pages, downtime in s) of a campaign directory's converged idle runs."""
+def idle_stops(directory: Path, max_load: float, min_pages: float,
+               writers: bool = False) -> list[tuple[str, float, float]]:
+    """(run, stop's normal pages, downtime in s) of a campaign directory's converged idle runs; with
+    ``writers``, of its RAM writers' runs that synced three times or more instead (no disk writer),
+    whose stops re-send pages the destination already holds."""
     import pandas as pd
 
     rows = pd.read_csv(directory / "runs.csv")
-    idle = rows[(rows["dirty_rate_Bps"] == 0) & (rows["disk_write_rate_Bps"].fillna(0) == 0)
+    kind = ((rows["dirty_rate_Bps"] > 0) & (rows["measured_iterations"] >= 3) if writers
+            else rows["dirty_rate_Bps"] == 0)
+    idle = rows[kind & (rows["disk_write_rate_Bps"].fillna(0) == 0)
                 & (rows["disk_bytes"] <= 64 * 2**20) & (rows["measured_converged"] == True)  # noqa: E712
                 & (rows["load_1m"] < max_load)]
     out = []
@@ -64,12 +72,14 @@ def main() -> None:
     ap.add_argument("directories", nargs="+", type=Path, help="campaign directories")
     ap.add_argument("--max-load", type=float, default=1.5, help="1-minute load at the run's start below this")
     ap.add_argument("--min-pages", type=float, default=2000, help="stops carrying more normal pages than this")
+    ap.add_argument("--writers", action="store_true", help="the RAM writers' stops after three or more syncs "
+                    "(pages re-sent) instead of the idle runs'")
     args = ap.parse_args()
-    points = [p for d in args.directories for p in idle_stops(d, args.max_load, args.min_pages)]
+    points = [p for d in args.directories for p in idle_stops(d, args.max_load, args.min_pages, args.writers)]
     if len(points) < 3:
         sys.exit("fewer than 3 idle stops to fit: give more campaign directories")
     fixed, cost = fit(points)
-    print(f"{len(points)} idle stops, {min(p for _r, p, _d in points):,.0f}-{max(p for _r, p, _d in points):,.0f} "
+    print(f"{len(points)} {'writer' if args.writers else 'idle'} stops, {min(p for _r, p, _d in points):,.0f}-{max(p for _r, p, _d in points):,.0f} "
           f"normal pages: downtime = {1e3 * fixed:.1f} ms + {1e6 * cost:.1f} us per page")
 
 
