@@ -35,7 +35,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         rep["leave_one_family_out"] = leave_one_family_out(args.directory, args.lofo, full_profile=args.profile)
     if args.json:
         extra = {k: rep[k] for k in ("families", "blind", "blind_families", "clamped", "heavy_load", "rate_shortfall",
-                                     "repeatability", "leave_one_family_out", "warnings") if k in rep}
+                                     "repeatability", "leave_one_family_out", "warnings", "checks_unconfirmed") if k in rep}
         print(json.dumps({**rep["metrics"], "profile": rep["profile"], "qemu": rep["qemu"],
                           "excluded_fit_runs": rep["excluded"], **extra},
                          indent=1))

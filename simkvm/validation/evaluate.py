@@ -229,7 +229,7 @@ def extend(rep: dict[str, Any], store: Any, metrics: Callable[[Any], dict[str, A
         rep["blind_families"] = by_family(brows, metrics)
     rep["clamped"] = clamped(store, rows["run_id"])
     with_checks(rep["metrics"], [(str(r), canary_ok(store, str(r))) for r in rows["run_id"]])
-    rep["metrics"]["checks_unconfirmed"] = [str(r) for r in rows["run_id"] if canary_unconfirmed(store, str(r))]
+    rep["checks_unconfirmed"] = [str(r) for r in rows["run_id"] if canary_unconfirmed(store, str(r))]
     heavy = heavy_load(rows, heavy_threshold)
     rep["heavy_load"] = {"threshold_load_1m": heavy_threshold, "runs": [str(x) for x in rows["run_id"][heavy]],
                          "load_1m_median": _median(rows, "load_1m"),

@@ -178,8 +178,8 @@ def format_report(rep: Mapping[str, Any]) -> str:
         f"{'repeats: median CV of total time':44s} {_pct(m['repeat_total_time_cv_median']):>10s}"
         f"   ({m['repeat_scenarios']} scenarios with >= 2 converged runs; max {_pct(m['repeat_total_time_cv_max'])})",
         f"{'guest canaries ok after the migration':44s} {_pct(m['checks_ok_share']):>10s}"
-        + (f"   (not counted, no CHECK line after the move: {', '.join(m['checks_unconfirmed'])})"
-           if m.get("checks_unconfirmed") else ""),
+        + (f"   (not counted, no CHECK line after the move: {', '.join(rep['checks_unconfirmed'])})"
+           if rep.get("checks_unconfirmed") else ""),
     ]
     if m["verdict_wrong"]:
         lines.append(f"wrong verdicts: {', '.join(m['verdict_wrong'])}")
