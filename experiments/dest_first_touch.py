@@ -53,17 +53,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from simkvm.model.errors import UserError  # noqa: E402
+from simkvm.testbed.guest import GuestWorkload, parse_console  # noqa: E402
+from simkvm.validation.runner import host_memory, memory_change  # noqa: E402
+
 MiB = 2**20
 PAGE = 4096
 REGION_PAGES = 512  # a 2 MiB transparent huge page of 4 KiB pages
-VMSTAT = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_zero_page_alloc", "thp_deferred_split_page",
-          "compact_stall", "pgfault")
-
-
-def vmstat() -> dict[str, int]:
-    with open("/proc/vmstat") as f:
-        return {k: int(v) for k, v in (line.split() for line in f)}
-
 
 def qmp(path: str) -> Callable[..., dict[str, Any]]:
     """A QMP client on a unix socket: ``cmd(name, **arguments)`` returns the reply."""
@@ -105,7 +103,8 @@ def qemu_command(root: Path | None, also: Path | None = None) -> list[str]:
 def wait_ready(console: Path, timeout_s: float = 180.0) -> None:
     """Until the guest's workload says READY on its console (it has laid out its memory), and 2 s more."""
     deadline = time.monotonic() + timeout_s
-    while "READY" not in (console.read_text(errors="replace") if console.exists() else ""):
+    while not any(ln.kind == "READY" for ln in parse_console(console.read_text(errors="replace")
+                                                              if console.exists() else "")):
         if time.monotonic() > deadline:
             raise SystemExit(f"dest_first_touch: the guest printed no READY within {timeout_s:.0f} s ({console})")
         time.sleep(0.2)
@@ -126,8 +125,10 @@ def fill_file(directory: Path, memory_mib: int, every: int) -> Path:
     return path
 
 
-GUEST_ARGS = ("console=ttyS0 quiet panic=-1 simkvm.dirty_rate=0 simkvm.wss=8388608 simkvm.pattern=random "
-              "simkvm.zero_fraction=0.5 simkvm.disk_rate=0 simkvm.disk_wss=16777216 simkvm.io_size=4096 simkvm.tlb_flush=0")
+def idle_guest(memory_mib: int) -> GuestWorkload:
+    """The testbed guest idle, half its memory zero, an 8 MiB working set it wrote once, a 32 MiB disk
+    (raises UserError where the guest cannot be that)."""
+    return GuestWorkload(memory_bytes=memory_mib * MiB, disk_bytes=32 * MiB, wss_bytes=8 * MiB, zero_fraction=0.5)
 
 
 def migrate_once(qemu: list[str], memory_mib: int, every: int, prealloc: bool, port: int,
@@ -143,9 +144,11 @@ def migrate_once(qemu: list[str], memory_mib: int, every: int, prealloc: bool, p
         fill = fill_file(Path(d), memory_mib, every)
         backend = f"memory-backend-file,id=pc.ram,size={memory_mib}M,mem-path={fill},share=off,prealloc=on"
     else:
-        disk = f"{d}/disk.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "32M"], check=True)
-        common += ["-kernel", str(guest / "vmlinuz"), "-initrd", str(guest / "initramfs.cpio.gz"), "-append", GUEST_ARGS,
+        workload, disk = idle_guest(memory_mib), f"{d}/disk.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, str(workload.disk_bytes)], check=True)
+        # without the TLB keeper (domain_xml's tlb_flush=False): the guest is idle, no dirty page to lose
+        cmdline = workload.kernel_cmdline() + " simkvm.tlb_flush=0"
+        common += ["-kernel", str(guest / "vmlinuz"), "-initrd", str(guest / "initramfs.cpio.gz"), "-append", cmdline,
                    "-drive", f"file={disk},if=virtio,format=qcow2", "-serial", f"file:{d}/console.log"]
         backend = f"memory-backend-ram,id=pc.ram,size={memory_mib}M"
     src = subprocess.Popen([*qemu, *common, "-object", backend, "-qmp", f"unix:{d}/src,server=on,wait=off"])
@@ -159,7 +162,7 @@ def migrate_once(qemu: list[str], memory_mib: int, every: int, prealloc: bool, p
                                 "-qmp", f"unix:{d}/dst,server=on,wait=off", "-incoming", f"tcp:127.0.0.1:{port}"])
         qmp(f"{d}/dst")  # the destination is listening once its monitor answers
         source("migrate-set-parameters", **{"max-bandwidth": int(bandwidth_Bps), "downtime-limit": int(downtime_s * 1e3)})
-        before = vmstat()
+        before = host_memory()
         source("migrate", uri=f"tcp:127.0.0.1:{port}")
         polls: list[tuple[float, int]] = []  # (time, normal pages sent) while active
         while True:
@@ -170,7 +173,7 @@ def migrate_once(qemu: list[str], memory_mib: int, every: int, prealloc: bool, p
             if info.get("status") == "active":
                 polls.append((now, info.get("ram", {}).get("normal", 0)))
             time.sleep(0.01)
-        after = vmstat()
+        after = host_memory()
         # the stop began about downtime before the poll that saw the end; what the stop carried is what
         # was sent after the last poll before that, less the first pass's pace since then
         stop_at = now - info.get("downtime", 0) / 1e3
@@ -190,7 +193,7 @@ def migrate_once(qemu: list[str], memory_mib: int, every: int, prealloc: bool, p
             "total_time_s": info["total-time"] / 1e3, "downtime_s": info.get("downtime", 0) / 1e3,
             "normal_pages": ram.get("normal", 0), "stop_normal_pages": max(0.0, ram.get("normal", 0) - n_last - paced),
             "zero_pages": ram.get("duplicate", 0),
-            "vmstat_change": {k: after.get(k, 0) - before.get(k, 0) for k in VMSTAT}}
+            "vmstat_change": memory_change(before, after)}
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -257,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dest_first_touch: no vmlinuz in {args.guest}; give a /var/lib/simkvm-testbed/cache/guest-* directory "
               "(simkvm testbed up builds it)", file=sys.stderr)
         return 2
+    if args.guest is not None:
+        try:
+            idle_guest(args.memory_mib)
+        except UserError as exc:
+            print(f"dest_first_touch: {exc}", file=sys.stderr)
+            return 2
     qemu = qemu_command(args.root, args.guest)
     version = subprocess.run([*qemu, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     rows = []

@@ -38,7 +38,7 @@ def stop_normal_pages(measured: dict[str, Any]) -> float | None:
     return (float(stats["memory_processed"]) - float(polls[-1]["memory_processed"])) / PAGE
 
 
-def idle_stops(directory: Path, max_load: float, min_pages: float,
+def stops(directory: Path, max_load: float, min_pages: float,
                writers: bool = False) -> list[tuple[str, float, float]]:
     """(run, stop's normal pages, downtime in s) of a campaign directory's converged idle runs; with
     ``writers``, of its RAM writers' runs that synced three times or more instead (no disk writer),
@@ -48,11 +48,11 @@ def idle_stops(directory: Path, max_load: float, min_pages: float,
     rows = pd.read_csv(directory / "runs.csv")
     kind = ((rows["dirty_rate_Bps"] > 0) & (rows["measured_iterations"] >= 3) if writers
             else rows["dirty_rate_Bps"] == 0)
-    idle = rows[kind & (rows["disk_write_rate_Bps"].fillna(0) == 0)
+    chosen = rows[kind & (rows["disk_write_rate_Bps"].fillna(0) == 0)
                 & (rows["disk_bytes"] <= 64 * 2**20) & (rows["measured_converged"] == True)  # noqa: E712
                 & (rows["load_1m"] < max_load)]
     out = []
-    for rid, downtime in zip(idle["run_id"], idle["measured_downtime_s"]):
+    for rid, downtime in zip(chosen["run_id"], chosen["measured_downtime_s"]):
         pages = stop_normal_pages(json.loads((directory / "runs" / f"{rid}.measured.json").read_text()))
         if pages is not None and pages > min_pages:
             out.append((f"{directory.name}/{rid}", pages, float(downtime)))
@@ -75,11 +75,12 @@ def main() -> None:
     ap.add_argument("--writers", action="store_true", help="the RAM writers' stops after three or more syncs "
                     "(pages re-sent) instead of the idle runs'")
     args = ap.parse_args()
-    points = [p for d in args.directories for p in idle_stops(d, args.max_load, args.min_pages, args.writers)]
+    kind = "writer" if args.writers else "idle"
+    points = [p for d in args.directories for p in stops(d, args.max_load, args.min_pages, args.writers)]
     if len(points) < 3:
-        sys.exit("fewer than 3 idle stops to fit: give more campaign directories")
+        sys.exit(f"fewer than 3 {kind} stops to fit: give more campaign directories")
     fixed, cost = fit(points)
-    print(f"{len(points)} {'writer' if args.writers else 'idle'} stops, {min(p for _r, p, _d in points):,.0f}-{max(p for _r, p, _d in points):,.0f} "
+    print(f"{len(points)} {kind} stops, {min(p for _r, p, _d in points):,.0f}-{max(p for _r, p, _d in points):,.0f} "
           f"normal pages: downtime = {1e3 * fixed:.1f} ms + {1e6 * cost:.1f} us per page")
 
 

@@ -49,6 +49,15 @@ def test_bad_input_is_one_line_and_exit_2(args, capsys):
     assert err.startswith("dest_first_touch:") and "\n" not in err
 
 
+def test_a_guest_too_small_for_the_testbed_workload_is_one_line_and_exit_2(tmp_path, capsys):
+    """The guest mode boots simkvm's workload, which needs 128 MiB: 64 is refused before any QEMU starts."""
+    ft = _module()
+    (tmp_path / "vmlinuz").write_bytes(b"")
+    assert ft.main(["--guest", str(tmp_path), "--memory-mib", "64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dest_first_touch:") and "128MiB" in err and "\n" not in err
+
+
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs QEMU (scripts/setup-system.sh)")
 def test_a_real_bare_migration_sends_every_non_zero_page_of_the_image_as_a_normal_page():
     """Oracle: the image holds one non-zero page in 64 (16 MiB: 64 pages); QEMU sends each as a normal page,

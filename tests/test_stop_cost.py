@@ -43,9 +43,9 @@ def test_idle_stops_are_fitted_by_their_line_and_busy_or_loaded_runs_are_left_ou
                      "measured_iterations": 5 if rate else 3})
         (tmp_path / "runs" / f"{rid}.measured.json").write_text(json.dumps(_measured(4096.0, 4096.0 * (1 + pages))))
     pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
-    points = sc.idle_stops(tmp_path, max_load=1.5, min_pages=2000)
+    points = sc.stops(tmp_path, max_load=1.5, min_pages=2000)
     assert sorted(p for _r, p, _d in points) == [3000, 9000, 40000]
     fixed, cost = sc.fit(points)
     assert fixed == pytest.approx(0.012) and cost == pytest.approx(13e-6)
     # --writers: the one RAM writer that synced three times or more, and nothing idle
-    assert [p for _r, p, _d in sc.idle_stops(tmp_path, max_load=1.5, min_pages=2000, writers=True)] == [20000]
+    assert [p for _r, p, _d in sc.stops(tmp_path, max_load=1.5, min_pages=2000, writers=True)] == [20000]

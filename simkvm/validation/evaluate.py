@@ -133,7 +133,10 @@ def clamped(store: Any, run_ids: Any) -> dict[str, dict[str, float]]:
 def canary_ok(store: Any, rid: str) -> bool | None:
     """The guest's memory and disk checks after the move, an arena clamp not counted as a failure; None
     when unknown: no console kept, or :func:`canary_unconfirmed`."""
-    con = _console(store, rid)
+    return _canary(_console(store, rid))
+
+
+def _canary(con: dict[str, Any]) -> bool | None:
     if not con or _unconfirmed(con):
         return None
     return bool(con.get("checks")) and not con.get("failed_checks") and not _other_errors(con)
@@ -228,8 +231,9 @@ def extend(rep: dict[str, Any], store: Any, metrics: Callable[[Any], dict[str, A
         rep["blind_rows"] = brows
         rep["blind_families"] = by_family(brows, metrics)
     rep["clamped"] = clamped(store, rows["run_id"])
-    with_checks(rep["metrics"], [(str(r), canary_ok(store, str(r))) for r in rows["run_id"]])
-    rep["checks_unconfirmed"] = [str(r) for r in rows["run_id"] if canary_unconfirmed(store, str(r))]
+    consoles = {str(r): _console(store, str(r)) for r in rows["run_id"]}  # each run's measured file read once
+    with_checks(rep["metrics"], [(rid, _canary(con)) for rid, con in consoles.items()])
+    rep["checks_unconfirmed"] = [rid for rid, con in consoles.items() if _unconfirmed(con)]
     heavy = heavy_load(rows, heavy_threshold)
     rep["heavy_load"] = {"threshold_load_1m": heavy_threshold, "runs": [str(x) for x in rows["run_id"][heavy]],
                          "load_1m_median": _median(rows, "load_1m"),

@@ -136,9 +136,10 @@ def other_qemus(own_pids: Iterable[int] = ()) -> int:
 
 #: /proc/vmstat counters that say how the kernel found memory for the migration's first writes: the
 #: destination's guest RAM is madvised MADV_HUGEPAGE (QEMU's ram_block_add()), so a first write faults
-#: in a 2 MiB page, and with THP's defrag=madvise the fault may compact memory first (a stall)
-VMSTAT_KEYS = ("thp_fault_alloc", "thp_fault_fallback", "compact_stall", "compact_fail", "compact_success",
-               "pgfault", "pgmajfault")
+#: in a 2 MiB page, and with THP's defrag=madvise the fault may compact memory first (a stall); a write
+#: where a read had mapped the huge zero page splits or replaces it (experiments/dest_first_touch.py)
+VMSTAT_KEYS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_zero_page_alloc",
+               "thp_deferred_split_page", "compact_stall", "compact_fail", "compact_success", "pgfault", "pgmajfault")
 
 
 def host_memory(meminfo: str | Path = "/proc/meminfo", vmstat: str | Path = "/proc/vmstat",
