@@ -45,7 +45,17 @@ at 32-250 MiB/s (30-57 ms), at 4 MiB/s over 200 MiB/s four ops and a stall (96 m
 
 The model charges the stop's windows on QEMU < 8.0 (simkvm.sim.mirror.stop_reply_stalls_s: 40 ms
 per window of 16 ops of the backlog, at most six), on the backlog of the job's last 100 ms of writes;
-the backlog's growth with the link's speed is not modelled yet.
+the backlog's growth with the link's speed is not modelled yet. ``--pace DIR...`` reads the traces
+again and shows the growth's form: with 4 KiB writes the READY job completes a median 25-85 ops per 100
+ms while RAM migrates at 56-96 MiB/s (0-1 granule left at the stop), exactly one window of 16 per 100 ms
+(BUFFER_DELAY, the RAM stream's burst period) at 160 MiB/s (sw1, sw12: 209 and 26 granules at the stop,
+4 and 1 MiB/s of writes), and 2-22 at 250 MiB/s (sw2, sw6: 207 and 188). On the campaigns' QEMU 7.2
+runs this is the largest downtime miss left: the fast-link 4 KiB writer corners (c13-c27, 160-244
+MiB/s, 4 MiB/s of writes) measured 366-919 ms against 163-196 predicted (profiles/testbed-v27.yaml);
+on QEMU 10, whose NBD server uncorks its replies, 3 of the 4 held-out runs with such a writer on a link
+over 200 MiB/s (q10h-q10t) were within the downtime tolerance.
+
+    python experiments/mirror_trace.py --pace data/experiments/mirror-trace/debian12-switchover-sw*
 
 Each run takes about 20 s. The output directory gets the campaign's run files, ``mirror-trace.log``
 (the trace lines) and ``summary.json`` (the figures printed).
@@ -137,6 +147,43 @@ def summarize_switchover(events: list[tuple[float, str, str]]) -> SwitchoverSumm
                              stop_to_completed_s=first("migrate_set_state", "completed"))
 
 
+BUFFER_DELAY_S = 0.100  # migration/migration.c: the rate limit's window, the RAM stream's burst period
+MAX_IN_FLIGHT = 16  # block/mirror.c: ops a mirror job keeps in flight
+GRANULE_BYTES = 65536  # the job's dirty-bitmap granularity on the testbed's NBD targets
+
+
+@dataclass
+class PaceSummary:
+    """How fast a READY job copied while RAM migrated (--switchover traces): on QEMU 7.2 a fast RAM
+    stream paces it to one window of MAX_IN_FLIGHT ops per BUFFER_DELAY, and the writes it cannot
+    keep up with are the stop's backlog."""
+
+    ram_phase_s: float  # the job's READY to the VM's stop
+    windows: int  # BUFFER_DELAY bins in that span
+    ops_per_window_median: float  # mirror ops completed per bin
+    paced_share: float  # share of bins with 1-MAX_IN_FLIGHT completions (one window of ops, or part of one)
+    granules_at_stop: float  # the job's dirty count before the stop, in granules
+
+
+def summarize_pace(events: list[tuple[float, str, str]]) -> PaceSummary:
+    """The job's completions per BUFFER_DELAY from READY to the VM's stop, and its dirty count then."""
+    ready = next((t for t, e, a in events if e == "job_state_transition" and "-->ready" in a), None)
+    stop = next((t for t, e, a in events if e == "vm_state_notify" and a.startswith("running 0")), None)
+    if ready is None or stop is None or stop <= ready:
+        raise ValueError("the trace lacks the job's READY transition or the VM's stop: trace with --switchover")
+    n = max(1, int((stop - ready) / BUFFER_DELAY_S))
+    done = [0] * n
+    for t, e, _ in events:
+        k = int((t - ready) / BUFFER_DELAY_S)
+        if e == "mirror_iteration_done" and 0 <= k < n:
+            done[k] += 1
+    dirty = [a for t, e, a in events if e == "mirror_before_sleep" and t <= stop]
+    count = re.search(r"dirty count (\d+)", dirty[-1]) if dirty else None
+    return PaceSummary(ram_phase_s=stop - ready, windows=n, ops_per_window_median=float(np.median(done)),
+                       paced_share=sum(1 for d in done if 0 < d <= MAX_IN_FLIGHT) / n,
+                       granules_at_stop=int(count[1]) / GRANULE_BYTES if count else 0.0)
+
+
 def summarize(events: list[tuple[float, str, str]]) -> TraceSummary:
     """Op sizes, latencies (an op is keyed by its offset: one op per offset is in flight at a time)
     and the completion gaps longer than STALL_S."""
@@ -206,9 +253,37 @@ def _trace_when_defined(uri: str, domain: str, stop: threading.Event, result: di
             time.sleep(0.1)
 
 
+def print_pace(dirs: list[Path]) -> int:
+    """One line per trace directory: its scenario's link and writer, the job's pace, the stop's backlog."""
+    print(f"{'trace':<34} {'link':>9} {'writer':>12} {'RAM s':>6} {'ops/100ms':>9} {'<=16':>5} "
+          f"{'granules at stop':>16} {'downtime':>9}")
+    for d in dirs:
+        try:
+            summary = json.loads((d / "summary.json").read_text())
+            pace = summarize_pace(parse_any((d / "mirror-trace.log").read_text().splitlines()))
+        except (OSError, ValueError) as exc:
+            print(f"mirror_trace: {d}: {exc}", file=sys.stderr)
+            return 2
+        scen = summary["scenario"]
+
+        def knob(name: str) -> str:
+            m = re.search(rf"{name}: ([^,}}]+)", scen)
+            return m[1] if m else "-"
+
+        writer = f"{knob('disk_write_rate')} {knob('io_size')}"
+        dt = summary.get("downtime_s")
+        print(f"{d.name:<34} {knob('bandwidth'):>9} {writer:>12} {pace.ram_phase_s:>6.2f} "
+              f"{pace.ops_per_window_median:>9.0f} {pace.paced_share:>5.2f} {pace.granules_at_stop:>16.0f} "
+              f"{'-' if dt is None else f'{dt * 1e3:.0f} ms':>9}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("-o", "--output", required=True, type=Path, help="output directory (created)")
+    ap.add_argument("-o", "--output", type=Path, help="output directory (created)")
+    ap.add_argument("--pace", nargs="+", type=Path, metavar="DIR",
+                    help="run nothing: read earlier --switchover trace directories and print how fast each "
+                         "READY job copied while RAM migrated (ops per 100 ms window, the backlog at the stop)")
     ap.add_argument("--id", default="trace-rand4k", help="scenario id (the domain is cmp-ID)")
     ap.add_argument("--bandwidth", default="172MiB/s")
     ap.add_argument("--disk", default="64MiB")
@@ -221,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="also trace the VM's stop, the migration's states and the block job's transitions, "
                          "and say where the downtime goes on the source")
     args = ap.parse_args(argv)
+    if args.pace:
+        return print_pace(args.pace)
+    if args.output is None:
+        ap.error("-o/--output is required unless --pace is given")
 
     from simkvm.testbed.hosts import Testbed
 

@@ -73,3 +73,39 @@ def test_switchover_spans_from_the_stop_on_a_hand_written_trace():
     assert s.stop_to_completed_s == pytest.approx(0.090)
     with pytest.raises(ValueError, match="stop"):
         mt.summarize_switchover(mt.parse_any(lines[:1]))
+
+
+def _paced_trace(t0: float, per_window: list[int], dirty_bytes: int) -> list[str]:
+    """A READY job, then per_window completions in each 100 ms bin, a dirty count, the VM's stop."""
+    lines = [f"4242@{t0:.6f}:job_state_transition job 0x55 (ret: 0) attempting allowed transition (running-->ready)"]
+    for k, n in enumerate(per_window):
+        lines += [_line(t0 + 0.1 * k + 0.001 + 0.09 * i / n, "mirror_iteration_done", f"offset {i * 65536} ret 0")
+                  for i in range(n)]
+    lines.append(_line(t0 + 0.1 * len(per_window) - 0.002, "mirror_before_sleep",
+                       f"dirty count {dirty_bytes} synced 0 delay 0ns"))
+    lines.append(f"4242@{t0 + 0.1 * len(per_window):.6f}:vm_state_notify running 0 reason 7 (finish-migrate)")
+    return lines
+
+
+def test_pace_counts_the_jobs_completions_per_100_ms_from_ready_to_the_stop():
+    mt = _module()
+    p = mt.summarize_pace(mt.parse_any(_paced_trace(3000.0, [16, 16, 40, 16, 3], 200 * 65536)))
+    assert p.windows == 5 and p.ram_phase_s == pytest.approx(0.5)
+    assert p.ops_per_window_median == 16 and p.paced_share == pytest.approx(4 / 5)
+    assert p.granules_at_stop == 200
+    with pytest.raises(ValueError, match="--switchover"):
+        mt.summarize_pace(mt.parse_any(_paced_trace(3000.0, [16], 0)[:-1]))  # no stop line
+
+
+def test_pace_reads_trace_directories_and_a_bad_one_is_exit_2(tmp_path, capsys):
+    mt = _module()
+    d = tmp_path / "sw-a"
+    d.mkdir()
+    (d / "mirror-trace.log").write_text("\n".join(_paced_trace(10.0, [16, 16, 16], 150 * 65536)) + "\n")
+    (d / "summary.json").write_text('{"scenario": "{id: t, disk_write_rate: 4MiB/s, io_size: 4KiB, '
+                                    'bandwidth: 160MiB/s}", "downtime_s": 0.446}')
+    assert mt.main(["--pace", str(d)]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[0] == "sw-a" and row[1] == "160MiB/s" and row[-2:] == ["446", "ms"] and row[-3] == "150"
+    assert mt.main(["--pace", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
