@@ -13,6 +13,9 @@ from ..model.plan import Plan
 from ..model.qemu import Qemu
 from .guest import Guest
 
+QEMUFILE_IOVS = 64  # migration/qemu-file.c MAX_IOV_SIZE (IOV_MAX is larger on Linux)
+QEMUFILE_BUF_BYTES = 32768  # migration/qemu-file.c IO_BUF_SIZE
+
 
 class WireCost:
     """Per-page wire bytes and CPU for one migration, with XBZRLE's cache as it fills."""
@@ -62,6 +65,23 @@ class WireCost:
             return self.normal_page_cost()
         z = row[-1] / pending
         return z * self.zero_page_wire + (1 - z) * self.normal_page_cost()
+
+    def flush_bytes(self, row: list[float]) -> float:
+        """Wire bytes the main channel carries between two flushes for a row's page mix: the QEMUFile
+        flushes once its MAX_IOV_SIZE iovecs are used, two per normal page (the header, copied into
+        the file's buffer, and the page, queued in place by qemu_put_buffer_async()), the headers of
+        the zero pages between them joining the next header's iovec (add_to_iovec() coalesces
+        adjacent buffer bytes), or once the IO_BUF_SIZE buffer of headers is full (QEMU 10.0.2
+        migration/qemu-file.c)."""
+        pending = sum(row)
+        zero = row[-1] / pending if pending > 0 else 0.0
+        if zero >= 1.0:
+            return QEMUFILE_BUF_BYTES
+        normal = QEMUFILE_IOVS / 2
+        zeros = normal * zero / (1.0 - zero)
+        headers = normal * self.plan.host.page_header_bytes + zeros * self.zero_page_wire
+        share = min(1.0, QEMUFILE_BUF_BYTES / headers) if headers > 0 else 1.0
+        return share * (normal * self.normal_page_cost() + zeros * self.zero_page_wire)
 
     def page_cpu_s(self, zero_share: float = 0.0) -> float:
         """Migration CPU per page: the walk and zero check, XBZRLE encoding, spread over multifd channels.
