@@ -626,6 +626,12 @@ def test_from_qemu_8_2_a_rate_limited_window_ends_half_a_flush_past_its_budget()
         sent = rounds[0]["sent_bytes"]
         assert sent / first_pass == pytest.approx(rate, rel=1e-6)
     assert old.iterations == new.iterations == 3
+    # a link no faster than max-bandwidth carries no more: the windows keep their checks, the versions agree
+    for workload in ({}, {"workload.memory.model": "uniform", "workload.memory.dirty_rate": "4MiB/s",
+                          "workload.memory.wss": "64MiB"}):
+        same = {"link.capacity": None, **workload}
+        a, b = simulate(_rate_limited_pass("8.1").with_(**same)), simulate(_rate_limited_pass("8.2").with_(**same))
+        assert (a.iterations, a.total_time_s, a.downtime_s) == (b.iterations, b.total_time_s, b.downtime_s)
     # multifd's channels count their bytes per packet: not modelled, the versions agree
     a = simulate(_rate_limited_pass("8.1").with_(**{"aids.multifd.enabled": True}))
     b = simulate(_rate_limited_pass("8.2").with_(**{"aids.multifd.enabled": True}))
