@@ -645,13 +645,13 @@ def test_flush_bytes_follow_the_qemufile_iovecs_and_buffer():
 
     run = Run(simpy.Environment(), _rate_limited_pass("10.0"))
     normal, zero = 4096 + HDR, 9  # a page and its header; a zero page's header and byte
-    assert run.wire.flush_bytes([1.0, 0.0]) == pytest.approx(32 * normal)
-    assert run.wire.flush_bytes([1.0, 1.0]) == pytest.approx(32 * normal + 32 * zero)  # one zero page a normal one
-    assert run.wire.flush_bytes([0.0, 1.0]) == 32768  # zero pages only: the header buffer fills
+    assert run.wire.flush_bytes(0.0) == pytest.approx(32 * normal)
+    assert run.wire.flush_bytes(0.5) == pytest.approx(32 * normal + 32 * zero)  # one zero page a normal one
+    assert run.wire.flush_bytes(1.0) == 32768  # zero pages only: the header buffer fills
     # mostly zero pages: the 32 KiB of headers fill before 64 iovecs are used
     z = 999
     headers = 32 * HDR + 32 * z * zero
-    assert run.wire.flush_bytes([1.0, float(z)]) == pytest.approx(32768 / headers * (32 * normal + 32 * z * zero))
+    assert run.wire.flush_bytes(z / (1 + z)) == pytest.approx(32768 / headers * (32 * normal + 32 * z * zero))
 
 
 def test_avail_switchover_bandwidth_replaces_the_measured_one_from_8_2():

@@ -174,7 +174,7 @@ class Run:
         bytes per packet instead, which is not modelled (0 here)."""
         if not self.qemu.rate_limit_counts_flushed or self.aids.multifd.enabled or not self.dirty_bitmap.cells:
             return 0.0
-        return self.wire.flush_bytes(self.dirty_bitmap.row()) / 2 / WINDOW_S
+        return self.wire.flush_bytes(self.dirty_bitmap.zero_share()) / 2 / WINDOW_S
 
     def burst_pages_per_s(self) -> float:
         """Pages/s for the slice the walk is in without the rate limit: a window's burst."""

@@ -66,15 +66,13 @@ class WireCost:
         z = row[-1] / pending
         return z * self.zero_page_wire + (1 - z) * self.normal_page_cost()
 
-    def flush_bytes(self, row: list[float]) -> float:
-        """Wire bytes the main channel carries between two flushes for a row's page mix: the QEMUFile
-        flushes once its MAX_IOV_SIZE iovecs are used, two per normal page (the header, copied into
+    def flush_bytes(self, zero: float) -> float:
+        """Wire bytes the main channel carries between two flushes for pages of zero share ``zero``: the
+        QEMUFile flushes once its MAX_IOV_SIZE iovecs are used, two per normal page (the header, copied into
         the file's buffer, and the page, queued in place by qemu_put_buffer_async()), the headers of
         the zero pages between them joining the next header's iovec (add_to_iovec() coalesces
         adjacent buffer bytes), or once the IO_BUF_SIZE buffer of headers is full (QEMU 10.0.2
         migration/qemu-file.c)."""
-        pending = sum(row)
-        zero = row[-1] / pending if pending > 0 else 0.0
         if zero >= 1.0:
             return QEMUFILE_BUF_BYTES
         normal = QEMUFILE_IOVS / 2
