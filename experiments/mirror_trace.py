@@ -127,9 +127,14 @@ class SwitchoverSummary:
     stop_to_completed_s: float | None  # migrate_set_state ... completed
 
 
+def vm_stop(events: list[tuple[float, str, str]]) -> float | None:
+    """When the source VM stopped (vm_state_notify running 0), if the trace saw it."""
+    return next((t for t, e, a in events if e == "vm_state_notify" and a.startswith("running 0")), None)
+
+
 def summarize_switchover(events: list[tuple[float, str, str]]) -> SwitchoverSummary:
     """The span from the source VM's stop (vm_state_notify running 0) to the job's end and the migration's."""
-    stop = next((t for t, e, a in events if e == "vm_state_notify" and a.startswith("running 0")), None)
+    stop = vm_stop(events)
     if stop is None:
         raise ValueError("no vm_state_notify 'running 0' line: the VM's stop was not traced")
     after = [(t - stop, e, a) for t, e, a in events if t >= stop]
@@ -168,7 +173,7 @@ class PaceSummary:
 def summarize_pace(events: list[tuple[float, str, str]]) -> PaceSummary:
     """The job's completions per BUFFER_DELAY from READY to the VM's stop, and its dirty count then."""
     ready = next((t for t, e, a in events if e == "job_state_transition" and "-->ready" in a), None)
-    stop = next((t for t, e, a in events if e == "vm_state_notify" and a.startswith("running 0")), None)
+    stop = vm_stop(events)
     if ready is None or stop is None or stop <= ready:
         raise ValueError("the trace lacks the job's READY transition or the VM's stop: trace with --switchover")
     n = max(1, int((stop - ready) / BUFFER_DELAY_S))

@@ -121,12 +121,16 @@ def clamped(store: Any, run_ids: Any) -> dict[str, dict[str, float]]:
     prediction used what the guest reported, so it is still a fair comparison, but the run is
     not the scenario it is named after.
     """
+    return _clamped({str(rid): _console(store, rid) for rid in run_ids})
+
+
+def _clamped(consoles: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     out = {}
-    for rid in run_ids:
-        for err in _console(store, rid).get("errors") or []:
+    for rid, con in consoles.items():
+        for err in con.get("errors") or []:
             m = CLAMP_RE.search(str(err))
             if m:
-                out[str(rid)] = {"wanted_bytes": float(m.group(1)), "allocatable_bytes": float(m.group(2))}
+                out[rid] = {"wanted_bytes": float(m.group(1)), "allocatable_bytes": float(m.group(2))}
     return out
 
 
@@ -230,8 +234,8 @@ def extend(rep: dict[str, Any], store: Any, metrics: Callable[[Any], dict[str, A
         rep["blind"] = metrics(brows)
         rep["blind_rows"] = brows
         rep["blind_families"] = by_family(brows, metrics)
-    rep["clamped"] = clamped(store, rows["run_id"])
     consoles = {str(r): _console(store, str(r)) for r in rows["run_id"]}  # each run's measured file read once
+    rep["clamped"] = _clamped(consoles)
     with_checks(rep["metrics"], [(rid, _canary(con)) for rid, con in consoles.items()])
     rep["checks_unconfirmed"] = [rid for rid, con in consoles.items() if _unconfirmed(con)]
     heavy = heavy_load(rows, heavy_threshold)
