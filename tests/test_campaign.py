@@ -146,6 +146,8 @@ V28 = CAMPAIGNS / "campaign-v28.yaml"  # the round after v27's runs were spent
 Q10U = CAMPAIGNS / "campaign-q10u.yaml"  # the round after q10t's runs were spent
 V29 = CAMPAIGNS / "campaign-v29.yaml"  # the round after v28's runs were spent
 Q10V = CAMPAIGNS / "campaign-q10v.yaml"  # the round after q10u's runs were spent
+V30 = CAMPAIGNS / "campaign-v30.yaml"  # the round after v29's runs were spent
+Q10W = CAMPAIGNS / "campaign-q10w.yaml"  # the round after q10v's runs were spent
 V23 = CAMPAIGNS / "campaign-v23.yaml"  # the round after v22's runs were spent
 V21 = CAMPAIGNS / "campaign-v21.yaml"  # the round after v20's runs were spent
 #: (campaign file, the drawn scenarios' id prefix, its stack)
@@ -180,6 +182,7 @@ PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "
                  pytest.param(Q10T, "q20", "backports", id="q10t"),
                  pytest.param(Q10U, "q21", "backports", id="q10u"),
                  pytest.param(Q10V, "q22", "backports", id="q10v"),
+                 pytest.param(Q10W, "q23", "backports", id="q10w"),
                  pytest.param(V22, "v22", "debian12", id="v22"),
                  pytest.param(V23, "v23", "debian12", id="v23"),
                  pytest.param(V24, "v24", "debian12", id="v24"),
@@ -188,6 +191,7 @@ PREREGISTERED = [pytest.param(V5, "h", "debian12", id="v5"), pytest.param(Q10, "
                  pytest.param(V27, "v27", "debian12", id="v27"),
                  pytest.param(V28, "v28", "debian12", id="v28"),
                  pytest.param(V29, "v29", "debian12", id="v29"),
+                 pytest.param(V30, "v30", "debian12", id="v30"),
                  pytest.param(V21, "v21", "debian12", id="v21")]
 
 
@@ -247,8 +251,8 @@ def test_q10_campaign_is_v5s_design_on_qemu_10():
 #: its held-out scenarios, its runs: v5-idle ran 96 in 61 min)
 #: each stack's rounds in the order they were run: every round after the first repeats its predecessor's
 #: design with a new seed, and every earlier round of its stack is spent for it
-V_ROUNDS = [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17, V18, V19, V20, V21, V22, V23, V24, V25, V26, V27, V28, V29]
-Q_ROUNDS = [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G, Q10H, Q10I, Q10J, Q10K, Q10L, Q10M, Q10N, Q10O, Q10P, Q10Q, Q10R, Q10S, Q10T, Q10U, Q10V]
+V_ROUNDS = [V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17, V18, V19, V20, V21, V22, V23, V24, V25, V26, V27, V28, V29, V30]
+Q_ROUNDS = [Q10, Q10B, Q10C, Q10D, Q10E, Q10F, Q10G, Q10H, Q10I, Q10J, Q10K, Q10L, Q10M, Q10N, Q10O, Q10P, Q10Q, Q10R, Q10S, Q10T, Q10U, Q10V, Q10W]
 #: (held-out runs, all runs) of a round: from the round that changed them on (v11 and q10f added
 #: NEVER_SENT_CALIBRATION's two runs)
 RUN_COUNTS = {V6: (72, 96), V11: (72, 98), Q10B: (42, 55), Q10F: (42, 57)}
