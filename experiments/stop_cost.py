@@ -39,7 +39,7 @@ def stop_normal_pages(measured: dict[str, Any]) -> float | None:
 
 
 def stops(directory: Path, max_load: float, min_pages: float,
-               writers: bool = False) -> list[tuple[str, float, float]]:
+          writers: bool = False) -> list[tuple[str, float, float]]:
     """(run, stop's normal pages, downtime in s) of a campaign directory's converged idle runs; with
     ``writers``, of its RAM writers' runs that synced three times or more instead (no disk writer),
     whose stops re-send pages the destination already holds."""

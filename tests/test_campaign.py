@@ -945,7 +945,7 @@ def test_clamped_guest_is_explained_not_a_failed_canary(tmp_path):
     assert clamped(store, consoles) == {rid: {"wanted_bytes": 167772160.0, "allocatable_bytes": 164814848.0}
                                         for rid in ("a-r1", "b-r1")}
     assert [canary_ok(store, rid) for rid in consoles] == [True, False, False, False, None, False, True]
-    assert [rid for rid in consoles if canary_unconfirmed(store, rid)] == ["e-r1"]
+    assert [rid for rid, con in consoles.items() if canary_unconfirmed(con)] == ["e-r1"]
 
 
 def test_heavy_load_and_starved_guests_are_flagged():

@@ -141,19 +141,16 @@ def canary_ok(store: Any, rid: str) -> bool | None:
 
 
 def _canary(con: dict[str, Any]) -> bool | None:
-    if not con or _unconfirmed(con):
+    if not con or canary_unconfirmed(con):
         return None
     return bool(con.get("checks")) and not con.get("failed_checks") and not _other_errors(con)
 
 
-def canary_unconfirmed(store: Any, rid: str) -> bool:
+def canary_unconfirmed(con: dict[str, Any]) -> bool:
     """No check failed and the guest reported no error, but no CHECK line came within the runner's wait
     after the move (runs from the runner that records its own verdict, ``check_ok``): nothing vouches
-    for the memory the guest arrived with, so the run counts neither as ok nor as failed."""
-    return _unconfirmed(_console(store, rid))
-
-
-def _unconfirmed(con: dict[str, Any]) -> bool:
+    for the memory the guest arrived with, so the run counts neither as ok nor as failed. Takes the
+    run's console (as kept in its measured file), which the campaign report has already read."""
     return con.get("check_ok") is False and not con.get("failed_checks") and not _other_errors(con)
 
 
@@ -237,7 +234,7 @@ def extend(rep: dict[str, Any], store: Any, metrics: Callable[[Any], dict[str, A
     consoles = {str(r): _console(store, str(r)) for r in rows["run_id"]}  # each run's measured file read once
     rep["clamped"] = _clamped(consoles)
     with_checks(rep["metrics"], [(rid, _canary(con)) for rid, con in consoles.items()])
-    rep["checks_unconfirmed"] = [rid for rid, con in consoles.items() if _unconfirmed(con)]
+    rep["checks_unconfirmed"] = [rid for rid, con in consoles.items() if canary_unconfirmed(con)]
     heavy = heavy_load(rows, heavy_threshold)
     rep["heavy_load"] = {"threshold_load_1m": heavy_threshold, "runs": [str(x) for x in rows["run_id"][heavy]],
                          "load_1m_median": _median(rows, "load_1m"),
